@@ -1,0 +1,148 @@
+//! The `vfc` command line (design.md, "Public contracts → Binary"). Output meant for people
+//! and scripts goes to stdout; logs go to stderr.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::accounts::{tokens, Role};
+use crate::config::{Settings, SettingsArgs};
+use crate::store::Db;
+
+#[derive(Parser)]
+#[command(
+    name = "vfc",
+    version,
+    about = "vfc-monitor: vaccine cold-chain, inventory and ordering monitor for the VFC program"
+)]
+struct Cli {
+    #[command(flatten)]
+    settings: SettingsArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service: MQTT ingest, HTTP API, background jobs.
+    Serve,
+    /// Apply database migrations and exit (serve also applies them at start).
+    Migrate,
+    /// Create, list and revoke API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Measure the service's throughput and latency on this machine.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token; the secret is printed once, as the last line.
+    Create {
+        /// state-coordinator (every PIN) or clinic (one PIN or one location)
+        #[arg(long)]
+        role: String,
+        /// Clinic token for every location of this VFC PIN.
+        #[arg(long)]
+        pin: Option<String>,
+        /// Clinic token for one location, e.g. 012345A.
+        #[arg(long)]
+        location: Option<String>,
+        /// Whose token this is, e.g. "Bayview Pediatrics EHR".
+        #[arg(long)]
+        name: String,
+    },
+    /// Revoke a token by its id; it stops working at once.
+    Revoke { id: i64 },
+    /// List tokens (never their secrets).
+    List,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("VFC_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn,rumqttc=warn,sqlx=warn,tower_http=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load(&cli.settings)?;
+    match cli.command {
+        Command::Serve => crate::app::serve(settings).await,
+        Command::Migrate => {
+            Db::connect(&settings.database).await?;
+            println!("database is up to date");
+            Ok(())
+        }
+        Command::Token(cmd) => token(settings, cmd).await,
+        Command::Bench(cmd) => crate::bench::run(settings, cmd).await,
+    }
+}
+
+async fn token(settings: Settings, cmd: TokenCommand) -> anyhow::Result<()> {
+    let db = Db::connect(&settings.database).await?;
+    match cmd {
+        TokenCommand::Create {
+            role,
+            pin,
+            location,
+            name,
+        } => {
+            let role = Role::parse(&role)
+                .ok_or_else(|| anyhow::anyhow!("--role {role:?} must be state-coordinator or clinic"))?;
+            let scope = tokens::scope_from_flags(role, pin.as_deref(), location.as_deref())?;
+            let token = tokens::create(&db, &name, role, &scope).await?;
+            println!(
+                "created token {} for {name:?} ({}, {:?}); it is shown only now:",
+                token.id,
+                role.as_str(),
+                scope
+            );
+            println!("{}", token.secret);
+        }
+        TokenCommand::Revoke { id } => {
+            if tokens::revoke(&db, id).await? {
+                println!("token {id} revoked");
+            } else {
+                println!("token {id} was already revoked");
+            }
+        }
+        TokenCommand::List => {
+            for t in tokens::list(&db).await? {
+                println!(
+                    "{}\t{}\t{}\t{}{}",
+                    t.id,
+                    t.role,
+                    t.scope,
+                    t.name,
+                    if t.revoked { "\t(revoked)" } else { "" }
+                );
+            }
+        }
+    }
+    Ok(())
+}

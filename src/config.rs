@@ -1,0 +1,362 @@
+//! Settings: built-in defaults, then an optional `vfc.toml`, then `VFC_*` environment variables
+//! (design.md, "Public contracts → Configuration"), then command-line flags.
+//!
+//! Every value is checked here, at start, so a typo fails with the setting's name and what
+//! it allows instead of surfacing later as a connection error.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde::Deserialize;
+use url::Url;
+
+/// The settings every command takes. Each is also read from `vfc.toml` (same name, lower case,
+/// without `VFC_`) and from the environment.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SettingsArgs {
+    /// Configuration file (TOML, keys as below without the VFC_ prefix, lower case).
+    /// Default: ./vfc.toml when it exists.
+    #[arg(long, env = "VFC_CONFIG", global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Where the service keeps its files (SQLite database, email outbox). Default ./vfc-data
+    #[arg(long, env = "VFC_DATA_DIR", global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database: sqlite://PATH or postgres://user@host/db. Default: SQLite file vfc.db in the data directory
+    #[arg(long, env = "VFC_DATABASE_URL", global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// HTTP listen address for the API, dashboards, /healthz and /metrics. Default 127.0.0.1:8080
+    #[arg(long, env = "VFC_HTTP_ADDR", global = true, value_name = "ADDR")]
+    pub http_addr: Option<String>,
+    /// MQTT broker: "embedded" (a broker inside the service) or mqtt://[user:pass@]host:port, mqtts://…
+    #[arg(long, env = "VFC_MQTT_URL", global = true, value_name = "URL")]
+    pub mqtt_url: Option<String>,
+    /// Listen address of the embedded broker (loopback only). Default 127.0.0.1:1883
+    #[arg(long, env = "VFC_MQTT_EMBEDDED_ADDR", global = true, value_name = "ADDR")]
+    pub mqtt_embedded_addr: Option<String>,
+    /// MQTT client id; fixed per instance so the broker keeps its session. Default vfc-1
+    #[arg(long, env = "VFC_MQTT_CLIENT_ID", global = true, value_name = "ID")]
+    pub mqtt_client_id: Option<String>,
+    /// Shared-subscription group: instances in one group split the readings ($share/GROUP/…). Default: unset, plain subscription
+    #[arg(long, env = "VFC_MQTT_SHARE_GROUP", global = true, value_name = "GROUP")]
+    pub mqtt_share_group: Option<String>,
+    /// PEM file of extra CA certificates for mqtts:// (default: the public web roots)
+    #[arg(long, env = "VFC_MQTT_CA_FILE", global = true, value_name = "PATH")]
+    pub mqtt_ca_file: Option<PathBuf>,
+    /// Outgoing mail: smtp://host:port (plain, trusted network), smtp://…?tls=required (STARTTLS), smtps://… Default: .eml files in $VFC_DATA_DIR/outbox/
+    #[arg(long, env = "VFC_SMTP_URL", global = true, value_name = "URL")]
+    pub smtp_url: Option<String>,
+    /// Sender address of alert emails. Default vfc-monitor@localhost
+    #[arg(long, env = "VFC_MAIL_FROM", global = true, value_name = "ADDRESS")]
+    pub mail_from: Option<String>,
+    /// Base URL people reach the service at, for links in emails. Default http://<VFC_HTTP_ADDR>
+    #[arg(long, env = "VFC_PUBLIC_URL", global = true, value_name = "URL")]
+    pub public_url: Option<String>,
+    /// HL7 MLLP listen address for EHRs. Default: unset, MLLP off
+    #[arg(long, env = "VFC_HL7_MLLP_ADDR", global = true, value_name = "ADDR")]
+    pub hl7_mllp_addr: Option<String>,
+}
+
+/// The same settings as they may appear in `vfc.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    http_addr: Option<String>,
+    mqtt_url: Option<String>,
+    mqtt_embedded_addr: Option<String>,
+    mqtt_client_id: Option<String>,
+    mqtt_share_group: Option<String>,
+    mqtt_ca_file: Option<PathBuf>,
+    smtp_url: Option<String>,
+    mail_from: Option<String>,
+    public_url: Option<String>,
+    hl7_mllp_addr: Option<String>,
+}
+
+/// Which database, parsed from `VFC_DATABASE_URL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+/// Which broker, parsed from `VFC_MQTT_URL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MqttBroker {
+    Embedded,
+    External(MqttUrl),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttUrl {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl MqttUrl {
+    /// Parses `mqtt://[user:pass@]host[:port]` or `mqtts://…`.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let url = Url::parse(raw).map_err(|e| format!("{e}"))?;
+        let tls = match url.scheme() {
+            "mqtt" | "tcp" => false,
+            "mqtts" | "ssl" => true,
+            other => return Err(format!("scheme {other:?} is not mqtt:// or mqtts://")),
+        };
+        let host = url.host_str().filter(|h| !h.is_empty()).ok_or("no host")?;
+        let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+        Ok(MqttUrl {
+            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            port: url.port().unwrap_or(if tls { 8883 } else { 1883 }),
+            tls,
+            username: (!url.username().is_empty()).then(|| decode(url.username())),
+            password: url.password().map(decode),
+        })
+    }
+}
+
+/// Checked settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub database: DatabaseUrl,
+    pub http_addr: SocketAddr,
+    pub mqtt: MqttBroker,
+    pub mqtt_embedded_addr: SocketAddr,
+    pub mqtt_client_id: String,
+    pub mqtt_share_group: Option<String>,
+    pub mqtt_ca_file: Option<PathBuf>,
+    pub smtp_url: Option<Url>,
+    pub mail_from: String,
+    pub public_url: Url,
+    pub hl7_mllp_addr: Option<SocketAddr>,
+}
+
+fn bad(setting: &str, value: &str, allowed: &str) -> anyhow::Error {
+    anyhow::anyhow!("{setting}={value:?} is not valid: {allowed}")
+}
+
+impl Settings {
+    /// Layers defaults, the config file, the environment and flags (clap has already merged the
+    /// last two), then checks every value.
+    pub fn load(args: &SettingsArgs) -> anyhow::Result<Self> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None if Path::new("vfc.toml").exists() => read_file(Path::new("vfc.toml"))?,
+            None => FileSettings::default(),
+        };
+        let pick = |a: &Option<String>, f: Option<String>| a.clone().or(f);
+
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| "./vfc-data".into());
+        let database = match pick(&args.database_url, file.database_url) {
+            None => DatabaseUrl::Sqlite(data_dir.join("vfc.db")),
+            Some(raw) => parse_database_url(&raw)?,
+        };
+        let http_raw = pick(&args.http_addr, file.http_addr).unwrap_or_else(|| "127.0.0.1:8080".into());
+        let http_addr: SocketAddr = http_raw.parse().map_err(|_| {
+            bad(
+                "VFC_HTTP_ADDR",
+                &http_raw,
+                "an IP address and port such as 127.0.0.1:8080",
+            )
+        })?;
+        let mqtt_raw = pick(&args.mqtt_url, file.mqtt_url).unwrap_or_else(|| "embedded".into());
+        let mqtt = if mqtt_raw == "embedded" {
+            MqttBroker::Embedded
+        } else {
+            MqttBroker::External(MqttUrl::parse(&mqtt_raw).map_err(|e| {
+                bad(
+                    "VFC_MQTT_URL",
+                    &redact_url(&mqtt_raw),
+                    &format!("\"embedded\", mqtt://[user:pass@]host:port or mqtts://… ({e})"),
+                )
+            })?)
+        };
+        let emb_raw =
+            pick(&args.mqtt_embedded_addr, file.mqtt_embedded_addr).unwrap_or_else(|| "127.0.0.1:1883".into());
+        let mqtt_embedded_addr: SocketAddr = emb_raw
+            .parse()
+            .ok()
+            .filter(|a: &SocketAddr| a.ip().is_loopback())
+            .ok_or_else(|| {
+                bad(
+                    "VFC_MQTT_EMBEDDED_ADDR",
+                    &emb_raw,
+                    "a loopback address and port such as 127.0.0.1:1883 (the embedded broker has no authentication, so it never listens beyond this machine)",
+                )
+            })?;
+        let mqtt_client_id = pick(&args.mqtt_client_id, file.mqtt_client_id).unwrap_or_else(|| "vfc-1".into());
+        if mqtt_client_id.is_empty()
+            || mqtt_client_id.len() > 64
+            || !mqtt_client_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(bad(
+                "VFC_MQTT_CLIENT_ID",
+                &mqtt_client_id,
+                "1-64 characters of A-Z, a-z, 0-9, '-', '_', '.'",
+            ));
+        }
+        let mqtt_share_group = pick(&args.mqtt_share_group, file.mqtt_share_group).filter(|g| !g.is_empty());
+        if let Some(g) = &mqtt_share_group {
+            if !g.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)) {
+                return Err(bad("VFC_MQTT_SHARE_GROUP", g, "letters, digits, '-' and '_' only"));
+            }
+        }
+        let smtp_url = match pick(&args.smtp_url, file.smtp_url).filter(|s| !s.is_empty()) {
+            None => None,
+            Some(raw) => {
+                let url = Url::parse(&raw)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "smtp" | "smtps") && u.host_str().is_some())
+                    .ok_or_else(|| {
+                        bad(
+                            "VFC_SMTP_URL",
+                            &redact_url(&raw),
+                            "smtp://host:port, smtp://host:port?tls=required or smtps://host:port",
+                        )
+                    })?;
+                Some(url)
+            }
+        };
+        let mail_from = pick(&args.mail_from, file.mail_from).unwrap_or_else(|| "vfc-monitor@localhost".into());
+        if !mail_from.contains('@') {
+            return Err(bad(
+                "VFC_MAIL_FROM",
+                &mail_from,
+                "an email address such as alerts@example.org",
+            ));
+        }
+        let public_raw = pick(&args.public_url, file.public_url).unwrap_or_else(|| format!("http://{http_addr}"));
+        let public_url = Url::parse(&public_raw)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .ok_or_else(|| {
+                bad(
+                    "VFC_PUBLIC_URL",
+                    &public_raw,
+                    "an http:// or https:// URL such as https://vfc.example.org",
+                )
+            })?;
+        let hl7_mllp_addr = match pick(&args.hl7_mllp_addr, file.hl7_mllp_addr).filter(|s| !s.is_empty()) {
+            None => None,
+            Some(raw) => Some(raw.parse().map_err(|_| {
+                bad(
+                    "VFC_HL7_MLLP_ADDR",
+                    &raw,
+                    "an IP address and port such as 127.0.0.1:2575",
+                )
+            })?),
+        };
+        Ok(Settings {
+            data_dir,
+            database,
+            http_addr,
+            mqtt,
+            mqtt_embedded_addr,
+            mqtt_client_id,
+            mqtt_share_group,
+            mqtt_ca_file: args.mqtt_ca_file.clone().or(file.mqtt_ca_file),
+            smtp_url,
+            mail_from,
+            public_url,
+            hl7_mllp_addr,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("{} is not a valid vfc.toml", path.display()))
+}
+
+fn parse_database_url(raw: &str) -> anyhow::Result<DatabaseUrl> {
+    let allowed = "sqlite://PATH (e.g. sqlite://./vfc-data/vfc.db) or postgres://user[:password]@host[:port]/database";
+    if let Some(path) = raw.strip_prefix("sqlite://").or_else(|| raw.strip_prefix("sqlite:")) {
+        let path = path.split('?').next().unwrap_or_default();
+        if path.is_empty() || path == ":memory:" {
+            bail!(bad(
+                "VFC_DATABASE_URL",
+                raw,
+                &format!("{allowed}; an in-memory database would lose every reading")
+            ));
+        }
+        return Ok(DatabaseUrl::Sqlite(path.into()));
+    }
+    if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+        Url::parse(raw).map_err(|e| bad("VFC_DATABASE_URL", &redact_url(raw), &format!("{allowed} ({e})")))?;
+        return Ok(DatabaseUrl::Postgres(raw.to_string()));
+    }
+    Err(bad("VFC_DATABASE_URL", &redact_url(raw), allowed))
+}
+
+/// A URL with its password replaced, for logs and error messages.
+pub fn redact_url(raw: &str) -> String {
+    match Url::parse(raw) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(_) => raw.to_string(),
+        Err(_) if raw.contains('@') => "<url with credentials>".into(),
+        Err(_) => raw.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(f: impl FnOnce(&mut SettingsArgs)) -> anyhow::Result<Settings> {
+        let mut a = SettingsArgs {
+            config: Some("/nonexistent-on-purpose".into()),
+            ..Default::default()
+        };
+        a.config = None;
+        f(&mut a);
+        Settings::load(&a)
+    }
+
+    #[test]
+    fn defaults_need_nothing_installed() {
+        let s = load(|_| {}).unwrap();
+        assert_eq!(s.database, DatabaseUrl::Sqlite("./vfc-data/vfc.db".into()));
+        assert_eq!(s.mqtt, MqttBroker::Embedded);
+        assert_eq!(s.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.public_url.as_str(), "http://127.0.0.1:8080/");
+    }
+
+    #[test]
+    fn a_bad_value_names_the_setting_and_what_is_allowed() {
+        let e = load(|a| a.mqtt_url = Some("amqp://x".into())).unwrap_err().to_string();
+        assert!(e.contains("VFC_MQTT_URL") && e.contains("mqtts://"), "{e}");
+        let e = load(|a| a.mqtt_embedded_addr = Some("0.0.0.0:1883".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("VFC_MQTT_EMBEDDED_ADDR") && e.contains("loopback"), "{e}");
+        let e = load(|a| a.database_url = Some("mysql://x".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("VFC_DATABASE_URL"), "{e}");
+    }
+
+    #[test]
+    fn mqtt_urls_carry_credentials_and_default_ports() {
+        let u = MqttUrl::parse("mqtts://gw%40clinic:s3cret@broker.example.org").unwrap();
+        assert!(u.tls);
+        assert_eq!(u.port, 8883);
+        assert_eq!(u.username.as_deref(), Some("gw@clinic"));
+        assert_eq!(u.password.as_deref(), Some("s3cret"));
+        assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:***@h/db");
+    }
+}

@@ -1,0 +1,17 @@
+//! vfc-monitor: vaccine cold-chain, inventory and ordering monitor for the VFC program.
+//!
+//! Follow a reading: `telemetry` (MQTT in, batches committed, confirmations out) →
+//! `store` (the database) → `registry` (which PIN, location and unit a logger serves) →
+//! `web` (the JSON API, scoped by `accounts`).
+#![forbid(unsafe_code)]
+
+pub mod accounts;
+pub mod app;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod registry;
+pub mod store;
+pub mod telemetry;
+pub mod web;

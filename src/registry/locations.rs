@@ -1,0 +1,254 @@
+//! Locations: a PIN plus an optional suffix, each with its own name, time zone, address and
+//! primary and backup vaccine coordinators (domain.md: "every location must have both").
+
+use serde::{Deserialize, Serialize};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use utoipa::ToSchema;
+
+use super::{Error, Result};
+use crate::accounts::{Caller, Scope};
+use crate::domain::{LocationCode, VfcPin};
+use crate::store::{is_unique_violation, now_millis, rfc3339, Db};
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Contact {
+    pub name: String,
+    pub email: String,
+    #[serde(default)]
+    pub phone: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Contacts {
+    /// Receives alerts first.
+    pub primary: Contact,
+    /// Receives alerts when the primary has not acknowledged.
+    pub backup: Contact,
+}
+
+/// Body of `POST /api/v1/locations`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewLocation {
+    /// VFC PIN, 4-8 digits, e.g. "012345".
+    pub pin: String,
+    /// Optional alpha suffix of this office, e.g. "A".
+    #[serde(default)]
+    pub suffix: Option<String>,
+    pub name: String,
+    /// IANA time zone, e.g. "America/New_York".
+    pub timezone: String,
+    #[serde(default)]
+    pub address: Option<String>,
+    pub contacts: Contacts,
+}
+
+/// Body of `PUT /api/v1/locations/{code}`: what a location may change about itself.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocationUpdate {
+    pub name: String,
+    pub timezone: String,
+    #[serde(default)]
+    pub address: Option<String>,
+    pub contacts: Contacts,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Location {
+    /// PIN followed by the suffix, e.g. "012345A".
+    pub code: String,
+    pub pin: String,
+    pub suffix: Option<String>,
+    pub name: String,
+    pub timezone: String,
+    pub address: Option<String>,
+    pub contacts: Contacts,
+    pub created_at: String,
+}
+
+fn check_contact(which: &str, c: &Contact) -> Result<Contact> {
+    let name = c.name.trim();
+    if name.is_empty() {
+        return Err(Error::Invalid(format!("contacts.{which}.name is required")));
+    }
+    let email = c.email.trim();
+    let valid = email.split_once('@').is_some_and(|(l, d)| {
+        !l.is_empty() && d.contains('.') && !d.starts_with('.') && !email.contains(char::is_whitespace)
+    });
+    if !valid {
+        return Err(Error::Invalid(format!(
+            "contacts.{which}.email {:?} is not an email address such as coordinator@clinic.org",
+            c.email
+        )));
+    }
+    Ok(Contact {
+        name: name.to_string(),
+        email: email.to_string(),
+        phone: c
+            .phone
+            .as_deref()
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(String::from),
+    })
+}
+
+fn check_details(name: &str, timezone: &str, contacts: &Contacts) -> Result<(String, String, Contacts)> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(Error::Invalid(
+            "name is required (e.g. \"Bayview Pediatrics – Main St\")".into(),
+        ));
+    }
+    let tz: chrono_tz::Tz = timezone.parse().map_err(|_| {
+        Error::Invalid(format!(
+            "timezone {timezone:?} is not an IANA time zone such as \"America/New_York\""
+        ))
+    })?;
+    let contacts = Contacts {
+        primary: check_contact("primary", &contacts.primary)?,
+        backup: check_contact("backup", &contacts.backup)?,
+    };
+    Ok((name.to_string(), tz.name().to_string(), contacts))
+}
+
+const COLUMNS: &str = "code, pin, suffix, name, timezone, address, primary_name, primary_email, primary_phone, \
+                       backup_name, backup_email, backup_phone, created_at";
+
+fn from_row(r: &AnyRow) -> std::result::Result<Location, sqlx::Error> {
+    Ok(Location {
+        code: r.try_get("code")?,
+        pin: r.try_get("pin")?,
+        suffix: r.try_get("suffix")?,
+        name: r.try_get("name")?,
+        timezone: r.try_get("timezone")?,
+        address: r.try_get("address")?,
+        contacts: Contacts {
+            primary: Contact {
+                name: r.try_get("primary_name")?,
+                email: r.try_get("primary_email")?,
+                phone: r.try_get("primary_phone")?,
+            },
+            backup: Contact {
+                name: r.try_get("backup_name")?,
+                email: r.try_get("backup_email")?,
+                phone: r.try_get("backup_phone")?,
+            },
+        },
+        created_at: rfc3339(r.try_get("created_at")?),
+    })
+}
+
+pub async fn create(db: &Db, caller: &Caller, new: &NewLocation) -> Result<Location> {
+    let pin = VfcPin::parse(&new.pin)?;
+    let code = LocationCode::new(pin.clone(), new.suffix.as_deref())?;
+    match &caller.scope {
+        Scope::Program => {}
+        Scope::Pin(p) if p == pin.as_str() => {}
+        _ => {
+            return Err(Error::Forbidden(format!(
+                "this token may not add locations to PIN {pin}; ask the state VFC coordinator"
+            )))
+        }
+    }
+    let (name, tz, contacts) = check_details(&new.name, &new.timezone, &new.contacts)?;
+    let now = now_millis();
+    let mut tx = db.pool.begin().await?;
+    sqlx::query("INSERT INTO organisations (pin, created_at) VALUES ($1, $2) ON CONFLICT (pin) DO NOTHING")
+        .bind(pin.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    let inserted = sqlx::query(
+        "INSERT INTO locations (code, pin, suffix, name, timezone, address, primary_name, primary_email, \
+         primary_phone, backup_name, backup_email, backup_phone, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
+    )
+    .bind(code.to_string())
+    .bind(pin.as_str())
+    .bind(code.suffix().map(String::from))
+    .bind(&name)
+    .bind(&tz)
+    .bind(
+        new.address
+            .as_deref()
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(String::from),
+    )
+    .bind(&contacts.primary.name)
+    .bind(&contacts.primary.email)
+    .bind(contacts.primary.phone.clone())
+    .bind(&contacts.backup.name)
+    .bind(&contacts.backup.email)
+    .bind(contacts.backup.phone.clone())
+    .bind(now)
+    .execute(&mut *tx)
+    .await;
+    match inserted {
+        Err(e) if is_unique_violation(&e) => {
+            return Err(Error::Conflict(format!("location {code} already exists")));
+        }
+        other => other?,
+    };
+    tx.commit().await?;
+    get(db, &caller.scope, &code.to_string()).await
+}
+
+pub async fn update(db: &Db, scope: &Scope, code: &str, upd: &LocationUpdate) -> Result<Location> {
+    let existing = get(db, scope, code).await?;
+    let (name, tz, contacts) = check_details(&upd.name, &upd.timezone, &upd.contacts)?;
+    sqlx::query(
+        "UPDATE locations SET name = $1, timezone = $2, address = $3, primary_name = $4, primary_email = $5, \
+         primary_phone = $6, backup_name = $7, backup_email = $8, backup_phone = $9, updated_at = $10 \
+         WHERE code = $11",
+    )
+    .bind(&name)
+    .bind(&tz)
+    .bind(
+        upd.address
+            .as_deref()
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(String::from),
+    )
+    .bind(&contacts.primary.name)
+    .bind(&contacts.primary.email)
+    .bind(contacts.primary.phone.clone())
+    .bind(&contacts.backup.name)
+    .bind(&contacts.backup.email)
+    .bind(contacts.backup.phone.clone())
+    .bind(now_millis())
+    .bind(&existing.code)
+    .execute(&db.pool)
+    .await?;
+    get(db, scope, code).await
+}
+
+pub async fn list(db: &Db, scope: &Scope) -> Result<Vec<Location>> {
+    let (cond, param) = scope.sql_filter("pin", "code", 1);
+    let sql = format!("SELECT {COLUMNS} FROM locations WHERE {cond} ORDER BY code");
+    let mut q = sqlx::query(&sql);
+    if let Some(p) = param {
+        q = q.bind(p);
+    }
+    let rows = q.fetch_all(&db.pool).await?;
+    Ok(rows.iter().map(from_row).collect::<std::result::Result<_, _>>()?)
+}
+
+/// A location the caller may see, by code; `NotFound` when absent or out of scope alike.
+pub async fn get(db: &Db, scope: &Scope, code: &str) -> Result<Location> {
+    let not_found = || Error::NotFound(format!("no location {code}"));
+    let code = LocationCode::parse(code).map_err(|_| not_found())?;
+    if !scope.covers(&code) {
+        return Err(not_found());
+    }
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM locations WHERE code = $1"))
+        .bind(code.to_string())
+        .fetch_optional(&db.pool)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(from_row(&row)?)
+}

@@ -1,0 +1,257 @@
+//! The subscriber: one MQTT connection that takes readings in, hands them to the ingest in
+//! batches and acknowledges each message only after its batch is committed.
+//!
+//! At-least-once into the database (crates.md): QoS 1, a fixed client id with a persistent
+//! session (clean session off), manual acks sent after the commit in arrival order, resubscribe
+//! on every ConnAck, and reconnect with backoff. The poll loop never awaits anything but the
+//! event loop itself: the batcher runs beside it and talks to it only through channels.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use firmware_bridge::wire;
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, TlsConfiguration, Transport};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::ingest::{self, Incoming, KnownSerials};
+use crate::config::{MqttBroker, Settings};
+use crate::store::Db;
+
+/// Largest packet the client accepts: above any broker's limit we configure, so an oversized
+/// message reaches the ingest (and becomes a dead letter) instead of stalling the connection.
+pub const MAX_INCOMING_PACKET: usize = 2 * 1024 * 1024;
+/// Most messages committed in one transaction.
+pub const MAX_BATCH: usize = 5_000;
+
+/// What `/healthz` reports about the broker.
+#[derive(Debug, Default)]
+pub struct MqttHealth {
+    pub connected: AtomicBool,
+    pub subscribed: AtomicBool,
+}
+
+/// Connection options for the broker in `settings` under `client_id`.
+pub fn options(settings: &Settings, client_id: &str) -> anyhow::Result<MqttOptions> {
+    let mut opts = match &settings.mqtt {
+        MqttBroker::Embedded => {
+            let a = settings.mqtt_embedded_addr;
+            MqttOptions::new(client_id, a.ip().to_string(), a.port())
+        }
+        MqttBroker::External(url) => {
+            let mut o = MqttOptions::new(client_id, url.host.clone(), url.port);
+            if let Some(user) = &url.username {
+                o.set_credentials(user.clone(), url.password.clone().unwrap_or_default());
+            }
+            if url.tls {
+                o.set_transport(Transport::tls_with_config(tls_config(settings)?));
+            }
+            o
+        }
+    };
+    opts.set_keep_alive(Duration::from_secs(30))
+        .set_max_packet_size(MAX_INCOMING_PACKET, MAX_INCOMING_PACKET)
+        .set_inflight(100)
+        .set_request_channel_capacity(10_000);
+    Ok(opts)
+}
+
+/// TLS for `mqtts://`: the public web roots, plus the CAs in `VFC_MQTT_CA_FILE` if set.
+pub fn tls_config(settings: &Settings) -> anyhow::Result<TlsConfiguration> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = &settings.mqtt_ca_file {
+        for cert in CertificateDer::pem_file_iter(path)
+            .with_context(|| format!("reading VFC_MQTT_CA_FILE {}", path.display()))?
+        {
+            roots.add(cert.context("VFC_MQTT_CA_FILE holds a malformed certificate")?)?;
+        }
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConfiguration::Rustls(Arc::new(config)))
+}
+
+/// The topic filters the service subscribes to, through the share group when one is set.
+pub fn filters(share_group: Option<&str>) -> Vec<String> {
+    [wire::READINGS_FILTER, wire::STATUS_FILTER]
+        .iter()
+        .map(|f| match share_group {
+            Some(g) => format!("$share/{g}/{f}"),
+            None => f.to_string(),
+        })
+        .collect()
+}
+
+/// Runs the subscriber until `cancel`; the batch in progress is committed and acknowledged
+/// before it returns.
+pub async fn run(db: Db, settings: Settings, health: Arc<MqttHealth>, cancel: CancellationToken) -> anyhow::Result<()> {
+    let mut opts = options(&settings, &settings.mqtt_client_id)?;
+    opts.set_clean_session(false).set_manual_acks(true);
+    let (client, eventloop) = AsyncClient::new(opts, 10_000);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let batcher = tokio::spawn(batcher(db, client.clone(), rx, cancel.clone()));
+    poll(
+        eventloop,
+        client.clone(),
+        filters(settings.mqtt_share_group.as_deref()),
+        tx,
+        health,
+        cancel,
+    )
+    .await;
+    // The poll loop dropped its sender: the batcher drains what it has and stops.
+    batcher.await.context("the ingest batcher panicked")?;
+    let _ = client.try_disconnect();
+    Ok(())
+}
+
+async fn poll(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    filters: Vec<String>,
+    tx: mpsc::UnboundedSender<Publish>,
+    health: Arc<MqttHealth>,
+    cancel: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let event = tokio::select! {
+            _ = cancel.cancelled() => break,
+            e = eventloop.poll() => e,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                tracing::info!(session_present = ack.session_present, "connected to the MQTT broker");
+                health.connected.store(true, Ordering::Relaxed);
+                backoff = Duration::from_millis(100);
+                // The broker may have forgotten the session (restart without persistence):
+                // subscribe again every time.
+                for f in &filters {
+                    if let Err(e) = client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
+                        tracing::error!(error = %e, filter = %f, "could not queue the subscription");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) => health.subscribed.store(true, Ordering::Relaxed),
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                if tx.send(p).is_err() {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let was = health.connected.swap(false, Ordering::Relaxed);
+                health.subscribed.store(false, Ordering::Relaxed);
+                if was {
+                    tracing::warn!(error = %e, "lost the MQTT broker; reconnecting");
+                } else {
+                    tracing::debug!(error = %e, retry_in = ?backoff, "MQTT broker unreachable");
+                }
+                metrics::counter!("vfc_mqtt_connection_errors_total").increment(1);
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Takes what has arrived (at least one message, at most [`MAX_BATCH`]), commits it, acks it.
+async fn batcher(db: Db, client: AsyncClient, mut rx: mpsc::UnboundedReceiver<Publish>, cancel: CancellationToken) {
+    let mut known = KnownSerials::default();
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.clear();
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let incoming: Vec<Incoming> = batch
+            .iter()
+            .map(|p| Incoming {
+                topic: p.topic.clone(),
+                payload: p.payload.to_vec(),
+            })
+            .collect();
+        let Some(outcome) = commit_until_done(&db, &mut known, &incoming, &cancel).await else {
+            // Shutting down mid-retry: nothing was acked, the broker redelivers.
+            return;
+        };
+        for p in &batch {
+            if let Err(e) = client.ack(p).await {
+                tracing::warn!(error = %e, "could not queue an ack (the broker will redeliver; harmless)");
+            }
+        }
+        for (gateway, epoch, serial, seq) in outcome.confirmations {
+            let payload = serde_json::to_vec(&wire::Committed { epoch, seq }).expect("plain struct");
+            if let Err(e) = client
+                .publish(
+                    wire::committed_topic(&gateway, &serial),
+                    QoS::AtLeastOnce,
+                    true,
+                    payload,
+                )
+                .await
+            {
+                tracing::warn!(error = %e, %gateway, %serial, "could not queue a confirmation; the next batch repeats it");
+            }
+        }
+    }
+}
+
+/// Commits a batch, retrying through database hiccups; `None` if cancelled first.
+async fn commit_until_done(
+    db: &Db,
+    known: &mut KnownSerials,
+    batch: &[Incoming],
+    cancel: &CancellationToken,
+) -> Option<ingest::Outcome> {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let started = Instant::now();
+        match ingest::commit(db, known, batch).await {
+            Ok(outcome) => {
+                record(&outcome, batch.len(), started.elapsed());
+                return Some(outcome);
+            }
+            Err(e) => {
+                metrics::counter!("vfc_ingest_commit_errors_total").increment(1);
+                tracing::error!(error = %e, messages = batch.len(), retry_in = ?backoff, "could not commit readings; retrying");
+                tokio::select! {
+                    _ = cancel.cancelled() => return None,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+fn record(outcome: &ingest::Outcome, messages: usize, took: Duration) {
+    metrics::counter!("vfc_readings_stored_total").increment(outcome.stored);
+    metrics::counter!("vfc_readings_duplicate_total").increment(outcome.duplicates);
+    metrics::counter!("vfc_dead_letters_total").increment(outcome.dead_letters);
+    metrics::counter!("vfc_logger_status_total").increment(outcome.statuses);
+    metrics::histogram!("vfc_ingest_batch_messages").record(messages as f64);
+    metrics::histogram!("vfc_ingest_commit_seconds").record(took.as_secs_f64());
+    if let Some(ts) = outcome.newest_ts {
+        metrics::gauge!("vfc_ingest_lag_seconds").set(ingest::lag_ms(ts) as f64 / 1000.0);
+    }
+    if outcome.dead_letters > 0 {
+        tracing::warn!(
+            dead_letters = outcome.dead_letters,
+            "payloads refused; see GET /api/v1/dead-letters"
+        );
+    }
+}

@@ -1,0 +1,39 @@
+//! HTTP: the JSON API under `/api/v1` (design.md, "Public contracts → HTTP"), `/healthz`,
+//! `/metrics` and `/api/openapi.json`. One module per group of routes, each with its router.
+
+pub mod auth;
+pub mod error;
+mod extract;
+mod openapi;
+mod ops;
+mod registry;
+mod telemetry;
+
+use std::sync::Arc;
+
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::config::Settings;
+use crate::store::Db;
+use crate::telemetry::mqtt::MqttHealth;
+
+/// What every handler may reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub settings: Arc<Settings>,
+    pub mqtt: Arc<MqttHealth>,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new().merge(registry::router()).merge(telemetry::router());
+    Router::new()
+        .nest("/api/v1", api)
+        .merge(ops::router())
+        .merge(openapi::router())
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(8 * 1024 * 1024))
+        .with_state(state)
+}

@@ -1,0 +1,39 @@
+//! The API's OpenAPI document at `/api/openapi.json`, generated from the handlers.
+
+use axum::routing::get;
+use axum::{Json, Router};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "vfc-monitor", description = "Vaccine cold-chain, inventory and ordering monitor for the VFC program. \
+        Every /api/v1 route needs `Authorization: Bearer <token>`; errors are {\"error\":{\"code\",\"message\"}}."),
+    paths(
+        super::registry::list_locations, super::registry::create_location, super::registry::get_location,
+        super::registry::update_location, super::registry::list_units, super::registry::create_unit,
+        super::registry::get_unit, super::registry::assign_logger, super::registry::unassign_logger,
+        super::registry::unit_readings, super::registry::list_loggers, super::registry::get_logger,
+        super::registry::logger_readings, super::telemetry::dead_letters,
+    ),
+    modifiers(&Bearer)
+)]
+pub struct ApiDoc;
+
+struct Bearer;
+
+impl Modify for Bearer {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+}

@@ -1,0 +1,56 @@
+//! Operations: `/healthz` (database and broker) and `/metrics` (Prometheus).
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+}
+
+/// 200 when the database answers and the MQTT subscription is live; 503 with the failing
+/// part named otherwise.
+async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
+    let database = match tokio::time::timeout(std::time::Duration::from_secs(3), s.db.ping()).await {
+        Ok(Ok(())) => "ok",
+        _ => "unreachable",
+    };
+    let broker = match (
+        s.mqtt.connected.load(Ordering::Relaxed),
+        s.mqtt.subscribed.load(Ordering::Relaxed),
+    ) {
+        (true, true) => "subscribed",
+        (true, false) => "connected",
+        _ => "disconnected",
+    };
+    let ok = database == "ok" && broker == "subscribed";
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({
+            "status": if ok { "ok" } else { "degraded" },
+            "database": database,
+            "database_kind": s.db.kind.as_str(),
+            "broker": broker,
+            "version": env!("CARGO_PKG_VERSION"),
+        })),
+    )
+}
+
+async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    let body = s.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
