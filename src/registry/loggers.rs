@@ -185,7 +185,7 @@ pub async fn assign(db: &Db, caller: &Caller, unit_id: i64, body: &AssignLogger)
             )));
         }
     }
-    if let Some((closed, _)) = history.iter().filter(|(a, _)| a.to_ms.is_some_and(|t| t > from)).last() {
+    if let Some((closed, _)) = history.iter().rev().find(|(a, _)| a.to_ms.is_some_and(|t| t > from)) {
         return Err(Error::Conflict(format!(
             "logger {serial} served unit {} until {}; \"from\" must be at or after that",
             closed.unit_id,

@@ -1,0 +1,108 @@
+//! The command line on a fresh data directory, and settings that fail clearly.
+
+use std::process::Command;
+
+fn vfc(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_vfc"))
+        .args(args)
+        .env_clear()
+        .env("VFC_DATA_DIR", dir.join("data"))
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn every_command_works_on_a_fresh_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = vfc(
+        dir.path(),
+        &[
+            "token",
+            "create",
+            "--role",
+            "clinic",
+            "--location",
+            "012345A",
+            "--name",
+            "EHR",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let secret = stdout.lines().last().unwrap();
+    assert!(
+        secret.starts_with("vfc_") && secret.len() == 4 + 64,
+        "256-bit secret as the last line: {secret}"
+    );
+    assert!(dir.path().join("data/vfc.db").exists());
+    let out = vfc(dir.path(), &["migrate"], &[]);
+    assert!(out.status.success());
+    let help = String::from_utf8(vfc(dir.path(), &["--help"], &[]).stdout).unwrap();
+    for cmd in ["serve", "migrate", "token", "bench"] {
+        assert!(help.contains(cmd), "{help}");
+    }
+    let help = String::from_utf8(vfc(dir.path(), &["serve", "--help"], &[]).stdout).unwrap();
+    for var in [
+        "VFC_DATA_DIR",
+        "VFC_DATABASE_URL",
+        "VFC_HTTP_ADDR",
+        "VFC_MQTT_URL",
+        "VFC_MQTT_EMBEDDED_ADDR",
+        "VFC_MQTT_CLIENT_ID",
+        "VFC_MQTT_SHARE_GROUP",
+        "VFC_SMTP_URL",
+        "VFC_MAIL_FROM",
+        "VFC_PUBLIC_URL",
+        "VFC_HL7_MLLP_ADDR",
+    ] {
+        assert!(help.contains(var), "serve --help documents {var}");
+    }
+}
+
+#[test]
+fn a_bad_setting_fails_at_start_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for (var, value) in [
+        ("VFC_MQTT_URL", "amqp://broker"),
+        ("VFC_HTTP_ADDR", "localhost"),
+        ("VFC_DATABASE_URL", "mysql://db"),
+        ("VFC_MQTT_EMBEDDED_ADDR", "0.0.0.0:1883"),
+        ("VFC_PUBLIC_URL", "ftp://x"),
+    ] {
+        let out = vfc(dir.path(), &["serve"], &[(var, value)]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(var), "{var}: {err}");
+    }
+    std::fs::write(dir.path().join("vfc.toml"), "http_addr = \"127.0.0.1:notaport\"\n").unwrap();
+    let out = vfc(dir.path(), &["migrate"], &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("VFC_HTTP_ADDR"));
+    std::fs::write(dir.path().join("vfc.toml"), "htp_addr = \"127.0.0.1:8080\"\n").unwrap();
+    let out = vfc(dir.path(), &["migrate"], &[]);
+    assert!(
+        !out.status.success(),
+        "a misspelt key in vfc.toml is an error, not ignored"
+    );
+}
+
+#[test]
+fn the_embedded_broker_refuses_a_taken_port_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let http = format!("127.0.0.1:{}", crate::harness::free_port());
+    let out = vfc(
+        dir.path(),
+        &["serve"],
+        &[("VFC_MQTT_EMBEDDED_ADDR", &addr), ("VFC_HTTP_ADDR", &http)],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("VFC_MQTT_EMBEDDED_ADDR") && err.contains("VFC_MQTT_URL"),
+        "{err}"
+    );
+}

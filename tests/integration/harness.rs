@@ -1,0 +1,551 @@
+//! Starts the real `vfc` binary on random ports against a real database (a fresh SQLite file
+//! or a fresh PostgreSQL database per test) and a real MQTT broker (the embedded one, or a
+//! Mosquitto process started with the project's shipped configuration).
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Database {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broker {
+    Embedded,
+    Mosquitto,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The PostgreSQL server the tests use; `VFC_TEST_POSTGRES_URL` overrides the machine's.
+pub fn postgres_admin_url() -> String {
+    std::env::var("VFC_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+fn unique(prefix: &str) -> String {
+    use rand::Rng;
+    format!("{prefix}{:012x}", rand::rng().random::<u64>() & 0xffff_ffff_ffff)
+}
+
+async fn admin_exec(sql: &str) {
+    sqlx::any::install_default_drivers();
+    use sqlx::Connection;
+    let url = postgres_admin_url();
+    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap_or_else(|e| {
+        panic!("PostgreSQL is required for this test and is not reachable at {url}: {e}. Start it, or set VFC_TEST_POSTGRES_URL")
+    });
+    sqlx::query(sql).execute(&mut conn).await.unwrap();
+    let _ = conn.close().await;
+}
+
+/// A Mosquitto process with `deploy/mosquitto.conf`, on a free port, persisting to a temp dir.
+pub struct Mosquitto {
+    pub port: u16,
+    conf: PathBuf,
+    child: Option<Child>,
+}
+
+impl Mosquitto {
+    pub fn start(dir: &Path) -> Mosquitto {
+        let port = free_port();
+        let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/mosquitto.conf")).unwrap();
+        let mut conf: String = shipped
+            .lines()
+            .filter(|l| !l.starts_with("listener") && !l.starts_with("persistence_location"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let store = dir.join("mosquitto");
+        std::fs::create_dir_all(&store).unwrap();
+        conf.push_str(&format!(
+            "listener {port} 127.0.0.1\npersistence_location {}/\n",
+            store.display()
+        ));
+        let conf_path = dir.join("mosquitto.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let mut m = Mosquitto {
+            port,
+            conf: conf_path,
+            child: None,
+        };
+        m.resume();
+        m
+    }
+
+    /// Starts (again) with the same configuration and port.
+    pub fn resume(&mut self) {
+        let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("Mosquitto is required for this test: apt-get install mosquitto");
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting mosquitto");
+        self.child = Some(child);
+        wait_for_port(self.port, Duration::from_secs(10));
+    }
+
+    /// Stops it the way an operator does (SIGTERM: it saves its state).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn wait_for_port(port: u16, limit: Duration) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < limit,
+            "nothing listens on port {port} after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The running service and everything it talks to.
+pub struct TestApp {
+    pub base: String,
+    pub token: String,
+    pub http: reqwest::Client,
+    pub mqtt_port: u16,
+    pub database: Database,
+    pub dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+    pub mosquitto: Option<Mosquitto>,
+    pg_name: Option<String>,
+}
+
+impl TestApp {
+    pub async fn spawn(database: Database, broker: Broker) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        let http_port = free_port();
+        let mut env = vec![
+            (
+                "VFC_DATA_DIR".to_string(),
+                dir.path().join("data").display().to_string(),
+            ),
+            ("VFC_HTTP_ADDR".to_string(), format!("127.0.0.1:{http_port}")),
+            ("VFC_MQTT_CLIENT_ID".to_string(), unique("vfc-test-")),
+            (
+                "VFC_LOG".to_string(),
+                "info,rumqttd=warn,rumqttc=warn,sqlx=warn".to_string(),
+            ),
+        ];
+        let pg_name = if database == Database::Postgres {
+            let name = unique("vfc_t_");
+            admin_exec(&format!("CREATE DATABASE {name}")).await;
+            let base = postgres_admin_url();
+            let url = match base.rfind('/') {
+                Some(i) => format!("{}/{name}", &base[..i]),
+                None => panic!("VFC_TEST_POSTGRES_URL must end in /database"),
+            };
+            env.push(("VFC_DATABASE_URL".to_string(), url));
+            Some(name)
+        } else {
+            None
+        };
+        let (mqtt_port, mosquitto) = match broker {
+            Broker::Embedded => {
+                let port = free_port();
+                env.push(("VFC_MQTT_EMBEDDED_ADDR".to_string(), format!("127.0.0.1:{port}")));
+                (port, None)
+            }
+            Broker::Mosquitto => {
+                let m = Mosquitto::start(dir.path());
+                env.push(("VFC_MQTT_URL".to_string(), format!("mqtt://127.0.0.1:{}", m.port)));
+                (m.port, Some(m))
+            }
+        };
+        let mut app = TestApp {
+            base: format!("http://127.0.0.1:{http_port}"),
+            token: String::new(),
+            http: reqwest::Client::new(),
+            mqtt_port,
+            database,
+            dir,
+            env,
+            child: None,
+            mosquitto,
+            pg_name,
+        };
+        app.token = app.create_token(&["--role", "state-coordinator", "--name", "test state coordinator"]);
+        app.start().await;
+        app
+    }
+
+    pub fn env(&self) -> &[(String, String)] {
+        &self.env
+    }
+
+    /// Runs `vfc ARGS` with the service's settings.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_vfc"))
+            .args(args)
+            .envs(self.env.iter().cloned())
+            .output()
+            .unwrap()
+    }
+
+    pub fn create_token(&self, args: &[&str]) -> String {
+        let mut all = vec!["token", "create"];
+        all.extend_from_slice(args);
+        let out = self.cli(&all);
+        assert!(
+            out.status.success(),
+            "token create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// Starts the service and waits until it is subscribed to the broker.
+    pub async fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("vfc.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_vfc"))
+            .arg("serve")
+            .envs(self.env.iter().cloned())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let start = Instant::now();
+        loop {
+            if let Ok(r) = self.http.get(format!("{}/healthz", self.base)).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("vfc serve exited with {status}:\n{}", self.log());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "service not healthy after 20 s:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL: no chance to finish anything.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("service is running");
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()
+            .unwrap();
+        c.wait().unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("vfc.log")).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get_as(&self, token: &str, path: &str) -> (u16, Value) {
+        let r = self.http.get(self.url(path)).bearer_auth(token).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        let (status, body) = self.get_as(&self.token, path).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    pub async fn send_as(&self, token: &str, method: &str, path: &str, body: Value) -> (u16, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let r = self
+            .http
+            .request(m, self.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn create_location(&self, pin: &str, suffix: &str) -> Value {
+        let (status, body) = self
+            .send_as(&self.token, "POST", "/api/v1/locations", location_body(pin, suffix))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+
+    pub async fn create_unit(&self, code: &str, name: &str, kind: &str) -> i64 {
+        let (status, body) = self
+            .send_as(
+                &self.token,
+                "POST",
+                &format!("/api/v1/locations/{code}/units"),
+                json!({"name": name, "kind": kind}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_i64().unwrap()
+    }
+
+    pub async fn assign(&self, unit: i64, body: Value) -> Value {
+        let (status, out) = self
+            .send_as(&self.token, "PUT", &format!("/api/v1/units/{unit}/logger"), body)
+            .await;
+        assert_eq!(status, 200, "{out}");
+        out
+    }
+
+    /// Every reading of a unit in a window, following `next` across pages.
+    pub async fn readings(&self, unit: i64, from: &str, to: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = format!("/api/v1/units/{unit}/readings?from={from}&to={to}");
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={c}"));
+            }
+            let page = self.get(&path).await;
+            out.extend(page["readings"].as_array().unwrap().iter().cloned());
+            match page["next"].as_str() {
+                Some(n) => cursor = Some(n.to_string()),
+                None => return out,
+            }
+        }
+    }
+
+    /// Waits until `check` returns Some, or fails with the last state seen.
+    pub async fn eventually<T, F, Fut>(&self, what: &str, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, String>>,
+    {
+        let start = Instant::now();
+        loop {
+            match check().await {
+                Ok(v) => return v,
+                Err(last) if start.elapsed() > Duration::from_secs(30) => {
+                    panic!(
+                        "{what}: not reached after 30 s; last: {last}\n--- service log ---\n{}",
+                        self.log()
+                    )
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    pub async fn publisher(&self, id: &str) -> Publisher {
+        Publisher::connect(self.mqtt_port, id).await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.kill();
+        if let Some(name) = self.pg_name.take() {
+            // A fresh runtime: Drop may run inside or outside one.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(admin_exec(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")));
+            })
+            .join();
+        }
+    }
+}
+
+pub fn location_body(pin: &str, suffix: &str) -> Value {
+    json!({
+        "pin": pin, "suffix": suffix, "name": format!("Clinic {pin}{suffix}"), "timezone": "America/New_York",
+        "address": "1 Main St, Baltimore, MD",
+        "contacts": {
+            "primary": {"name": "Pat Primary", "email": format!("primary.{pin}{suffix}@example.org"), "phone": "410-555-0101"},
+            "backup": {"name": "Bo Backup", "email": format!("backup.{pin}{suffix}@example.org"), "phone": "410-555-0102"}
+        }
+    })
+}
+
+/// An MQTT client publishing with QoS 1 and counting the broker's PUBACKs.
+pub struct Publisher {
+    pub client: AsyncClient,
+    acks: mpsc::UnboundedReceiver<()>,
+    pub acked: usize,
+}
+
+impl Publisher {
+    pub async fn connect(port: u16, id: &str) -> Publisher {
+        let mut opts = MqttOptions::new(format!("{id}-{}", unique("")), "127.0.0.1", port);
+        opts.set_max_packet_size(4 << 20, 4 << 20)
+            .set_keep_alive(Duration::from_secs(30));
+        let (client, mut eventloop) = AsyncClient::new(opts, 1000);
+        let (tx, acks) = mpsc::unbounded_channel();
+        let (ready_tx, ready) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut ready_tx = Some(ready_tx);
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        if let Some(r) = ready_tx.take() {
+                            let _ = r.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::PubAck(_))) => {
+                        if tx.send(()).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), ready)
+            .await
+            .expect("MQTT connect timed out")
+            .unwrap();
+        Publisher { client, acks, acked: 0 }
+    }
+
+    pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.into())
+            .await
+            .unwrap();
+    }
+
+    pub async fn reading(&self, serial: &str, ts: &str, temp_c: f64) {
+        self.publish(
+            &format!("vfc/loggers/{serial}/readings"),
+            json!({"ts": ts, "temp_c": temp_c}).to_string(),
+        )
+        .await;
+    }
+
+    /// Waits until the broker has acknowledged `n` publishes in all.
+    pub async fn wait_acked(&mut self, n: usize) {
+        while self.acked < n {
+            tokio::time::timeout(Duration::from_secs(30), self.acks.recv())
+                .await
+                .unwrap_or_else(|_| panic!("broker acknowledged only {} of {n} publishes", self.acked))
+                .unwrap();
+            self.acked += 1;
+        }
+    }
+}
+
+/// An MQTT client that subscribes and collects what it receives.
+pub struct Subscriber {
+    pub client: AsyncClient,
+    rx: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+}
+
+impl Subscriber {
+    pub async fn connect(port: u16, filter: &str) -> Subscriber {
+        let mut opts = MqttOptions::new(unique("sub-"), "127.0.0.1", port);
+        opts.set_max_packet_size(4 << 20, 4 << 20);
+        let (client, mut eventloop) = AsyncClient::new(opts, 100);
+        client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (ready_tx, ready) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut ready_tx = Some(ready_tx);
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        if let Some(r) = ready_tx.take() {
+                            let _ = r.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if tx.send((p.topic.clone(), p.payload.to_vec())).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), ready)
+            .await
+            .expect("MQTT subscribe timed out")
+            .unwrap();
+        Subscriber { client, rx }
+    }
+
+    /// The next message, or None after `wait`.
+    pub async fn next(&mut self, wait: Duration) -> Option<(String, Value)> {
+        let (topic, payload) = tokio::time::timeout(wait, self.rx.recv()).await.ok()??;
+        Some((topic, serde_json::from_slice(&payload).unwrap_or(Value::Null)))
+    }
+}
+
+/// `on_both_databases!(name, …)` runs each `async fn name(Database)` on SQLite and PostgreSQL.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::harness::Database::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::harness::Database::Postgres).await })*
+        }
+    };
+}
