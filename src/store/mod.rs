@@ -68,7 +68,8 @@ impl Db {
                         // commit that a logger was told about survive a power cut.
                         conn.execute(
                             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
-                             PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;",
+                             PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; \
+                             PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY;",
                         )
                         .await?;
                     }

@@ -46,7 +46,7 @@ pub fn start(addr: SocketAddr) -> anyhow::Result<()> {
         id: 0,
         router: RouterConfig {
             max_connections: 10_010,
-            max_outgoing_packet_count: 200,
+            max_outgoing_packet_count: 1000,
             max_segment_size: 100 * 1024 * 1024,
             max_segment_count: 10,
             custom_segment: None,

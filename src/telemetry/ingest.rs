@@ -13,7 +13,7 @@ use sqlx::{Any, Transaction};
 
 use super::confirm;
 use crate::domain::LoggerSerial;
-use crate::store::{now_millis, Db};
+use crate::store::{now_millis, Db, DbKind};
 
 /// A message as it came off the broker.
 #[derive(Debug, Clone)]
@@ -161,7 +161,7 @@ pub async fn commit(db: &Db, known: &mut KnownSerials, batch: &[Incoming]) -> Re
             .execute(&mut *tx)
             .await?;
     }
-    let stored = insert_readings(&mut tx, &rows, received_at).await?;
+    let stored = insert_readings(db, &mut tx, &rows, received_at).await?;
     for d in &dead_letters {
         sqlx::query(
             "INSERT INTO dead_letters (topic, payload, payload_bytes, reason, received_at) VALUES ($1, $2, $3, $4, $5)",
@@ -211,29 +211,39 @@ pub async fn commit(db: &Db, known: &mut KnownSerials, batch: &[Incoming]) -> Re
 
 /// Inserts readings, skipping (serial, ts) pairs already stored; returns how many were new.
 async fn insert_readings(
+    db: &Db,
     tx: &mut Transaction<'static, Any>,
     rows: &[Row],
     received_at: i64,
 ) -> Result<u64, sqlx::Error> {
     let mut stored = 0;
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        // received_at is the same for the whole batch: one parameter, bound last.
-        let last = chunk.len() * 4 + 1;
-        let mut sql = String::with_capacity(120 + chunk.len() * 30);
+        let mut sql = String::with_capacity(100 + chunk.len() * 32);
         sql.push_str("INSERT INTO readings (serial, ts, temp_c, received_at, gateway) VALUES ");
         for i in 0..chunk.len() {
-            let b = i * 4;
             if i > 0 {
                 sql.push(',');
             }
-            sql.push_str(&format!("(${}, ${}, ${}, ${last}, ${})", b + 1, b + 2, b + 3, b + 4));
+            match db.kind {
+                // SQLite resolves a numbered parameter by a linear scan of the statement's
+                // names, which is quadratic over a multi-row insert; plain `?` is not.
+                DbKind::Sqlite => sql.push_str("(?, ?, ?, ?, ?)"),
+                DbKind::Postgres => {
+                    let b = i * 5;
+                    sql.push_str(&format!("(${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5));
+                }
+            }
         }
         sql.push_str(" ON CONFLICT (serial, ts) DO NOTHING");
         let mut q = sqlx::query(&sql);
         for r in chunk {
-            q = q.bind(&r.serial).bind(r.ts).bind(r.temp_c).bind(r.gateway.clone());
+            q = q
+                .bind(&r.serial)
+                .bind(r.ts)
+                .bind(r.temp_c)
+                .bind(received_at)
+                .bind(r.gateway.clone());
         }
-        q = q.bind(received_at);
         stored += q.execute(&mut **tx).await?.rows_affected();
     }
     Ok(stored)

@@ -6,7 +6,7 @@
 //! on every ConnAck, and reconnect with backoff. The poll loop never awaits anything but the
 //! event loop itself: the batcher runs beside it and talks to it only through channels.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,11 +26,34 @@ pub const MAX_INCOMING_PACKET: usize = 2 * 1024 * 1024;
 /// Most messages committed in one transaction.
 pub const MAX_BATCH: usize = 5_000;
 
-/// What `/healthz` reports about the broker.
+/// Subscriber connections to the embedded broker. rumqttd lets a connection hold at most 100
+/// unacknowledged messages, and a message is acknowledged only after its commit, so one
+/// connection caps a batch at 100; several connections in a shared subscription raise the cap.
+/// The embedded broker lives and dies with this process, so splitting its one session costs
+/// nothing. Against an external broker the service keeps one persistent session per instance
+/// (Mosquitto's window is configured unlimited in deploy/mosquitto.conf).
+pub const EMBEDDED_CONNECTIONS: usize = 4;
+
+/// What `/healthz` reports about the broker and the ingest.
 #[derive(Debug, Default)]
 pub struct MqttHealth {
-    pub connected: AtomicBool,
-    pub subscribed: AtomicBool,
+    /// Connections wanted, and how many are connected and subscribed now.
+    pub connections: AtomicUsize,
+    pub connected: AtomicUsize,
+    pub subscribed: AtomicUsize,
+    /// Readings committed (new, not duplicates) since start.
+    pub stored: AtomicU64,
+}
+
+impl MqttHealth {
+    pub fn is_subscribed(&self) -> bool {
+        let want = self.connections.load(Ordering::Relaxed);
+        want > 0 && self.subscribed.load(Ordering::Relaxed) == want
+    }
+    pub fn is_connected(&self) -> bool {
+        let want = self.connections.load(Ordering::Relaxed);
+        want > 0 && self.connected.load(Ordering::Relaxed) == want
+    }
 }
 
 /// Connection options for the broker in `settings` under `client_id`.
@@ -91,35 +114,62 @@ pub fn filters(share_group: Option<&str>) -> Vec<String> {
 /// Runs the subscriber until `cancel`; the batch in progress is committed and acknowledged
 /// before it returns.
 pub async fn run(db: Db, settings: Settings, health: Arc<MqttHealth>, cancel: CancellationToken) -> anyhow::Result<()> {
-    let mut opts = options(&settings, &settings.mqtt_client_id)?;
-    opts.set_clean_session(false).set_manual_acks(true);
-    let (client, eventloop) = AsyncClient::new(opts, 10_000);
+    let (connections, share_group) = match (&settings.mqtt, settings.mqtt_share_group.as_deref()) {
+        (MqttBroker::Embedded, None) => (EMBEDDED_CONNECTIONS, Some("vfc-ingest")),
+        (_, group) => (1, group),
+    };
+    health.connections.store(connections, Ordering::Relaxed);
     let (tx, rx) = mpsc::unbounded_channel();
-    let batcher = tokio::spawn(batcher(db, client.clone(), rx, cancel.clone()));
-    poll(
-        eventloop,
-        client.clone(),
-        filters(settings.mqtt_share_group.as_deref()),
-        tx,
-        health,
-        cancel,
-    )
-    .await;
-    // The poll loop dropped its sender: the batcher drains what it has and stops.
+    let mut clients = Vec::with_capacity(connections);
+    let mut pollers = Vec::with_capacity(connections);
+    for k in 0..connections {
+        let id = if k == 0 {
+            settings.mqtt_client_id.clone()
+        } else {
+            format!("{}-{k}", settings.mqtt_client_id)
+        };
+        let mut opts = options(&settings, &id)?;
+        opts.set_clean_session(false).set_manual_acks(true);
+        let (client, eventloop) = AsyncClient::new(opts, 10_000);
+        clients.push(client.clone());
+        let connection = Connection {
+            index: k,
+            client,
+            filters: filters(share_group),
+            health: health.clone(),
+        };
+        pollers.push(tokio::spawn(poll(eventloop, connection, tx.clone(), cancel.clone())));
+    }
+    drop(tx);
+    let batcher = tokio::spawn(batcher(db, clients.clone(), rx, health, cancel.clone()));
+    for p in pollers {
+        let _ = p.await;
+    }
+    // The poll loops dropped their senders: the batcher drains what it has and stops.
     batcher.await.context("the ingest batcher panicked")?;
-    let _ = client.try_disconnect();
+    for c in clients {
+        let _ = c.try_disconnect();
+    }
     Ok(())
+}
+
+/// One subscriber connection.
+struct Connection {
+    index: usize,
+    client: AsyncClient,
+    filters: Vec<String>,
+    health: Arc<MqttHealth>,
 }
 
 async fn poll(
     mut eventloop: EventLoop,
-    client: AsyncClient,
-    filters: Vec<String>,
-    tx: mpsc::UnboundedSender<Publish>,
-    health: Arc<MqttHealth>,
+    conn: Connection,
+    tx: mpsc::UnboundedSender<(usize, Publish)>,
     cancel: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
+    let (mut connected, mut subscribed) = (false, false);
+    let health = &conn.health;
     loop {
         let event = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -127,29 +177,45 @@ async fn poll(
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                tracing::info!(session_present = ack.session_present, "connected to the MQTT broker");
-                health.connected.store(true, Ordering::Relaxed);
+                tracing::info!(
+                    session_present = ack.session_present,
+                    connection = conn.index,
+                    "connected to the MQTT broker"
+                );
+                if !connected {
+                    connected = true;
+                    health.connected.fetch_add(1, Ordering::Relaxed);
+                }
                 backoff = Duration::from_millis(100);
                 // The broker may have forgotten the session (restart without persistence):
                 // subscribe again every time.
-                for f in &filters {
-                    if let Err(e) = client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
+                for f in &conn.filters {
+                    if let Err(e) = conn.client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
                         tracing::error!(error = %e, filter = %f, "could not queue the subscription");
                     }
                 }
             }
-            Ok(Event::Incoming(Packet::SubAck(_))) => health.subscribed.store(true, Ordering::Relaxed),
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                if !subscribed {
+                    subscribed = true;
+                    health.subscribed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                if tx.send(p).is_err() {
+                if tx.send((conn.index, p)).is_err() {
                     break;
                 }
             }
             Ok(_) => {}
             Err(e) => {
-                let was = health.connected.swap(false, Ordering::Relaxed);
-                health.subscribed.store(false, Ordering::Relaxed);
-                if was {
-                    tracing::warn!(error = %e, "lost the MQTT broker; reconnecting");
+                if subscribed {
+                    subscribed = false;
+                    health.subscribed.fetch_sub(1, Ordering::Relaxed);
+                }
+                if connected {
+                    connected = false;
+                    health.connected.fetch_sub(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, connection = conn.index, "lost the MQTT broker; reconnecting");
                 } else {
                     tracing::debug!(error = %e, retry_in = ?backoff, "MQTT broker unreachable");
                 }
@@ -162,10 +228,22 @@ async fn poll(
             }
         }
     }
+    if subscribed {
+        health.subscribed.fetch_sub(1, Ordering::Relaxed);
+    }
+    if connected {
+        health.connected.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Takes what has arrived (at least one message, at most [`MAX_BATCH`]), commits it, acks it.
-async fn batcher(db: Db, client: AsyncClient, mut rx: mpsc::UnboundedReceiver<Publish>, cancel: CancellationToken) {
+async fn batcher(
+    db: Db,
+    clients: Vec<AsyncClient>,
+    mut rx: mpsc::UnboundedReceiver<(usize, Publish)>,
+    health: Arc<MqttHealth>,
+    cancel: CancellationToken,
+) {
     let mut known = KnownSerials::default();
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
@@ -179,7 +257,7 @@ async fn batcher(db: Db, client: AsyncClient, mut rx: mpsc::UnboundedReceiver<Pu
         }
         let incoming: Vec<Incoming> = batch
             .iter()
-            .map(|p| Incoming {
+            .map(|(_, p)| Incoming {
                 topic: p.topic.clone(),
                 payload: p.payload.to_vec(),
             })
@@ -188,14 +266,15 @@ async fn batcher(db: Db, client: AsyncClient, mut rx: mpsc::UnboundedReceiver<Pu
             // Shutting down mid-retry: nothing was acked, the broker redelivers.
             return;
         };
-        for p in &batch {
-            if let Err(e) = client.ack(p).await {
+        health.stored.fetch_add(outcome.stored, Ordering::Relaxed);
+        for (k, p) in &batch {
+            if let Err(e) = clients[*k].ack(p).await {
                 tracing::warn!(error = %e, "could not queue an ack (the broker will redeliver; harmless)");
             }
         }
         for (gateway, epoch, serial, seq) in outcome.confirmations {
             let payload = serde_json::to_vec(&wire::Committed { epoch, seq }).expect("plain struct");
-            if let Err(e) = client
+            if let Err(e) = clients[0]
                 .publish(
                     wire::committed_topic(&gateway, &serial),
                     QoS::AtLeastOnce,

@@ -1,7 +1,5 @@
 //! Operations: `/healthz` (database and broker) and `/metrics` (Prometheus).
 
-use std::sync::atomic::Ordering;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -24,10 +22,7 @@ async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
         Ok(Ok(())) => "ok",
         _ => "unreachable",
     };
-    let broker = match (
-        s.mqtt.connected.load(Ordering::Relaxed),
-        s.mqtt.subscribed.load(Ordering::Relaxed),
-    ) {
+    let broker = match (s.mqtt.is_connected(), s.mqtt.is_subscribed()) {
         (true, true) => "subscribed",
         (true, false) => "connected",
         _ => "disconnected",
