@@ -145,6 +145,11 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(database: Database, broker: Broker) -> TestApp {
+        Self::spawn_with(database, broker, &[]).await
+    }
+
+    /// Like `spawn`, with extra `VFC_*` settings.
+    pub async fn spawn_with(database: Database, broker: Broker, extra: &[(&str, &str)]) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         let http_port = free_port();
         let mut env = vec![
@@ -184,6 +189,7 @@ impl TestApp {
                 (m.port, Some(m))
             }
         };
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let mut app = TestApp {
             base: format!("http://127.0.0.1:{http_port}"),
             token: String::new(),
@@ -264,6 +270,44 @@ impl TestApp {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Another `vfc serve` on the same database and broker, with its own HTTP port and MQTT
+    /// client id (a second instance of a scaled-out deployment).
+    pub async fn sibling(&self) -> Sibling {
+        let http_port = free_port();
+        let mut env = self.env.clone();
+        for (k, v) in env.iter_mut() {
+            match k.as_str() {
+                "VFC_HTTP_ADDR" => *v = format!("127.0.0.1:{http_port}"),
+                "VFC_MQTT_CLIENT_ID" => v.push_str("-sibling"),
+                _ => {}
+            }
+        }
+        let log = std::fs::File::create(self.dir.path().join("sibling.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_vfc"))
+            .arg("serve")
+            .envs(env)
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let sibling = Sibling {
+            base: format!("http://127.0.0.1:{http_port}"),
+            child,
+        };
+        let start = Instant::now();
+        while self
+            .http
+            .get(format!("{}/healthz", sibling.base))
+            .send()
+            .await
+            .map(|r| r.status() != 200)
+            .unwrap_or(true)
+        {
+            assert!(start.elapsed() < Duration::from_secs(20), "sibling not healthy");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        sibling
     }
 
     /// SIGKILL: no chance to finish anything.
@@ -407,6 +451,34 @@ impl Drop for TestApp {
             .join();
         }
     }
+}
+
+/// A second service process; killed when dropped.
+pub struct Sibling {
+    pub base: String,
+    child: Child,
+}
+
+impl Drop for Sibling {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of a counter in a Prometheus text page.
+pub async fn metric(http: &reqwest::Client, base: &str, name: &str) -> f64 {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or(0.0)
 }
 
 pub fn location_body(pin: &str, suffix: &str) -> Value {

@@ -335,3 +335,41 @@ on_both_databases!(
     readings_published_while_the_service_is_down_are_stored_when_it_is_back,
     reading_pages_continue_with_next,
 );
+
+/// Two instances in one share group on Mosquitto and one database split the readings, and
+/// every reading is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_in_a_share_group_split_the_readings() {
+    let app = TestApp::spawn_with(
+        Database::Postgres,
+        Broker::Mosquitto,
+        &[("VFC_MQTT_SHARE_GROUP", "vfc-ingest")],
+    )
+    .await;
+    let unit = unit_with_logger(&app, "LT-1001").await;
+    let sibling = app.sibling().await;
+    let mut p = app.publisher("logger").await;
+    let total = 1000;
+    for m in 0..total {
+        let t = (chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z").unwrap() + chrono::Duration::minutes(m))
+            .to_rfc3339();
+        p.reading("LT-1001", &t, 4.0).await;
+    }
+    p.wait_acked(total as usize).await;
+    app.eventually("every reading stored once", || async {
+        let n = app.readings(unit, FROM, TO).await.len();
+        if n == total as usize {
+            Ok(())
+        } else {
+            Err(format!("{n} of {total}"))
+        }
+    })
+    .await;
+    let first = crate::harness::metric(&app.http, &app.base, "vfc_readings_stored_total").await;
+    let second = crate::harness::metric(&app.http, &sibling.base, "vfc_readings_stored_total").await;
+    assert_eq!(first + second, total as f64, "no reading stored by both");
+    assert!(
+        first > 0.0 && second > 0.0,
+        "both instances took a share: {first} + {second}"
+    );
+}
