@@ -50,7 +50,21 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     };
 
     tokio::spawn(stop_on_signal(cancel.clone()));
-    let mut ingest = tokio::spawn(mqtt::run(db.clone(), settings.clone(), health, cancel.clone()));
+    let mut ingest = tokio::spawn(mqtt::run(db.clone(), settings.clone(), health.clone(), cancel.clone()));
+    let outbox_nudge = Arc::new(tokio::sync::Notify::new());
+    let evaluator = tokio::spawn(crate::coldchain::evaluate::run(
+        db.clone(),
+        settings.public_url.clone(),
+        health,
+        outbox_nudge.clone(),
+        cancel.clone(),
+    ));
+    let mut sender = tokio::spawn(crate::alerts::sender::run(
+        db.clone(),
+        settings.clone(),
+        outbox_nudge,
+        cancel.clone(),
+    ));
     let http_cancel = cancel.clone();
     let mut http = tokio::spawn(async move {
         axum::serve(listener, web::router(state))
@@ -65,6 +79,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             Ok(Ok(())) => Err(anyhow!("the MQTT ingest stopped unexpectedly")),
             Ok(Err(e)) => Err(e.context("the MQTT ingest failed")),
             Err(e) => Err(anyhow!(e).context("the MQTT ingest panicked")),
+        },
+        r = &mut sender => match r {
+            Ok(Ok(())) if cancel.is_cancelled() => Ok(()),
+            Ok(Ok(())) => Err(anyhow!("the email sender stopped unexpectedly")),
+            Ok(Err(e)) => Err(e.context("the email sender failed")),
+            Err(e) => Err(anyhow!(e).context("the email sender panicked")),
         },
         r = &mut http => match r {
             Ok(Ok(())) if cancel.is_cancelled() => Ok(()),
@@ -82,6 +102,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         if !http.is_finished() {
             let _ = http.await;
         }
+        let _ = evaluator.await;
     })
     .await;
     db.pool.close().await;

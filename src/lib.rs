@@ -6,9 +6,11 @@
 #![forbid(unsafe_code)]
 
 pub mod accounts;
+pub mod alerts;
 pub mod app;
 pub mod bench;
 pub mod cli;
+pub mod coldchain;
 pub mod config;
 pub mod domain;
 pub mod registry;

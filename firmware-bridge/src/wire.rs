@@ -23,10 +23,9 @@ pub const MAX_FUTURE_SKEW: Duration = Duration::minutes(10);
 pub const MIN_TEMP_C: f64 = -100.0;
 pub const MAX_TEMP_C: f64 = 100.0;
 
-/// Topic filter for every logger's readings.
-pub const READINGS_FILTER: &str = "vfc/loggers/+/readings";
-/// Topic filter for every logger's status.
-pub const STATUS_FILTER: &str = "vfc/loggers/+/status";
+/// Topic filter for every logger's readings and status. One filter, not two: a broker's
+/// shared subscription (rumqttd's at least) delivers only one filter per group.
+pub const LOGGERS_FILTER: &str = "vfc/loggers/+/+";
 
 pub fn readings_topic(serial: &str) -> String {
     format!("vfc/loggers/{serial}/readings")

@@ -62,7 +62,8 @@ impl Scope {
     /// A SQL condition limiting `{pin_col}`/`{code_col}` to this scope, with its bound value.
     pub fn sql_filter(&self, pin_col: &str, code_col: &str, param: usize) -> (String, Option<String>) {
         match self {
-            Scope::Program => ("1=1".into(), None),
+            // Still references the parameter, so its position is bound on every database.
+            Scope::Program => (format!("${param} = ''"), Some(String::new())),
             Scope::Pin(p) => (format!("{pin_col} = ${param}"), Some(p.clone())),
             Scope::Location(c) => (format!("{code_col} = ${param}"), Some(c.clone())),
         }

@@ -147,7 +147,9 @@ pub async fn assign(db: &Db, caller: &Caller, unit_id: i64, body: &AssignLogger)
     let serial = LoggerSerial::parse(&body.serial)?;
     let role = body.role.unwrap_or(LoggerRole::Primary);
     let now = now_millis();
-    let from = body.from.map(millis).unwrap_or(now);
+    // Default: the start of this minute, so a reading stamped in whole seconds just now is the
+    // unit's.
+    let from = body.from.map(millis).unwrap_or(now - now.rem_euclid(60_000));
     if from > now + 60_000 {
         return Err(Error::Invalid("\"from\" may not be in the future".into()));
     }
@@ -185,12 +187,47 @@ pub async fn assign(db: &Db, caller: &Caller, unit_id: i64, body: &AssignLogger)
             )));
         }
     }
-    if let Some((closed, _)) = history.iter().rev().find(|(a, _)| a.to_ms.is_some_and(|t| t > from)) {
+    if let Some((closed, pin)) = history.iter().rev().find(|(a, _)| a.to_ms.is_some_and(|t| t > from)) {
+        // Name the unit only to whoever may see it.
+        let unit = if caller.scope.covers_code(pin, &closed.location) {
+            format!(" unit {}", closed.unit_id)
+        } else {
+            String::new()
+        };
         return Err(Error::Conflict(format!(
-            "logger {serial} served unit {} until {}; \"from\" must be at or after that",
-            closed.unit_id,
+            "logger {serial} served{unit} until {}; \"from\" must be at or after that",
             closed.to.as_deref().unwrap_or_default()
         )));
+    }
+    // A unit's record has one logger per role at a time, past spans included.
+    if let Some(prev) = unit_history(db, unit_id)
+        .await?
+        .into_iter()
+        .rev()
+        .find(|a| a.role == role && a.to_ms.is_some_and(|t| t > from))
+    {
+        return Err(Error::Conflict(format!(
+            "unit {unit_id} had {} logger {} until {}; \"from\" must be at or after that",
+            role.as_str(),
+            prev.serial,
+            prev.to.as_deref().unwrap_or_default()
+        )));
+    }
+    // Readings a serial took while no unit had it are the state coordinator's: a clinic may
+    // not claim them by backdating "from".
+    if !caller.is_state() && from < now - 15 * 60_000 {
+        let claimed = sqlx::query("SELECT ts FROM readings WHERE serial = $1 AND ts >= $2 AND ts < $3 LIMIT 1")
+            .bind(serial.as_str())
+            .bind(from)
+            .bind(now - 15 * 60_000)
+            .fetch_optional(&db.pool)
+            .await?;
+        if claimed.is_some() {
+            return Err(Error::Forbidden(format!(
+                "logger {serial} has readings from before now that no unit of yours had; \
+                 backdating \"from\" over them is for the state VFC coordinator"
+            )));
+        }
     }
     let replaced = current_assignments(db, unit_id)
         .await?
@@ -233,7 +270,16 @@ pub async fn assign(db: &Db, caller: &Caller, unit_id: i64, body: &AssignLogger)
     .bind(caller.actor())
     .bind(now)
     .execute(&mut *tx)
-    .await?;
+    .await
+    .map_err(|e| {
+        if crate::store::is_unique_violation(&e) {
+            Error::Conflict(format!(
+                "logger {serial} was assigned elsewhere at the same moment; try again"
+            ))
+        } else {
+            e.into()
+        }
+    })?;
     tx.commit().await?;
     update_details(db, &serial, body).await?;
     Ok(Assignment {
@@ -279,7 +325,11 @@ pub async fn unassign(
         .into_iter()
         .find(|a| a.serial == serial)
         .ok_or_else(|| Error::NotFound(format!("logger {serial} does not serve unit {unit_id} now")))?;
-    let to = at.map(millis).unwrap_or_else(now_millis);
+    let now = now_millis();
+    let to = at.map(millis).unwrap_or(now);
+    if to > now + 60_000 {
+        return Err(Error::Invalid("\"at\" may not be in the future".into()));
+    }
     if to < current.from_ms {
         return Err(Error::Conflict(format!(
             "logger {serial} began serving at {}; it cannot end before",
@@ -365,7 +415,13 @@ pub async fn list(db: &Db, caller: &Caller, filter: Filter) -> Result<Vec<Logger
             (Some(_), _) => true,
         };
         if keep {
-            logger.last_reading = readings::latest(db, &logger.serial, i64::MIN).await?;
+            // A clinic sees readings only from since the logger has served it.
+            let since = match (&assignment, caller.is_state()) {
+                (_, true) => i64::MIN,
+                (Some(a), false) => a.from_ms,
+                (None, false) => i64::MAX,
+            };
+            logger.last_reading = readings::latest(db, &logger.serial, since).await?;
             logger.assignment = assignment;
             out.push(logger);
         }

@@ -66,11 +66,19 @@ impl Cursor {
 
 /// The latest reading of a serial at or after `since`.
 pub async fn latest(db: &Db, serial: &str, since: i64) -> Result<Option<Reading>> {
-    let row = sqlx::query("SELECT ts, temp_c FROM readings WHERE serial = $1 AND ts >= $2 ORDER BY ts DESC LIMIT 1")
-        .bind(serial)
-        .bind(since)
-        .fetch_optional(&db.pool)
-        .await?;
+    latest_between(db, serial, since, None).await
+}
+
+/// The latest reading of a serial in `[since, until)`.
+pub async fn latest_between(db: &Db, serial: &str, since: i64, until: Option<i64>) -> Result<Option<Reading>> {
+    let row = sqlx::query(
+        "SELECT ts, temp_c FROM readings WHERE serial = $1 AND ts >= $2 AND ts < $3 ORDER BY ts DESC LIMIT 1",
+    )
+    .bind(serial)
+    .bind(since)
+    .bind(until.unwrap_or(i64::MAX))
+    .fetch_optional(&db.pool)
+    .await?;
     row.map(|r| {
         Ok(Reading {
             ts: rfc3339(r.try_get("ts")?),

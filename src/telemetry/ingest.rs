@@ -62,11 +62,13 @@ const ROWS_PER_STATEMENT: usize = 500;
 
 fn dead(topic: &str, payload: &[u8], reason: String) -> DeadLetter {
     let keep = &payload[..payload.len().min(DEAD_LETTER_KEEP)];
+    // PostgreSQL text cannot hold NUL: show it as the replacement character.
+    let clean = |s: &str| s.replace('\0', "\u{FFFD}");
     DeadLetter {
-        topic: topic.to_string(),
-        payload: String::from_utf8_lossy(keep).into_owned(),
+        topic: clean(topic),
+        payload: clean(&String::from_utf8_lossy(keep)),
         bytes: payload.len(),
-        reason,
+        reason: clean(&reason),
     }
 }
 
@@ -102,6 +104,19 @@ pub async fn commit(db: &Db, known: &mut KnownSerials, batch: &[Incoming]) -> Re
         };
         match parsed_topic {
             LoggerTopic::Status(_) => match wire::parse_status(&msg.payload) {
+                Ok(status)
+                    if status
+                        .firmware
+                        .iter()
+                        .chain(status.gateway.iter())
+                        .any(|s| s.chars().any(char::is_control) || s.len() > 128) =>
+                {
+                    dead_letters.push(dead(
+                        &msg.topic,
+                        &msg.payload,
+                        "\"firmware\" and \"gateway\" must be at most 128 characters without control characters".into(),
+                    ))
+                }
                 Ok(status) => statuses.push(StatusUpdate { serial, status }),
                 Err(e) => dead_letters.push(dead(&msg.topic, &msg.payload, e.to_string())),
             },
@@ -191,6 +206,14 @@ pub async fn commit(db: &Db, known: &mut KnownSerials, batch: &[Incoming]) -> Re
         .execute(&mut *tx)
         .await?;
     }
+    // The cold-chain evaluator judges these serials' units from their earliest new reading on.
+    let mut dirty: std::collections::BTreeMap<&str, i64> = Default::default();
+    for r in &rows {
+        let e = dirty.entry(r.serial.as_str()).or_insert(r.ts);
+        *e = (*e).min(r.ts);
+    }
+    let dirty: Vec<(String, i64)> = dirty.into_iter().map(|(s, t)| (s.to_string(), t)).collect();
+    crate::coldchain::evaluate::mark_dirty(&mut tx, &dirty, rand::random::<i64>()).await?;
     let marks = confirm::advance(db, &mut tx, seqs, received_at).await?;
     tx.commit().await?;
     known.0.extend(new_serials);
@@ -247,6 +270,39 @@ async fn insert_readings(
         stored += q.execute(&mut **tx).await?.rows_affected();
     }
     Ok(stored)
+}
+
+/// Records a message that the database refused as a dead letter, so it can never stall ingest.
+pub async fn dead_letter_only(db: &Db, msg: &Incoming, reason: &str) -> Result<(), sqlx::Error> {
+    let d = dead(&msg.topic, &msg.payload, format!("could not be stored: {reason}"));
+    sqlx::query(
+        "INSERT INTO dead_letters (topic, payload, payload_bytes, reason, received_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&d.topic)
+    .bind(&d.payload)
+    .bind(d.bytes as i64)
+    .bind(&d.reason)
+    .bind(now_millis())
+    .execute(&db.pool)
+    .await?;
+    Ok(())
+}
+
+/// Whether a database error may pass by itself (connection, lock, resources) rather than
+/// being about the data.
+pub fn is_transient(db: &Db, e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => {
+            let code = d.code().unwrap_or_default();
+            match db.kind {
+                // SQLSTATE classes 08 connection, 40 rollback, 53 resources, 57 operator.
+                DbKind::Postgres => ["08", "40", "53", "57"].iter().any(|c| code.starts_with(c)),
+                // BUSY (5) and LOCKED (6) with their extended codes.
+                DbKind::Sqlite => code.parse::<i32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6)),
+            }
+        }
+        _ => true,
+    }
 }
 
 /// Milliseconds since a reading was taken, for the ingest-lag gauge.

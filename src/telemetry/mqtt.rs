@@ -43,6 +43,8 @@ pub struct MqttHealth {
     pub subscribed: AtomicUsize,
     /// Readings committed (new, not duplicates) since start.
     pub stored: AtomicU64,
+    /// Notified after every commit (wakes the cold-chain evaluator).
+    pub committed: tokio::sync::Notify,
 }
 
 impl MqttHealth {
@@ -102,13 +104,11 @@ pub fn tls_config(settings: &Settings) -> anyhow::Result<TlsConfiguration> {
 
 /// The topic filters the service subscribes to, through the share group when one is set.
 pub fn filters(share_group: Option<&str>) -> Vec<String> {
-    [wire::READINGS_FILTER, wire::STATUS_FILTER]
-        .iter()
-        .map(|f| match share_group {
-            Some(g) => format!("$share/{g}/{f}"),
-            None => f.to_string(),
-        })
-        .collect()
+    let f = wire::LOGGERS_FILTER;
+    vec![match share_group {
+        Some(g) => format!("$share/{g}/{f}"),
+        None => f.to_string(),
+    }]
 }
 
 /// Runs the subscriber until `cancel`; the batch in progress is committed and acknowledged
@@ -267,6 +267,7 @@ async fn batcher(
             return;
         };
         health.stored.fetch_add(outcome.stored, Ordering::Relaxed);
+        health.committed.notify_one();
         for (k, p) in &batch {
             if let Err(e) = clients[*k].ack(p).await {
                 tracing::warn!(error = %e, "could not queue an ack (the broker will redeliver; harmless)");
@@ -289,7 +290,9 @@ async fn batcher(
     }
 }
 
-/// Commits a batch, retrying through database hiccups; `None` if cancelled first.
+/// Commits a batch, retrying through database hiccups; `None` if cancelled first. A batch the
+/// database refuses for its data is committed message by message, and a message refused on its
+/// own becomes a dead letter: one poison message never stalls the ingest.
 async fn commit_until_done(
     db: &Db,
     known: &mut KnownSerials,
@@ -303,6 +306,41 @@ async fn commit_until_done(
             Ok(outcome) => {
                 record(&outcome, batch.len(), started.elapsed());
                 return Some(outcome);
+            }
+            Err(e) if !ingest::is_transient(db, &e) => {
+                tracing::warn!(error = %e, messages = batch.len(), "a batch was refused; committing its messages one by one");
+                let mut total = ingest::Outcome::default();
+                for msg in batch {
+                    let one = std::slice::from_ref(msg);
+                    let outcome = loop {
+                        match ingest::commit(db, known, one).await {
+                            Ok(o) => break o,
+                            Err(e) if ingest::is_transient(db, &e) => {}
+                            Err(e) => match ingest::dead_letter_only(db, msg, &e.to_string()).await {
+                                Ok(()) => {
+                                    break ingest::Outcome {
+                                        dead_letters: 1,
+                                        ..Default::default()
+                                    }
+                                }
+                                Err(e2) => tracing::error!(error = %e2, "could not record a dead letter; retrying"),
+                            },
+                        }
+                        tokio::select! {
+                            _ = cancel.cancelled() => return None,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    };
+                    total.stored += outcome.stored;
+                    total.duplicates += outcome.duplicates;
+                    total.dead_letters += outcome.dead_letters;
+                    total.statuses += outcome.statuses;
+                    total.confirmations.extend(outcome.confirmations);
+                    total.newest_ts = total.newest_ts.max(outcome.newest_ts);
+                }
+                record(&total, batch.len(), started.elapsed());
+                return Some(total);
             }
             Err(e) => {
                 metrics::counter!("vfc_ingest_commit_errors_total").increment(1);

@@ -13,6 +13,8 @@ pub enum ApiError {
     NotFound(String),
     BadRequest(String),
     Conflict(String),
+    MethodNotAllowed(String),
+    PayloadTooLarge(String),
     Unavailable(String),
     Internal(anyhow::Error),
 }
@@ -36,6 +38,8 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "invalid_request", m),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m),
+            ApiError::MethodNotAllowed(m) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", m),
+            ApiError::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m),
             ApiError::Internal(e) => {
                 tracing::error!(error = ?e, "request failed");

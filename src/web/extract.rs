@@ -18,6 +18,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
             Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::bad_request(
                 "send the body as JSON with Content-Type: application/json",
             )),
+            Err(e) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::PayloadTooLarge(
+                "the request body is over the 8 MiB limit".into(),
+            )),
             Err(e) => Err(ApiError::bad_request(format!("request body: {}", e.body_text()))),
         }
     }
@@ -45,6 +48,6 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Id<T> {
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| Id(p.0))
-            .map_err(|e: PathRejection| ApiError::NotFound(format!("no such resource ({})", e.body_text())))
+            .map_err(|_: PathRejection| ApiError::NotFound("no such resource (unit ids are whole numbers)".into()))
     }
 }

@@ -2,6 +2,7 @@
 //! `/metrics` and `/api/openapi.json`. One module per group of routes, each with its router.
 
 pub mod auth;
+mod coldchain;
 pub mod error;
 mod extract;
 mod openapi;
@@ -28,12 +29,21 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let api = Router::new().merge(registry::router()).merge(telemetry::router());
+    let api = Router::new()
+        .merge(registry::router())
+        .merge(telemetry::router())
+        .merge(coldchain::router());
     Router::new()
         .nest("/api/v1", api)
         .merge(ops::router())
         .merge(openapi::router())
+        .fallback(|| async {
+            error::ApiError::NotFound("no such route; the API is described at /api/openapi.json".into())
+        })
+        .method_not_allowed_fallback(|| async {
+            error::ApiError::MethodNotAllowed("this route does not take that method; see /api/openapi.json".into())
+        })
         .layer(tower_http::trace::TraceLayer::new_for_http())
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(8 * 1024 * 1024))
+        .layer(axum::extract::DefaultBodyLimit::max(8 * 1024 * 1024))
         .with_state(state)
 }

@@ -17,6 +17,8 @@ use super::AppState;
         super::registry::get_unit, super::registry::assign_logger, super::registry::unassign_logger,
         super::registry::unit_readings, super::registry::list_loggers, super::registry::get_logger,
         super::registry::logger_readings, super::telemetry::dead_letters,
+        super::coldchain::get_program, super::coldchain::put_program, super::coldchain::get_unit_rules,
+        super::coldchain::put_unit_rules, super::coldchain::list_excursions, super::coldchain::get_excursion,
     ),
     modifiers(&Bearer)
 )]

@@ -145,6 +145,7 @@ async fn assign_logger(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AtParams {
     /// When the logger stopped serving (RFC 3339); default now.
     at: Option<DateTime<Utc>>,
@@ -164,6 +165,7 @@ async fn unassign_logger(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct RangeParams {
     /// Start, RFC 3339 (inclusive).
     from: Option<String>,
@@ -224,6 +226,7 @@ async fn unit_readings(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LoggerFilter {
     /// true: serving a unit now; false: serving none (state coordinators only).
     assigned: Option<bool>,

@@ -37,6 +37,7 @@ pub struct DeadLetterList {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DeadLetterParams {
     /// Entries with an id below this (the `next` of the previous page).
     before: Option<i64>,

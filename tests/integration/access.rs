@@ -138,6 +138,16 @@ async fn a_clinic_token_never_sees_another_pin(db: Database) {
         )
         .await;
     assert_eq!(status, 200, "{body}");
+    // Readings LOOSE-1 took before any unit had it are the state's: no backdated claim.
+    let (status, body) = app
+        .send_as(
+            &pin,
+            "PUT",
+            &format!("/api/v1/units/{mine}/logger"),
+            json!({"serial": "LOOSE-1", "role": "backup", "from": "2026-11-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
     // The state coordinator sees everything.
     let loose = app.get("/api/v1/loggers?assigned=false").await;
     assert_eq!(loose["loggers"][0]["serial"], "LOOSE-1");

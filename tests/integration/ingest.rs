@@ -104,6 +104,8 @@ async fn malformed_and_oversized_payloads_are_dead_letters(db: Database) {
     let future = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
     let bad: Vec<(Vec<u8>, &str)> = vec![
         (b"{not json".to_vec(), "not JSON"),
+        // PostgreSQL text cannot hold NUL: the dead letter must still be stored.
+        (b"ab\0cd".to_vec(), "not JSON"),
         (json!({"temp_c": 4.0}).to_string().into_bytes(), "missing \"ts\""),
         (
             json!({"ts": ts(1), "temp_c": "cold"}).to_string().into_bytes(),

@@ -4,6 +4,7 @@ mod harness;
 
 mod access;
 mod cli;
+mod coldchain;
 mod gateway;
 mod ingest;
 mod registry;

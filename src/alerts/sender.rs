@@ -1,0 +1,226 @@
+//! Delivers the outbox: SMTP through lettre, or `.eml` files when no SMTP server is set.
+//!
+//! At least once: a row is marked sent only after the server accepted it (or the file is in
+//! place). A crash between the two sends it again with the same Message-ID. A temporary
+//! failure (server down) is retried with backoff for as long as it takes; a permanent
+//! rejection (5xx, malformed address) is recorded on the row and not retried.
+//! On PostgreSQL rows are taken with `FOR UPDATE SKIP LOCKED`, so two instances never send
+//! the same row; SQLite means one instance, whose single sender reads rows without locking.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use lettre::message::header::ContentType;
+use lettre::message::Mailbox;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use sqlx::Row;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::store::{now_millis, Db, DbKind};
+
+/// Where email goes.
+pub enum Transport {
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Files(PathBuf),
+}
+
+impl Transport {
+    pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
+        let Some(url) = &settings.smtp_url else {
+            return Ok(Transport::Files(settings.data_dir.join("outbox")));
+        };
+        let host = url.host_str().context("VFC_SMTP_URL has no host")?;
+        let tls_required = url.query_pairs().any(|(k, v)| k == "tls" && v == "required");
+        let creds = (!url.username().is_empty()).then(|| {
+            let dec = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+            Credentials::new(dec(url.username()), dec(url.password().unwrap_or_default()))
+        });
+        let mut builder = match url.scheme() {
+            "smtps" => AsyncSmtpTransport::<Tokio1Executor>::relay(host)?.port(url.port().unwrap_or(465)),
+            _ if tls_required => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)?.port(url.port().unwrap_or(587)),
+            _ if creds.is_some() => bail!(
+                "VFC_SMTP_URL has a user and password but no TLS: use smtps://… or smtp://…?tls=required so the password is never sent in the clear"
+            ),
+            _ => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host).port(url.port().unwrap_or(25)),
+        };
+        if let Some(c) = creds {
+            builder = builder.credentials(c);
+        }
+        Ok(Transport::Smtp(builder.timeout(Some(Duration::from_secs(30))).build()))
+    }
+}
+
+/// The Message-ID of an outbox row: the same on every attempt.
+pub fn message_id(row_id: i64, public_url: &url::Url) -> String {
+    format!(
+        "<vfc-outbox-{row_id}@{}>",
+        public_url.host_str().unwrap_or("vfc-monitor")
+    )
+}
+
+enum Outcome {
+    Sent,
+    Retry(String),
+    Permanent(String),
+}
+
+/// Sends due rows until cancelled.
+pub async fn run(
+    db: Db,
+    settings: Settings,
+    nudge: std::sync::Arc<Notify>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let transport = Transport::from_settings(&settings)?;
+    if let Transport::Files(dir) = &transport {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .with_context(|| format!("creating the email folder {}", dir.display()))?;
+        tracing::info!(folder = %dir.display(), "no VFC_SMTP_URL: alert emails are written as .eml files");
+    }
+    loop {
+        let sent = match send_due(&db, &settings, &transport).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = ?e, "email sender failed; retrying");
+                0
+            }
+        };
+        if sent == 0 {
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = nudge.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        } else if cancel.is_cancelled() {
+            return Ok(());
+        }
+    }
+}
+
+/// Sends what is due now; returns how many rows it handled.
+pub async fn send_due(db: &Db, settings: &Settings, transport: &Transport) -> anyhow::Result<usize> {
+    let now = now_millis();
+    let select = "SELECT id, recipient_name, recipient_email, subject, body, attempts FROM outbox \
+                  WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT 20";
+    let mut handled = 0;
+    match db.kind {
+        DbKind::Postgres => {
+            let mut tx = db.pool.begin().await?;
+            let rows = sqlx::query(&format!("{select} FOR UPDATE SKIP LOCKED"))
+                .bind(now)
+                .fetch_all(&mut *tx)
+                .await?;
+            for r in &rows {
+                let (id, outcome, attempts) = deliver(r, settings, transport).await?;
+                record(&mut *tx, id, outcome, attempts).await?;
+                handled += 1;
+            }
+            tx.commit().await?;
+        }
+        DbKind::Sqlite => {
+            let rows = sqlx::query(select).bind(now).fetch_all(&db.pool).await?;
+            for r in &rows {
+                let (id, outcome, attempts) = deliver(r, settings, transport).await?;
+                record(&db.pool, id, outcome, attempts).await?;
+                handled += 1;
+            }
+        }
+    }
+    Ok(handled)
+}
+
+async fn deliver(
+    r: &sqlx::any::AnyRow,
+    settings: &Settings,
+    transport: &Transport,
+) -> anyhow::Result<(i64, Outcome, i64)> {
+    let id: i64 = r.try_get("id")?;
+    let attempts: i64 = r.try_get::<i64, _>("attempts")? + 1;
+    let outcome = match compose(r, id, settings) {
+        Err(e) => Outcome::Permanent(e),
+        Ok(message) => match transport {
+            Transport::Files(dir) => {
+                // One file per row, replaced atomically: a repeat writes the same file.
+                let tmp = dir.join(format!(".{id}.eml.tmp"));
+                let path = dir.join(format!("{id:08}.eml"));
+                match tokio::fs::write(&tmp, message.formatted())
+                    .await
+                    .and(tokio::fs::rename(&tmp, &path).await)
+                {
+                    Ok(()) => Outcome::Sent,
+                    Err(e) => Outcome::Retry(format!("writing {}: {e}", path.display())),
+                }
+            }
+            Transport::Smtp(smtp) => match smtp.send(message).await {
+                Ok(_) => Outcome::Sent,
+                Err(e) if e.is_permanent() => Outcome::Permanent(e.to_string()),
+                Err(e) => Outcome::Retry(e.to_string()),
+            },
+        },
+    };
+    match &outcome {
+        Outcome::Sent => {
+            metrics::counter!("vfc_emails_sent_total").increment(1);
+            tracing::info!(outbox_id = id, "alert email delivered")
+        }
+        Outcome::Retry(e) => {
+            tracing::warn!(outbox_id = id, attempts, error = %e, "email not delivered yet; will retry")
+        }
+        Outcome::Permanent(e) => {
+            metrics::counter!("vfc_emails_failed_total").increment(1);
+            tracing::error!(outbox_id = id, error = %e, "email permanently refused")
+        }
+    }
+    Ok((id, outcome, attempts))
+}
+
+fn compose(r: &sqlx::any::AnyRow, id: i64, settings: &Settings) -> Result<Message, String> {
+    let get = |c: &str| r.try_get::<String, _>(c).map_err(|e| e.to_string());
+    let to_email = get("recipient_email")?;
+    let to = Mailbox::new(
+        Some(get("recipient_name")?),
+        to_email.parse().map_err(|e| format!("recipient {to_email:?}: {e}"))?,
+    );
+    let from: Mailbox = settings.mail_from.parse().map_err(|e| format!("VFC_MAIL_FROM: {e}"))?;
+    Message::builder()
+        .from(from)
+        .to(to)
+        .subject(get("subject")?)
+        .message_id(Some(message_id(id, &settings.public_url)))
+        .header(ContentType::TEXT_PLAIN)
+        .body(get("body")?)
+        .map_err(|e| e.to_string())
+}
+
+async fn record<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    exec: E,
+    id: i64,
+    outcome: Outcome,
+    attempts: i64,
+) -> anyhow::Result<()> {
+    let now = now_millis();
+    let (status, error, next) = match outcome {
+        Outcome::Sent => ("sent", None, now),
+        Outcome::Permanent(e) => ("failed", Some(e), now),
+        // 5 s, 10 s, 20 s … at most 5 minutes between tries.
+        Outcome::Retry(e) => ("pending", Some(e), now + (5_000i64 << attempts.min(6)).min(300_000)),
+    };
+    sqlx::query(
+        "UPDATE outbox SET status = $1, attempts = $2, last_error = $3, next_attempt_at = $4, \
+         sent_at = CASE WHEN $1 = 'sent' THEN $5 ELSE sent_at END WHERE id = $6",
+    )
+    .bind(status)
+    .bind(attempts)
+    .bind(error)
+    .bind(next)
+    .bind(now)
+    .bind(id)
+    .execute(exec)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,412 @@
+//! Alarm rules and the program's settings.
+//!
+//! A rule is a condition on temperature, a kind (consecutive minutes, or cumulative minutes in a
+//! sliding window), a duration (0 = at once) and a severity (domain.md). The program (the state
+//! immunization program, one per deployment) holds the defaults per unit kind — those listed
+//! under "Defaults this product ships" — its state coordinators and the escalation delays.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use utoipa::ToSchema;
+
+use crate::domain::UnitKind;
+use crate::store::{now_millis, Db};
+
+/// What a reading must do to count toward a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Condition {
+    /// Warmer than `temp_c`.
+    Above { temp_c: f64 },
+    /// Colder than `temp_c`.
+    Below { temp_c: f64 },
+    /// At or colder than `temp_c` (e.g. a refrigerator at or below 0.5 °C: freezing).
+    AtOrBelow { temp_c: f64 },
+    /// Outside the unit's range, either side.
+    OutsideRange,
+}
+
+impl Condition {
+    pub fn holds(&self, temp_c: f64, range: (f64, f64)) -> bool {
+        match *self {
+            Condition::Above { temp_c: t } => temp_c > t,
+            Condition::Below { temp_c: t } => temp_c < t,
+            Condition::AtOrBelow { temp_c: t } => temp_c <= t,
+            Condition::OutsideRange => temp_c < range.0 || temp_c > range.1,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match *self {
+            Condition::Above { temp_c } => format!("above {temp_c:.1} °C"),
+            Condition::Below { temp_c } => format!("below {temp_c:.1} °C"),
+            Condition::AtOrBelow { temp_c } => format!("at or below {temp_c:.1} °C"),
+            Condition::OutsideRange => "out of range".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleKind {
+    /// The condition holds without interruption for `minutes`.
+    Consecutive,
+    /// The condition holds for `minutes` in total within any `window_minutes`.
+    Cumulative,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Warning,
+    Critical,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Stable name of the rule, e.g. "warm-60".
+    pub id: String,
+    pub condition: Condition,
+    pub kind: RuleKind,
+    /// How long the condition must hold; 0 = at once.
+    pub minutes: i64,
+    /// For cumulative rules: the sliding window.
+    #[serde(default)]
+    pub window_minutes: Option<i64>,
+    pub severity: Severity,
+}
+
+impl Rule {
+    pub fn describe(&self) -> String {
+        match (self.kind, self.minutes) {
+            (_, 0) => format!("{} (at once)", self.condition.describe()),
+            (RuleKind::Consecutive, m) => format!("{} for {m} consecutive minutes", self.condition.describe()),
+            (RuleKind::Cumulative, m) => format!(
+                "{} for {m} minutes in total within {} hours",
+                self.condition.describe(),
+                self.window_minutes.unwrap_or(1440) / 60
+            ),
+        }
+    }
+
+    pub fn check(&self) -> Result<(), String> {
+        if self.id.trim().is_empty() || self.id.len() > 64 {
+            return Err("rule id must be 1-64 characters".into());
+        }
+        if !(0..=60 * 24 * 30).contains(&self.minutes) {
+            return Err(format!("rule {}: minutes must be 0 to 43200", self.id));
+        }
+        match (self.kind, self.window_minutes) {
+            (RuleKind::Cumulative, Some(w)) if w >= self.minutes.max(1) && w <= 60 * 24 * 7 => Ok(()),
+            (RuleKind::Cumulative, _) => Err(format!(
+                "rule {}: a cumulative rule needs window_minutes, at least its minutes and at most 10080",
+                self.id
+            )),
+            (RuleKind::Consecutive, None) => Ok(()),
+            (RuleKind::Consecutive, Some(_)) => {
+                Err(format!("rule {}: window_minutes is for cumulative rules only", self.id))
+            }
+        }
+    }
+}
+
+fn rule(id: &str, condition: Condition, kind: RuleKind, minutes: i64, window: Option<i64>, severity: Severity) -> Rule {
+    Rule {
+        id: id.into(),
+        condition,
+        kind,
+        minutes,
+        window_minutes: window,
+        severity,
+    }
+}
+
+/// The defaults this product ships (domain.md, "Defaults this product ships"): drawn from the
+/// Maryland, Kansas and Alabama presets; each program changes them.
+pub fn default_rules(kind: UnitKind) -> Vec<Rule> {
+    use Condition::*;
+    use RuleKind::*;
+    use Severity::*;
+    match kind {
+        UnitKind::Refrigerator => vec![
+            rule("warm-60", Above { temp_c: 8.0 }, Consecutive, 60, None, Critical),
+            rule("cold-15", Below { temp_c: 2.0 }, Consecutive, 15, None, Critical),
+            // Freezing destroys many refrigerated vaccines: reportable at once (Maryland).
+            rule("freezing", AtOrBelow { temp_c: 0.5 }, Consecutive, 0, None, Critical),
+            rule(
+                "cumulative-60-in-24h",
+                OutsideRange,
+                Cumulative,
+                60,
+                Some(24 * 60),
+                Critical,
+            ),
+        ],
+        UnitKind::Freezer => vec![
+            rule("warm-60", Above { temp_c: -15.0 }, Consecutive, 60, None, Critical),
+            rule("cold-60", Below { temp_c: -50.0 }, Consecutive, 60, None, Critical),
+        ],
+        UnitKind::UltraCold => vec![
+            rule("warm-15", Above { temp_c: -60.0 }, Consecutive, 15, None, Critical),
+            rule("cold-60", Below { temp_c: -90.0 }, Consecutive, 60, None, Critical),
+        ],
+        UnitKind::Other => vec![rule("out-of-range-60", OutsideRange, Consecutive, 60, None, Critical)],
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Person {
+    pub name: String,
+    pub email: String,
+}
+
+/// Escalation delays (issue: backup after 30 min, state after 2 h, reminder every hour).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Escalation {
+    pub backup_after_minutes: f64,
+    pub state_after_minutes: f64,
+    pub reminder_every_minutes: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RulesByKind {
+    pub refrigerator: Vec<Rule>,
+    pub freezer: Vec<Rule>,
+    pub ultra_cold: Vec<Rule>,
+    pub other: Vec<Rule>,
+}
+
+impl RulesByKind {
+    pub fn for_kind(&self, kind: UnitKind) -> &[Rule] {
+        match kind {
+            UnitKind::Refrigerator => &self.refrigerator,
+            UnitKind::Freezer => &self.freezer,
+            UnitKind::UltraCold => &self.ultra_cold,
+            UnitKind::Other => &self.other,
+        }
+    }
+}
+
+/// `GET/PUT /api/v1/program`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProgramSettings {
+    pub name: String,
+    pub state_coordinators: Vec<Person>,
+    pub escalation: Escalation,
+    pub rules: RulesByKind,
+    /// Readings this much older than now, when they arrive, are recorded but do not page the
+    /// clinic as if happening now; they go to the coordinators' review list.
+    pub late_page_limit_hours: f64,
+}
+
+impl Default for ProgramSettings {
+    fn default() -> Self {
+        ProgramSettings {
+            name: "State immunization program".into(),
+            state_coordinators: Vec::new(),
+            escalation: Escalation {
+                backup_after_minutes: 30.0,
+                state_after_minutes: 120.0,
+                reminder_every_minutes: 60.0,
+            },
+            rules: RulesByKind {
+                refrigerator: default_rules(UnitKind::Refrigerator),
+                freezer: default_rules(UnitKind::Freezer),
+                ultra_cold: default_rules(UnitKind::UltraCold),
+                other: default_rules(UnitKind::Other),
+            },
+            late_page_limit_hours: 24.0,
+        }
+    }
+}
+
+impl ProgramSettings {
+    pub fn check(&self) -> Result<(), String> {
+        for rules in [
+            &self.rules.refrigerator,
+            &self.rules.freezer,
+            &self.rules.ultra_cold,
+            &self.rules.other,
+        ] {
+            check_rules(rules)?;
+        }
+        for p in &self.state_coordinators {
+            if p.name.trim().is_empty() || !p.email.contains('@') {
+                return Err(format!(
+                    "state coordinator {:?} needs a name and an email address",
+                    p.name
+                ));
+            }
+        }
+        let e = &self.escalation;
+        for (name, v) in [
+            ("backup_after_minutes", e.backup_after_minutes),
+            ("state_after_minutes", e.state_after_minutes),
+            ("reminder_every_minutes", e.reminder_every_minutes),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!("escalation.{name} must be a positive number of minutes"));
+            }
+        }
+        if !(self.late_page_limit_hours.is_finite() && self.late_page_limit_hours > 0.0) {
+            return Err("late_page_limit_hours must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+pub fn check_rules(rules: &[Rule]) -> Result<(), String> {
+    let mut ids = std::collections::HashSet::new();
+    for r in rules {
+        r.check()?;
+        if !ids.insert(&r.id) {
+            return Err(format!("rule id {:?} is used twice", r.id));
+        }
+    }
+    Ok(())
+}
+
+/// The program's settings (defaults until someone saves them).
+pub async fn program(db: &Db) -> Result<ProgramSettings, sqlx::Error> {
+    let row = sqlx::query("SELECT settings FROM program WHERE id = 1")
+        .fetch_optional(&db.pool)
+        .await?;
+    Ok(row
+        .and_then(|r| r.try_get::<String, _>("settings").ok())
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default())
+}
+
+pub async fn save_program(db: &Db, settings: &ProgramSettings, actor: &str) -> Result<(), sqlx::Error> {
+    let before = program(db).await?;
+    let json = serde_json::to_string(settings).expect("plain data");
+    let now = now_millis();
+    let mut tx = db.pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO program (id, settings, updated_by, updated_at) VALUES (1, $1, $2, $3) \
+         ON CONFLICT (id) DO UPDATE SET settings = excluded.settings, updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+    )
+    .bind(&json)
+    .bind(actor)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    record_change(
+        &mut tx,
+        "program",
+        None,
+        Some(serde_json::to_string(&before).expect("plain data")),
+        &json,
+        actor,
+        now,
+    )
+    .await?;
+    tx.commit().await
+}
+
+pub async fn record_change(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    subject: &str,
+    unit_id: Option<i64>,
+    before: Option<String>,
+    after: &str,
+    actor: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO rule_changes (subject, unit_id, before, after, changed_by, changed_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(subject)
+    .bind(unit_id)
+    .bind(before)
+    .bind(after)
+    .bind(actor)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A unit's own rules, if it has any.
+pub async fn unit_override(db: &Db, unit_id: i64) -> Result<Option<Vec<Rule>>, sqlx::Error> {
+    let row = sqlx::query("SELECT rules FROM unit_rules WHERE unit_id = $1")
+        .bind(unit_id)
+        .fetch_optional(&db.pool)
+        .await?;
+    Ok(row
+        .and_then(|r| r.try_get::<String, _>("rules").ok())
+        .and_then(|s| serde_json::from_str(&s).ok()))
+}
+
+/// The rules that judge a unit: its own, else the program's for its kind.
+pub async fn effective(db: &Db, unit_id: i64, kind: UnitKind) -> Result<Vec<Rule>, sqlx::Error> {
+    match unit_override(db, unit_id).await? {
+        Some(rules) => Ok(rules),
+        None => Ok(program(db).await?.rules.for_kind(kind).to_vec()),
+    }
+}
+
+/// Sets (Some) or clears (None: back to the program's) a unit's rules.
+pub async fn save_unit_rules(db: &Db, unit_id: i64, rules: Option<&[Rule]>, actor: &str) -> Result<(), sqlx::Error> {
+    let before = unit_override(db, unit_id)
+        .await?
+        .map(|r| serde_json::to_string(&r).expect("plain data"));
+    let now = now_millis();
+    let mut tx = db.pool.begin().await?;
+    let after = match rules {
+        Some(rules) => {
+            let json = serde_json::to_string(rules).expect("plain data");
+            sqlx::query(
+                "INSERT INTO unit_rules (unit_id, rules, updated_by, updated_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (unit_id) DO UPDATE SET rules = excluded.rules, updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+            )
+            .bind(unit_id)
+            .bind(&json)
+            .bind(actor)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            json
+        }
+        None => {
+            sqlx::query("DELETE FROM unit_rules WHERE unit_id = $1")
+                .bind(unit_id)
+                .execute(&mut *tx)
+                .await?;
+            "null".to_string()
+        }
+    };
+    record_change(&mut tx, "unit_rules", Some(unit_id), before, &after, actor, now).await?;
+    tx.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_defaults_are_valid_and_match_domain_md() {
+        let p = ProgramSettings::default();
+        p.check().unwrap();
+        let fridge = &p.rules.refrigerator;
+        assert_eq!(fridge.len(), 4);
+        assert!(fridge
+            .iter()
+            .any(|r| r.condition == Condition::AtOrBelow { temp_c: 0.5 } && r.minutes == 0));
+        assert!(fridge
+            .iter()
+            .any(|r| r.kind == RuleKind::Cumulative && r.window_minutes == Some(1440)));
+        assert_eq!(p.escalation.backup_after_minutes, 30.0);
+    }
+
+    #[test]
+    fn a_cumulative_rule_needs_a_window() {
+        let mut r = default_rules(UnitKind::Refrigerator).pop().unwrap();
+        r.window_minutes = None;
+        assert!(r.check().unwrap_err().contains("window_minutes"));
+    }
+}

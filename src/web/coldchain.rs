@@ -1,0 +1,314 @@
+//! Routes of the cold chain: the program's settings, a unit's rules, and excursions.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use utoipa::{IntoParams, ToSchema};
+
+use super::auth::require_state;
+use super::error::ApiError;
+use super::extract::{Body, Id, Params};
+use super::AppState;
+use crate::accounts::Caller;
+use crate::coldchain::rules::{self, ProgramSettings, Rule};
+use crate::registry::units;
+use crate::store::{millis, rfc3339};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/program", get(get_program).put(put_program))
+        .route("/units/{id}/rules", get(get_unit_rules).put(put_unit_rules))
+        .route("/excursions", get(list_excursions))
+        .route("/excursions/{id}", get(get_excursion))
+}
+
+/// The program's defaults per unit kind, state coordinators and escalation delays.
+#[utoipa::path(get, path = "/api/v1/program", tag = "coldchain", security(("bearer" = [])),
+    responses((status = 200, body = ProgramSettings), (status = 403)))]
+async fn get_program(State(s): State<AppState>, caller: Caller) -> Result<Json<ProgramSettings>, ApiError> {
+    require_state(&caller, "the program's settings")?;
+    Ok(Json(rules::program(&s.db).await?))
+}
+
+#[utoipa::path(put, path = "/api/v1/program", tag = "coldchain", security(("bearer" = [])),
+    request_body = ProgramSettings, responses((status = 200, body = ProgramSettings), (status = 400), (status = 403)))]
+async fn put_program(
+    State(s): State<AppState>,
+    caller: Caller,
+    Body(body): Body<ProgramSettings>,
+) -> Result<Json<ProgramSettings>, ApiError> {
+    require_state(&caller, "changing the program's settings")?;
+    body.check().map_err(ApiError::BadRequest)?;
+    rules::save_program(&s.db, &body, &caller.actor()).await?;
+    Ok(Json(body))
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct UnitRules {
+    /// The rules that judge the unit now.
+    pub rules: Vec<Rule>,
+    /// "unit" when the unit has its own, "program" when it follows the program's defaults.
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/units/{id}/rules", tag = "coldchain", security(("bearer" = [])),
+    params(("id" = i64, Path)), responses((status = 200, body = UnitRules), (status = 404)))]
+async fn get_unit_rules(
+    State(s): State<AppState>,
+    caller: Caller,
+    Id(id): Id<i64>,
+) -> Result<Json<UnitRules>, ApiError> {
+    let unit = units::get(&s.db, &caller.scope, id).await?;
+    let own = rules::unit_override(&s.db, id).await?;
+    let source = if own.is_some() { "unit" } else { "program" };
+    let rules = match own {
+        Some(r) => r,
+        None => rules::effective(&s.db, id, unit.kind).await?,
+    };
+    Ok(Json(UnitRules {
+        rules,
+        source: Some(source.into()),
+    }))
+}
+
+/// Replaces the unit's rules (`{"rules":[…]}`); `{"rules":null}` returns it to the program's.
+#[derive(Deserialize, ToSchema)]
+pub struct PutUnitRules {
+    pub rules: Option<Vec<Rule>>,
+}
+
+#[utoipa::path(put, path = "/api/v1/units/{id}/rules", tag = "coldchain", security(("bearer" = [])),
+    params(("id" = i64, Path)), request_body = PutUnitRules,
+    responses((status = 200, body = UnitRules), (status = 400), (status = 404)))]
+async fn put_unit_rules(
+    State(s): State<AppState>,
+    caller: Caller,
+    Id(id): Id<i64>,
+    Body(body): Body<PutUnitRules>,
+) -> Result<Json<UnitRules>, ApiError> {
+    units::get(&s.db, &caller.scope, id).await?;
+    if let Some(r) = &body.rules {
+        rules::check_rules(r).map_err(ApiError::BadRequest)?;
+    }
+    rules::save_unit_rules(&s.db, id, body.rules.as_deref(), &caller.actor()).await?;
+    get_unit_rules(State(s), caller, Id(id)).await
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Excursion {
+    pub id: i64,
+    pub unit_id: i64,
+    pub location: String,
+    pub serial: String,
+    pub started_at: String,
+    /// First reading back in range; null while open.
+    pub ended_at: Option<String>,
+    pub last_reading_at: String,
+    pub min_c: f64,
+    pub max_c: f64,
+    pub readings: i64,
+    /// Known time out of range (gaps excluded).
+    pub minutes_out_of_range: f64,
+    /// Time covered by gaps in the readings: neither in range nor out.
+    pub minutes_unknown: f64,
+    pub above_range: bool,
+    pub below_range: bool,
+    pub range: crate::registry::units::Range,
+    /// open | closed | reviewed
+    pub status: String,
+    /// A rule was met and someone was paged.
+    pub alerted: bool,
+    pub detected_late: bool,
+    /// Why nobody was paged, when a rule was met in a maintenance window or long ago.
+    pub suppressed: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ExcursionList {
+    pub excursions: Vec<Excursion>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AlarmInfo {
+    pub rule_id: String,
+    pub rule: serde_json::Value,
+    pub met_at: String,
+    pub paged: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EmailInfo {
+    pub purpose: String,
+    pub to: String,
+    pub status: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub sent_at: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ExcursionDetail {
+    #[serde(flatten)]
+    pub excursion: Excursion,
+    /// The rules met, each as it was at the time.
+    pub alarms: Vec<AlarmInfo>,
+    pub emails: Vec<EmailInfo>,
+}
+
+const COLUMNS: &str =
+    "e.id, e.unit_id, u.location_code, l.pin, e.serial, e.started_at, e.ended_at, e.last_reading_at, \
+    e.min_c, e.max_c, e.readings, e.out_ms, e.unknown_ms, e.above_range, e.below_range, e.range_min_c, e.range_max_c, \
+    e.status, e.alerted, e.detected_late, e.suppressed";
+const FROM: &str = "excursions e JOIN units u ON u.id = e.unit_id JOIN locations l ON l.code = u.location_code";
+
+fn from_row(r: &AnyRow) -> Result<Excursion, sqlx::Error> {
+    Ok(Excursion {
+        id: r.try_get("id")?,
+        unit_id: r.try_get("unit_id")?,
+        location: r.try_get("location_code")?,
+        serial: r.try_get("serial")?,
+        started_at: rfc3339(r.try_get("started_at")?),
+        ended_at: r.try_get::<Option<i64>, _>("ended_at")?.map(rfc3339),
+        last_reading_at: rfc3339(r.try_get("last_reading_at")?),
+        min_c: r.try_get("min_c")?,
+        max_c: r.try_get("max_c")?,
+        readings: r.try_get("readings")?,
+        minutes_out_of_range: r.try_get::<i64, _>("out_ms")? as f64 / 60_000.0,
+        minutes_unknown: r.try_get::<i64, _>("unknown_ms")? as f64 / 60_000.0,
+        above_range: r.try_get::<i64, _>("above_range")? == 1,
+        below_range: r.try_get::<i64, _>("below_range")? == 1,
+        range: crate::registry::units::Range {
+            min_c: r.try_get("range_min_c")?,
+            max_c: r.try_get("range_max_c")?,
+        },
+        status: r.try_get("status")?,
+        alerted: r.try_get::<i64, _>("alerted")? == 1,
+        detected_late: r.try_get::<i64, _>("detected_late")? == 1,
+        suppressed: r.try_get("suppressed")?,
+    })
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ExcursionFilter {
+    /// Location code.
+    location: Option<String>,
+    unit: Option<i64>,
+    /// open | closed | reviewed
+    status: Option<String>,
+    /// Started at or after (RFC 3339).
+    from: Option<String>,
+    /// Started at or before (RFC 3339).
+    to: Option<String>,
+}
+
+/// Excursions the caller may see, newest first.
+#[utoipa::path(get, path = "/api/v1/excursions", tag = "coldchain", security(("bearer" = [])),
+    params(ExcursionFilter), responses((status = 200, body = ExcursionList), (status = 400)))]
+async fn list_excursions(
+    State(s): State<AppState>,
+    caller: Caller,
+    Params(f): Params<ExcursionFilter>,
+) -> Result<Json<ExcursionList>, ApiError> {
+    let time = |name: &str, v: &Option<String>| -> Result<Option<i64>, ApiError> {
+        v.as_deref()
+            .map(|raw| {
+                chrono::DateTime::parse_from_rfc3339(raw)
+                    .map(|t| millis(t.with_timezone(&chrono::Utc)))
+                    .map_err(|_| ApiError::bad_request(format!("\"{name}\" {raw:?} is not an RFC 3339 time")))
+            })
+            .transpose()
+    };
+    let (from, to) = (time("from", &f.from)?, time("to", &f.to)?);
+    if let Some(st) = &f.status {
+        if !["open", "closed", "reviewed"].contains(&st.as_str()) {
+            return Err(ApiError::bad_request("\"status\" must be open, closed or reviewed"));
+        }
+    }
+    let (scope_cond, scope_param) = caller.scope.sql_filter("l.pin", "l.code", 1);
+    let sql = format!(
+        "SELECT {COLUMNS} FROM {FROM} WHERE {scope_cond} AND ($2 IS NULL OR l.code = $2) AND ($3 IS NULL OR e.unit_id = $3) \
+         AND ($4 IS NULL OR e.status = $4) AND e.started_at >= $5 AND e.started_at <= $6 ORDER BY e.started_at DESC, e.id DESC LIMIT 10000"
+    );
+    let location = f.location.as_deref().map(|c| {
+        crate::domain::LocationCode::parse(c)
+            .map(|c| c.to_string())
+            .unwrap_or_else(|_| c.to_string())
+    });
+    let rows = sqlx::query(&sql)
+        .bind(scope_param.unwrap_or_default())
+        .bind(location)
+        .bind(f.unit)
+        .bind(f.status)
+        .bind(from.unwrap_or(i64::MIN))
+        .bind(to.unwrap_or(i64::MAX))
+        .fetch_all(&s.db.pool)
+        .await?;
+    Ok(Json(ExcursionList {
+        excursions: rows.iter().map(from_row).collect::<Result<_, _>>()?,
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/excursions/{id}", tag = "coldchain", security(("bearer" = [])),
+    params(("id" = i64, Path)), responses((status = 200, body = ExcursionDetail), (status = 404)))]
+async fn get_excursion(
+    State(s): State<AppState>,
+    caller: Caller,
+    Id(id): Id<i64>,
+) -> Result<Json<ExcursionDetail>, ApiError> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM {FROM} WHERE e.id = $1"))
+        .bind(id)
+        .fetch_optional(&s.db.pool)
+        .await?
+        .filter(|r| {
+            let pin: String = r.try_get("pin").unwrap_or_default();
+            let code: String = r.try_get("location_code").unwrap_or_default();
+            caller.scope.covers_code(&pin, &code)
+        })
+        .ok_or_else(|| ApiError::NotFound(format!("no excursion {id}")))?;
+    let excursion = from_row(&row)?;
+    let alarms = sqlx::query(
+        "SELECT a.rule_id, a.rule, a.met_at, a.paged FROM alarms a JOIN alarm_excursions x ON x.alarm_id = a.id \
+         WHERE x.excursion_id = $1 ORDER BY a.met_at",
+    )
+    .bind(id)
+    .fetch_all(&s.db.pool)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(AlarmInfo {
+            rule_id: r.try_get("rule_id")?,
+            rule: serde_json::from_str(&r.try_get::<String, _>("rule")?).unwrap_or_default(),
+            met_at: rfc3339(r.try_get("met_at")?),
+            paged: r.try_get::<i64, _>("paged")? == 1,
+        })
+    })
+    .collect::<Result<_, sqlx::Error>>()?;
+    let emails = sqlx::query(
+        "SELECT purpose, recipient_email, status, attempts, last_error, sent_at FROM outbox WHERE excursion_id = $1 ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(&s.db.pool)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(EmailInfo {
+            purpose: r.try_get("purpose")?,
+            to: r.try_get("recipient_email")?,
+            status: r.try_get("status")?,
+            attempts: r.try_get("attempts")?,
+            last_error: r.try_get("last_error")?,
+            sent_at: r.try_get::<Option<i64>, _>("sent_at")?.map(rfc3339),
+        })
+    })
+    .collect::<Result<_, sqlx::Error>>()?;
+    Ok(Json(ExcursionDetail {
+        excursion,
+        alarms,
+        emails,
+    }))
+}

@@ -1,0 +1,244 @@
+//! Cold chain: excursions from readings, rules met, and the alert email in the outbox.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use crate::harness::{Broker, Database, TestApp};
+use crate::on_both_databases;
+
+/// A refrigerator with a logger reading every 5 minutes.
+async fn fridge(app: &TestApp) -> i64 {
+    app.create_location("012345", "A").await;
+    let unit = app.create_unit("012345A", "Main refrigerator", "refrigerator").await;
+    app.assign(
+        unit,
+        json!({"serial": "LT-1", "reading_interval_s": 300, "from": "2020-01-01T00:00:00Z"}),
+    )
+    .await;
+    unit
+}
+
+/// Publishes one batch of readings every 5 minutes from `start`.
+async fn publish(app: &TestApp, start: DateTime<Utc>, temps: &[f64]) {
+    let readings: Vec<Value> = temps
+        .iter()
+        .enumerate()
+        .map(|(i, t)| json!({"ts": (start + chrono::Duration::minutes(5 * i as i64)).to_rfc3339(), "temp_c": t}))
+        .collect();
+    let mut p = app.publisher("logger").await;
+    p.publish("vfc/loggers/LT-1/readings", json!({ "readings": readings }).to_string())
+        .await;
+    p.wait_acked(1).await;
+}
+
+async fn excursions(app: &TestApp, unit: i64, n: usize, what: &str) -> Vec<Value> {
+    app.eventually(what, || async {
+        let list = app.get(&format!("/api/v1/excursions?unit={unit}")).await;
+        let list = list["excursions"].as_array().unwrap().clone();
+        // Settled: the expected count, none of them still waiting for its closing reading.
+        if list.len() == n {
+            Ok(list)
+        } else {
+            Err(format!("{list:?}"))
+        }
+    })
+    .await
+}
+
+fn emails(app: &TestApp) -> Vec<String> {
+    let dir = app.dir.path().join("data/outbox");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect()
+}
+
+async fn wait_emails(app: &TestApp, n: usize) -> Vec<String> {
+    app.eventually(&format!("{n} emails in the outbox folder"), || async {
+        let e = emails(app);
+        if e.len() == n {
+            Ok(e)
+        } else {
+            Err(format!("{} emails", e.len()))
+        }
+    })
+    .await
+}
+
+fn warm(n: usize) -> Vec<f64> {
+    std::iter::once(5.0)
+        .chain(std::iter::repeat_n(9.2, n))
+        .chain([5.0])
+        .collect()
+}
+
+async fn warm_short_of_60_minutes_is_recorded_and_60_alerts_once(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let unit = fridge(&app).await;
+    let t0 = Utc::now() - chrono::Duration::hours(30);
+    // 11 warm readings: 55 minutes out of range, then back in range.
+    publish(&app, t0, &warm(11)).await;
+    let list = excursions(&app, unit, 1, "the short excursion").await;
+    assert_eq!(list[0]["alerted"], false);
+    assert_eq!(list[0]["status"], "closed");
+    assert_eq!(list[0]["minutes_out_of_range"], 55.0, "first out to first back in");
+    assert_eq!(list[0]["max_c"], 9.2);
+
+    // A day later (outside the cumulative rule's 24 h), 13 warm readings: the warm-60 rule.
+    publish(&app, t0 + chrono::Duration::hours(26), &warm(13)).await;
+    let list = excursions(&app, unit, 2, "the long excursion").await;
+    assert_eq!(list[0]["alerted"], true, "{list:?}");
+    assert_eq!(list[1]["alerted"], false);
+    let detail = app.get(&format!("/api/v1/excursions/{}", list[0]["id"])).await;
+    let alarms = detail["alarms"].as_array().unwrap();
+    let warm_60 = alarms.iter().find(|a| a["rule_id"] == "warm-60").expect("warm-60 met");
+    assert_eq!(warm_60["rule"]["minutes"], 60, "a snapshot of the rule");
+    // One alert; it was already over when found, so the alert says so.
+    let mail = wait_emails(&app, 1).await;
+    let alert = &mail[0];
+    for needle in [
+        "012345A",
+        "Main refrigerator",
+        "Do Not Use",
+        "Do not discard",
+        "manufacturer",
+        "primary.012345A@example.org",
+        "Message-ID: <vfc-outbox-",
+    ] {
+        assert!(alert.contains(needle), "the alert says {needle:?}:\n{alert}");
+    }
+    assert!(alert.contains("Back in range since"), "{alert}");
+    // Re-sending the same readings changes nothing and sends nothing.
+    publish(&app, t0 + chrono::Duration::hours(26), &warm(13)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(emails(&app).len(), 1);
+    assert_eq!(excursions(&app, unit, 2, "still two").await.len(), 2);
+}
+
+async fn a_freezing_reading_alerts_at_once(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let unit = fridge(&app).await;
+    let mut p = app.publisher("logger").await;
+    p.reading("LT-1", &(Utc::now() - chrono::Duration::minutes(5)).to_rfc3339(), 4.8)
+        .await;
+    p.reading("LT-1", &Utc::now().to_rfc3339(), 0.3).await;
+    p.wait_acked(2).await;
+    let list = excursions(&app, unit, 1, "the freezing excursion").await;
+    assert_eq!(list[0]["status"], "open");
+    assert_eq!(list[0]["alerted"], true);
+    assert_eq!(list[0]["detected_late"], false);
+    let mail = wait_emails(&app, 1).await;
+    assert!(mail[0].contains("at or below 0.5"), "{}", mail[0]);
+    // Back in range: a second email says so.
+    p.reading("LT-1", &(Utc::now() + chrono::Duration::seconds(1)).to_rfc3339(), 4.0)
+        .await;
+    p.wait_acked(3).await;
+    let mail = wait_emails(&app, 2).await;
+    assert!(mail[1].contains("back in range"), "{}", mail[1]);
+}
+
+async fn a_door_opening_and_three_short_episodes_meet_the_cumulative_rule(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let unit = fridge(&app).await;
+    let t0 = Utc::now() - chrono::Duration::hours(10);
+    // A 10-minute door opening: recorded, nobody paged.
+    publish(&app, t0, &[5.0, 9.0, 9.0, 5.0]).await;
+    let list = excursions(&app, unit, 1, "the door opening").await;
+    assert_eq!(list[0]["alerted"], false);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(emails(&app).is_empty());
+    // Three 25-minute warm spells an hour apart: 10 + 75 minutes out of range within 24 h.
+    let mut temps = vec![];
+    for _ in 0..3 {
+        temps.extend(std::iter::repeat_n(9.0, 5));
+        temps.extend(std::iter::repeat_n(5.0, 12));
+    }
+    publish(&app, t0 + chrono::Duration::hours(1), &temps).await;
+    let list = excursions(&app, unit, 4, "four excursions").await;
+    let mail = wait_emails(&app, 1).await;
+    assert_eq!(
+        mail.iter().filter(|m| m.contains("temperature alert")).count(),
+        1,
+        "one alarm, one alert"
+    );
+    assert!(mail.iter().any(|m| m.contains("in total within 24 hours")));
+    let alerted = list.iter().filter(|e| e["alerted"] == true).count();
+    assert!(alerted >= 3, "the alarm covers the short episodes: {list:?}");
+}
+
+async fn six_hours_of_backfilled_readings_find_the_excursion_late_and_email_once(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let unit = fridge(&app).await;
+    let start = Utc::now() - chrono::Duration::hours(6);
+    // A logger offline for six hours sends its buffer: 72 readings, 75 minutes warm inside.
+    let mut temps = vec![5.0; 20];
+    temps.extend(std::iter::repeat_n(10.5, 15));
+    temps.extend(vec![5.0; 37]);
+    publish(&app, start, &temps).await;
+    let list = excursions(&app, unit, 1, "the backfilled excursion").await;
+    assert_eq!(list[0]["detected_late"], true);
+    assert_eq!(list[0]["alerted"], true);
+    let mail = wait_emails(&app, 1).await;
+    assert!(mail[0].contains("reached us late"), "{}", mail[0]);
+    // The gateway resends the same buffer: nothing new.
+    publish(&app, start, &temps).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(emails(&app).len(), 1);
+}
+
+async fn readings_older_than_a_day_record_without_paging(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let unit = fridge(&app).await;
+    let start = Utc::now() - chrono::Duration::days(3);
+    publish(&app, start, &warm(20)).await;
+    let list = excursions(&app, unit, 1, "the old excursion").await;
+    assert_eq!(list[0]["alerted"], false);
+    assert!(list[0]["suppressed"].as_str().unwrap().contains("late"), "{list:?}");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(emails(&app).is_empty());
+}
+
+async fn rules_are_the_programs_until_a_unit_has_its_own(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let unit = fridge(&app).await;
+    let r = app.get(&format!("/api/v1/units/{unit}/rules")).await;
+    assert_eq!(r["source"], "program");
+    assert_eq!(r["rules"].as_array().unwrap().len(), 4);
+    let own = json!({"rules": [{"id": "warm-30", "condition": {"type": "above", "temp_c": 8.0}, "kind": "consecutive", "minutes": 30, "severity": "critical"}]});
+    let (status, body) = app
+        .send_as(&app.token, "PUT", &format!("/api/v1/units/{unit}/rules"), own)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["source"], "unit");
+    let bad = json!({"rules": [{"id": "c", "condition": {"type": "outside_range"}, "kind": "cumulative", "minutes": 60, "severity": "critical"}]});
+    let (status, body) = app
+        .send_as(&app.token, "PUT", &format!("/api/v1/units/{unit}/rules"), bad)
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("window_minutes"),
+        "{body}"
+    );
+    let program = app.get("/api/v1/program").await;
+    assert_eq!(program["escalation"]["backup_after_minutes"], 30.0);
+    let clinic = app.create_token(&["--role", "clinic", "--pin", "012345", "--name", "c"]);
+    assert_eq!(app.get_as(&clinic, "/api/v1/program").await.0, 403);
+    assert_eq!(app.get_as(&clinic, &format!("/api/v1/units/{unit}/rules")).await.0, 200);
+}
+
+on_both_databases!(
+    warm_short_of_60_minutes_is_recorded_and_60_alerts_once,
+    a_freezing_reading_alerts_at_once,
+    a_door_opening_and_three_short_episodes_meet_the_cumulative_rule,
+    six_hours_of_backfilled_readings_find_the_excursion_late_and_email_once,
+    readings_older_than_a_day_record_without_paging,
+    rules_are_the_programs_until_a_unit_has_its_own,
+);
