@@ -83,9 +83,11 @@ fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("VFC_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn,rumqttc=warn,sqlx=warn,tower_http=warn"));
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
@@ -116,11 +118,15 @@ async fn token(settings: Settings, cmd: TokenCommand) -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("--role {role:?} must be state-coordinator or clinic"))?;
             let scope = tokens::scope_from_flags(role, pin.as_deref(), location.as_deref())?;
             let token = tokens::create(&db, &name, role, &scope).await?;
+            let scope = match &scope {
+                crate::accounts::Scope::Program => "every PIN".to_string(),
+                crate::accounts::Scope::Pin(p) => format!("every location of PIN {p}"),
+                crate::accounts::Scope::Location(c) => format!("location {c}"),
+            };
             println!(
-                "created token {} for {name:?} ({}, {:?}); it is shown only now:",
+                "created token {} for {name:?} ({}, {scope}); it is shown only now:",
                 token.id,
-                role.as_str(),
-                scope
+                role.as_str()
             );
             println!("{}", token.secret);
         }
@@ -132,7 +138,11 @@ async fn token(settings: Settings, cmd: TokenCommand) -> anyhow::Result<()> {
             }
         }
         TokenCommand::List => {
-            for t in tokens::list(&db).await? {
+            let all = tokens::list(&db).await?;
+            if all.is_empty() {
+                println!("no tokens yet: create one with `vfc token create`");
+            }
+            for t in all {
                 println!(
                     "{}\t{}\t{}\t{}{}",
                     t.id,
