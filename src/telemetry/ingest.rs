@@ -55,6 +55,22 @@ struct StatusUpdate {
     status: wire::Status,
 }
 
+impl DeadLetter {
+    async fn insert<'e, E: sqlx::Executor<'e, Database = Any>>(&self, exec: E, at: i64) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO dead_letters (topic, payload, payload_bytes, reason, received_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&self.topic)
+        .bind(&self.payload)
+        .bind(self.bytes as i64)
+        .bind(&self.reason)
+        .bind(at)
+        .execute(exec)
+        .await?;
+        Ok(())
+    }
+}
+
 /// Dead letters keep the start of the payload: enough to see what was wrong, bounded in size.
 const DEAD_LETTER_KEEP: usize = 4096;
 /// Rows per INSERT statement (7 parameters each stay under SQLite's and PostgreSQL's limits).
@@ -178,16 +194,7 @@ pub async fn commit(db: &Db, known: &mut KnownSerials, batch: &[Incoming]) -> Re
     }
     let stored = insert_readings(db, &mut tx, &rows, received_at).await?;
     for d in &dead_letters {
-        sqlx::query(
-            "INSERT INTO dead_letters (topic, payload, payload_bytes, reason, received_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&d.topic)
-        .bind(&d.payload)
-        .bind(d.bytes as i64)
-        .bind(&d.reason)
-        .bind(received_at)
-        .execute(&mut *tx)
-        .await?;
+        d.insert(&mut *tx, received_at).await?;
     }
     for s in &statuses {
         sqlx::query(
@@ -274,18 +281,9 @@ async fn insert_readings(
 
 /// Records a message that the database refused as a dead letter, so it can never stall ingest.
 pub async fn dead_letter_only(db: &Db, msg: &Incoming, reason: &str) -> Result<(), sqlx::Error> {
-    let d = dead(&msg.topic, &msg.payload, format!("could not be stored: {reason}"));
-    sqlx::query(
-        "INSERT INTO dead_letters (topic, payload, payload_bytes, reason, received_at) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(&d.topic)
-    .bind(&d.payload)
-    .bind(d.bytes as i64)
-    .bind(&d.reason)
-    .bind(now_millis())
-    .execute(&db.pool)
-    .await?;
-    Ok(())
+    dead(&msg.topic, &msg.payload, format!("could not be stored: {reason}"))
+        .insert(&db.pool, now_millis())
+        .await
 }
 
 /// Whether a database error may pass by itself (connection, lock, resources) rather than

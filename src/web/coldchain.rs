@@ -10,12 +10,12 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::auth::require_state;
 use super::error::ApiError;
-use super::extract::{Body, Id, Params};
+use super::extract::{query_time, Body, Id, Params};
 use super::AppState;
 use crate::accounts::Caller;
 use crate::coldchain::rules::{self, ProgramSettings, Rule};
 use crate::registry::units;
-use crate::store::{millis, rfc3339};
+use crate::store::rfc3339;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -214,16 +214,10 @@ async fn list_excursions(
     caller: Caller,
     Params(f): Params<ExcursionFilter>,
 ) -> Result<Json<ExcursionList>, ApiError> {
-    let time = |name: &str, v: &Option<String>| -> Result<Option<i64>, ApiError> {
-        v.as_deref()
-            .map(|raw| {
-                chrono::DateTime::parse_from_rfc3339(raw)
-                    .map(|t| millis(t.with_timezone(&chrono::Utc)))
-                    .map_err(|_| ApiError::bad_request(format!("\"{name}\" {raw:?} is not an RFC 3339 time")))
-            })
-            .transpose()
-    };
-    let (from, to) = (time("from", &f.from)?, time("to", &f.to)?);
+    let (from, to) = (
+        query_time("from", f.from.as_deref())?,
+        query_time("to", f.to.as_deref())?,
+    );
     if let Some(st) = &f.status {
         if !["open", "closed", "reviewed"].contains(&st.as_str()) {
             return Err(ApiError::bad_request("\"status\" must be open, closed or reviewed"));

@@ -9,14 +9,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
-use super::extract::{Body, Id, Params};
+use super::extract::{query_time, Body, Id, Params};
 use super::AppState;
 use crate::accounts::Caller;
 use crate::registry::locations::{self, Location, LocationUpdate, NewLocation};
 use crate::registry::loggers::{self, AssignLogger, Assignment, Logger, LoggerDetail};
 use crate::registry::readings::{self, Cursor, Page, MAX_PAGE};
 use crate::registry::units::{self, NewUnit, Unit, UnitDetail};
-use crate::store::millis;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -180,18 +179,11 @@ struct RangeParams {
 impl RangeParams {
     fn parse(&self) -> Result<(i64, i64, Option<Cursor>, usize), ApiError> {
         let at = |name: &str, v: &Option<String>| -> Result<i64, ApiError> {
-            let raw = v.as_deref().ok_or_else(|| {
+            query_time(name, v.as_deref())?.ok_or_else(|| {
                 ApiError::bad_request(format!(
                     "\"{name}\" is required: an RFC 3339 time such as 2026-11-25T13:00:00Z"
                 ))
-            })?;
-            DateTime::parse_from_rfc3339(raw)
-                .map(|t| millis(t.with_timezone(&Utc)))
-                .map_err(|_| {
-                    ApiError::bad_request(format!(
-                        "\"{name}\" {raw:?} is not an RFC 3339 time such as 2026-11-25T13:00:00Z"
-                    ))
-                })
+            })
         };
         let (from, to) = (at("from", &self.from)?, at("to", &self.to)?);
         if from > to {
