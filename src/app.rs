@@ -42,19 +42,32 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let http_addr = listener.local_addr()?;
     let cancel = CancellationToken::new();
     let health = Arc::new(mqtt::MqttHealth::default());
+    let links = crate::alerts::outbox::Links {
+        public_url: settings.public_url.clone(),
+        key: crate::alerts::ack::key(&db)
+            .await
+            .context("reading the acknowledgement-link key")?,
+    };
     let state = AppState {
         db: db.clone(),
         settings: Arc::new(settings.clone()),
         mqtt: health.clone(),
         metrics: metrics_handle(),
+        ack_key: Arc::new(links.key.clone()),
     };
 
     tokio::spawn(stop_on_signal(cancel.clone()));
     let mut ingest = tokio::spawn(mqtt::run(db.clone(), settings.clone(), health.clone(), cancel.clone()));
     let outbox_nudge = Arc::new(tokio::sync::Notify::new());
+    let escalation = tokio::spawn(crate::alerts::escalation::run(
+        db.clone(),
+        links.clone(),
+        outbox_nudge.clone(),
+        cancel.clone(),
+    ));
     let evaluator = tokio::spawn(crate::coldchain::evaluate::run(
         db.clone(),
-        settings.public_url.clone(),
+        links.clone(),
         health,
         outbox_nudge.clone(),
         cancel.clone(),
@@ -103,6 +116,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             let _ = http.await;
         }
         let _ = evaluator.await;
+        let _ = escalation.await;
     })
     .await;
     db.pool.close().await;

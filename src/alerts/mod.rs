@@ -5,5 +5,7 @@
 //! files, with a Message-ID derived from the row so a retry after an uncertain send is
 //! recognisable as the same message.
 
+pub mod ack;
+pub mod escalation;
 pub mod outbox;
 pub mod sender;

@@ -16,7 +16,6 @@ struct Facts {
     location_name: String,
     timezone: chrono_tz::Tz,
     unit_name: String,
-    primary: (String, String),
     started_at: i64,
     ended_at: Option<i64>,
     min_c: f64,
@@ -29,7 +28,7 @@ struct Facts {
 async fn facts(tx: &mut Transaction<'static, Any>, excursion_id: i64) -> anyhow::Result<Facts> {
     let r = sqlx::query(
         "SELECT e.serial, e.started_at, e.ended_at, e.min_c, e.max_c, e.range_min_c, e.range_max_c, e.detected_late, \
-         u.name AS unit_name, l.code, l.name AS location_name, l.timezone, l.primary_name, l.primary_email \
+         u.name AS unit_name, l.code, l.name AS location_name, l.timezone \
          FROM excursions e JOIN units u ON u.id = e.unit_id JOIN locations l ON l.code = u.location_code WHERE e.id = $1",
     )
     .bind(excursion_id)
@@ -45,7 +44,6 @@ async fn facts(tx: &mut Transaction<'static, Any>, excursion_id: i64) -> anyhow:
         location_name: r.try_get("location_name")?,
         timezone: r.try_get::<String, _>("timezone")?.parse().unwrap_or(chrono_tz::UTC),
         unit_name: r.try_get("unit_name")?,
-        primary: (r.try_get("primary_name")?, r.try_get("primary_email")?),
         started_at: r.try_get("started_at")?,
         ended_at: r.try_get("ended_at")?,
         min_c: r.try_get("min_c")?,
@@ -69,15 +67,78 @@ fn temp(c: f64) -> String {
     format!("{c:.1} °C ({:.1} °F)", c * 9.0 / 5.0 + 32.0)
 }
 
-/// Queues the first alert of an excursion to the location's primary coordinator.
-pub async fn alert(
+/// What links in emails need: the public address and the key that signs acknowledgements.
+#[derive(Clone)]
+pub struct Links {
+    pub public_url: url::Url,
+    pub key: Vec<u8>,
+}
+
+impl Links {
+    /// The recipient's own link to acknowledge the excursion.
+    pub fn ack_url(&self, excursion_id: i64, email: &str) -> String {
+        format!(
+            "{}ack/{}",
+            self.public_url,
+            super::ack::token(&self.key, excursion_id, email, now_millis())
+        )
+    }
+}
+
+/// Who is told about an excursion, and why.
+pub enum Purpose<'a> {
+    /// The first alert, to the primary coordinator.
+    Alert(&'a Rule),
+    /// Nobody acknowledged: the next people up.
+    Escalation {
+        minutes_unacknowledged: i64,
+    },
+    /// Still nobody acknowledged.
+    Reminder {
+        minutes_unacknowledged: i64,
+    },
+    BackInRange,
+}
+
+impl Purpose<'_> {
+    fn key(&self) -> &'static str {
+        match self {
+            Purpose::Alert(_) => "alert",
+            Purpose::Escalation { .. } => "escalation",
+            Purpose::Reminder { .. } => "reminder",
+            Purpose::BackInRange => "back_in_range",
+        }
+    }
+}
+
+/// The location's primary and backup coordinators of an excursion's unit.
+pub async fn coordinators(
     tx: &mut Transaction<'static, Any>,
-    public_url: &url::Url,
     excursion_id: i64,
-    rule: &Rule,
+) -> anyhow::Result<[(String, String); 2]> {
+    let r = sqlx::query(
+        "SELECT l.primary_name, l.primary_email, l.backup_name, l.backup_email FROM excursions e \
+         JOIN units u ON u.id = e.unit_id JOIN locations l ON l.code = u.location_code WHERE e.id = $1",
+    )
+    .bind(excursion_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok([
+        (r.try_get("primary_name")?, r.try_get("primary_email")?),
+        (r.try_get("backup_name")?, r.try_get("backup_email")?),
+    ])
+}
+
+/// Queues one email per recipient about an excursion, each with its own acknowledgement link.
+pub async fn notify(
+    tx: &mut Transaction<'static, Any>,
+    links: &Links,
+    excursion_id: i64,
+    purpose: Purpose<'_>,
+    recipients: &[(String, String)],
 ) -> anyhow::Result<()> {
     let f = facts(tx, excursion_id).await?;
-    let now = f
+    let now_line = f
         .now_temp
         .map(|(ts, t)| format!("{} at {}", temp(t), local(f.timezone, ts)))
         .unwrap_or_else(|| "no reading yet".into());
@@ -94,72 +155,77 @@ pub async fn alert(
     } else {
         String::new()
     };
-    let subject = format!(
-        "VFC temperature alert: {} {} out of range since {}",
-        f.location_code,
-        f.unit_name,
-        local(f.timezone, f.started_at)
-    );
-    let body = format!(
-        "{name},\n\n\
-         The {unit} at {loc_name} ({loc}) is out of its storage range ({lo:.1} to {hi:.1} °C).\n\n\
-         Temperature now:  {now}\n\
-         Out of range since: {since}\n{back}\
-         Lowest / highest so far: {min} / {max}\n\
-         Rule met: {rule}\n{late}\n\
-         What to do now:\n\
-         1. Label the vaccine in this unit \"Do Not Use\" and keep it at the proper temperature\n   \
-            (move it to a working unit if this one cannot hold temperature).\n\
-         2. Do not discard any vaccine.\n\
-         3. Contact the manufacturer(s) of every affected lot and the VFC program; the manufacturer\n   \
-            decides per lot whether it can still be used.\n\
-         4. Record what happened: when found, temperature and room temperature, cause, actions.\n\n\
-         Excursion record: {url}api/v1/excursions/{id}\n\n\
-         — vfc-monitor\n",
-        name = f.primary.0,
-        unit = f.unit_name,
-        loc_name = f.location_name,
-        loc = f.location_code,
-        lo = f.range.0,
-        hi = f.range.1,
-        since = local(f.timezone, f.started_at),
-        min = temp(f.min_c),
-        max = temp(f.max_c),
-        rule = rule.describe(),
-        url = public_url,
-        id = excursion_id,
-    );
-    enqueue(tx, excursion_id, "alert", &f.primary, &subject, &body).await
+    let place = format!("{} {}", f.location_code, f.unit_name);
+    let since = local(f.timezone, f.started_at);
+    let (subject, opening) = match &purpose {
+        Purpose::Alert(rule) => (
+            format!("VFC temperature alert: {place} out of range since {since}"),
+            format!("Rule met: {}\n", rule.describe()),
+        ),
+        Purpose::Escalation { minutes_unacknowledged } => (
+            format!("VFC temperature alert, not acknowledged: {place} out of range since {since}"),
+            format!(
+                "Nobody has acknowledged this alert in {minutes_unacknowledged} minutes; you are the next contact.\n"
+            ),
+        ),
+        Purpose::Reminder { minutes_unacknowledged } => (
+            format!("Reminder, VFC temperature alert: {place} out of range since {since}"),
+            format!("Still not acknowledged after {minutes_unacknowledged} minutes.\n"),
+        ),
+        Purpose::BackInRange => (
+            format!("VFC temperature back in range: {place}"),
+            "The unit is back in range. Keep the affected vaccine labelled \"Do Not Use\" until the \
+             manufacturer's determination for each lot.\n"
+                .to_string(),
+        ),
+    };
+    for to in recipients {
+        let body = format!(
+            "{name},\n\n\
+             The {unit} at {loc_name} ({loc}) went out of its storage range ({lo:.1} to {hi:.1} °C).\n\
+             {opening}\n\
+             Temperature now:  {now_line}\n\
+             Out of range since: {since}\n{back}\
+             Lowest / highest so far: {min} / {max}\n{late}\n\
+             What to do now:\n\
+             1. Label the vaccine in this unit \"Do Not Use\" and keep it at the proper temperature\n   \
+                (move it to a working unit if this one cannot hold temperature).\n\
+             2. Do not discard any vaccine.\n\
+             3. Contact the manufacturer(s) of every affected lot and the VFC program; the manufacturer\n   \
+                decides per lot whether it can still be used.\n\
+             4. Record what happened: when found, temperature and room temperature, cause, actions.\n\n\
+             Acknowledge that you are handling it (this link is yours; it stops the escalation):\n{ack}\n\n\
+             — vfc-monitor\n",
+            name = to.0,
+            unit = f.unit_name,
+            loc_name = f.location_name,
+            loc = f.location_code,
+            lo = f.range.0,
+            hi = f.range.1,
+            min = temp(f.min_c),
+            max = temp(f.max_c),
+            ack = links.ack_url(excursion_id, &to.1),
+        );
+        enqueue(tx, excursion_id, purpose.key(), to, &subject, &body).await?;
+    }
+    Ok(())
 }
 
-/// Queues the "back in range" email for an excursion that was alerted.
-pub async fn back_in_range(
+/// Queues the first alert of an excursion to the location's primary coordinator.
+pub async fn alert(
     tx: &mut Transaction<'static, Any>,
-    public_url: &url::Url,
+    links: &Links,
     excursion_id: i64,
+    rule: &Rule,
 ) -> anyhow::Result<()> {
-    let f = facts(tx, excursion_id).await?;
-    let ended = f.ended_at.map(|t| local(f.timezone, t)).unwrap_or_default();
-    let subject = format!(
-        "VFC temperature back in range: {} {} at {ended}",
-        f.location_code, f.unit_name
-    );
-    let body = format!(
-        "{name},\n\nThe {unit} at {loc_name} ({loc}) is back in range since {ended}.\n\
-         The excursion began at {since}; lowest / highest: {min} / {max}.\n\n\
-         Keep the affected vaccine labelled \"Do Not Use\" until the manufacturer's determination for each lot.\n\n\
-         Excursion record: {url}api/v1/excursions/{id}\n\n— vfc-monitor\n",
-        name = f.primary.0,
-        unit = f.unit_name,
-        loc_name = f.location_name,
-        loc = f.location_code,
-        since = local(f.timezone, f.started_at),
-        min = temp(f.min_c),
-        max = temp(f.max_c),
-        url = public_url,
-        id = excursion_id,
-    );
-    enqueue(tx, excursion_id, "back_in_range", &f.primary, &subject, &body).await
+    let [primary, _] = coordinators(tx, excursion_id).await?;
+    notify(tx, links, excursion_id, Purpose::Alert(rule), &[primary]).await
+}
+
+/// Queues "back in range" to the primary coordinator.
+pub async fn back_in_range(tx: &mut Transaction<'static, Any>, links: &Links, excursion_id: i64) -> anyhow::Result<()> {
+    let [primary, _] = coordinators(tx, excursion_id).await?;
+    notify(tx, links, excursion_id, Purpose::BackInRange, &[primary]).await
 }
 
 async fn enqueue(

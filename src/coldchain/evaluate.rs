@@ -55,14 +55,14 @@ pub async fn mark_dirty(
 /// Runs until cancelled: evaluates whatever is dirty, then waits for the ingest's nudge.
 pub async fn run(
     db: Db,
-    public_url: url::Url,
+    links: outbox::Links,
     ingest: Arc<crate::telemetry::mqtt::MqttHealth>,
     outbox: Arc<Notify>,
     cancel: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match evaluate_pending(&db, &public_url).await {
+        match evaluate_pending(&db, &links).await {
             Ok(0) => {
                 backoff = Duration::from_millis(100);
                 tokio::select! {
@@ -91,7 +91,7 @@ pub async fn run(
 }
 
 /// Evaluates up to 50 dirty serials; returns how many.
-pub async fn evaluate_pending(db: &Db, public_url: &url::Url) -> anyhow::Result<usize> {
+pub async fn evaluate_pending(db: &Db, links: &outbox::Links) -> anyhow::Result<usize> {
     let rows = sqlx::query("SELECT serial, since_ts, version FROM coldchain_dirty ORDER BY since_ts LIMIT 50")
         .fetch_all(&db.pool)
         .await?;
@@ -108,7 +108,7 @@ pub async fn evaluate_pending(db: &Db, public_url: &url::Url) -> anyhow::Result<
         .fetch_all(&db.pool)
         .await?;
         for u in units {
-            evaluate_unit(db, public_url, u.try_get("unit_id")?, since).await?;
+            evaluate_unit(db, links, u.try_get("unit_id")?, since).await?;
         }
         // Only if nothing arrived meanwhile; otherwise the next pass sees the newer mark.
         sqlx::query("DELETE FROM coldchain_dirty WHERE serial = $1 AND version = $2")
@@ -126,7 +126,7 @@ struct UnitInfo {
 }
 
 /// Re-judges a unit's readings from `since` (minus the longest rule window).
-pub async fn evaluate_unit(db: &Db, public_url: &url::Url, unit_id: i64, since: i64) -> anyhow::Result<()> {
+pub async fn evaluate_unit(db: &Db, links: &outbox::Links, unit_id: i64, since: i64) -> anyhow::Result<()> {
     let program = rules::program(db).await?;
     let mut tx = db.pool.begin().await?;
     // Takes the unit's row lock (PostgreSQL) or the write lock (SQLite) before reading, so two
@@ -188,7 +188,7 @@ pub async fn evaluate_unit(db: &Db, public_url: &url::Url, unit_id: i64, since: 
         let (id, was_open) = upsert_excursion(&mut tx, unit_id, &serial, ep, unit.range, late_ms, now).await?;
         ids.push(id);
         if was_open && ep.ended_at.is_some() {
-            outbox::back_in_range(&mut tx, public_url, id).await?;
+            outbox::back_in_range(&mut tx, links, id).await?;
         }
     }
     // Episodes that re-evaluation no longer finds (an earlier reading arrived and split or
@@ -217,7 +217,7 @@ pub async fn evaluate_unit(db: &Db, public_url: &url::Url, unit_id: i64, since: 
 
     for hit in &hits {
         let rule = rules.iter().find(|r| r.id == hit.rule_id).expect("hit of a known rule");
-        record_alarm(&mut tx, db, public_url, unit_id, rule, hit, &found, &ids, &program, now).await?;
+        record_alarm(&mut tx, db, links, unit_id, rule, hit, &found, &ids, &program, now).await?;
     }
     tx.commit().await?;
     Ok(())
@@ -371,7 +371,7 @@ async fn suppression(
 async fn record_alarm(
     tx: &mut Transaction<'static, Any>,
     db: &Db,
-    public_url: &url::Url,
+    links: &outbox::Links,
     unit_id: i64,
     rule: &Rule,
     hit: &Hit,
@@ -441,15 +441,18 @@ async fn record_alarm(
         }
         None => {
             // One alert per excursion, whichever of its rules is met first.
-            let first =
-                sqlx::query("UPDATE excursions SET alerted = 1, suppressed = NULL WHERE id = $1 AND alerted = 0")
-                    .bind(lead)
-                    .execute(&mut **tx)
-                    .await?
-                    .rows_affected()
-                    == 1;
+            let first = sqlx::query(
+                "UPDATE excursions SET alerted = 1, suppressed = NULL, alerted_at = $2, last_notified_at = $2 \
+                 WHERE id = $1 AND alerted = 0",
+            )
+            .bind(lead)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected()
+                == 1;
             if first {
-                outbox::alert(tx, public_url, lead, rule).await?;
+                outbox::alert(tx, links, lead, rule).await?;
             }
             // A cumulative rule met by several short episodes: the alarm covers them all.
             for id in linked {

@@ -23,6 +23,9 @@ pub fn router() -> Router<AppState> {
         .route("/units/{id}/rules", get(get_unit_rules).put(put_unit_rules))
         .route("/excursions", get(list_excursions))
         .route("/excursions/{id}", get(get_excursion))
+        .route("/excursions/{id}/acknowledge", axum::routing::post(acknowledge))
+        .route("/excursions/{id}/review", axum::routing::post(review))
+        .route("/units/{id}/downtime", get(list_downtime).post(add_downtime))
 }
 
 /// The program's defaults per unit kind, state coordinators and escalation delays.
@@ -125,6 +128,10 @@ pub struct Excursion {
     pub detected_late: bool,
     /// Why nobody was paged, when a rule was met in a maintenance window or long ago.
     pub suppressed: Option<String>,
+    pub acknowledged_at: Option<String>,
+    pub acknowledged_by: Option<String>,
+    /// The excursion worksheet, once reviewed.
+    pub review: Option<serde_json::Value>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -162,7 +169,7 @@ pub struct ExcursionDetail {
 const COLUMNS: &str =
     "e.id, e.unit_id, u.location_code, l.pin, e.serial, e.started_at, e.ended_at, e.last_reading_at, \
     e.min_c, e.max_c, e.readings, e.out_ms, e.unknown_ms, e.above_range, e.below_range, e.range_min_c, e.range_max_c, \
-    e.status, e.alerted, e.detected_late, e.suppressed";
+    e.status, e.alerted, e.detected_late, e.suppressed, e.acknowledged_at, e.acknowledged_by, e.review";
 const FROM: &str = "excursions e JOIN units u ON u.id = e.unit_id JOIN locations l ON l.code = u.location_code";
 
 fn from_row(r: &AnyRow) -> Result<Excursion, sqlx::Error> {
@@ -189,6 +196,11 @@ fn from_row(r: &AnyRow) -> Result<Excursion, sqlx::Error> {
         alerted: r.try_get::<i64, _>("alerted")? == 1,
         detected_late: r.try_get::<i64, _>("detected_late")? == 1,
         suppressed: r.try_get("suppressed")?,
+        acknowledged_at: r.try_get::<Option<i64>, _>("acknowledged_at")?.map(rfc3339),
+        acknowledged_by: r.try_get("acknowledged_by")?,
+        review: r
+            .try_get::<Option<String>, _>("review")?
+            .and_then(|s| serde_json::from_str(&s).ok()),
     })
 }
 
@@ -247,13 +259,7 @@ async fn list_excursions(
     }))
 }
 
-#[utoipa::path(get, path = "/api/v1/excursions/{id}", tag = "coldchain", security(("bearer" = [])),
-    params(("id" = i64, Path)), responses((status = 200, body = ExcursionDetail), (status = 404)))]
-async fn get_excursion(
-    State(s): State<AppState>,
-    caller: Caller,
-    Id(id): Id<i64>,
-) -> Result<Json<ExcursionDetail>, ApiError> {
+async fn visible(s: &AppState, caller: &Caller, id: i64) -> Result<Excursion, ApiError> {
     let row = sqlx::query(&format!("SELECT {COLUMNS} FROM {FROM} WHERE e.id = $1"))
         .bind(id)
         .fetch_optional(&s.db.pool)
@@ -264,7 +270,210 @@ async fn get_excursion(
             caller.scope.covers_code(&pin, &code)
         })
         .ok_or_else(|| ApiError::NotFound(format!("no excursion {id}")))?;
-    let excursion = from_row(&row)?;
+    Ok(from_row(&row)?)
+}
+
+/// Acknowledges the alert (stops escalation). Acknowledging again changes nothing.
+#[utoipa::path(post, path = "/api/v1/excursions/{id}/acknowledge", tag = "coldchain", security(("bearer" = [])),
+    params(("id" = i64, Path)), responses((status = 200, body = Excursion), (status = 404)))]
+async fn acknowledge(State(s): State<AppState>, caller: Caller, Id(id): Id<i64>) -> Result<Json<Excursion>, ApiError> {
+    visible(&s, &caller, id).await?;
+    crate::alerts::ack::acknowledge(&s.db, id, &caller.actor()).await?;
+    Ok(Json(visible(&s, &caller, id).await?))
+}
+
+/// The excursion worksheet (domain.md, "After an excursion"). Lot determinations come with the
+/// inventory; their shape is ready here.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Review {
+    /// Who reviewed (name, title).
+    pub reviewed_by: String,
+    /// What happened.
+    pub cause: String,
+    /// When the excursion was found (RFC 3339).
+    #[serde(default)]
+    pub found_at: Option<String>,
+    #[serde(default)]
+    pub temp_when_found_c: Option<f64>,
+    #[serde(default)]
+    pub room_temp_c: Option<f64>,
+    pub corrective_action: String,
+    /// Who was contacted (manufacturers, the program).
+    #[serde(default)]
+    pub contacted: Vec<String>,
+    #[serde(default)]
+    pub manufacturer_case_number: Option<String>,
+    /// One entry per affected lot: {"lot", "funding", "determination": "viable|not_viable", …}.
+    #[serde(default)]
+    pub lot_determinations: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub preventive_action: Option<String>,
+    #[serde(default)]
+    pub notes: Option<String>,
+}
+
+/// Records the review; the excursion must be over (back in range) first.
+#[utoipa::path(post, path = "/api/v1/excursions/{id}/review", tag = "coldchain", security(("bearer" = [])),
+    params(("id" = i64, Path)), request_body = Review,
+    responses((status = 200, body = Excursion), (status = 400), (status = 404), (status = 409)))]
+async fn review(
+    State(s): State<AppState>,
+    caller: Caller,
+    Id(id): Id<i64>,
+    Body(body): Body<Review>,
+) -> Result<Json<Excursion>, ApiError> {
+    let e = visible(&s, &caller, id).await?;
+    if e.status == "open" {
+        return Err(ApiError::Conflict(
+            "the unit is still out of range: review once it is back in range".into(),
+        ));
+    }
+    for (name, v) in [
+        ("reviewed_by", &body.reviewed_by),
+        ("cause", &body.cause),
+        ("corrective_action", &body.corrective_action),
+    ] {
+        if v.trim().is_empty() {
+            return Err(ApiError::bad_request(format!("\"{name}\" is required")));
+        }
+    }
+    query_time("found_at", body.found_at.as_deref())?;
+    let mut stored = serde_json::to_value(&body).map_err(anyhow::Error::from)?;
+    stored["recorded_by"] = serde_json::Value::String(caller.actor());
+    stored["recorded_at"] = serde_json::Value::String(rfc3339(crate::store::now_millis()));
+    sqlx::query("UPDATE excursions SET review = $1, status = 'reviewed', updated_at = $2 WHERE id = $3")
+        .bind(stored.to_string())
+        .bind(crate::store::now_millis())
+        .bind(id)
+        .execute(&s.db.pool)
+        .await?;
+    Ok(Json(visible(&s, &caller, id).await?))
+}
+
+/// Body of `POST /api/v1/units/{id}/downtime`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewDowntime {
+    /// out_of_service | maintenance (defrost, move, repair)
+    pub kind: String,
+    pub reason: String,
+    /// Start (RFC 3339); default now.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// End (RFC 3339); required for maintenance, open-ended for out of service.
+    #[serde(default)]
+    pub until: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Downtime {
+    pub id: i64,
+    pub kind: String,
+    pub reason: String,
+    pub from: String,
+    pub until: Option<String>,
+    pub created_by: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DowntimeList {
+    pub downtime: Vec<Downtime>,
+}
+
+/// Marks a unit out of service or in maintenance: readings are kept and excursions recorded,
+/// with the reason, but nobody is paged.
+#[utoipa::path(post, path = "/api/v1/units/{id}/downtime", tag = "coldchain", security(("bearer" = [])),
+    params(("id" = i64, Path)), request_body = NewDowntime,
+    responses((status = 201, body = Downtime), (status = 400), (status = 404)))]
+async fn add_downtime(
+    State(s): State<AppState>,
+    caller: Caller,
+    Id(id): Id<i64>,
+    Body(body): Body<NewDowntime>,
+) -> Result<(axum::http::StatusCode, Json<Downtime>), ApiError> {
+    units::get(&s.db, &caller.scope, id).await?;
+    if !["out_of_service", "maintenance"].contains(&body.kind.as_str()) {
+        return Err(ApiError::bad_request("\"kind\" must be out_of_service or maintenance"));
+    }
+    if body.reason.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "\"reason\" is required (e.g. \"defrost\", \"moving the unit\")",
+        ));
+    }
+    let now = crate::store::now_millis();
+    let from = query_time("from", body.from.as_deref())?.unwrap_or(now);
+    let until = query_time("until", body.until.as_deref())?;
+    match (body.kind.as_str(), until) {
+        ("maintenance", None) => return Err(ApiError::bad_request("a maintenance window needs \"until\"")),
+        (_, Some(u)) if u <= from => return Err(ApiError::bad_request("\"until\" must be after \"from\"")),
+        _ => {}
+    }
+    let new_id: i64 = sqlx::query(
+        "INSERT INTO unit_downtime (unit_id, kind, reason, from_ts, until_ts, created_by, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+    )
+    .bind(id)
+    .bind(&body.kind)
+    .bind(body.reason.trim())
+    .bind(from)
+    .bind(until)
+    .bind(caller.actor())
+    .bind(now)
+    .fetch_one(&s.db.pool)
+    .await?
+    .try_get("id")?;
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(Downtime {
+            id: new_id,
+            kind: body.kind,
+            reason: body.reason.trim().to_string(),
+            from: rfc3339(from),
+            until: until.map(rfc3339),
+            created_by: caller.actor(),
+        }),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/units/{id}/downtime", tag = "coldchain", security(("bearer" = [])),
+    params(("id" = i64, Path)), responses((status = 200, body = DowntimeList), (status = 404)))]
+async fn list_downtime(
+    State(s): State<AppState>,
+    caller: Caller,
+    Id(id): Id<i64>,
+) -> Result<Json<DowntimeList>, ApiError> {
+    units::get(&s.db, &caller.scope, id).await?;
+    let rows = sqlx::query(
+        "SELECT id, kind, reason, from_ts, until_ts, created_by FROM unit_downtime WHERE unit_id = $1 ORDER BY from_ts DESC",
+    )
+    .bind(id)
+    .fetch_all(&s.db.pool)
+    .await?;
+    let downtime = rows
+        .iter()
+        .map(|r| {
+            Ok(Downtime {
+                id: r.try_get("id")?,
+                kind: r.try_get("kind")?,
+                reason: r.try_get("reason")?,
+                from: rfc3339(r.try_get("from_ts")?),
+                until: r.try_get::<Option<i64>, _>("until_ts")?.map(rfc3339),
+                created_by: r.try_get("created_by")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+    Ok(Json(DowntimeList { downtime }))
+}
+
+#[utoipa::path(get, path = "/api/v1/excursions/{id}", tag = "coldchain", security(("bearer" = [])),
+    params(("id" = i64, Path)), responses((status = 200, body = ExcursionDetail), (status = 404)))]
+async fn get_excursion(
+    State(s): State<AppState>,
+    caller: Caller,
+    Id(id): Id<i64>,
+) -> Result<Json<ExcursionDetail>, ApiError> {
+    let excursion = visible(&s, &caller, id).await?;
     let alarms = sqlx::query(
         "SELECT a.rule_id, a.rule, a.met_at, a.paged FROM alarms a JOIN alarm_excursions x ON x.alarm_id = a.id \
          WHERE x.excursion_id = $1 ORDER BY a.met_at",

@@ -1,6 +1,7 @@
 //! HTTP: the JSON API under `/api/v1` (design.md, "Public contracts → HTTP"), `/healthz`,
 //! `/metrics` and `/api/openapi.json`. One module per group of routes, each with its router.
 
+mod ack;
 pub mod auth;
 mod coldchain;
 pub mod error;
@@ -26,6 +27,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub mqtt: Arc<MqttHealth>,
     pub metrics: Option<PrometheusHandle>,
+    /// Key that signs acknowledgement links.
+    pub ack_key: Arc<Vec<u8>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -36,6 +39,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .merge(ops::router())
+        .merge(ack::router())
         .merge(openapi::router())
         .fallback(|| async {
             error::ApiError::NotFound("no such route; the API is described at /api/openapi.json".into())

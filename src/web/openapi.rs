@@ -19,6 +19,7 @@ use super::AppState;
         super::registry::logger_readings, super::telemetry::dead_letters,
         super::coldchain::get_program, super::coldchain::put_program, super::coldchain::get_unit_rules,
         super::coldchain::put_unit_rules, super::coldchain::list_excursions, super::coldchain::get_excursion,
+        super::coldchain::acknowledge, super::coldchain::review, super::coldchain::add_downtime, super::coldchain::list_downtime,
     ),
     modifiers(&Bearer)
 )]

@@ -3,6 +3,7 @@
 mod harness;
 
 mod access;
+mod alerting;
 mod cli;
 mod coldchain;
 mod gateway;

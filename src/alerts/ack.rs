@@ -1,0 +1,121 @@
+//! Acknowledgement links: one signed, expiring token per recipient and excursion.
+//!
+//! Opening the link (GET) only shows the excursion and a button; pressing it (POST)
+//! acknowledges. Mail scanners that open every link therefore acknowledge nothing.
+//! The signing key is random, kept in the database, and the same for every instance.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use sqlx::Row;
+
+use crate::store::{now_millis, Db};
+
+/// How long a link works.
+pub const VALID_MS: i64 = 7 * 24 * 3_600_000;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The signing key, created on first use.
+pub async fn key(db: &Db) -> Result<Vec<u8>, sqlx::Error> {
+    let fresh = hex::encode(rand::random::<[u8; 32]>());
+    sqlx::query("INSERT INTO service_secrets (name, value) VALUES ('ack_links', $1) ON CONFLICT (name) DO NOTHING")
+        .bind(fresh)
+        .execute(&db.pool)
+        .await?;
+    let value: String = sqlx::query("SELECT value FROM service_secrets WHERE name = 'ack_links'")
+        .fetch_one(&db.pool)
+        .await?
+        .try_get("value")?;
+    Ok(hex::decode(value).unwrap_or_default())
+}
+
+fn sign(key: &[u8], payload: &str) -> String {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(payload.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// A token for `email` to acknowledge `excursion_id`, valid from `now` for [`VALID_MS`].
+pub fn token(key: &[u8], excursion_id: i64, email: &str, now: i64) -> String {
+    let payload = format!("{excursion_id}.{}.{}", now + VALID_MS, hex::encode(email.as_bytes()));
+    let sig = sign(key, &payload);
+    format!("{payload}.{sig}")
+}
+
+/// What a valid token says.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Claim {
+    pub excursion_id: i64,
+    pub email: String,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Invalid {
+    Malformed,
+    Expired,
+}
+
+pub fn verify(key: &[u8], token: &str) -> Result<Claim, Invalid> {
+    let mut parts = token.rsplitn(2, '.');
+    let (sig, payload) = (
+        parts.next().ok_or(Invalid::Malformed)?,
+        parts.next().ok_or(Invalid::Malformed)?,
+    );
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(payload.as_bytes());
+    mac.verify_slice(&hex::decode(sig).map_err(|_| Invalid::Malformed)?)
+        .map_err(|_| Invalid::Malformed)?;
+    let fields: Vec<&str> = payload.split('.').collect();
+    let [id, expires, email] = fields[..] else {
+        return Err(Invalid::Malformed);
+    };
+    let expires: i64 = expires.parse().map_err(|_| Invalid::Malformed)?;
+    if expires < now_millis() {
+        return Err(Invalid::Expired);
+    }
+    Ok(Claim {
+        excursion_id: id.parse().map_err(|_| Invalid::Malformed)?,
+        email: String::from_utf8(hex::decode(email).map_err(|_| Invalid::Malformed)?)
+            .map_err(|_| Invalid::Malformed)?,
+    })
+}
+
+/// Acknowledges an excursion once; returns who and when it was acknowledged (now or before).
+pub async fn acknowledge(db: &Db, excursion_id: i64, by: &str) -> Result<(String, i64), sqlx::Error> {
+    sqlx::query(
+        "UPDATE excursions SET acknowledged_at = $1, acknowledged_by = $2 WHERE id = $3 AND acknowledged_at IS NULL",
+    )
+    .bind(now_millis())
+    .bind(by)
+    .bind(excursion_id)
+    .execute(&db.pool)
+    .await?;
+    let r = sqlx::query("SELECT acknowledged_at, acknowledged_by FROM excursions WHERE id = $1")
+        .bind(excursion_id)
+        .fetch_one(&db.pool)
+        .await?;
+    Ok((r.try_get("acknowledged_by")?, r.try_get("acknowledged_at")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_verifies_and_a_forged_one_does_not() {
+        let key = b"0123456789abcdef0123456789abcdef";
+        let t = token(key, 42, "pat@clinic.org", now_millis());
+        assert_eq!(
+            verify(key, &t),
+            Ok(Claim {
+                excursion_id: 42,
+                email: "pat@clinic.org".into()
+            })
+        );
+        let forged = t.replacen("42.", "43.", 1);
+        assert_eq!(verify(key, &forged), Err(Invalid::Malformed));
+        assert_eq!(verify(b"another key", &t), Err(Invalid::Malformed));
+        let old = token(key, 42, "pat@clinic.org", now_millis() - VALID_MS - 1000);
+        assert_eq!(verify(key, &old), Err(Invalid::Expired));
+    }
+}

@@ -1,0 +1,152 @@
+//! The acknowledgement page behind the link in alert emails (no API token: the link's signed,
+//! expiring token is the credential). GET shows the excursion and a button; only the POST the
+//! button sends acknowledges, so a mail scanner that opens every link changes nothing.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use chrono::TimeZone;
+use sqlx::Row;
+
+use super::AppState;
+use crate::alerts::ack::{self, Invalid};
+
+const PAGE: &str = include_str!("../../dashboards/ack.html");
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/ack/{token}", get(show).post(acknowledge))
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn page(status: StatusCode, title: &str, body: String) -> Response {
+    (
+        status,
+        Html(PAGE.replace("{{title}}", &escape(title)).replace("{{body}}", &body)),
+    )
+        .into_response()
+}
+
+fn refused(e: Invalid) -> Response {
+    match e {
+        Invalid::Expired => page(
+            StatusCode::GONE,
+            "This link has expired",
+            "<p>Acknowledgement links work for 7 days. Acknowledge the excursion in vfc-monitor, or ask the program.</p>".into(),
+        ),
+        Invalid::Malformed => page(
+            StatusCode::NOT_FOUND,
+            "This link is not valid",
+            "<p>Open the link exactly as it appears in the alert email.</p>".into(),
+        ),
+    }
+}
+
+async fn summary(s: &AppState, id: i64) -> Result<(String, Option<(String, i64)>), Response> {
+    let r = sqlx::query(
+        "SELECT e.started_at, e.ended_at, e.min_c, e.max_c, e.acknowledged_by, e.acknowledged_at, u.name AS unit, \
+         l.code, l.name AS location, l.timezone FROM excursions e JOIN units u ON u.id = e.unit_id \
+         JOIN locations l ON l.code = u.location_code WHERE e.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&s.db.pool)
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "ack page");
+        page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Something went wrong",
+            "<p>Try again in a minute.</p>".into(),
+        )
+    })?
+    .ok_or_else(|| refused(Invalid::Malformed))?;
+    let tz: chrono_tz::Tz = r
+        .try_get::<String, _>("timezone")
+        .unwrap_or_default()
+        .parse()
+        .unwrap_or(chrono_tz::UTC);
+    let at = |ms: i64| {
+        tz.timestamp_millis_opt(ms)
+            .single()
+            .map(|t| t.format("%Y-%m-%d %H:%M %Z").to_string())
+            .unwrap_or_default()
+    };
+    let get_s = |c: &str| escape(&r.try_get::<String, _>(c).unwrap_or_default());
+    let ended = r
+        .try_get::<Option<i64>, _>("ended_at")
+        .ok()
+        .flatten()
+        .map(at)
+        .unwrap_or_else(|| "still out of range".into());
+    let html = format!(
+        "<dl><dt>Location</dt><dd>{} {}</dd><dt>Unit</dt><dd>{}</dd><dt>Out of range since</dt><dd>{}</dd>\
+         <dt>Back in range</dt><dd>{}</dd><dt>Lowest / highest</dt><dd>{:.1} °C / {:.1} °C</dd></dl>",
+        get_s("code"),
+        get_s("location"),
+        get_s("unit"),
+        at(r.try_get("started_at").unwrap_or_default()),
+        escape(&ended),
+        r.try_get::<f64, _>("min_c").unwrap_or_default(),
+        r.try_get::<f64, _>("max_c").unwrap_or_default(),
+    );
+    let acked = match (
+        r.try_get::<Option<String>, _>("acknowledged_by"),
+        r.try_get::<Option<i64>, _>("acknowledged_at"),
+    ) {
+        (Ok(Some(by)), Ok(Some(t))) => Some((by, t)),
+        _ => None,
+    };
+    Ok((html, acked.map(|(by, t)| (format!("{} at {}", escape(&by), at(t)), t))))
+}
+
+async fn show(State(s): State<AppState>, Path(token): Path<String>) -> Response {
+    let claim = match ack::verify(&s.ack_key, &token) {
+        Ok(c) => c,
+        Err(e) => return refused(e),
+    };
+    let (facts, acked) = match summary(&s, claim.excursion_id).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let action = match acked {
+        Some((who, _)) => format!("<p class=\"done\">Already acknowledged by {who}.</p>"),
+        None => format!(
+            "<p class=\"todo\">Label the vaccine \"Do Not Use\", keep it cold, do not discard it, and contact the manufacturer.</p>\
+             <form method=\"post\"><button type=\"submit\">I am handling this: acknowledge as {}</button></form>",
+            escape(&claim.email)
+        ),
+    };
+    page(StatusCode::OK, "Temperature excursion", format!("{facts}{action}"))
+}
+
+async fn acknowledge(State(s): State<AppState>, Path(token): Path<String>) -> Response {
+    let claim = match ack::verify(&s.ack_key, &token) {
+        Ok(c) => c,
+        Err(e) => return refused(e),
+    };
+    if let Err(e) = ack::acknowledge(&s.db, claim.excursion_id, &claim.email).await {
+        tracing::error!(error = %e, "acknowledging");
+        return page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Something went wrong",
+            "<p>Try again in a minute.</p>".into(),
+        );
+    }
+    let (facts, acked) = match summary(&s, claim.excursion_id).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let who = acked.map(|(w, _)| w).unwrap_or_default();
+    page(
+        StatusCode::OK,
+        "Acknowledged",
+        format!("{facts}<p class=\"done\">Acknowledged by {who}. Escalation has stopped.</p>"),
+    )
+}

@@ -1,0 +1,282 @@
+//! Alert delivery: maintenance windows, escalation and acknowledgement links, and email that
+//! waits out an SMTP outage (a real SMTP server over TCP).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{json, Value};
+
+use crate::harness::{free_port, Broker, Database, TestApp};
+use crate::on_both_databases;
+
+async fn fridge(app: &TestApp) -> i64 {
+    app.create_location("012345", "A").await;
+    let unit = app.create_unit("012345A", "Main refrigerator", "refrigerator").await;
+    app.assign(
+        unit,
+        json!({"serial": "LT-1", "reading_interval_s": 300, "from": "2020-01-01T00:00:00Z"}),
+    )
+    .await;
+    unit
+}
+
+fn emails(app: &TestApp) -> Vec<String> {
+    let dir = app.dir.path().join("data/outbox");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    // Bodies are quoted-printable: undo its soft line breaks so links read whole.
+    files
+        .iter()
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .replace("=\r\n", "")
+                .replace("=\n", "")
+        })
+        .collect()
+}
+
+async fn wait_emails(app: &TestApp, n: usize) -> Vec<String> {
+    app.eventually(&format!("{n} emails"), || async {
+        let e = emails(app);
+        if e.len() >= n {
+            Ok(e)
+        } else {
+            Err(format!("{} emails", e.len()))
+        }
+    })
+    .await
+}
+
+async fn freezing_now(app: &TestApp) {
+    let mut p = app.publisher("logger").await;
+    p.reading("LT-1", &Utc::now().to_rfc3339(), 0.2).await;
+    p.wait_acked(1).await;
+}
+
+async fn a_unit_in_a_maintenance_window_records_without_paging(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let unit = fridge(&app).await;
+    let from = (Utc::now() - chrono::Duration::hours(5)).to_rfc3339();
+    let until = (Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let (status, body) = app
+        .send_as(
+            &app.token,
+            "POST",
+            &format!("/api/v1/units/{unit}/downtime"),
+            json!({"kind": "maintenance", "reason": "defrost", "from": from, "until": until}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = app
+        .send_as(
+            &app.token,
+            "POST",
+            &format!("/api/v1/units/{unit}/downtime"),
+            json!({"kind": "maintenance", "reason": "x"}),
+        )
+        .await;
+    assert_eq!(status, 400, "a maintenance window needs an end: {body}");
+    // Two hours warm and a freezing reading, all inside the window.
+    let start = Utc::now() - chrono::Duration::hours(3);
+    let readings: Vec<Value> = (0..30)
+        .map(|i| json!({"ts": (start + chrono::Duration::minutes(5 * i)).to_rfc3339(), "temp_c": if i == 29 { 0.2 } else { 12.0 }}))
+        .collect();
+    let mut p = app.publisher("logger").await;
+    p.publish("vfc/loggers/LT-1/readings", json!({ "readings": readings }).to_string())
+        .await;
+    p.wait_acked(1).await;
+    let list = app
+        .eventually("the excursion", || async {
+            let l = app.get(&format!("/api/v1/excursions?unit={unit}")).await;
+            let l = l["excursions"].as_array().unwrap().clone();
+            if l.len() == 1 && l[0]["suppressed"].is_string() {
+                Ok(l)
+            } else {
+                Err(format!("{l:?}"))
+            }
+        })
+        .await;
+    assert_eq!(list[0]["alerted"], false);
+    assert!(list[0]["suppressed"].as_str().unwrap().contains("defrost"), "{list:?}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(emails(&app).is_empty(), "nobody is paged");
+}
+
+async fn escalation_reaches_the_backup_then_the_state_and_a_posted_ack_stops_it(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let unit = fridge(&app).await;
+    let mut program = app.get("/api/v1/program").await;
+    program["state_coordinators"] = json!([{"name": "Morgan State", "email": "vfc.state@health.example"}]);
+    program["escalation"] =
+        json!({"backup_after_minutes": 0.05, "state_after_minutes": 0.1, "reminder_every_minutes": 0.2});
+    let (status, body) = app.send_as(&app.token, "PUT", "/api/v1/program", program).await;
+    assert_eq!(status, 200, "{body}");
+
+    freezing_now(&app).await;
+    let mail = wait_emails(&app, 3).await;
+    assert!(
+        mail[0].contains("To: \"Pat Primary\" <primary.012345A@example.org>")
+            || mail[0].contains("primary.012345A@example.org")
+    );
+    assert!(
+        mail[1].contains("backup.012345A@example.org") && mail[1].contains("not acknowledged"),
+        "{}",
+        mail[1]
+    );
+    assert!(mail[2].contains("vfc.state@health.example"), "{}", mail[2]);
+
+    // The backup's own link: opening it shows the excursion and acknowledges nothing.
+    let link = mail[1]
+        .lines()
+        .find(|l| l.contains("/ack/"))
+        .expect("an acknowledgement link")
+        .trim()
+        .to_string();
+    let page = app.http.get(&link).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("<form method=\"post\">") && html.contains("012345A"),
+        "{html}"
+    );
+    let list = app.get(&format!("/api/v1/excursions?unit={unit}")).await;
+    assert!(
+        list["excursions"][0]["acknowledged_at"].is_null(),
+        "GET acknowledged something"
+    );
+
+    // Pressing the button acknowledges, once.
+    let done = app.http.post(&link).send().await.unwrap();
+    assert_eq!(done.status(), 200);
+    assert!(done
+        .text()
+        .await
+        .unwrap()
+        .contains("Acknowledged by backup.012345A@example.org"));
+    let again = app.http.post(&link).send().await.unwrap().text().await.unwrap();
+    assert!(again.contains("backup.012345A@example.org"));
+    let e = &app.get(&format!("/api/v1/excursions?unit={unit}")).await["excursions"][0];
+    assert_eq!(e["acknowledged_by"], "backup.012345A@example.org");
+
+    // No reminder after the acknowledgement (one would be due 12 s after the last email).
+    let before = emails(&app).len();
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert_eq!(emails(&app).len(), before, "escalation stopped");
+
+    // A forged link is refused.
+    let forged = link.replace("/ack/", "/ack/1");
+    assert_eq!(app.http.post(&forged).send().await.unwrap().status(), 404);
+}
+
+/// A small SMTP server on `port` that accepts every message and keeps its text: enough of
+/// RFC 5321 for lettre (greeting, EHLO, MAIL, RCPT, DATA with dot-termination, QUIT).
+fn smtp_sink(port: u16) -> Arc<Mutex<Vec<String>>> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let got: Arc<Mutex<Vec<String>>> = Default::default();
+    let store = got.clone();
+    tokio::spawn(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        loop {
+            let (sock, _) = listener.accept().await.unwrap();
+            let store = store.clone();
+            tokio::spawn(async move {
+                let (r, mut w) = sock.into_split();
+                let mut lines = BufReader::new(r).lines();
+                w.write_all(b"220 sink.test ESMTP\r\n").await.unwrap();
+                let mut data: Option<String> = None;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some(msg) = data.as_mut() {
+                        if line == "." {
+                            store.lock().unwrap().push(data.take().unwrap());
+                            w.write_all(b"250 2.0.0 queued\r\n").await.unwrap();
+                        } else {
+                            msg.push_str(line.strip_prefix('.').unwrap_or(&line));
+                            msg.push('\n');
+                        }
+                        continue;
+                    }
+                    let verb = line.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+                    let reply: &[u8] = match verb.as_str() {
+                        "EHLO" => b"250-sink.test\r\n250 8BITMIME\r\n",
+                        "DATA" => {
+                            data = Some(String::new());
+                            b"354 go ahead\r\n"
+                        }
+                        "QUIT" => {
+                            let _ = w.write_all(b"221 bye\r\n").await;
+                            break;
+                        }
+                        _ => b"250 OK\r\n",
+                    };
+                    w.write_all(reply).await.unwrap();
+                }
+            });
+        }
+    });
+    got
+}
+
+async fn email_waits_out_an_smtp_outage_and_arrives_once(db: Database) {
+    let port = free_port();
+    let url = format!("smtp://127.0.0.1:{port}");
+    let app = TestApp::spawn_with(
+        db,
+        Broker::Embedded,
+        &[("VFC_SMTP_URL", &url), ("VFC_MAIL_FROM", "alerts@vfc.example")],
+    )
+    .await;
+    let unit = fridge(&app).await;
+    freezing_now(&app).await;
+    // The SMTP server is down: the alert waits in the outbox, tried and not lost.
+    let id = app
+        .eventually("a failed attempt", || async {
+            let l = app.get(&format!("/api/v1/excursions?unit={unit}")).await;
+            let Some(id) = l["excursions"][0]["id"].as_i64() else {
+                return Err(l.to_string());
+            };
+            let d = app.get(&format!("/api/v1/excursions/{id}")).await;
+            if d["emails"][0]["attempts"].as_i64().unwrap_or(0) >= 1 {
+                Ok(id)
+            } else {
+                Err(d.to_string())
+            }
+        })
+        .await;
+    let d = app.get(&format!("/api/v1/excursions/{id}")).await;
+    assert_eq!(d["emails"][0]["status"], "pending");
+    assert!(d["emails"][0]["last_error"].is_string());
+
+    // Now the server comes up.
+    let got = smtp_sink(port);
+    app.eventually("the email delivered", || async {
+        let n = got.lock().unwrap().len();
+        if n >= 1 {
+            Ok(())
+        } else {
+            Err(format!("{n}"))
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got = got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "delivered once");
+    assert!(got[0].contains("Message-ID: <vfc-outbox-"), "{}", got[0]);
+    assert!(got[0].contains("From: alerts@vfc.example"));
+    let d = app.get(&format!("/api/v1/excursions/{id}")).await;
+    assert_eq!(d["emails"][0]["status"], "sent");
+}
+
+on_both_databases!(
+    a_unit_in_a_maintenance_window_records_without_paging,
+    escalation_reaches_the_backup_then_the_state_and_a_posted_ack_stops_it,
+    email_waits_out_an_smtp_outage_and_arrives_once,
+);
