@@ -173,7 +173,7 @@ pub async fn evaluate_unit(db: &Db, links: &outbox::Links, unit_id: i64, since: 
             start = start.min(s);
         }
     }
-    let (samples, serial, gap_ms) = primary_samples(&mut tx, unit_id, start).await?;
+    let (samples, serial, gap_ms) = primary_samples(&mut tx, unit_id, start, i64::MAX).await?;
     let Some(serial) = serial else {
         tx.commit().await?;
         return Ok(());
@@ -223,11 +223,13 @@ pub async fn evaluate_unit(db: &Db, links: &outbox::Links, unit_id: i64, since: 
     Ok(())
 }
 
-/// The unit's primary readings from `start`, the serial serving it latest, and the gap length.
-async fn primary_samples(
-    tx: &mut Transaction<'static, Any>,
+/// The unit's primary readings in `[start, end)`, the serial serving it latest, and the gap
+/// length (two logging intervals).
+pub async fn primary_samples(
+    conn: &mut sqlx::AnyConnection,
     unit_id: i64,
     start: i64,
+    end: i64,
 ) -> anyhow::Result<(Vec<Sample>, Option<String>, i64)> {
     let windows = sqlx::query(
         "SELECT a.serial, a.from_ts, a.to_ts, l.reading_interval_s FROM logger_assignments a \
@@ -236,7 +238,7 @@ async fn primary_samples(
     )
     .bind(unit_id)
     .bind(start)
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *conn)
     .await?;
     let mut samples = Vec::new();
     let mut serial = None;
@@ -251,8 +253,8 @@ async fn primary_samples(
         )
         .bind(&s)
         .bind(start.max(from))
-        .bind(to.unwrap_or(i64::MAX))
-        .fetch_all(&mut **tx)
+        .bind(to.unwrap_or(i64::MAX).min(end))
+        .fetch_all(&mut *conn)
         .await?;
         for r in rows {
             samples.push(Sample {

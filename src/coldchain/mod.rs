@@ -6,6 +6,7 @@
 //! - [`evaluate`]: the evaluator task that turns new readings into excursion records, alarms
 //!   and outbox emails, in one transaction per unit.
 
+pub mod daily;
 pub mod episodes;
 pub mod evaluate;
 pub mod rules;

@@ -26,6 +26,8 @@ pub fn router() -> Router<AppState> {
         .route("/excursions/{id}/acknowledge", axum::routing::post(acknowledge))
         .route("/excursions/{id}/review", axum::routing::post(review))
         .route("/units/{id}/downtime", get(list_downtime).post(add_downtime))
+        .route("/units/{id}/daily", get(daily))
+        .route("/units/{id}/daily/{date}/sign", axum::routing::post(sign_day))
 }
 
 /// The program's defaults per unit kind, state coordinators and escalation delays.
@@ -514,4 +516,119 @@ async fn get_excursion(
         alarms,
         emails,
     }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct DayRange {
+    /// First day, YYYY-MM-DD (local to the location).
+    from: Option<String>,
+    /// Last day, YYYY-MM-DD, inclusive; at most 366 days after `from`.
+    to: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DayList {
+    pub days: Vec<crate::coldchain::daily::Day>,
+}
+
+fn parse_day(name: &str, raw: Option<&str>) -> Result<chrono::NaiveDate, ApiError> {
+    let raw = raw.ok_or_else(|| ApiError::bad_request(format!("\"{name}\" is required: a date such as 2026-11-25")))?;
+    chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+        .map_err(|_| ApiError::bad_request(format!("\"{name}\" {raw:?} is not a date such as 2026-11-25")))
+}
+
+/// The unit's min/max record per day in its location's time zone, from its readings, with
+/// each day's sign-off.
+#[utoipa::path(get, path = "/api/v1/units/{id}/daily", tag = "coldchain", security(("bearer" = [])),
+    params(("id" = i64, Path), DayRange), responses((status = 200, body = DayList), (status = 400), (status = 404)))]
+async fn daily(
+    State(s): State<AppState>,
+    caller: Caller,
+    Id(id): Id<i64>,
+    Params(p): Params<DayRange>,
+) -> Result<Json<DayList>, ApiError> {
+    let unit = units::get(&s.db, &caller.scope, id).await?;
+    let (from, to) = (parse_day("from", p.from.as_deref())?, parse_day("to", p.to.as_deref())?);
+    if to < from || (to - from).num_days() > 366 {
+        return Err(ApiError::bad_request(
+            "\"to\" must be on or after \"from\" and at most 366 days later",
+        ));
+    }
+    let location = crate::registry::locations::get(&s.db, &caller.scope, &unit.location).await?;
+    let tz: chrono_tz::Tz = location.timezone.parse().unwrap_or(chrono_tz::UTC);
+    let start = crate::coldchain::daily::day_start(tz, from);
+    let end = crate::coldchain::daily::day_start(tz, to.succ_opt().unwrap_or(to));
+    let mut conn = s.db.pool.acquire().await?;
+    // A margin on both sides so the first and last readings of each day are weighted right.
+    let margin = 6 * 3_600_000;
+    let (samples, _, gap_ms) =
+        crate::coldchain::evaluate::primary_samples(&mut conn, id, start - margin, end + margin).await?;
+    let mut days = crate::coldchain::daily::days(&samples, tz, from, to, (unit.range.min_c, unit.range.max_c), gap_ms);
+    let signed = sqlx::query(
+        "SELECT day, signed_by, signed_at FROM daily_signoffs WHERE unit_id = $1 AND day >= $2 AND day <= $3",
+    )
+    .bind(id)
+    .bind(from.to_string())
+    .bind(to.to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    for r in signed {
+        let day: String = r.try_get("day")?;
+        if let Some(d) = days.iter_mut().find(|d| d.date == day) {
+            d.signed_by = r.try_get("signed_by")?;
+            d.signed_at = Some(rfc3339(r.try_get("signed_at")?));
+        }
+    }
+    Ok(Json(DayList { days }))
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+pub struct SignDay {
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// Signs off a day's min/max record (once).
+#[utoipa::path(post, path = "/api/v1/units/{id}/daily/{date}/sign", tag = "coldchain", security(("bearer" = [])),
+    params(("id" = i64, Path), ("date" = String, Path)), request_body = SignDay,
+    responses((status = 201), (status = 400), (status = 404), (status = 409)))]
+async fn sign_day(
+    State(s): State<AppState>,
+    caller: Caller,
+    Id((id, date)): Id<(i64, String)>,
+    body: axum::body::Bytes,
+) -> Result<(axum::http::StatusCode, Json<serde_json::Value>), ApiError> {
+    // The body is optional: `{"note": "…"}` or nothing.
+    let body: SignDay = if body.iter().all(u8::is_ascii_whitespace) {
+        SignDay::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("request body: {e}")))?
+    };
+    units::get(&s.db, &caller.scope, id).await?;
+    let day = parse_day("date", Some(&date))?;
+    if day > chrono::Utc::now().date_naive() + chrono::Duration::days(1) {
+        return Err(ApiError::bad_request("a day in the future cannot be signed"));
+    }
+    let now = crate::store::now_millis();
+    let note = body.note;
+    let inserted = sqlx::query(
+        "INSERT INTO daily_signoffs (unit_id, day, signed_by, signed_at, note, source) VALUES ($1, $2, $3, $4, $5, 'api') \
+         ON CONFLICT (unit_id, day) DO NOTHING",
+    )
+    .bind(id)
+    .bind(day.to_string())
+    .bind(caller.actor())
+    .bind(now)
+    .bind(note)
+    .execute(&s.db.pool)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Err(ApiError::Conflict(format!("{day} of unit {id} is already signed off")));
+    }
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(serde_json::json!({"date": day.to_string(), "signed_by": caller.actor(), "signed_at": rfc3339(now)})),
+    ))
 }

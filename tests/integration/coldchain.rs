@@ -234,7 +234,74 @@ async fn rules_are_the_programs_until_a_unit_has_its_own(db: Database) {
     assert_eq!(app.get_as(&clinic, &format!("/api/v1/units/{unit}/rules")).await.0, 200);
 }
 
+async fn daily_min_max_follows_the_location_time_zone_across_a_dst_change(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let unit = fridge(&app).await; // America/New_York
+                                   // Every 5 minutes from Oct 31 00:00 EDT to Nov 3 00:00 EST; warm 12:00-13:00 on Nov 1.
+    let start: DateTime<Utc> = "2026-10-31T04:00:00Z".parse().unwrap();
+    let end: DateTime<Utc> = "2026-11-03T05:00:00Z".parse().unwrap();
+    let warm_from: DateTime<Utc> = "2026-11-01T17:00:00Z".parse().unwrap();
+    let mut temps = Vec::new();
+    let mut t = start;
+    while t < end {
+        let warm = t >= warm_from && t < warm_from + chrono::Duration::hours(1);
+        temps.push(if warm {
+            9.0
+        } else {
+            4.0 + (t.timestamp() % 7) as f64 / 10.0
+        });
+        t += chrono::Duration::minutes(5);
+    }
+    publish(&app, start, &temps).await;
+    let days = app
+        .eventually("three days", || async {
+            let d = app
+                .get(&format!("/api/v1/units/{unit}/daily?from=2026-10-31&to=2026-11-02"))
+                .await;
+            let days = d["days"].as_array().unwrap().clone();
+            if days.iter().map(|d| d["readings"].as_u64().unwrap()).sum::<u64>() == temps.len() as u64 {
+                Ok(days)
+            } else {
+                Err(d.to_string())
+            }
+        })
+        .await;
+    let counts: Vec<u64> = days.iter().map(|d| d["readings"].as_u64().unwrap()).collect();
+    assert_eq!(counts, [288, 300, 288], "Nov 1 has 25 hours in New York");
+    assert_eq!(days[1]["minutes_above_range"], 60.0);
+    assert_eq!(days[1]["max_c"], 9.0);
+    assert_eq!(days[0]["minutes_above_range"], 0.0);
+    assert!(days.iter().all(|d| d["complete"] == true), "{days:?}");
+    let d = app
+        .get(&format!("/api/v1/units/{unit}/daily?from=2026-11-03&to=2026-11-03"))
+        .await;
+    assert_eq!(d["days"][0]["readings"], 0);
+    assert_eq!(d["days"][0]["complete"], false);
+
+    let sign = format!("/api/v1/units/{unit}/daily/2026-11-01/sign");
+    let (status, body) = app
+        .send_as(&app.token, "POST", &sign, json!({"note": "checked AM"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(app.send_as(&app.token, "POST", &sign, json!({})).await.0, 409);
+    let d = app
+        .get(&format!("/api/v1/units/{unit}/daily?from=2026-11-01&to=2026-11-01"))
+        .await;
+    assert!(d["days"][0]["signed_by"]
+        .as_str()
+        .unwrap()
+        .contains("test state coordinator"));
+    let (status, body) = app
+        .get_as(
+            &app.token,
+            &format!("/api/v1/units/{unit}/daily?from=2026-11-02&to=2026-11-01"),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+}
+
 on_both_databases!(
+    daily_min_max_follows_the_location_time_zone_across_a_dst_change,
     warm_short_of_60_minutes_is_recorded_and_60_alerts_once,
     a_freezing_reading_alerts_at_once,
     a_door_opening_and_three_short_episodes_meet_the_cumulative_rule,
