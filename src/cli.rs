@@ -28,6 +28,14 @@ enum Command {
     Serve,
     /// Apply database migrations and exit (serve also applies them at start).
     Migrate,
+    /// Import a logger's export file (Berlinger Fridge-tag, Q-tag) into a unit's record.
+    Import {
+        /// The export file, as downloaded from the logger.
+        file: std::path::PathBuf,
+        /// The unit the logger was in (its id in the API).
+        #[arg(long)]
+        unit: i64,
+    },
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -101,6 +109,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token(cmd) => token(settings, cmd).await,
+        Command::Import { file, unit } => {
+            let db = Db::connect(&settings.database).await?;
+            let report = crate::coldchain::import::import(&db, unit, &file, "cli:vfc import").await?;
+            print!("{report}");
+            Ok(())
+        }
         Command::Bench(cmd) => crate::bench::run(settings, cmd).await,
     }
 }

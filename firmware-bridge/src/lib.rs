@@ -5,4 +5,5 @@
 //! server side share one definition of what a valid reading is.
 #![forbid(unsafe_code)]
 
+pub mod berlinger;
 pub mod wire;

@@ -9,4 +9,5 @@
 pub mod daily;
 pub mod episodes;
 pub mod evaluate;
+pub mod import;
 pub mod rules;

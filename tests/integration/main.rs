@@ -7,5 +7,6 @@ mod alerting;
 mod cli;
 mod coldchain;
 mod gateway;
+mod import;
 mod ingest;
 mod registry;
