@@ -65,6 +65,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         outbox_nudge.clone(),
         cancel.clone(),
     ));
+    let devices = tokio::spawn(crate::coldchain::devices::run(
+        db.clone(),
+        outbox_nudge.clone(),
+        cancel.clone(),
+    ));
     let evaluator = tokio::spawn(crate::coldchain::evaluate::run(
         db.clone(),
         links.clone(),
@@ -117,6 +122,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         }
         let _ = evaluator.await;
         let _ = escalation.await;
+        let _ = devices.await;
     })
     .await;
     db.pool.close().await;

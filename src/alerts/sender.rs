@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use futures_util::future::join_all;
 use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
@@ -107,6 +108,8 @@ pub async fn send_due(db: &Db, settings: &Settings, transport: &Transport) -> an
     let now = now_millis();
     let select = "SELECT id, recipient_name, recipient_email, subject, body, attempts FROM outbox \
                   WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT 20";
+    // Up to 20 messages in flight at once (lettre pools the SMTP connections): one slow
+    // exchange does not hold up the alerts behind it.
     let mut handled = 0;
     match db.kind {
         DbKind::Postgres => {
@@ -123,12 +126,17 @@ pub async fn send_due(db: &Db, settings: &Settings, transport: &Transport) -> an
             tx.commit().await?;
         }
         DbKind::Sqlite => {
+            // Deliver first, then record every outcome in one transaction: SQLite has one
+            // writer at a time, and the ingest should not queue behind a commit per email.
             let rows = sqlx::query(select).bind(now).fetch_all(&db.pool).await?;
-            for r in &rows {
-                let (id, outcome, attempts) = deliver(r, settings, transport).await?;
-                record(&db.pool, id, outcome, attempts).await?;
+            let outcomes = join_all(rows.iter().map(|r| deliver(r, settings, transport))).await;
+            let mut tx = db.pool.begin().await?;
+            for result in outcomes {
+                let (id, outcome, attempts) = result?;
+                record(&mut *tx, id, outcome, attempts).await?;
                 handled += 1;
             }
+            tx.commit().await?;
         }
     }
     Ok(handled)

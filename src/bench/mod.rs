@@ -1,6 +1,8 @@
 //! `vfc bench …`: figures measured on this machine, each with its baseline from the same run.
 
+pub mod alerts;
 pub mod ingest;
+pub mod smtp_sink;
 
 use clap::Subcommand;
 
@@ -10,10 +12,13 @@ use crate::config::Settings;
 pub enum BenchCommand {
     /// MQTT ingest: raw broker rate vs. the durable pipeline, single and batched, and latency.
     Ingest(ingest::Args),
+    /// Alert latency: the reading that meets a rule → the email accepted by a real SMTP server.
+    Alerts(alerts::Args),
 }
 
 pub async fn run(settings: Settings, cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Ingest(args) => ingest::run(settings, args).await,
+        BenchCommand::Alerts(args) => alerts::run(settings, args).await,
     }
 }

@@ -90,16 +90,28 @@ pub async fn run(
     }
 }
 
-/// Evaluates up to 50 dirty serials; returns how many.
+/// Evaluates up to 200 dirty serials in one transaction; returns how many.
+///
+/// One transaction per pass, not per unit: on SQLite every writer waits for the one lock, so
+/// fewer, larger transactions keep the ingest, the sender and the evaluator from queueing
+/// behind each other.
 pub async fn evaluate_pending(db: &Db, links: &outbox::Links) -> anyhow::Result<usize> {
-    let rows = sqlx::query("SELECT serial, since_ts, version FROM coldchain_dirty ORDER BY since_ts LIMIT 50")
+    let rows = sqlx::query("SELECT serial, since_ts, version FROM coldchain_dirty ORDER BY since_ts LIMIT 200")
         .fetch_all(&db.pool)
         .await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let program = rules::program(db).await?;
+    // Each unit once, from the earliest new reading of any of its serials, in id order so two
+    // instances lock units in the same order.
+    let mut units: std::collections::BTreeMap<i64, i64> = Default::default();
+    let mut marks = Vec::with_capacity(rows.len());
     for r in &rows {
         let serial: String = r.try_get("serial")?;
         let since: i64 = r.try_get("since_ts")?;
-        let version: i64 = r.try_get("version")?;
-        let units = sqlx::query(
+        marks.push((serial.clone(), r.try_get::<i64, _>("version")?));
+        let found = sqlx::query(
             "SELECT DISTINCT unit_id FROM logger_assignments WHERE serial = $1 AND role = 'primary' \
              AND (to_ts IS NULL OR to_ts > $2)",
         )
@@ -107,16 +119,24 @@ pub async fn evaluate_pending(db: &Db, links: &outbox::Links) -> anyhow::Result<
         .bind(since)
         .fetch_all(&db.pool)
         .await?;
-        for u in units {
-            evaluate_unit(db, links, u.try_get("unit_id")?, since).await?;
+        for u in found {
+            let e = units.entry(u.try_get("unit_id")?).or_insert(since);
+            *e = (*e).min(since);
         }
-        // Only if nothing arrived meanwhile; otherwise the next pass sees the newer mark.
+    }
+    let mut tx = db.pool.begin().await?;
+    for (unit_id, since) in units {
+        evaluate_unit(&mut tx, &program, links, unit_id, since).await?;
+    }
+    // Only if nothing arrived meanwhile; otherwise the next pass sees the newer mark.
+    for (serial, version) in marks {
         sqlx::query("DELETE FROM coldchain_dirty WHERE serial = $1 AND version = $2")
             .bind(&serial)
             .bind(version)
-            .execute(&db.pool)
+            .execute(&mut *tx)
             .await?;
     }
+    tx.commit().await?;
     Ok(rows.len())
 }
 
@@ -126,18 +146,22 @@ struct UnitInfo {
 }
 
 /// Re-judges a unit's readings from `since` (minus the longest rule window).
-pub async fn evaluate_unit(db: &Db, links: &outbox::Links, unit_id: i64, since: i64) -> anyhow::Result<()> {
-    let program = rules::program(db).await?;
-    let mut tx = db.pool.begin().await?;
+pub async fn evaluate_unit(
+    tx: &mut Transaction<'static, Any>,
+    program: &rules::ProgramSettings,
+    links: &outbox::Links,
+    unit_id: i64,
+    since: i64,
+) -> anyhow::Result<()> {
     // Takes the unit's row lock (PostgreSQL) or the write lock (SQLite) before reading, so two
     // evaluators never interleave on one unit.
     sqlx::query("UPDATE units SET kind = kind WHERE id = $1")
         .bind(unit_id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     let row = sqlx::query("SELECT kind, range_min_c, range_max_c FROM units WHERE id = $1")
         .bind(unit_id)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut **tx)
         .await?;
     let kind = UnitKind::parse(&row.try_get::<String, _>("kind")?)?;
     let unit = UnitInfo {
@@ -146,7 +170,7 @@ pub async fn evaluate_unit(db: &Db, links: &outbox::Links, unit_id: i64, since: 
     };
     let rules: Vec<Rule> = match sqlx::query("SELECT rules FROM unit_rules WHERE unit_id = $1")
         .bind(unit_id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await?
     {
         Some(r) => serde_json::from_str(&r.try_get::<String, _>("rules")?)?,
@@ -166,18 +190,15 @@ pub async fn evaluate_unit(db: &Db, links: &outbox::Links, unit_id: i64, since: 
     )
     .bind(unit_id)
     .bind(start)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?
     {
         if let Some(s) = r.try_get::<Option<i64>, _>("s")? {
             start = start.min(s);
         }
     }
-    let (samples, serial, gap_ms) = primary_samples(&mut tx, unit_id, start, i64::MAX).await?;
-    let Some(serial) = serial else {
-        tx.commit().await?;
-        return Ok(());
-    };
+    let (samples, serial, gap_ms) = primary_samples(tx, unit_id, start, i64::MAX).await?;
+    let Some(serial) = serial else { return Ok(()) };
     let found = episodes::episodes(&samples, unit.range, gap_ms);
     let hits = episodes::hits(&samples, unit.range, &rules, gap_ms);
     let now = now_millis();
@@ -185,10 +206,10 @@ pub async fn evaluate_unit(db: &Db, links: &outbox::Links, unit_id: i64, since: 
 
     let mut ids = Vec::with_capacity(found.len());
     for ep in &found {
-        let (id, was_open) = upsert_excursion(&mut tx, unit_id, &serial, ep, unit.range, late_ms, now).await?;
+        let (id, was_open) = upsert_excursion(tx, unit_id, &serial, ep, unit.range, late_ms, now).await?;
         ids.push(id);
         if was_open && ep.ended_at.is_some() {
-            outbox::back_in_range(&mut tx, links, id).await?;
+            outbox::back_in_range(tx, links, id).await?;
         }
     }
     // Episodes that re-evaluation no longer finds (an earlier reading arrived and split or
@@ -199,27 +220,26 @@ pub async fn evaluate_unit(db: &Db, links: &outbox::Links, unit_id: i64, since: 
     )
     .bind(unit_id)
     .bind(start)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?;
     for s in stale {
         if !starts.contains(&s.try_get::<i64, _>("started_at")?) {
             let id: i64 = s.try_get("id")?;
             sqlx::query("DELETE FROM alarm_excursions WHERE excursion_id = $1")
                 .bind(id)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
             sqlx::query("DELETE FROM excursions WHERE id = $1")
                 .bind(id)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
         }
     }
 
     for hit in &hits {
         let rule = rules.iter().find(|r| r.id == hit.rule_id).expect("hit of a known rule");
-        record_alarm(&mut tx, db, links, unit_id, rule, hit, &found, &ids, &program, now).await?;
+        record_alarm(tx, links, unit_id, rule, hit, &found, &ids, program, now).await?;
     }
-    tx.commit().await?;
     Ok(())
 }
 
@@ -372,7 +392,6 @@ async fn suppression(
 #[allow(clippy::too_many_arguments)]
 async fn record_alarm(
     tx: &mut Transaction<'static, Any>,
-    db: &Db,
     links: &outbox::Links,
     unit_id: i64,
     rule: &Rule,
@@ -382,7 +401,6 @@ async fn record_alarm(
     program: &rules::ProgramSettings,
     now: i64,
 ) -> anyhow::Result<()> {
-    let _ = db;
     let suppressed = suppression(
         tx,
         unit_id,

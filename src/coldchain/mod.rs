@@ -7,6 +7,7 @@
 //!   and outbox emails, in one transaction per unit.
 
 pub mod daily;
+pub mod devices;
 pub mod episodes;
 pub mod evaluate;
 pub mod import;

@@ -27,6 +27,7 @@ pub fn router() -> Router<AppState> {
         .route("/excursions/{id}/review", axum::routing::post(review))
         .route("/units/{id}/downtime", get(list_downtime).post(add_downtime))
         .route("/units/{id}/daily", get(daily))
+        .route("/device-alerts", get(device_alerts))
         .route("/units/{id}/daily/{date}/sign", axum::routing::post(sign_day))
 }
 
@@ -631,4 +632,70 @@ async fn sign_day(
         axum::http::StatusCode::CREATED,
         Json(serde_json::json!({"date": day.to_string(), "signed_by": caller.actor(), "signed_at": rfc3339(now)})),
     ))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeviceAlert {
+    pub id: i64,
+    pub serial: String,
+    pub unit_id: i64,
+    pub location: String,
+    /// no_data | battery_low | probe_disconnected | calibration_expiring | calibration_expired
+    pub kind: String,
+    pub detail: String,
+    pub started_at: String,
+    /// Null while the condition lasts.
+    pub ended_at: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeviceAlertList {
+    pub device_alerts: Vec<DeviceAlert>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct DeviceAlertFilter {
+    /// true: only conditions that last now.
+    open: Option<bool>,
+}
+
+/// The loggers' own conditions (no data, battery, probe, calibration), newest first.
+#[utoipa::path(get, path = "/api/v1/device-alerts", tag = "coldchain", security(("bearer" = [])),
+    params(DeviceAlertFilter), responses((status = 200, body = DeviceAlertList)))]
+async fn device_alerts(
+    State(s): State<AppState>,
+    caller: Caller,
+    Params(f): Params<DeviceAlertFilter>,
+) -> Result<Json<DeviceAlertList>, ApiError> {
+    let (scope_cond, scope_param) = caller.scope.sql_filter("l.pin", "l.code", 1);
+    let open = if f.open == Some(true) {
+        " AND d.ended_at IS NULL"
+    } else {
+        ""
+    };
+    let rows = sqlx::query(&format!(
+        "SELECT d.id, d.serial, d.unit_id, l.code, d.kind, d.detail, d.started_at, d.ended_at FROM device_alerts d \
+         JOIN units u ON u.id = d.unit_id JOIN locations l ON l.code = u.location_code WHERE {scope_cond}{open} \
+         ORDER BY d.started_at DESC, d.id DESC LIMIT 10000"
+    ))
+    .bind(scope_param.unwrap_or_default())
+    .fetch_all(&s.db.pool)
+    .await?;
+    let device_alerts = rows
+        .iter()
+        .map(|r| {
+            Ok(DeviceAlert {
+                id: r.try_get("id")?,
+                serial: r.try_get("serial")?,
+                unit_id: r.try_get("unit_id")?,
+                location: r.try_get("code")?,
+                kind: r.try_get("kind")?,
+                detail: r.try_get("detail")?,
+                started_at: rfc3339(r.try_get("started_at")?),
+                ended_at: r.try_get::<Option<i64>, _>("ended_at")?.map(rfc3339),
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+    Ok(Json(DeviceAlertList { device_alerts }))
 }

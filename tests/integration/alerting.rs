@@ -177,49 +177,14 @@ async fn escalation_reaches_the_backup_then_the_state_and_a_posted_ack_stops_it(
     assert_eq!(app.http.post(&forged).send().await.unwrap().status(), 404);
 }
 
-/// A small SMTP server on `port` that accepts every message and keeps its text: enough of
-/// RFC 5321 for lettre (greeting, EHLO, MAIL, RCPT, DATA with dot-termination, QUIT).
-fn smtp_sink(port: u16) -> Arc<Mutex<Vec<String>>> {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+/// The project's SMTP sink on `port`, collecting what it accepts.
+async fn smtp_sink(port: u16) -> Arc<Mutex<Vec<String>>> {
+    let (_, mut rx) = vfc_monitor::bench::smtp_sink::start(port).await.unwrap();
     let got: Arc<Mutex<Vec<String>>> = Default::default();
     let store = got.clone();
     tokio::spawn(async move {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-        loop {
-            let (sock, _) = listener.accept().await.unwrap();
-            let store = store.clone();
-            tokio::spawn(async move {
-                let (r, mut w) = sock.into_split();
-                let mut lines = BufReader::new(r).lines();
-                w.write_all(b"220 sink.test ESMTP\r\n").await.unwrap();
-                let mut data: Option<String> = None;
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if let Some(msg) = data.as_mut() {
-                        if line == "." {
-                            store.lock().unwrap().push(data.take().unwrap());
-                            w.write_all(b"250 2.0.0 queued\r\n").await.unwrap();
-                        } else {
-                            msg.push_str(line.strip_prefix('.').unwrap_or(&line));
-                            msg.push('\n');
-                        }
-                        continue;
-                    }
-                    let verb = line.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
-                    let reply: &[u8] = match verb.as_str() {
-                        "EHLO" => b"250-sink.test\r\n250 8BITMIME\r\n",
-                        "DATA" => {
-                            data = Some(String::new());
-                            b"354 go ahead\r\n"
-                        }
-                        "QUIT" => {
-                            let _ = w.write_all(b"221 bye\r\n").await;
-                            break;
-                        }
-                        _ => b"250 OK\r\n",
-                    };
-                    w.write_all(reply).await.unwrap();
-                }
-            });
+        while let Some((_, m)) = rx.recv().await {
+            store.lock().unwrap().push(m);
         }
     });
     got
@@ -256,7 +221,7 @@ async fn email_waits_out_an_smtp_outage_and_arrives_once(db: Database) {
     assert!(d["emails"][0]["last_error"].is_string());
 
     // Now the server comes up.
-    let got = smtp_sink(port);
+    let got = smtp_sink(port).await;
     app.eventually("the email delivered", || async {
         let n = got.lock().unwrap().len();
         if n >= 1 {
@@ -275,7 +240,61 @@ async fn email_waits_out_an_smtp_outage_and_arrives_once(db: Database) {
     assert_eq!(d["emails"][0]["status"], "sent");
 }
 
+async fn a_quiet_logger_a_low_battery_and_an_expiring_certificate_each_email_once(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    app.create_location("012345", "A").await;
+    let unit = app.create_unit("012345A", "Main refrigerator", "refrigerator").await;
+    let expires = (Utc::now() + chrono::Duration::days(10)).date_naive().to_string();
+    app.assign(unit, json!({"serial": "LT-9", "reading_interval_s": 300, "calibration_expires_on": expires, "from": "2020-01-01T00:00:00Z"}))
+        .await;
+    let mut p = app.publisher("logger").await;
+    // Last heard from three hours ago, with a weak battery.
+    p.reading("LT-9", &(Utc::now() - chrono::Duration::hours(3)).to_rfc3339(), 5.0)
+        .await;
+    p.publish("vfc/loggers/LT-9/status", json!({"battery_pct": 12}).to_string())
+        .await;
+    p.wait_acked(2).await;
+    let alerts = app
+        .eventually("three conditions", || async {
+            let l = app.get("/api/v1/device-alerts?open=true").await;
+            let l = l["device_alerts"].as_array().unwrap().clone();
+            if l.len() == 3 {
+                Ok(l)
+            } else {
+                Err(format!("{l:?}"))
+            }
+        })
+        .await;
+    let mut kinds: Vec<&str> = alerts.iter().map(|a| a["kind"].as_str().unwrap()).collect();
+    kinds.sort();
+    assert_eq!(kinds, ["battery_low", "calibration_expiring", "no_data"]);
+    let mail = wait_emails(&app, 3).await;
+    assert!(mail.iter().any(|m| m.contains("no reading since")), "{mail:?}");
+    // Data again: the no-data episode closes; nothing is sent twice.
+    p.reading("LT-9", &Utc::now().to_rfc3339(), 5.0).await;
+    p.wait_acked(3).await;
+    app.eventually("no_data closed", || async {
+        let l = app.get("/api/v1/device-alerts?open=true").await;
+        let n = l["device_alerts"].as_array().unwrap().len();
+        if n == 2 {
+            Ok(())
+        } else {
+            Err(l.to_string())
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(emails(&app).len(), 3, "one email per episode, not per check");
+    let clinic = app.create_token(&["--role", "clinic", "--pin", "067890", "--name", "other"]);
+    let l = app.get_as(&clinic, "/api/v1/device-alerts").await.1;
+    assert!(
+        l["device_alerts"].as_array().unwrap().is_empty(),
+        "another PIN sees nothing"
+    );
+}
+
 on_both_databases!(
+    a_quiet_logger_a_low_battery_and_an_expiring_certificate_each_email_once,
     a_unit_in_a_maintenance_window_records_without_paging,
     escalation_reaches_the_backup_then_the_state_and_a_posted_ack_stops_it,
     email_waits_out_an_smtp_outage_and_arrives_once,
