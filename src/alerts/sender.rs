@@ -4,8 +4,8 @@
 //! place). A crash between the two sends it again with the same Message-ID. A temporary
 //! failure (server down) is retried with backoff for as long as it takes; a permanent
 //! rejection (5xx, malformed address) is recorded on the row and not retried.
-//! On PostgreSQL rows are taken with `FOR UPDATE SKIP LOCKED`, so two instances never send
-//! the same row; SQLite means one instance, whose single sender reads rows without locking.
+//! Rows are taken with a lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL), so two instances
+//! never send the same row.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -103,43 +103,41 @@ pub async fn run(
     }
 }
 
+/// How long a taken row is reserved for its sender: after a crash mid-send, it is due again.
+const LEASE_MS: i64 = 60_000;
+
 /// Sends what is due now; returns how many rows it handled.
+///
+/// Rows are taken with a short lease (PostgreSQL: `FOR UPDATE SKIP LOCKED`, so two instances
+/// take different rows), sent outside any transaction, up to 20 in flight at once over lettre's
+/// pooled connections, then recorded together.
 pub async fn send_due(db: &Db, settings: &Settings, transport: &Transport) -> anyhow::Result<usize> {
     let now = now_millis();
-    let select = "SELECT id, recipient_name, recipient_email, subject, body, attempts FROM outbox \
-                  WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT 20";
-    // Up to 20 messages in flight at once (lettre pools the SMTP connections): one slow
-    // exchange does not hold up the alerts behind it.
-    let mut handled = 0;
-    match db.kind {
-        DbKind::Postgres => {
-            let mut tx = db.pool.begin().await?;
-            let rows = sqlx::query(&format!("{select} FOR UPDATE SKIP LOCKED"))
-                .bind(now)
-                .fetch_all(&mut *tx)
-                .await?;
-            for r in &rows {
-                let (id, outcome, attempts) = deliver(r, settings, transport).await?;
-                record(&mut *tx, id, outcome, attempts).await?;
-                handled += 1;
-            }
-            tx.commit().await?;
-        }
-        DbKind::Sqlite => {
-            // Deliver first, then record every outcome in one transaction: SQLite has one
-            // writer at a time, and the ingest should not queue behind a commit per email.
-            let rows = sqlx::query(select).bind(now).fetch_all(&db.pool).await?;
-            let outcomes = join_all(rows.iter().map(|r| deliver(r, settings, transport))).await;
-            let mut tx = db.pool.begin().await?;
-            for result in outcomes {
-                let (id, outcome, attempts) = result?;
-                record(&mut *tx, id, outcome, attempts).await?;
-                handled += 1;
-            }
-            tx.commit().await?;
-        }
+    let skip_locked = if db.kind == DbKind::Postgres {
+        " FOR UPDATE SKIP LOCKED"
+    } else {
+        ""
+    };
+    let rows = sqlx::query(&format!(
+        "UPDATE outbox SET next_attempt_at = $2 WHERE id IN (SELECT id FROM outbox \
+         WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT 20{skip_locked}) \
+         RETURNING id, recipient_name, recipient_email, subject, body, attempts"
+    ))
+    .bind(now)
+    .bind(now + LEASE_MS)
+    .fetch_all(&db.pool)
+    .await?;
+    if rows.is_empty() {
+        return Ok(0);
     }
-    Ok(handled)
+    let outcomes = join_all(rows.iter().map(|r| deliver(r, settings, transport))).await;
+    let mut tx = db.pool.begin().await?;
+    for result in outcomes {
+        let (id, outcome, attempts) = result?;
+        record(&mut *tx, id, outcome, attempts).await?;
+    }
+    tx.commit().await?;
+    Ok(rows.len())
 }
 
 async fn deliver(

@@ -327,4 +327,45 @@ mod tests {
         }];
         assert!(hits(&s, FRIDGE, &r, GAP).is_empty());
     }
+
+    /// Every consecutive default rule of every unit kind: a series that holds the condition for
+    /// one interval less than the rule's duration meets nothing; the full duration meets it once.
+    #[test]
+    fn every_consecutive_default_rule_is_met_at_its_duration_and_not_before() {
+        use crate::coldchain::rules::Condition;
+        for kind in [
+            UnitKind::Refrigerator,
+            UnitKind::Freezer,
+            UnitKind::UltraCold,
+            UnitKind::Other,
+        ] {
+            let range = kind.default_range().unwrap_or((2.0, 8.0));
+            let rules = default_rules(kind);
+            for rule in rules.iter().filter(|r| r.kind == RuleKind::Consecutive) {
+                let (ok, bad) = match rule.condition {
+                    Condition::Above { temp_c } => ((range.0 + range.1) / 2.0, temp_c + 1.0),
+                    Condition::Below { temp_c } | Condition::AtOrBelow { temp_c } => {
+                        ((range.0 + range.1) / 2.0, temp_c - 1.0)
+                    }
+                    Condition::OutsideRange => ((range.0 + range.1) / 2.0, range.1 + 1.0),
+                };
+                // Readings every minute: n bad readings hold the condition for n-1 minutes.
+                let run = |n: i64| -> Vec<Sample> {
+                    (0..n + 2)
+                        .map(|i| Sample {
+                            ts: i * MIN,
+                            temp_c: if i >= 1 && i <= n { bad } else { ok },
+                            received_at: 0,
+                        })
+                        .collect()
+                };
+                let met = |n: i64| hits(&run(n), range, std::slice::from_ref(rule), 2 * MIN).len();
+                let need = rule.minutes + 1;
+                assert_eq!(met(need), 1, "{kind:?} {} at its duration", rule.id);
+                if rule.minutes > 0 {
+                    assert_eq!(met(need - 1), 0, "{kind:?} {} one minute short", rule.id);
+                }
+            }
+        }
+    }
 }

@@ -165,3 +165,43 @@ pub async fn detail(db: &Db, scope: &Scope, id: i64) -> Result<UnitDetail> {
         latest_reading: latest,
     })
 }
+
+/// Body of `PUT /api/v1/units/{id}`: rename, or override the range (recorded with who and when).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UnitUpdate {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub range: Option<Range>,
+}
+
+pub async fn update(db: &Db, scope: &Scope, id: i64, upd: &UnitUpdate, actor: &str) -> Result<Unit> {
+    let unit = get(db, scope, id).await?;
+    let name = match &upd.name {
+        Some(n) if n.trim().is_empty() => return Err(Error::Invalid("name must not be empty".into())),
+        Some(n) => n.trim().to_string(),
+        None => unit.name.clone(),
+    };
+    let range = match upd.range {
+        Some(r) => check_range(unit.kind, Some(r))?,
+        None => unit.range,
+    };
+    let now = now_millis();
+    let mut tx = db.pool.begin().await?;
+    sqlx::query("UPDATE units SET name = $1, range_min_c = $2, range_max_c = $3 WHERE id = $4")
+        .bind(&name)
+        .bind(range.min_c)
+        .bind(range.max_c)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    if range.min_c != unit.range.min_c || range.max_c != unit.range.max_c {
+        let before = serde_json::to_string(&unit.range).expect("plain data");
+        let after = serde_json::to_string(&range).expect("plain data");
+        crate::coldchain::rules::record_change(&mut tx, "unit_range", Some(id), Some(before), &after, actor, now)
+            .await?;
+    }
+    tx.commit().await?;
+    get(db, scope, id).await
+}

@@ -21,6 +21,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/program", get(get_program).put(put_program))
         .route("/units/{id}/rules", get(get_unit_rules).put(put_unit_rules))
+        .route("/units/{id}/rules/history", get(rule_history))
         .route("/excursions", get(list_excursions))
         .route("/excursions/{id}", get(get_excursion))
         .route("/excursions/{id}/acknowledge", axum::routing::post(acknowledge))
@@ -698,4 +699,50 @@ async fn device_alerts(
         })
         .collect::<Result<_, sqlx::Error>>()?;
     Ok(Json(DeviceAlertList { device_alerts }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RuleChange {
+    /// unit_rules | unit_range
+    pub subject: String,
+    pub before: Option<serde_json::Value>,
+    pub after: serde_json::Value,
+    pub changed_by: String,
+    pub changed_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RuleHistory {
+    pub changes: Vec<RuleChange>,
+}
+
+/// Every change to the unit's rules and range: who, when, before and after.
+#[utoipa::path(get, path = "/api/v1/units/{id}/rules/history", tag = "coldchain", security(("bearer" = [])),
+    params(("id" = i64, Path)), responses((status = 200, body = RuleHistory), (status = 404)))]
+async fn rule_history(
+    State(s): State<AppState>,
+    caller: Caller,
+    Id(id): Id<i64>,
+) -> Result<Json<RuleHistory>, ApiError> {
+    units::get(&s.db, &caller.scope, id).await?;
+    let rows = sqlx::query(
+        "SELECT subject, before, after, changed_by, changed_at FROM rule_changes WHERE unit_id = $1 ORDER BY changed_at, id",
+    )
+    .bind(id)
+    .fetch_all(&s.db.pool)
+    .await?;
+    let json = |v: Option<String>| v.and_then(|s| serde_json::from_str(&s).ok());
+    let changes = rows
+        .iter()
+        .map(|r| {
+            Ok(RuleChange {
+                subject: r.try_get("subject")?,
+                before: json(r.try_get("before")?),
+                after: json(Some(r.try_get("after")?)).unwrap_or_default(),
+                changed_by: r.try_get("changed_by")?,
+                changed_at: rfc3339(r.try_get("changed_at")?),
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+    Ok(Json(RuleHistory { changes }))
 }

@@ -14,13 +14,13 @@ use super::AppState;
     paths(
         super::registry::list_locations, super::registry::create_location, super::registry::get_location,
         super::registry::update_location, super::registry::list_units, super::registry::create_unit,
-        super::registry::get_unit, super::registry::assign_logger, super::registry::unassign_logger,
+        super::registry::get_unit, super::registry::update_unit, super::registry::assign_logger, super::registry::unassign_logger,
         super::registry::unit_readings, super::registry::list_loggers, super::registry::get_logger,
         super::registry::logger_readings, super::telemetry::dead_letters,
         super::coldchain::get_program, super::coldchain::put_program, super::coldchain::get_unit_rules,
         super::coldchain::put_unit_rules, super::coldchain::list_excursions, super::coldchain::get_excursion,
         super::coldchain::acknowledge, super::coldchain::review, super::coldchain::add_downtime, super::coldchain::list_downtime,
-        super::coldchain::daily, super::coldchain::sign_day, super::coldchain::device_alerts,
+        super::coldchain::daily, super::coldchain::sign_day, super::coldchain::device_alerts, super::coldchain::rule_history,
     ),
     modifiers(&Bearer)
 )]

@@ -22,7 +22,7 @@ pub fn router() -> Router<AppState> {
         .route("/locations", get(list_locations).post(create_location))
         .route("/locations/{code}", get(get_location).put(update_location))
         .route("/locations/{code}/units", get(list_units).post(create_unit))
-        .route("/units/{id}", get(get_unit))
+        .route("/units/{id}", get(get_unit).put(update_unit))
         .route("/units/{id}/logger", put(assign_logger))
         .route("/units/{id}/logger/{serial}", delete(unassign_logger))
         .route("/units/{id}/readings", get(unit_readings))
@@ -127,6 +127,21 @@ async fn create_unit(
     params(("id" = i64, Path)), responses((status = 200, body = UnitDetail), (status = 404)))]
 async fn get_unit(State(s): State<AppState>, caller: Caller, Id(id): Id<i64>) -> Result<Json<UnitDetail>, ApiError> {
     Ok(Json(units::detail(&s.db, &caller.scope, id).await?))
+}
+
+/// Renames a unit or overrides its temperature range; range changes are recorded.
+#[utoipa::path(put, path = "/api/v1/units/{id}", tag = "registry", security(("bearer" = [])),
+    params(("id" = i64, Path)), request_body = crate::registry::units::UnitUpdate,
+    responses((status = 200, body = Unit), (status = 400), (status = 404)))]
+async fn update_unit(
+    State(s): State<AppState>,
+    caller: Caller,
+    Id(id): Id<i64>,
+    Body(body): Body<crate::registry::units::UnitUpdate>,
+) -> Result<Json<Unit>, ApiError> {
+    Ok(Json(
+        units::update(&s.db, &caller.scope, id, &body, &caller.actor()).await?,
+    ))
 }
 
 /// Puts a logger on the unit (as primary unless `role` says backup), from `from` (default now).

@@ -227,6 +227,30 @@ async fn rules_are_the_programs_until_a_unit_has_its_own(db: Database) {
         body["error"]["message"].as_str().unwrap().contains("window_minutes"),
         "{body}"
     );
+    // A range override, recorded with the rules change.
+    let (status, body) = app
+        .send_as(
+            &app.token,
+            "PUT",
+            &format!("/api/v1/units/{unit}"),
+            json!({"range": {"min_c": 2.0, "max_c": 7.5}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["range"]["max_c"], 7.5);
+    let history = app.get(&format!("/api/v1/units/{unit}/rules/history")).await;
+    let subjects: Vec<&str> = history["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(subjects, ["unit_rules", "unit_range"]);
+    assert!(history["changes"][1]["changed_by"]
+        .as_str()
+        .unwrap()
+        .contains("test state coordinator"));
+    assert_eq!(history["changes"][1]["before"]["max_c"], 8.0);
     let program = app.get("/api/v1/program").await;
     assert_eq!(program["escalation"]["backup_after_minutes"], 30.0);
     let clinic = app.create_token(&["--role", "clinic", "--pin", "012345", "--name", "c"]);
