@@ -67,6 +67,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     ));
     let devices = tokio::spawn(crate::coldchain::devices::run(
         db.clone(),
+        links.clone(),
         outbox_nudge.clone(),
         cancel.clone(),
     ));

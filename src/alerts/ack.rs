@@ -35,9 +35,42 @@ fn sign(key: &[u8], payload: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// What a link acknowledges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    Excursion(i64),
+    /// A logger condition (no data, battery, probe, calibration).
+    Device(i64),
+}
+
+impl Subject {
+    fn encode(self) -> String {
+        match self {
+            Subject::Excursion(id) => id.to_string(),
+            Subject::Device(id) => format!("d{id}"),
+        }
+    }
+    fn decode(raw: &str) -> Option<Self> {
+        match raw.strip_prefix('d') {
+            Some(id) => id.parse().ok().map(Subject::Device),
+            None => raw.parse().ok().map(Subject::Excursion),
+        }
+    }
+}
+
 /// A token for `email` to acknowledge `excursion_id`, valid from `now` for [`VALID_MS`].
 pub fn token(key: &[u8], excursion_id: i64, email: &str, now: i64) -> String {
-    let payload = format!("{excursion_id}.{}.{}", now + VALID_MS, hex::encode(email.as_bytes()));
+    subject_token(key, Subject::Excursion(excursion_id), email, now)
+}
+
+/// A token for `email` to acknowledge `subject`.
+pub fn subject_token(key: &[u8], subject: Subject, email: &str, now: i64) -> String {
+    let payload = format!(
+        "{}.{}.{}",
+        subject.encode(),
+        now + VALID_MS,
+        hex::encode(email.as_bytes())
+    );
     let sig = sign(key, &payload);
     format!("{payload}.{sig}")
 }
@@ -45,7 +78,7 @@ pub fn token(key: &[u8], excursion_id: i64, email: &str, now: i64) -> String {
 /// What a valid token says.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Claim {
-    pub excursion_id: i64,
+    pub subject: Subject,
     pub email: String,
 }
 
@@ -74,10 +107,23 @@ pub fn verify(key: &[u8], token: &str) -> Result<Claim, Invalid> {
         return Err(Invalid::Expired);
     }
     Ok(Claim {
-        excursion_id: id.parse().map_err(|_| Invalid::Malformed)?,
+        subject: Subject::decode(id).ok_or(Invalid::Malformed)?,
         email: String::from_utf8(hex::decode(email).map_err(|_| Invalid::Malformed)?)
             .map_err(|_| Invalid::Malformed)?,
     })
+}
+
+/// Acknowledges a logger condition once.
+pub async fn acknowledge_device(db: &Db, id: i64, by: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE device_alerts SET acknowledged_at = $1, acknowledged_by = $2 WHERE id = $3 AND acknowledged_at IS NULL",
+    )
+    .bind(now_millis())
+    .bind(by)
+    .bind(id)
+    .execute(&db.pool)
+    .await?;
+    Ok(())
 }
 
 /// Acknowledges an excursion once; returns who and when it was acknowledged (now or before).
@@ -108,10 +154,12 @@ mod tests {
         assert_eq!(
             verify(key, &t),
             Ok(Claim {
-                excursion_id: 42,
+                subject: Subject::Excursion(42),
                 email: "pat@clinic.org".into()
             })
         );
+        let d = subject_token(key, Subject::Device(7), "pat@clinic.org", now_millis());
+        assert_eq!(verify(key, &d).unwrap().subject, Subject::Device(7));
         let forged = t.replacen("42.", "43.", 1);
         assert_eq!(verify(key, &forged), Err(Invalid::Malformed));
         assert_eq!(verify(b"another key", &t), Err(Invalid::Malformed));

@@ -40,6 +40,7 @@ pub async fn escalate_due(db: &Db, links: &Links) -> anyhow::Result<usize> {
         minutes(program.escalation.state_after_minutes),
         minutes(program.escalation.reminder_every_minutes),
     );
+    let delays = (backup_after, state_after, every);
     let now = now_millis();
     let mut tx = db.pool.begin().await?;
     let lock = match db.kind {
@@ -76,39 +77,17 @@ pub async fn escalate_due(db: &Db, links: &Links) -> anyhow::Result<usize> {
         let elapsed = now - alerted_at;
         let waited = elapsed / 60_000;
         let [primary, backup] = outbox::coordinators(&mut tx, id).await?;
-        let (new_level, purpose, to): (i64, Purpose, Vec<(String, String)>) = if level < 1 && elapsed >= backup_after {
-            (
-                1,
-                Purpose::Escalation {
-                    minutes_unacknowledged: waited,
-                },
-                vec![backup],
-            )
-        } else if level < 2 && elapsed >= state_after && !state.is_empty() {
-            (
-                2,
-                Purpose::Escalation {
-                    minutes_unacknowledged: waited,
-                },
-                state.clone(),
-            )
-        } else if now - last >= every {
-            let mut to = vec![primary];
-            if level >= 1 {
-                to.push(backup);
-            }
-            if level >= 2 {
-                to.extend(state.iter().cloned());
-            }
-            (
-                level,
-                Purpose::Reminder {
-                    minutes_unacknowledged: waited,
-                },
-                to,
-            )
-        } else {
+        let Some(step) = next_step(level, elapsed, now - last, delays, !state.is_empty()) else {
             continue;
+        };
+        let (new_level, to) = step.recipients(level, primary, backup, &state);
+        let purpose = match step {
+            Step::Reminder => Purpose::Reminder {
+                minutes_unacknowledged: waited,
+            },
+            _ => Purpose::Escalation {
+                minutes_unacknowledged: waited,
+            },
         };
         outbox::notify(&mut tx, links, id, purpose, &to).await?;
         sqlx::query("UPDATE excursions SET escalation_level = $1, last_notified_at = $2 WHERE id = $3")
@@ -119,6 +98,92 @@ pub async fn escalate_due(db: &Db, links: &Links) -> anyhow::Result<usize> {
             .await?;
         moved += 1;
     }
+
+    // Logger conditions go the same way while they last.
+    let due = sqlx::query(&format!(
+        "SELECT d.id, d.started_at, d.escalation_level, d.last_notified_at, l.primary_name, l.primary_email, \
+         l.backup_name, l.backup_email FROM device_alerts d JOIN units u ON u.id = d.unit_id \
+         JOIN locations l ON l.code = u.location_code WHERE d.ended_at IS NULL AND d.acknowledged_at IS NULL \
+         AND (d.last_notified_at IS NULL OR d.last_notified_at <= $1) ORDER BY d.id LIMIT 100{}",
+        if db.kind == DbKind::Postgres {
+            " FOR UPDATE OF d SKIP LOCKED"
+        } else {
+            ""
+        }
+    ))
+    .bind(now - backup_after.min(state_after).min(every))
+    .fetch_all(&mut *tx)
+    .await?;
+    for r in due {
+        let id: i64 = r.try_get("id")?;
+        let started: i64 = r.try_get("started_at")?;
+        let level: i64 = r.try_get("escalation_level")?;
+        let last = r.try_get::<Option<i64>, _>("last_notified_at")?.unwrap_or(started);
+        let primary = (r.try_get("primary_name")?, r.try_get("primary_email")?);
+        let backup = (r.try_get("backup_name")?, r.try_get("backup_email")?);
+        let Some(step) = next_step(level, now - started, now - last, delays, !state.is_empty()) else {
+            continue;
+        };
+        let (new_level, to) = step.recipients(level, primary, backup, &state);
+        let waited = (now - started) / 60_000;
+        let opening = match step {
+            Step::Reminder => format!("Reminder: still not acknowledged after {waited} minutes.\n"),
+            _ => format!("Nobody has acknowledged this in {waited} minutes; you are the next contact.\n"),
+        };
+        crate::coldchain::devices::notify(&mut tx, links, id, &opening, &to).await?;
+        sqlx::query("UPDATE device_alerts SET escalation_level = $1, last_notified_at = $2 WHERE id = $3")
+            .bind(new_level)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        moved += 1;
+    }
     tx.commit().await?;
     Ok(moved)
+}
+
+/// The next person up, or a reminder to everyone told so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Backup,
+    State,
+    Reminder,
+}
+
+/// What is due for an alert at `level` (0 primary told, 1 backup, 2 state), `elapsed` after it
+/// began and `since_last` after its last email; `delays` = (backup, state, reminder) in ms.
+fn next_step(level: i64, elapsed: i64, since_last: i64, delays: (i64, i64, i64), has_state: bool) -> Option<Step> {
+    let (backup_after, state_after, every) = delays;
+    if level < 1 && elapsed >= backup_after {
+        Some(Step::Backup)
+    } else if level < 2 && elapsed >= state_after && has_state {
+        Some(Step::State)
+    } else if since_last >= every {
+        Some(Step::Reminder)
+    } else {
+        None
+    }
+}
+
+type Person = (String, String);
+
+impl Step {
+    /// The level after this step, and whom it emails.
+    fn recipients(self, level: i64, primary: Person, backup: Person, state: &[Person]) -> (i64, Vec<Person>) {
+        match self {
+            Step::Backup => (1, vec![backup]),
+            Step::State => (2, state.to_vec()),
+            Step::Reminder => {
+                let mut to = vec![primary];
+                if level >= 1 {
+                    to.push(backup);
+                }
+                if level >= 2 {
+                    to.extend(state.iter().cloned());
+                }
+                (level, to)
+            }
+        }
+    }
 }

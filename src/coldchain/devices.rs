@@ -12,6 +12,9 @@ use sqlx::Row;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use sqlx::{Any, Transaction};
+
+use crate::alerts::outbox::Links;
 use crate::store::{now_millis, rfc3339, Db};
 
 const MIN: i64 = 60_000;
@@ -21,9 +24,9 @@ const BATTERY_LOW_PCT: f64 = 20.0;
 const BATTERY_OK_PCT: f64 = 25.0;
 const CALIBRATION_WARNING_DAYS: i64 = 30;
 
-pub async fn run(db: Db, outbox: Arc<Notify>, cancel: CancellationToken) {
+pub async fn run(db: Db, links: Links, outbox: Arc<Notify>, cancel: CancellationToken) {
     loop {
-        match check(&db).await {
+        match check(&db, &links).await {
             Ok(0) => {}
             Ok(_) => outbox.notify_one(),
             Err(e) => tracing::error!(error = ?e, "logger condition check failed; retrying"),
@@ -36,12 +39,12 @@ pub async fn run(db: Db, outbox: Arc<Notify>, cancel: CancellationToken) {
 }
 
 /// Opens and closes condition episodes for every logger serving a unit; returns how many opened.
-pub async fn check(db: &Db) -> anyhow::Result<usize> {
+pub async fn check(db: &Db, links: &Links) -> anyhow::Result<usize> {
     let now = now_millis();
     let today = chrono::Utc::now().date_naive();
     let loggers = sqlx::query(
         "SELECT a.serial, a.unit_id, a.role, a.from_ts, g.reading_interval_s, g.battery_pct, g.probe_connected, \
-         g.calibration_expires_on, u.name AS unit_name, l.code, l.primary_name, l.primary_email \
+         g.calibration_expires_on, l.primary_name, l.primary_email \
          FROM logger_assignments a JOIN loggers g ON g.serial = a.serial JOIN units u ON u.id = a.unit_id \
          JOIN locations l ON l.code = u.location_code WHERE a.to_ts IS NULL",
     )
@@ -117,14 +120,7 @@ pub async fn check(db: &Db) -> anyhow::Result<usize> {
             match holds {
                 Some(true) => {
                     let to: (String, String) = (r.try_get("primary_name")?, r.try_get("primary_email")?);
-                    let (code, unit_name): (String, String) = (r.try_get("code")?, r.try_get("unit_name")?);
-                    let place = Place {
-                        serial: &serial,
-                        unit_id,
-                        code: &code,
-                        unit_name: &unit_name,
-                    };
-                    if open(db, &place, kind, &detail, now, (&to.0, &to.1)).await? {
+                    if open(db, links, (&serial, unit_id), kind, &detail, now, &to).await? {
                         opened += 1;
                     }
                 }
@@ -136,31 +132,19 @@ pub async fn check(db: &Db) -> anyhow::Result<usize> {
     Ok(opened)
 }
 
-/// Which logger, where.
-struct Place<'a> {
-    serial: &'a str,
-    unit_id: i64,
-    code: &'a str,
-    unit_name: &'a str,
-}
-
+#[allow(clippy::too_many_arguments)]
 async fn open(
     db: &Db,
-    place: &Place<'_>,
+    links: &Links,
+    (serial, unit_id): (&str, i64),
     kind: &str,
     detail: &str,
     now: i64,
-    to: (&str, &str),
+    to: &(String, String),
 ) -> anyhow::Result<bool> {
-    let Place {
-        serial,
-        unit_id,
-        code,
-        unit_name,
-    } = *place;
     let mut tx = db.pool.begin().await?;
     let inserted = sqlx::query(
-        "INSERT INTO device_alerts (serial, unit_id, kind, detail, started_at) VALUES ($1, $2, $3, $4, $5) \
+        "INSERT INTO device_alerts (serial, unit_id, kind, detail, started_at, last_notified_at) VALUES ($1, $2, $3, $4, $5, $5) \
          ON CONFLICT (serial, kind) WHERE ended_at IS NULL DO NOTHING RETURNING id",
     )
     .bind(serial)
@@ -174,30 +158,58 @@ async fn open(
         tx.rollback().await?;
         return Ok(false);
     };
-    let id: i64 = row.try_get("id")?;
-    let what = kind.replace('_', " ");
-    let subject = format!("VFC logger alert: {code} {unit_name}: {what} ({serial})");
-    let body = format!(
-        "{name},\n\nThe data logger {serial} in the {unit_name} at {code}: {detail}.\n\n\
-         Until it is fixed the unit's temperature is not being recorded reliably: check the unit's \
-         thermometer and record its temperature by hand, and keep the backup logger in place.\n\n— vfc-monitor\n",
-        name = to.0,
-    );
-    sqlx::query(
-        "INSERT INTO outbox (excursion_id, device_alert_id, purpose, recipient_name, recipient_email, subject, body, status, \
-         attempts, next_attempt_at, created_at) VALUES (NULL, $1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7)",
-    )
-    .bind(id)
-    .bind(kind)
-    .bind(to.0)
-    .bind(to.1)
-    .bind(subject)
-    .bind(body)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
+    notify(&mut tx, links, row.try_get("id")?, "", std::slice::from_ref(to)).await?;
     tx.commit().await?;
     Ok(true)
+}
+
+/// Queues one email per recipient about a logger condition, each with its own
+/// acknowledgement link; `opening` says why they get it (empty for the first alert).
+pub async fn notify(
+    tx: &mut Transaction<'static, Any>,
+    links: &Links,
+    id: i64,
+    opening: &str,
+    recipients: &[(String, String)],
+) -> anyhow::Result<()> {
+    let r = sqlx::query(
+        "SELECT d.serial, d.kind, d.detail, u.name AS unit_name, l.code FROM device_alerts d \
+         JOIN units u ON u.id = d.unit_id JOIN locations l ON l.code = u.location_code WHERE d.id = $1",
+    )
+    .bind(id)
+    .fetch_one(&mut **tx)
+    .await?;
+    let (serial, kind, detail): (String, String, String) =
+        (r.try_get("serial")?, r.try_get("kind")?, r.try_get("detail")?);
+    let (code, unit_name): (String, String) = (r.try_get("code")?, r.try_get("unit_name")?);
+    let what = kind.replace('_', " ");
+    let subject = format!("VFC logger alert: {code} {unit_name}: {what} ({serial})");
+    let now = now_millis();
+    for to in recipients {
+        let token = crate::alerts::ack::subject_token(&links.key, crate::alerts::ack::Subject::Device(id), &to.1, now);
+        let body = format!(
+            "{name},\n\n{opening}The data logger {serial} in the {unit_name} at {code}: {detail}.\n\n\
+             Until it is fixed the unit's temperature is not being recorded reliably: check the unit's \
+             thermometer and record its temperature by hand, and keep the backup logger in place.\n\n\
+             Acknowledge that you are handling it (this link is yours; it stops the escalation):\n{url}ack/{token}\n\n— vfc-monitor\n",
+            name = to.0,
+            url = links.public_url,
+        );
+        sqlx::query(
+            "INSERT INTO outbox (excursion_id, device_alert_id, purpose, recipient_name, recipient_email, subject, body, status, \
+             attempts, next_attempt_at, created_at) VALUES (NULL, $1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7)",
+        )
+        .bind(id)
+        .bind(&kind)
+        .bind(&to.0)
+        .bind(&to.1)
+        .bind(&subject)
+        .bind(body)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 async fn close(db: &Db, serial: &str, kind: &str, now: i64) -> anyhow::Result<()> {

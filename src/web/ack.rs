@@ -11,7 +11,7 @@ use chrono::TimeZone;
 use sqlx::Row;
 
 use super::AppState;
-use crate::alerts::ack::{self, Invalid};
+use crate::alerts::ack::{self, Invalid, Subject};
 
 const PAGE: &str = include_str!("../../dashboards/ack.html");
 
@@ -49,7 +49,56 @@ fn refused(e: Invalid) -> Response {
     }
 }
 
-async fn summary(s: &AppState, id: i64) -> Result<(String, Option<(String, i64)>), Response> {
+/// What the link is about, as HTML, and who acknowledged it (if anyone).
+async fn summary(s: &AppState, subject: Subject) -> Result<(String, Option<(String, i64)>), Response> {
+    match subject {
+        Subject::Excursion(id) => excursion_summary(s, id).await,
+        Subject::Device(id) => device_summary(s, id).await,
+    }
+}
+
+fn failed(e: sqlx::Error) -> Response {
+    tracing::error!(error = %e, "ack page");
+    page(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Something went wrong",
+        "<p>Try again in a minute.</p>".into(),
+    )
+}
+
+async fn device_summary(s: &AppState, id: i64) -> Result<(String, Option<(String, i64)>), Response> {
+    let r = sqlx::query(
+        "SELECT d.serial, d.kind, d.detail, d.started_at, d.ended_at, d.acknowledged_by, d.acknowledged_at, u.name AS unit, \
+         l.code, l.name AS location FROM device_alerts d JOIN units u ON u.id = d.unit_id \
+         JOIN locations l ON l.code = u.location_code WHERE d.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&s.db.pool)
+    .await
+    .map_err(failed)?
+    .ok_or_else(|| refused(Invalid::Malformed))?;
+    let get_s = |c: &str| escape(&r.try_get::<String, _>(c).unwrap_or_default());
+    let html = format!(
+        "<dl><dt>Location</dt><dd>{} {}</dd><dt>Unit</dt><dd>{}</dd><dt>Logger</dt><dd>{}</dd>\
+         <dt>Condition</dt><dd>{}</dd><dt>Since</dt><dd>{}</dd></dl>",
+        get_s("code"),
+        get_s("location"),
+        get_s("unit"),
+        get_s("serial"),
+        get_s("detail"),
+        crate::store::rfc3339(r.try_get("started_at").unwrap_or_default()),
+    );
+    let acked = match (
+        r.try_get::<Option<String>, _>("acknowledged_by"),
+        r.try_get::<Option<i64>, _>("acknowledged_at"),
+    ) {
+        (Ok(Some(by)), Ok(Some(t))) => Some((escape(&by), t)),
+        _ => None,
+    };
+    Ok((html, acked))
+}
+
+async fn excursion_summary(s: &AppState, id: i64) -> Result<(String, Option<(String, i64)>), Response> {
     let r = sqlx::query(
         "SELECT e.started_at, e.ended_at, e.min_c, e.max_c, e.acknowledged_by, e.acknowledged_at, u.name AS unit, \
          l.code, l.name AS location, l.timezone FROM excursions e JOIN units u ON u.id = e.unit_id \
@@ -111,7 +160,7 @@ async fn show(State(s): State<AppState>, Path(token): Path<String>) -> Response 
         Ok(c) => c,
         Err(e) => return refused(e),
     };
-    let (facts, acked) = match summary(&s, claim.excursion_id).await {
+    let (facts, acked) = match summary(&s, claim.subject).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -123,7 +172,11 @@ async fn show(State(s): State<AppState>, Path(token): Path<String>) -> Response 
             escape(&claim.email)
         ),
     };
-    page(StatusCode::OK, "Temperature excursion", format!("{facts}{action}"))
+    let title = match claim.subject {
+        Subject::Excursion(_) => "Temperature excursion",
+        Subject::Device(_) => "Data logger problem",
+    };
+    page(StatusCode::OK, title, format!("{facts}{action}"))
 }
 
 async fn acknowledge(State(s): State<AppState>, Path(token): Path<String>) -> Response {
@@ -131,7 +184,11 @@ async fn acknowledge(State(s): State<AppState>, Path(token): Path<String>) -> Re
         Ok(c) => c,
         Err(e) => return refused(e),
     };
-    if let Err(e) = ack::acknowledge(&s.db, claim.excursion_id, &claim.email).await {
+    let done = match claim.subject {
+        Subject::Excursion(id) => ack::acknowledge(&s.db, id, &claim.email).await.map(|_| ()),
+        Subject::Device(id) => ack::acknowledge_device(&s.db, id, &claim.email).await,
+    };
+    if let Err(e) = done {
         tracing::error!(error = %e, "acknowledging");
         return page(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -139,7 +196,7 @@ async fn acknowledge(State(s): State<AppState>, Path(token): Path<String>) -> Re
             "<p>Try again in a minute.</p>".into(),
         );
     }
-    let (facts, acked) = match summary(&s, claim.excursion_id).await {
+    let (facts, acked) = match summary(&s, claim.subject).await {
         Ok(x) => x,
         Err(r) => return r,
     };

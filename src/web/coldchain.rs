@@ -29,6 +29,10 @@ pub fn router() -> Router<AppState> {
         .route("/units/{id}/downtime", get(list_downtime).post(add_downtime))
         .route("/units/{id}/daily", get(daily))
         .route("/device-alerts", get(device_alerts))
+        .route(
+            "/device-alerts/{id}/acknowledge",
+            axum::routing::post(acknowledge_device),
+        )
         .route("/units/{id}/daily/{date}/sign", axum::routing::post(sign_day))
 }
 
@@ -647,6 +651,7 @@ pub struct DeviceAlert {
     pub started_at: String,
     /// Null while the condition lasts.
     pub ended_at: Option<String>,
+    pub acknowledged_by: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -676,7 +681,7 @@ async fn device_alerts(
         ""
     };
     let rows = sqlx::query(&format!(
-        "SELECT d.id, d.serial, d.unit_id, l.code, d.kind, d.detail, d.started_at, d.ended_at FROM device_alerts d \
+        "SELECT d.id, d.serial, d.unit_id, l.code, d.kind, d.detail, d.started_at, d.ended_at, d.acknowledged_by FROM device_alerts d \
          JOIN units u ON u.id = d.unit_id JOIN locations l ON l.code = u.location_code WHERE {scope_cond}{open} \
          ORDER BY d.started_at DESC, d.id DESC LIMIT 10000"
     ))
@@ -695,6 +700,7 @@ async fn device_alerts(
                 detail: r.try_get("detail")?,
                 started_at: rfc3339(r.try_get("started_at")?),
                 ended_at: r.try_get::<Option<i64>, _>("ended_at")?.map(rfc3339),
+                acknowledged_by: r.try_get("acknowledged_by")?,
             })
         })
         .collect::<Result<_, sqlx::Error>>()?;
@@ -745,4 +751,25 @@ async fn rule_history(
         })
         .collect::<Result<_, sqlx::Error>>()?;
     Ok(Json(RuleHistory { changes }))
+}
+
+/// Acknowledges a logger condition (stops its escalation).
+#[utoipa::path(post, path = "/api/v1/device-alerts/{id}/acknowledge", tag = "coldchain", security(("bearer" = [])),
+    params(("id" = i64, Path)), responses((status = 204), (status = 404)))]
+async fn acknowledge_device(
+    State(s): State<AppState>,
+    caller: Caller,
+    Id(id): Id<i64>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let row = sqlx::query(
+        "SELECT l.pin, l.code FROM device_alerts d JOIN units u ON u.id = d.unit_id JOIN locations l ON l.code = u.location_code WHERE d.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&s.db.pool)
+    .await?
+    .filter(|r| caller.scope.covers_code(&r.try_get::<String, _>("pin").unwrap_or_default(), &r.try_get::<String, _>("code").unwrap_or_default()))
+    .ok_or_else(|| ApiError::NotFound(format!("no device alert {id}")))?;
+    let _ = row;
+    crate::alerts::ack::acknowledge_device(&s.db, id, &caller.actor()).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }

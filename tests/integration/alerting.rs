@@ -293,7 +293,48 @@ async fn a_quiet_logger_a_low_battery_and_an_expiring_certificate_each_email_onc
     );
 }
 
+async fn a_logger_condition_escalates_until_acknowledged(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    app.create_location("012345", "A").await;
+    let unit = app.create_unit("012345A", "Main refrigerator", "refrigerator").await;
+    app.assign(
+        unit,
+        json!({"serial": "LT-Q", "reading_interval_s": 300, "from": "2020-01-01T00:00:00Z"}),
+    )
+    .await;
+    let mut program = app.get("/api/v1/program").await;
+    program["escalation"] =
+        json!({"backup_after_minutes": 0.05, "state_after_minutes": 60.0, "reminder_every_minutes": 0.15});
+    assert_eq!(app.send_as(&app.token, "PUT", "/api/v1/program", program).await.0, 200);
+    let mut p = app.publisher("logger").await;
+    p.reading("LT-Q", &(Utc::now() - chrono::Duration::hours(2)).to_rfc3339(), 5.0)
+        .await;
+    p.wait_acked(1).await;
+    let mail = wait_emails(&app, 2).await;
+    assert!(mail[0].contains("no reading since") && mail[0].contains("primary.012345A@example.org"));
+    assert!(
+        mail[1].contains("next contact") && mail[1].contains("backup.012345A@example.org"),
+        "{}",
+        mail[1]
+    );
+    let link = mail[1]
+        .lines()
+        .find(|l| l.contains("/ack/"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let page = app.http.get(&link).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("Data logger problem") && page.contains("LT-Q"), "{page}");
+    assert_eq!(app.http.post(&link).send().await.unwrap().status(), 200);
+    let l = app.get("/api/v1/device-alerts?open=true").await;
+    assert_eq!(l["device_alerts"][0]["acknowledged_by"], "backup.012345A@example.org");
+    let before = emails(&app).len();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(emails(&app).len(), before, "no reminder once acknowledged");
+}
+
 on_both_databases!(
+    a_logger_condition_escalates_until_acknowledged,
     a_quiet_logger_a_low_battery_and_an_expiring_certificate_each_email_once,
     a_unit_in_a_maintenance_window_records_without_paging,
     escalation_reaches_the_backup_then_the_state_and_a_posted_ack_stops_it,
