@@ -21,41 +21,6 @@ async fn fridge(app: &TestApp) -> i64 {
     unit
 }
 
-fn emails(app: &TestApp) -> Vec<String> {
-    let dir = app.dir.path().join("data/outbox");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "eml"))
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    // Bodies are quoted-printable: undo its soft line breaks so links read whole.
-    files
-        .iter()
-        .map(|p| {
-            std::fs::read_to_string(p)
-                .unwrap()
-                .replace("=\r\n", "")
-                .replace("=\n", "")
-        })
-        .collect()
-}
-
-async fn wait_emails(app: &TestApp, n: usize) -> Vec<String> {
-    app.eventually(&format!("{n} emails"), || async {
-        let e = emails(app);
-        if e.len() >= n {
-            Ok(e)
-        } else {
-            Err(format!("{} emails", e.len()))
-        }
-    })
-    .await
-}
-
 async fn freezing_now(app: &TestApp) {
     let mut p = app.publisher("logger").await;
     p.reading("LT-1", &Utc::now().to_rfc3339(), 0.2).await;
@@ -108,7 +73,7 @@ async fn a_unit_in_a_maintenance_window_records_without_paging(db: Database) {
     assert_eq!(list[0]["alerted"], false);
     assert!(list[0]["suppressed"].as_str().unwrap().contains("defrost"), "{list:?}");
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(emails(&app).is_empty(), "nobody is paged");
+    assert!(app.emails().is_empty(), "nobody is paged");
 }
 
 async fn escalation_reaches_the_backup_then_the_state_and_a_posted_ack_stops_it(db: Database) {
@@ -122,7 +87,7 @@ async fn escalation_reaches_the_backup_then_the_state_and_a_posted_ack_stops_it(
     assert_eq!(status, 200, "{body}");
 
     freezing_now(&app).await;
-    let mail = wait_emails(&app, 3).await;
+    let mail = app.wait_emails(3).await;
     assert!(
         mail[0].contains("To: \"Pat Primary\" <primary.012345A@example.org>")
             || mail[0].contains("primary.012345A@example.org")
@@ -168,9 +133,9 @@ async fn escalation_reaches_the_backup_then_the_state_and_a_posted_ack_stops_it(
     assert_eq!(e["acknowledged_by"], "backup.012345A@example.org");
 
     // No reminder after the acknowledgement (one would be due 12 s after the last email).
-    let before = emails(&app).len();
+    let before = app.emails().len();
     tokio::time::sleep(Duration::from_secs(15)).await;
-    assert_eq!(emails(&app).len(), before, "escalation stopped");
+    assert_eq!(app.emails().len(), before, "escalation stopped");
 
     // A forged link is refused.
     let forged = link.replace("/ack/", "/ack/1");
@@ -268,7 +233,7 @@ async fn a_quiet_logger_a_low_battery_and_an_expiring_certificate_each_email_onc
     let mut kinds: Vec<&str> = alerts.iter().map(|a| a["kind"].as_str().unwrap()).collect();
     kinds.sort();
     assert_eq!(kinds, ["battery_low", "calibration_expiring", "no_data"]);
-    let mail = wait_emails(&app, 3).await;
+    let mail = app.wait_emails(3).await;
     assert!(mail.iter().any(|m| m.contains("no reading since")), "{mail:?}");
     // Data again: the no-data episode closes; nothing is sent twice.
     p.reading("LT-9", &Utc::now().to_rfc3339(), 5.0).await;
@@ -284,7 +249,7 @@ async fn a_quiet_logger_a_low_battery_and_an_expiring_certificate_each_email_onc
     })
     .await;
     tokio::time::sleep(Duration::from_secs(6)).await;
-    assert_eq!(emails(&app).len(), 3, "one email per episode, not per check");
+    assert_eq!(app.emails().len(), 3, "one email per episode, not per check");
     let clinic = app.create_token(&["--role", "clinic", "--pin", "067890", "--name", "other"]);
     let l = app.get_as(&clinic, "/api/v1/device-alerts").await.1;
     assert!(
@@ -310,7 +275,7 @@ async fn a_logger_condition_escalates_until_acknowledged(db: Database) {
     p.reading("LT-Q", &(Utc::now() - chrono::Duration::hours(2)).to_rfc3339(), 5.0)
         .await;
     p.wait_acked(1).await;
-    let mail = wait_emails(&app, 2).await;
+    let mail = app.wait_emails(2).await;
     assert!(mail[0].contains("no reading since") && mail[0].contains("primary.012345A@example.org"));
     assert!(
         mail[1].contains("next contact") && mail[1].contains("backup.012345A@example.org"),
@@ -328,9 +293,9 @@ async fn a_logger_condition_escalates_until_acknowledged(db: Database) {
     assert_eq!(app.http.post(&link).send().await.unwrap().status(), 200);
     let l = app.get("/api/v1/device-alerts?open=true").await;
     assert_eq!(l["device_alerts"][0]["acknowledged_by"], "backup.012345A@example.org");
-    let before = emails(&app).len();
+    let before = app.emails().len();
     tokio::time::sleep(Duration::from_secs(12)).await;
-    assert_eq!(emails(&app).len(), before, "no reminder once acknowledged");
+    assert_eq!(app.emails().len(), before, "no reminder once acknowledged");
 }
 
 on_both_databases!(

@@ -47,32 +47,6 @@ async fn excursions(app: &TestApp, unit: i64, n: usize, what: &str) -> Vec<Value
     .await
 }
 
-fn emails(app: &TestApp) -> Vec<String> {
-    let dir = app.dir.path().join("data/outbox");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "eml"))
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect()
-}
-
-async fn wait_emails(app: &TestApp, n: usize) -> Vec<String> {
-    app.eventually(&format!("{n} emails in the outbox folder"), || async {
-        let e = emails(app);
-        if e.len() == n {
-            Ok(e)
-        } else {
-            Err(format!("{} emails", e.len()))
-        }
-    })
-    .await
-}
-
 fn warm(n: usize) -> Vec<f64> {
     std::iter::once(5.0)
         .chain(std::iter::repeat_n(9.2, n))
@@ -102,7 +76,7 @@ async fn warm_short_of_60_minutes_is_recorded_and_60_alerts_once(db: Database) {
     let warm_60 = alarms.iter().find(|a| a["rule_id"] == "warm-60").expect("warm-60 met");
     assert_eq!(warm_60["rule"]["minutes"], 60, "a snapshot of the rule");
     // One alert; it was already over when found, so the alert says so.
-    let mail = wait_emails(&app, 1).await;
+    let mail = app.wait_emails(1).await;
     let alert = &mail[0];
     for needle in [
         "012345A",
@@ -119,7 +93,7 @@ async fn warm_short_of_60_minutes_is_recorded_and_60_alerts_once(db: Database) {
     // Re-sending the same readings changes nothing and sends nothing.
     publish(&app, t0 + chrono::Duration::hours(26), &warm(13)).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(emails(&app).len(), 1);
+    assert_eq!(app.emails().len(), 1);
     assert_eq!(excursions(&app, unit, 2, "still two").await.len(), 2);
 }
 
@@ -135,13 +109,13 @@ async fn a_freezing_reading_alerts_at_once(db: Database) {
     assert_eq!(list[0]["status"], "open");
     assert_eq!(list[0]["alerted"], true);
     assert_eq!(list[0]["detected_late"], false);
-    let mail = wait_emails(&app, 1).await;
+    let mail = app.wait_emails(1).await;
     assert!(mail[0].contains("at or below 0.5"), "{}", mail[0]);
     // Back in range: a second email says so.
     p.reading("LT-1", &(Utc::now() + chrono::Duration::seconds(1)).to_rfc3339(), 4.0)
         .await;
     p.wait_acked(3).await;
-    let mail = wait_emails(&app, 2).await;
+    let mail = app.wait_emails(2).await;
     assert!(mail[1].contains("back in range"), "{}", mail[1]);
 }
 
@@ -154,7 +128,7 @@ async fn a_door_opening_and_three_short_episodes_meet_the_cumulative_rule(db: Da
     let list = excursions(&app, unit, 1, "the door opening").await;
     assert_eq!(list[0]["alerted"], false);
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert!(emails(&app).is_empty());
+    assert!(app.emails().is_empty());
     // Three 25-minute warm spells an hour apart: 10 + 75 minutes out of range within 24 h.
     let mut temps = vec![];
     for _ in 0..3 {
@@ -163,7 +137,7 @@ async fn a_door_opening_and_three_short_episodes_meet_the_cumulative_rule(db: Da
     }
     publish(&app, t0 + chrono::Duration::hours(1), &temps).await;
     let list = excursions(&app, unit, 4, "four excursions").await;
-    let mail = wait_emails(&app, 1).await;
+    let mail = app.wait_emails(1).await;
     assert_eq!(
         mail.iter().filter(|m| m.contains("temperature alert")).count(),
         1,
@@ -186,12 +160,12 @@ async fn six_hours_of_backfilled_readings_find_the_excursion_late_and_email_once
     let list = excursions(&app, unit, 1, "the backfilled excursion").await;
     assert_eq!(list[0]["detected_late"], true);
     assert_eq!(list[0]["alerted"], true);
-    let mail = wait_emails(&app, 1).await;
+    let mail = app.wait_emails(1).await;
     assert!(mail[0].contains("reached us late"), "{}", mail[0]);
     // The gateway resends the same buffer: nothing new.
     publish(&app, start, &temps).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(emails(&app).len(), 1);
+    assert_eq!(app.emails().len(), 1);
 }
 
 async fn readings_older_than_a_day_record_without_paging(db: Database) {
@@ -203,7 +177,7 @@ async fn readings_older_than_a_day_record_without_paging(db: Database) {
     assert_eq!(list[0]["alerted"], false);
     assert!(list[0]["suppressed"].as_str().unwrap().contains("late"), "{list:?}");
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert!(emails(&app).is_empty());
+    assert!(app.emails().is_empty());
 }
 
 async fn rules_are_the_programs_until_a_unit_has_its_own(db: Database) {

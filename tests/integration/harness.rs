@@ -431,6 +431,43 @@ impl TestApp {
         }
     }
 
+    /// The `.eml` files the service wrote (no `VFC_SMTP_URL`), oldest first. Bodies are
+    /// quoted-printable: soft line breaks are undone so links read whole.
+    pub fn emails(&self) -> Vec<String> {
+        let dir = self.dir.path().join("data/outbox");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files
+            .iter()
+            .map(|p| {
+                std::fs::read_to_string(p)
+                    .unwrap()
+                    .replace("=\r\n", "")
+                    .replace("=\n", "")
+            })
+            .collect()
+    }
+
+    /// Waits until exactly `n` emails are in the outbox folder.
+    pub async fn wait_emails(&self, n: usize) -> Vec<String> {
+        self.eventually(&format!("{n} emails in the outbox folder"), || async {
+            let e = self.emails();
+            if e.len() == n {
+                Ok(e)
+            } else {
+                Err(format!("{} emails", e.len()))
+            }
+        })
+        .await
+    }
+
     pub async fn publisher(&self, id: &str) -> Publisher {
         Publisher::connect(self.mqtt_port, id).await
     }
