@@ -104,6 +104,7 @@ pub async fn escalate_due(db: &Db, links: &Links) -> anyhow::Result<usize> {
         "SELECT d.id, d.started_at, d.escalation_level, d.last_notified_at, l.primary_name, l.primary_email, \
          l.backup_name, l.backup_email FROM device_alerts d JOIN units u ON u.id = d.unit_id \
          JOIN locations l ON l.code = u.location_code WHERE d.ended_at IS NULL AND d.acknowledged_at IS NULL \
+         AND d.kind <> 'calibration_expiring' \
          AND (d.last_notified_at IS NULL OR d.last_notified_at <= $1) ORDER BY d.id LIMIT 100{}",
         if db.kind == DbKind::Postgres {
             " FOR UPDATE OF d SKIP LOCKED"

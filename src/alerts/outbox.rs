@@ -222,10 +222,27 @@ pub async fn alert(
     notify(tx, links, excursion_id, Purpose::Alert(rule), &[primary]).await
 }
 
-/// Queues "back in range" to the primary coordinator.
-pub async fn back_in_range(tx: &mut Transaction<'static, Any>, links: &Links, excursion_id: i64) -> anyhow::Result<()> {
-    let [primary, _] = coordinators(tx, excursion_id).await?;
-    notify(tx, links, excursion_id, Purpose::BackInRange, &[primary]).await
+/// Queues "back in range" to everyone the alert has reached so far.
+pub async fn back_in_range(
+    tx: &mut Transaction<'static, Any>,
+    links: &Links,
+    excursion_id: i64,
+    state: &[(String, String)],
+) -> anyhow::Result<()> {
+    let [primary, backup] = coordinators(tx, excursion_id).await?;
+    let level: i64 = sqlx::query("SELECT escalation_level FROM excursions WHERE id = $1")
+        .bind(excursion_id)
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get("escalation_level")?;
+    let mut to = vec![primary];
+    if level >= 1 {
+        to.push(backup);
+    }
+    if level >= 2 {
+        to.extend(state.iter().cloned());
+    }
+    notify(tx, links, excursion_id, Purpose::BackInRange, &to).await
 }
 
 async fn enqueue(

@@ -43,7 +43,7 @@ pub async fn check(db: &Db, links: &Links) -> anyhow::Result<usize> {
     let now = now_millis();
     let today = chrono::Utc::now().date_naive();
     let loggers = sqlx::query(
-        "SELECT a.serial, a.unit_id, a.role, a.from_ts, g.reading_interval_s, g.battery_pct, g.probe_connected, \
+        "SELECT a.serial, a.unit_id, a.role, a.from_ts, a.created_at, g.reading_interval_s, g.battery_pct, g.probe_connected, \
          g.calibration_expires_on, l.primary_name, l.primary_email \
          FROM logger_assignments a JOIN loggers g ON g.serial = a.serial JOIN units u ON u.id = a.unit_id \
          JOIN locations l ON l.code = u.location_code WHERE a.to_ts IS NULL",
@@ -55,7 +55,8 @@ pub async fn check(db: &Db, links: &Links) -> anyhow::Result<usize> {
         let serial: String = r.try_get("serial")?;
         let unit_id: i64 = r.try_get("unit_id")?;
         let interval = r.try_get::<Option<i64>, _>("reading_interval_s")?.unwrap_or(300) * 1000;
-        let from_ts: i64 = r.try_get("from_ts")?;
+        // A logger registered with a past "from" has been watched only since it was registered.
+        let from_ts: i64 = r.try_get::<i64, _>("from_ts")?.max(r.try_get("created_at")?);
         let last = sqlx::query("SELECT MAX(ts) AS t FROM readings WHERE serial = $1")
             .bind(&serial)
             .fetch_one(&db.pool)

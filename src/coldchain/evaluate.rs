@@ -209,7 +209,12 @@ pub async fn evaluate_unit(
         let (id, was_open) = upsert_excursion(tx, unit_id, &serial, ep, unit.range, late_ms, now).await?;
         ids.push(id);
         if was_open && ep.ended_at.is_some() {
-            outbox::back_in_range(tx, links, id).await?;
+            let state: Vec<(String, String)> = program
+                .state_coordinators
+                .iter()
+                .map(|p| (p.name.clone(), p.email.clone()))
+                .collect();
+            outbox::back_in_range(tx, links, id, &state).await?;
         }
     }
     // Episodes that re-evaluation no longer finds (an earlier reading arrived and split or

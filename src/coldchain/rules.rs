@@ -252,6 +252,15 @@ impl ProgramSettings {
                 return Err(format!("escalation.{name} must be a positive number of minutes"));
             }
         }
+        if e.backup_after_minutes >= e.state_after_minutes {
+            return Err(
+                "escalation.backup_after_minutes must be less than state_after_minutes (backup first, then the state)"
+                    .into(),
+            );
+        }
+        if e.state_after_minutes > 10_080.0 || e.reminder_every_minutes > 10_080.0 {
+            return Err("escalation delays must be at most 10080 minutes (a week)".into());
+        }
         if !(self.late_page_limit_hours.is_finite() && self.late_page_limit_hours > 0.0) {
             return Err("late_page_limit_hours must be positive".into());
         }

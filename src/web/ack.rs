@@ -167,8 +167,12 @@ async fn show(State(s): State<AppState>, Path(token): Path<String>) -> Response 
     let action = match acked {
         Some((who, _)) => format!("<p class=\"done\">Already acknowledged by {who}.</p>"),
         None => format!(
-            "<p class=\"todo\">Label the vaccine \"Do Not Use\", keep it cold, do not discard it, and contact the manufacturer.</p>\
+            "<p class=\"todo\">{}</p>\
              <form method=\"post\"><button type=\"submit\">I am handling this: acknowledge as {}</button></form>",
+            match claim.subject {
+                Subject::Excursion(_) => "Label the vaccine \"Do Not Use\", keep it cold, do not discard it, and contact the manufacturer.",
+                Subject::Device(_) => "Check the unit's thermometer and record its temperature by hand until the logger is fixed or replaced; keep the backup logger in place.",
+            },
             escape(&claim.email)
         ),
     };

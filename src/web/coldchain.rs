@@ -27,6 +27,10 @@ pub fn router() -> Router<AppState> {
         .route("/excursions/{id}/acknowledge", axum::routing::post(acknowledge))
         .route("/excursions/{id}/review", axum::routing::post(review))
         .route("/units/{id}/downtime", get(list_downtime).post(add_downtime))
+        .route(
+            "/units/{id}/downtime/{downtime_id}/end",
+            axum::routing::post(end_downtime),
+        )
         .route("/units/{id}/daily", get(daily))
         .route("/device-alerts", get(device_alerts))
         .route(
@@ -88,6 +92,7 @@ async fn get_unit_rules(
 
 /// Replaces the unit's rules (`{"rules":[…]}`); `{"rules":null}` returns it to the program's.
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PutUnitRules {
     pub rules: Option<Vec<Rule>>,
 }
@@ -99,9 +104,17 @@ async fn put_unit_rules(
     State(s): State<AppState>,
     caller: Caller,
     Id(id): Id<i64>,
-    Body(body): Body<PutUnitRules>,
+    Body(raw): Body<serde_json::Value>,
 ) -> Result<Json<UnitRules>, ApiError> {
     units::get(&s.db, &caller.scope, id).await?;
+    // "rules" must be there: absent is a mistake, null is the explicit way back to the program's.
+    if raw.get("rules").is_none() {
+        return Err(ApiError::bad_request(
+            "send {\"rules\":[…]} for the unit's own rules, or {\"rules\":null} to follow the program's",
+        ));
+    }
+    let body: PutUnitRules =
+        serde_json::from_value(raw).map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
     if let Some(r) = &body.rules {
         rules::check_rules(r).map_err(ApiError::BadRequest)?;
     }
@@ -337,6 +350,34 @@ async fn review(
             "the unit is still out of range: review once it is back in range".into(),
         ));
     }
+    if e.status == "reviewed" {
+        return Err(ApiError::Conflict(format!(
+            "excursion {id} was already reviewed by {}; a review is a record and is not replaced",
+            e.review
+                .as_ref()
+                .and_then(|r| r["reviewed_by"].as_str())
+                .unwrap_or("someone")
+        )));
+    }
+    for (name, v, lo, hi) in [
+        ("temp_when_found_c", body.temp_when_found_c, -100.0, 100.0),
+        ("room_temp_c", body.room_temp_c, -40.0, 60.0),
+    ] {
+        if v.is_some_and(|t| !(lo..=hi).contains(&t)) {
+            return Err(ApiError::bad_request(format!(
+                "\"{name}\" must be between {lo} and {hi} °C"
+            )));
+        }
+    }
+    if body
+        .lot_determinations
+        .iter()
+        .any(|l| !l.get("lot").is_some_and(|x| x.is_string()))
+    {
+        return Err(ApiError::bad_request(
+            "each of \"lot_determinations\" must be an object with at least \"lot\" (and \"funding\", \"determination\")",
+        ));
+    }
     for (name, v) in [
         ("reviewed_by", &body.reviewed_by),
         ("cause", &body.cause),
@@ -410,11 +451,17 @@ async fn add_downtime(
         ));
     }
     let now = crate::store::now_millis();
-    let from = query_time("from", body.from.as_deref())?.unwrap_or(now);
+    // Default: the start of this minute, so a reading stamped in whole seconds just now is covered.
+    let from = query_time("from", body.from.as_deref())?.unwrap_or(now - now.rem_euclid(60_000));
     let until = query_time("until", body.until.as_deref())?;
     match (body.kind.as_str(), until) {
         ("maintenance", None) => return Err(ApiError::bad_request("a maintenance window needs \"until\"")),
         (_, Some(u)) if u <= from => return Err(ApiError::bad_request("\"until\" must be after \"from\"")),
+        ("maintenance", Some(u)) if u - from > 14 * 86_400_000 => {
+            return Err(ApiError::bad_request(
+                "a maintenance window lasts at most 14 days; use out_of_service for longer",
+            ))
+        }
         _ => {}
     }
     let new_id: i64 = sqlx::query(
@@ -590,6 +637,7 @@ async fn daily(
 }
 
 #[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
 pub struct SignDay {
     #[serde(default)]
     pub note: Option<String>,
@@ -611,10 +659,15 @@ async fn sign_day(
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("request body: {e}")))?
     };
-    units::get(&s.db, &caller.scope, id).await?;
+    let unit = units::get(&s.db, &caller.scope, id).await?;
     let day = parse_day("date", Some(&date))?;
-    if day > chrono::Utc::now().date_naive() + chrono::Duration::days(1) {
-        return Err(ApiError::bad_request("a day in the future cannot be signed"));
+    let location = crate::registry::locations::get(&s.db, &caller.scope, &unit.location).await?;
+    let tz: chrono_tz::Tz = location.timezone.parse().unwrap_or(chrono_tz::UTC);
+    if day > chrono::Utc::now().with_timezone(&tz).date_naive() {
+        return Err(ApiError::bad_request(format!(
+            "{day} has not begun yet in {}",
+            location.timezone
+        )));
     }
     let now = crate::store::now_millis();
     let note = body.note;
@@ -772,4 +825,46 @@ async fn acknowledge_device(
     let _ = row;
     crate::alerts::ack::acknowledge_device(&s.db, id, &caller.actor()).await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// Ends a maintenance window or out-of-service period now: alerts page people again.
+#[utoipa::path(post, path = "/api/v1/units/{id}/downtime/{downtime_id}/end", tag = "coldchain", security(("bearer" = [])),
+    params(("id" = i64, Path), ("downtime_id" = i64, Path)), responses((status = 200, body = Downtime), (status = 404), (status = 409)))]
+async fn end_downtime(
+    State(s): State<AppState>,
+    caller: Caller,
+    Id((id, downtime_id)): Id<(i64, i64)>,
+) -> Result<Json<Downtime>, ApiError> {
+    units::get(&s.db, &caller.scope, id).await?;
+    let now = crate::store::now_millis();
+    let done = sqlx::query(
+        "UPDATE unit_downtime SET until_ts = $1 WHERE id = $2 AND unit_id = $3 AND from_ts <= $1 AND (until_ts IS NULL OR until_ts > $1)",
+    )
+    .bind(now)
+    .bind(downtime_id)
+    .bind(id)
+    .execute(&s.db.pool)
+    .await?
+    .rows_affected();
+    let r = sqlx::query(
+        "SELECT id, kind, reason, from_ts, until_ts, created_by FROM unit_downtime WHERE id = $1 AND unit_id = $2",
+    )
+    .bind(downtime_id)
+    .bind(id)
+    .fetch_optional(&s.db.pool)
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("no downtime {downtime_id} on unit {id}")))?;
+    if done == 0 {
+        return Err(ApiError::Conflict(
+            "this period is not in force now (it ended, or has not begun)".into(),
+        ));
+    }
+    Ok(Json(Downtime {
+        id: r.try_get("id")?,
+        kind: r.try_get("kind")?,
+        reason: r.try_get("reason")?,
+        from: rfc3339(r.try_get("from_ts")?),
+        until: r.try_get::<Option<i64>, _>("until_ts")?.map(rfc3339),
+        created_by: r.try_get("created_by")?,
+    }))
 }

@@ -19,7 +19,7 @@ use super::AppState;
         super::registry::logger_readings, super::telemetry::dead_letters,
         super::coldchain::get_program, super::coldchain::put_program, super::coldchain::get_unit_rules,
         super::coldchain::put_unit_rules, super::coldchain::list_excursions, super::coldchain::get_excursion,
-        super::coldchain::acknowledge, super::coldchain::review, super::coldchain::add_downtime, super::coldchain::list_downtime,
+        super::coldchain::acknowledge, super::coldchain::review, super::coldchain::add_downtime, super::coldchain::list_downtime, super::coldchain::end_downtime,
         super::coldchain::daily, super::coldchain::sign_day, super::coldchain::device_alerts, super::coldchain::rule_history, super::coldchain::acknowledge_device,
     ),
     modifiers(&Bearer)

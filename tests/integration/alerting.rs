@@ -74,6 +74,30 @@ async fn a_unit_in_a_maintenance_window_records_without_paging(db: Database) {
     assert!(list[0]["suppressed"].as_str().unwrap().contains("defrost"), "{list:?}");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(app.emails().is_empty(), "nobody is paged");
+    // The defrost is over early: end the window.
+    let windows = app.get(&format!("/api/v1/units/{unit}/downtime")).await;
+    let id = windows["downtime"][0]["id"].as_i64().unwrap();
+    let (status, body) = app
+        .send_as(
+            &app.token,
+            "POST",
+            &format!("/api/v1/units/{unit}/downtime/{id}/end"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["until"].is_string());
+    assert_eq!(
+        app.send_as(
+            &app.token,
+            "POST",
+            &format!("/api/v1/units/{unit}/downtime/{id}/end"),
+            json!({})
+        )
+        .await
+        .0,
+        409
+    );
 }
 
 async fn escalation_reaches_the_backup_then_the_state_and_a_posted_ack_stops_it(db: Database) {

@@ -90,6 +90,30 @@ async fn warm_short_of_60_minutes_is_recorded_and_60_alerts_once(db: Database) {
         assert!(alert.contains(needle), "the alert says {needle:?}:\n{alert}");
     }
     assert!(alert.contains("Back in range since"), "{alert}");
+
+    // The worksheet: recorded once, then the record stands.
+    let review = json!({
+        "reviewed_by": "Pat Primary, RN", "cause": "door left ajar after delivery", "found_at": t0.to_rfc3339(),
+        "temp_when_found_c": 9.1, "room_temp_c": 22.0, "corrective_action": "vaccine labelled Do Not Use, door alarm fitted",
+        "contacted": ["Merck", "state VFC program"], "manufacturer_case_number": "MSD-12345",
+        "lot_determinations": [{"lot": "X123456", "funding": "vfc", "determination": "viable"}]
+    });
+    let path = format!("/api/v1/excursions/{}/review", list[0]["id"]);
+    let (status, body) = app.send_as(&app.token, "POST", &path, review.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "reviewed");
+    assert_eq!(body["review"]["manufacturer_case_number"], "MSD-12345");
+    assert_eq!(
+        app.send_as(&app.token, "POST", &path, review).await.0,
+        409,
+        "a review is not replaced"
+    );
+    let mut hot = json!({"reviewed_by": "x", "cause": "y", "corrective_action": "z", "room_temp_c": -400});
+    let other = format!("/api/v1/excursions/{}/review", list[1]["id"]);
+    assert_eq!(app.send_as(&app.token, "POST", &other, hot.clone()).await.0, 400);
+    hot["room_temp_c"] = json!(21.0);
+    hot["lot_determinations"] = json!([1]);
+    assert_eq!(app.send_as(&app.token, "POST", &other, hot).await.0, 400);
     // Re-sending the same readings changes nothing and sends nothing.
     publish(&app, t0 + chrono::Duration::hours(26), &warm(13)).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -225,8 +249,15 @@ async fn rules_are_the_programs_until_a_unit_has_its_own(db: Database) {
         .unwrap()
         .contains("test state coordinator"));
     assert_eq!(history["changes"][1]["before"]["max_c"], 8.0);
-    let program = app.get("/api/v1/program").await;
+    let (status, body) = app
+        .send_as(&app.token, "PUT", &format!("/api/v1/units/{unit}/rules"), json!({}))
+        .await;
+    assert_eq!(status, 400, "an empty body does not silently reset the rules: {body}");
+    let mut program = app.get("/api/v1/program").await;
     assert_eq!(program["escalation"]["backup_after_minutes"], 30.0);
+    program["escalation"]["backup_after_minutes"] = json!(500.0);
+    let (status, body) = app.send_as(&app.token, "PUT", "/api/v1/program", program).await;
+    assert_eq!(status, 400, "the backup comes before the state: {body}");
     let clinic = app.create_token(&["--role", "clinic", "--pin", "012345", "--name", "c"]);
     assert_eq!(app.get_as(&clinic, "/api/v1/program").await.0, 403);
     assert_eq!(app.get_as(&clinic, &format!("/api/v1/units/{unit}/rules")).await.0, 200);
@@ -282,6 +313,16 @@ async fn daily_min_max_follows_the_location_time_zone_across_a_dst_change(db: Da
         .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(app.send_as(&app.token, "POST", &sign, json!({})).await.0, 409);
+    let tomorrow = (Utc::now() + chrono::Duration::days(2)).date_naive();
+    let (status, body) = app
+        .send_as(
+            &app.token,
+            "POST",
+            &format!("/api/v1/units/{unit}/daily/{tomorrow}/sign"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
     let d = app
         .get(&format!("/api/v1/units/{unit}/daily?from=2026-11-01&to=2026-11-01"))
         .await;
