@@ -205,29 +205,17 @@ pub async fn import(db: &Db, unit_id: i64, path: &Path, actor: &str) -> anyhow::
             .execute(&mut *tx)
             .await?;
         }
-        for chunk in readings.chunks(500) {
-            let mut sql = String::from("INSERT INTO readings (serial, ts, temp_c, received_at, gateway) VALUES ");
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, NULL)",
-                    i * 4 + 1,
-                    i * 4 + 2,
-                    i * 4 + 3,
-                    i * 4 + 4
-                ));
-            }
-            sql.push_str(" ON CONFLICT (serial, ts) DO NOTHING");
-            let mut q = sqlx::query(&sql);
-            for (ts, t) in chunk {
-                q = q.bind(&serial).bind(*ts).bind(*t).bind(now);
-            }
-            let n = q.execute(&mut *tx).await?.rows_affected();
-            stored += n;
-            dup += chunk.len() as u64 - n;
-        }
+        let rows: Vec<crate::telemetry::ingest::Row> = readings
+            .iter()
+            .map(|(ts, t)| crate::telemetry::ingest::Row {
+                serial: serial.clone(),
+                ts: *ts,
+                temp_c: *t,
+                gateway: None,
+            })
+            .collect();
+        stored = crate::telemetry::ingest::insert_readings(db, &mut tx, &rows, now).await?;
+        dup = rows.len() as u64 - stored;
         crate::coldchain::evaluate::mark_dirty(&mut tx, &[(serial.clone(), first)], rand::random::<i64>()).await?;
     }
     // The device's "Checked" stamps are the staff's daily sign-offs.

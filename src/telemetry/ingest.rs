@@ -35,11 +35,12 @@ pub struct Outcome {
     pub newest_ts: Option<i64>,
 }
 
-struct Row {
-    serial: String,
-    ts: i64,
-    temp_c: f64,
-    gateway: Option<String>,
+/// A reading ready to store.
+pub struct Row {
+    pub serial: String,
+    pub ts: i64,
+    pub temp_c: f64,
+    pub gateway: Option<String>,
 }
 
 struct DeadLetter {
@@ -240,7 +241,7 @@ pub async fn commit(db: &Db, known: &mut KnownSerials, batch: &[Incoming]) -> Re
 }
 
 /// Inserts readings, skipping (serial, ts) pairs already stored; returns how many were new.
-async fn insert_readings(
+pub async fn insert_readings(
     db: &Db,
     tx: &mut Transaction<'static, Any>,
     rows: &[Row],
