@@ -425,6 +425,17 @@ pub struct Downtime {
     pub created_by: String,
 }
 
+fn downtime_from_row(r: &AnyRow) -> Result<Downtime, sqlx::Error> {
+    Ok(Downtime {
+        id: r.try_get("id")?,
+        kind: r.try_get("kind")?,
+        reason: r.try_get("reason")?,
+        from: rfc3339(r.try_get("from_ts")?),
+        until: r.try_get::<Option<i64>, _>("until_ts")?.map(rfc3339),
+        created_by: r.try_get("created_by")?,
+    })
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct DowntimeList {
     pub downtime: Vec<Downtime>,
@@ -505,19 +516,7 @@ async fn list_downtime(
     .bind(id)
     .fetch_all(&s.db.pool)
     .await?;
-    let downtime = rows
-        .iter()
-        .map(|r| {
-            Ok(Downtime {
-                id: r.try_get("id")?,
-                kind: r.try_get("kind")?,
-                reason: r.try_get("reason")?,
-                from: rfc3339(r.try_get("from_ts")?),
-                until: r.try_get::<Option<i64>, _>("until_ts")?.map(rfc3339),
-                created_by: r.try_get("created_by")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()?;
+    let downtime = rows.iter().map(downtime_from_row).collect::<Result<_, sqlx::Error>>()?;
     Ok(Json(DowntimeList { downtime }))
 }
 
@@ -859,12 +858,5 @@ async fn end_downtime(
             "this period is not in force now (it ended, or has not begun)".into(),
         ));
     }
-    Ok(Json(Downtime {
-        id: r.try_get("id")?,
-        kind: r.try_get("kind")?,
-        reason: r.try_get("reason")?,
-        from: rfc3339(r.try_get("from_ts")?),
-        until: r.try_get::<Option<i64>, _>("until_ts")?.map(rfc3339),
-        created_by: r.try_get("created_by")?,
-    }))
+    Ok(Json(downtime_from_row(&r)?))
 }

@@ -10,17 +10,6 @@ use serde_json::{json, Value};
 use crate::harness::{free_port, Broker, Database, TestApp};
 use crate::on_both_databases;
 
-async fn fridge(app: &TestApp) -> i64 {
-    app.create_location("012345", "A").await;
-    let unit = app.create_unit("012345A", "Main refrigerator", "refrigerator").await;
-    app.assign(
-        unit,
-        json!({"serial": "LT-1", "reading_interval_s": 300, "from": "2020-01-01T00:00:00Z"}),
-    )
-    .await;
-    unit
-}
-
 async fn freezing_now(app: &TestApp) {
     let mut p = app.publisher("logger").await;
     p.reading("LT-1", &Utc::now().to_rfc3339(), 0.2).await;
@@ -29,7 +18,7 @@ async fn freezing_now(app: &TestApp) {
 
 async fn a_unit_in_a_maintenance_window_records_without_paging(db: Database) {
     let app = TestApp::spawn(db, Broker::Embedded).await;
-    let unit = fridge(&app).await;
+    let unit = app.fridge().await;
     let from = (Utc::now() - chrono::Duration::hours(5)).to_rfc3339();
     let until = (Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
     let (status, body) = app
@@ -102,7 +91,7 @@ async fn a_unit_in_a_maintenance_window_records_without_paging(db: Database) {
 
 async fn escalation_reaches_the_backup_then_the_state_and_a_posted_ack_stops_it(db: Database) {
     let app = TestApp::spawn(db, Broker::Embedded).await;
-    let unit = fridge(&app).await;
+    let unit = app.fridge().await;
     let mut program = app.get("/api/v1/program").await;
     program["state_coordinators"] = json!([{"name": "Morgan State", "email": "vfc.state@health.example"}]);
     program["escalation"] =
@@ -188,7 +177,7 @@ async fn email_waits_out_an_smtp_outage_and_arrives_once(db: Database) {
         &[("VFC_SMTP_URL", &url), ("VFC_MAIL_FROM", "alerts@vfc.example")],
     )
     .await;
-    let unit = fridge(&app).await;
+    let unit = app.fridge().await;
     freezing_now(&app).await;
     // The SMTP server is down: the alert waits in the outbox, tried and not lost.
     let id = app

@@ -8,18 +8,6 @@ use serde_json::{json, Value};
 use crate::harness::{Broker, Database, TestApp};
 use crate::on_both_databases;
 
-/// A refrigerator with a logger reading every 5 minutes.
-async fn fridge(app: &TestApp) -> i64 {
-    app.create_location("012345", "A").await;
-    let unit = app.create_unit("012345A", "Main refrigerator", "refrigerator").await;
-    app.assign(
-        unit,
-        json!({"serial": "LT-1", "reading_interval_s": 300, "from": "2020-01-01T00:00:00Z"}),
-    )
-    .await;
-    unit
-}
-
 /// Publishes one batch of readings every 5 minutes from `start`.
 async fn publish(app: &TestApp, start: DateTime<Utc>, temps: &[f64]) {
     let readings: Vec<Value> = temps
@@ -56,7 +44,7 @@ fn warm(n: usize) -> Vec<f64> {
 
 async fn warm_short_of_60_minutes_is_recorded_and_60_alerts_once(db: Database) {
     let app = TestApp::spawn(db, Broker::Embedded).await;
-    let unit = fridge(&app).await;
+    let unit = app.fridge().await;
     let t0 = Utc::now() - chrono::Duration::hours(30);
     // 11 warm readings: 55 minutes out of range, then back in range.
     publish(&app, t0, &warm(11)).await;
@@ -123,7 +111,7 @@ async fn warm_short_of_60_minutes_is_recorded_and_60_alerts_once(db: Database) {
 
 async fn a_freezing_reading_alerts_at_once(db: Database) {
     let app = TestApp::spawn(db, Broker::Embedded).await;
-    let unit = fridge(&app).await;
+    let unit = app.fridge().await;
     let mut p = app.publisher("logger").await;
     p.reading("LT-1", &(Utc::now() - chrono::Duration::minutes(5)).to_rfc3339(), 4.8)
         .await;
@@ -145,7 +133,7 @@ async fn a_freezing_reading_alerts_at_once(db: Database) {
 
 async fn a_door_opening_and_three_short_episodes_meet_the_cumulative_rule(db: Database) {
     let app = TestApp::spawn(db, Broker::Embedded).await;
-    let unit = fridge(&app).await;
+    let unit = app.fridge().await;
     let t0 = Utc::now() - chrono::Duration::hours(10);
     // A 10-minute door opening: recorded, nobody paged.
     publish(&app, t0, &[5.0, 9.0, 9.0, 5.0]).await;
@@ -174,7 +162,7 @@ async fn a_door_opening_and_three_short_episodes_meet_the_cumulative_rule(db: Da
 
 async fn six_hours_of_backfilled_readings_find_the_excursion_late_and_email_once(db: Database) {
     let app = TestApp::spawn(db, Broker::Embedded).await;
-    let unit = fridge(&app).await;
+    let unit = app.fridge().await;
     let start = Utc::now() - chrono::Duration::hours(6);
     // A logger offline for six hours sends its buffer: 72 readings, 75 minutes warm inside.
     let mut temps = vec![5.0; 20];
@@ -194,7 +182,7 @@ async fn six_hours_of_backfilled_readings_find_the_excursion_late_and_email_once
 
 async fn readings_older_than_a_day_record_without_paging(db: Database) {
     let app = TestApp::spawn(db, Broker::Embedded).await;
-    let unit = fridge(&app).await;
+    let unit = app.fridge().await;
     let start = Utc::now() - chrono::Duration::days(3);
     publish(&app, start, &warm(20)).await;
     let list = excursions(&app, unit, 1, "the old excursion").await;
@@ -206,7 +194,7 @@ async fn readings_older_than_a_day_record_without_paging(db: Database) {
 
 async fn rules_are_the_programs_until_a_unit_has_its_own(db: Database) {
     let app = TestApp::spawn(db, Broker::Embedded).await;
-    let unit = fridge(&app).await;
+    let unit = app.fridge().await;
     let r = app.get(&format!("/api/v1/units/{unit}/rules")).await;
     assert_eq!(r["source"], "program");
     assert_eq!(r["rules"].as_array().unwrap().len(), 4);
@@ -265,7 +253,7 @@ async fn rules_are_the_programs_until_a_unit_has_its_own(db: Database) {
 
 async fn daily_min_max_follows_the_location_time_zone_across_a_dst_change(db: Database) {
     let app = TestApp::spawn(db, Broker::Embedded).await;
-    let unit = fridge(&app).await; // America/New_York
+    let unit = app.fridge().await; // America/New_York
                                    // Every 5 minutes from Oct 31 00:00 EDT to Nov 3 00:00 EST; warm 12:00-13:00 on Nov 1.
     let start: DateTime<Utc> = "2026-10-31T04:00:00Z".parse().unwrap();
     let end: DateTime<Utc> = "2026-11-03T05:00:00Z".parse().unwrap();

@@ -384,6 +384,18 @@ impl TestApp {
         body["id"].as_i64().unwrap()
     }
 
+    /// Location 012345A with a refrigerator whose logger LT-1 reads every 5 minutes since 2020.
+    pub async fn fridge(&self) -> i64 {
+        self.create_location("012345", "A").await;
+        let unit = self.create_unit("012345A", "Main refrigerator", "refrigerator").await;
+        self.assign(
+            unit,
+            json!({"serial": "LT-1", "reading_interval_s": 300, "from": "2020-01-01T00:00:00Z"}),
+        )
+        .await;
+        unit
+    }
+
     pub async fn assign(&self, unit: i64, body: Value) -> Value {
         let (status, out) = self
             .send_as(&self.token, "PUT", &format!("/api/v1/units/{unit}/logger"), body)
