@@ -40,6 +40,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             )
         })?;
     let http_addr = listener.local_addr()?;
+    let mllp = match settings.hl7_mllp_addr {
+        Some(addr) => Some(crate::hl7::mllp::bind(addr).await.context("VFC_HL7_MLLP_ADDR")?),
+        None => None,
+    };
     let cancel = CancellationToken::new();
     let health = Arc::new(mqtt::MqttHealth::default());
     let links = crate::alerts::outbox::Links {
@@ -54,7 +58,17 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         mqtt: health.clone(),
         metrics: metrics_handle(),
         ack_key: Arc::new(links.key.clone()),
+        intake: crate::hl7::intake::Intake::start(db.clone()),
     };
+    if let Some(listener) = mllp {
+        tracing::info!(addr = %listener.local_addr()?, "HL7 MLLP listening");
+        tokio::spawn(crate::hl7::mllp::serve(
+            listener,
+            settings.hl7_mllp_allow.clone(),
+            state.intake.clone(),
+            cancel.clone(),
+        ));
+    }
 
     tokio::spawn(stop_on_signal(cancel.clone()));
     let mut ingest = tokio::spawn(mqtt::run(db.clone(), settings.clone(), health.clone(), cancel.clone()));

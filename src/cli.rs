@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::accounts::{tokens, Role};
@@ -39,9 +40,29 @@ enum Command {
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The vaccine catalog (CVX, MVX, NDC).
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
     /// Measure the service's throughput and latency on this machine.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum CatalogCommand {
+    /// Load CDC's published code files (pipe-delimited; CVX and MVX are UTF-16 with a
+    /// byte-order mark). Rows replace earlier ones with the same code.
+    Import {
+        /// CDC's CVX file (cvx.txt).
+        #[arg(long, value_name = "FILE")]
+        cvx: Option<std::path::PathBuf>,
+        /// CDC's MVX file (mvx.txt).
+        #[arg(long, value_name = "FILE")]
+        mvx: Option<std::path::PathBuf>,
+        /// CDC's NDC unit-of-sale, unit-of-use or linker table (with a header row); may repeat.
+        #[arg(long, value_name = "FILE")]
+        ndc: Vec<std::path::PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -116,6 +137,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(cmd) => crate::bench::run(settings, cmd).await,
+        Command::Catalog(CatalogCommand::Import { cvx, mvx, ndc }) => {
+            use crate::inventory::catalog::{import, CdcFile};
+            if cvx.is_none() && mvx.is_none() && ndc.is_empty() {
+                anyhow::bail!("name at least one file: --cvx FILE, --mvx FILE or --ndc FILE");
+            }
+            let db = Db::connect(&settings.database).await?;
+            let files = cvx
+                .into_iter()
+                .map(|f| (CdcFile::Cvx, f))
+                .chain(mvx.into_iter().map(|f| (CdcFile::Mvx, f)))
+                .chain(ndc.into_iter().map(|f| (CdcFile::Ndc, f)));
+            for (kind, file) in files {
+                let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+                let (stored, skipped) = import(&db, kind, &bytes)
+                    .await
+                    .with_context(|| format!("importing {}", file.display()))?;
+                println!("{}: {stored} rows stored, {skipped} skipped", file.display());
+            }
+            Ok(())
+        }
     }
 }
 

@@ -53,9 +53,12 @@ pub struct SettingsArgs {
     /// Base URL people reach the service at, for links in emails. Default http://<VFC_HTTP_ADDR>
     #[arg(long, env = "VFC_PUBLIC_URL", global = true, value_name = "URL")]
     pub public_url: Option<String>,
-    /// HL7 MLLP listen address for EHRs. Default: unset, MLLP off
+    /// HL7 MLLP listen address for EHRs (a bare port means 127.0.0.1:PORT). Default: unset, MLLP off
     #[arg(long, env = "VFC_HL7_MLLP_ADDR", global = true, value_name = "ADDR")]
     pub hl7_mllp_addr: Option<String>,
+    /// Who may send over MLLP (it has no token): IP=SCOPE,… where SCOPE is a location code (012345A), a PIN (012345) or * for every PIN. Default: nobody
+    #[arg(long, env = "VFC_HL7_MLLP_ALLOW", global = true, value_name = "LIST")]
+    pub hl7_mllp_allow: Option<String>,
 }
 
 /// The same settings as they may appear in `vfc.toml`.
@@ -74,6 +77,7 @@ struct FileSettings {
     mail_from: Option<String>,
     public_url: Option<String>,
     hl7_mllp_addr: Option<String>,
+    hl7_mllp_allow: Option<String>,
 }
 
 /// Which database, parsed from `VFC_DATABASE_URL`.
@@ -135,6 +139,29 @@ pub struct Settings {
     pub mail_from: String,
     pub public_url: Url,
     pub hl7_mllp_addr: Option<SocketAddr>,
+    /// MLLP senders by address, and the part of the program each may report for.
+    pub hl7_mllp_allow: Vec<(std::net::IpAddr, crate::accounts::Scope)>,
+}
+
+/// `IP=SCOPE,…` (see `VFC_HL7_MLLP_ALLOW`).
+pub fn parse_mllp_allow(raw: &str) -> Result<Vec<(std::net::IpAddr, crate::accounts::Scope)>, String> {
+    use crate::accounts::Scope;
+    raw.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|entry| {
+            let (ip, scope) = entry
+                .split_once('=')
+                .ok_or_else(|| format!("{entry:?} is not IP=SCOPE"))?;
+            let ip = ip.trim().parse().map_err(|_| format!("{ip:?} is not an IP address"))?;
+            let scope = match scope.trim() {
+                "*" | "all" => Scope::Program,
+                s if crate::domain::VfcPin::parse(s).is_ok() => Scope::Pin(s.to_string()),
+                s => Scope::Location(crate::domain::LocationCode::parse(s).map_err(|e| e.0)?.to_string()),
+            };
+            Ok((ip, scope))
+        })
+        .collect()
 }
 
 fn bad(setting: &str, value: &str, allowed: &str) -> anyhow::Error {
@@ -250,14 +277,27 @@ impl Settings {
             })?;
         let hl7_mllp_addr = match pick(&args.hl7_mllp_addr, file.hl7_mllp_addr).filter(|s| !s.is_empty()) {
             None => None,
-            Some(raw) => Some(raw.parse().map_err(|_| {
-                bad(
-                    "VFC_HL7_MLLP_ADDR",
-                    &raw,
-                    "an IP address and port such as 127.0.0.1:2575",
-                )
-            })?),
+            Some(raw) => Some(
+                raw.parse::<u16>()
+                    .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+                    .or_else(|_| raw.parse())
+                    .map_err(|_| {
+                        bad(
+                            "VFC_HL7_MLLP_ADDR",
+                            &raw,
+                            "an IP address and port such as 127.0.0.1:2575, or a port for loopback",
+                        )
+                    })?,
+            ),
         };
+        let allow_raw = pick(&args.hl7_mllp_allow, file.hl7_mllp_allow).unwrap_or_default();
+        let hl7_mllp_allow = parse_mllp_allow(&allow_raw).map_err(|e| {
+            bad(
+                "VFC_HL7_MLLP_ALLOW",
+                &allow_raw,
+                &format!("IP=SCOPE pairs such as 10.0.0.5=012345A,10.0.0.6=012345 ({e})"),
+            )
+        })?;
         Ok(Settings {
             data_dir,
             database,
@@ -271,6 +311,7 @@ impl Settings {
             mail_from,
             public_url,
             hl7_mllp_addr,
+            hl7_mllp_allow,
         })
     }
 }

@@ -13,6 +13,8 @@ pub mod cli;
 pub mod coldchain;
 pub mod config;
 pub mod domain;
+pub mod hl7;
+pub mod inventory;
 pub mod registry;
 pub mod store;
 pub mod telemetry;

@@ -245,6 +245,19 @@ pub async fn evaluate_unit(
         let rule = rules.iter().find(|r| r.id == hit.rule_id).expect("hit of a known rule");
         record_alarm(tx, links, unit_id, rule, hit, &found, &ids, program, now).await?;
     }
+    // Lots in the unit during an excursion that met a rule go on hold ("Do Not Use"), in this
+    // transaction; stock that arrives while it lasts is held too.
+    let alarmed = sqlx::query(
+        "SELECT DISTINCT ae.excursion_id FROM alarm_excursions ae JOIN excursions e ON e.id = ae.excursion_id \
+         WHERE e.unit_id = $1 AND e.status <> 'reviewed' AND (e.ended_at IS NULL OR e.ended_at >= $2)",
+    )
+    .bind(unit_id)
+    .bind(start)
+    .fetch_all(&mut **tx)
+    .await?;
+    for r in alarmed {
+        crate::inventory::holds::hold_for_excursion(tx, r.try_get("excursion_id")?).await?;
+    }
     Ok(())
 }
 

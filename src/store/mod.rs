@@ -81,6 +81,7 @@ impl Db {
             .with_context(|| format!("connecting to the database at {}", redact_url(&conn_url)))?;
         let db = Db { pool, kind };
         db.migrate().await?;
+        crate::inventory::catalog::seed(&db).await?;
         Ok(db)
     }
 

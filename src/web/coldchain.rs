@@ -280,7 +280,7 @@ async fn list_excursions(
     }))
 }
 
-async fn visible(s: &AppState, caller: &Caller, id: i64) -> Result<Excursion, ApiError> {
+pub(super) async fn visible(s: &AppState, caller: &Caller, id: i64) -> Result<Excursion, ApiError> {
     let row = sqlx::query(&format!("SELECT {COLUMNS} FROM {FROM} WHERE e.id = $1"))
         .bind(id)
         .fetch_optional(&s.db.pool)
@@ -303,8 +303,8 @@ async fn acknowledge(State(s): State<AppState>, caller: Caller, Id(id): Id<i64>)
     Ok(Json(visible(&s, &caller, id).await?))
 }
 
-/// The excursion worksheet (domain.md, "After an excursion"). Lot determinations come with the
-/// inventory; their shape is ready here.
+/// The excursion worksheet (domain.md, "After an excursion"). Every lot the excursion put on
+/// hold needs its determination: viable releases it, not viable returns or wastes it (7A/7B).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Review {
@@ -325,9 +325,10 @@ pub struct Review {
     pub contacted: Vec<String>,
     #[serde(default)]
     pub manufacturer_case_number: Option<String>,
-    /// One entry per affected lot: {"lot", "funding", "determination": "viable|not_viable", …}.
+    /// One entry per affected lot (by `lot_id`, or `lot` number with `funding`):
+    /// `determination` viable | not_viable, and for not_viable `action` return (default) | waste.
     #[serde(default)]
-    pub lot_determinations: Vec<serde_json::Value>,
+    pub lot_determinations: Vec<crate::inventory::holds::Determination>,
     #[serde(default)]
     pub preventive_action: Option<String>,
     #[serde(default)]
@@ -369,15 +370,6 @@ async fn review(
             )));
         }
     }
-    if body
-        .lot_determinations
-        .iter()
-        .any(|l| !l.get("lot").is_some_and(|x| x.is_string()))
-    {
-        return Err(ApiError::bad_request(
-            "each of \"lot_determinations\" must be an object with at least \"lot\" (and \"funding\", \"determination\")",
-        ));
-    }
     for (name, v) in [
         ("reviewed_by", &body.reviewed_by),
         ("cause", &body.cause),
@@ -391,12 +383,16 @@ async fn review(
     let mut stored = serde_json::to_value(&body).map_err(anyhow::Error::from)?;
     stored["recorded_by"] = serde_json::Value::String(caller.actor());
     stored["recorded_at"] = serde_json::Value::String(rfc3339(crate::store::now_millis()));
+    let mut tx = s.db.pool.begin().await?;
+    // The manufacturer's determinations act on the holds in the same transaction as the review.
+    crate::inventory::holds::determine(&mut tx, id, e.above_range, &body.lot_determinations, &caller.actor()).await?;
     sqlx::query("UPDATE excursions SET review = $1, status = 'reviewed', updated_at = $2 WHERE id = $3")
         .bind(stored.to_string())
         .bind(crate::store::now_millis())
         .bind(id)
-        .execute(&s.db.pool)
+        .execute(&mut *tx)
         .await?;
+    tx.commit().await?;
     Ok(Json(visible(&s, &caller, id).await?))
 }
 

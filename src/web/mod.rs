@@ -6,6 +6,8 @@ pub mod auth;
 mod coldchain;
 pub mod error;
 mod extract;
+mod hl7;
+mod inventory;
 mod openapi;
 mod ops;
 mod registry;
@@ -29,13 +31,17 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Key that signs acknowledgement links.
     pub ack_key: Arc<Vec<u8>>,
+    /// Where HL7 messages are recorded (concurrent ones committed together).
+    pub intake: crate::hl7::intake::Intake,
 }
 
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(registry::router())
         .merge(telemetry::router())
-        .merge(coldchain::router());
+        .merge(coldchain::router())
+        .merge(inventory::router())
+        .merge(hl7::router());
     Router::new()
         .nest("/api/v1", api)
         .merge(ops::router())

@@ -21,6 +21,16 @@ use super::AppState;
         super::coldchain::put_unit_rules, super::coldchain::list_excursions, super::coldchain::get_excursion,
         super::coldchain::acknowledge, super::coldchain::review, super::coldchain::add_downtime, super::coldchain::list_downtime, super::coldchain::end_downtime,
         super::coldchain::daily, super::coldchain::sign_day, super::coldchain::device_alerts, super::coldchain::rule_history, super::coldchain::acknowledge_device,
+        super::inventory::list_products, super::inventory::add_product, super::inventory::inventory,
+        super::inventory::inventory_across, super::inventory::receive, super::inventory::waste, super::inventory::give_back,
+        super::inventory::adjust, super::inventory::reverse, super::inventory::lot_ledger, super::inventory::list_transfers,
+        super::inventory::transfer, super::inventory::get_transfer, super::inventory::approve_transfer,
+        super::inventory::reject_transfer, super::inventory::list_reconciliations, super::inventory::reconcile,
+        super::inventory::list_holds, super::inventory::place_hold, super::inventory::release_hold,
+        super::inventory::excursion_holds, super::inventory::product_units, super::inventory::set_product_unit,
+        super::inventory::facility_ids, super::inventory::set_facility_ids, super::inventory::exceptions,
+        super::inventory::resolve_exception, super::inventory::borrowing, super::inventory::complete_borrowing,
+        super::inventory::revaccination, super::hl7::hl7, super::hl7::administrations,
     ),
     modifiers(&Bearer)
 )]

@@ -1,0 +1,123 @@
+//! MLLP over TCP (frame: 0x0B, message, 0x1C 0x0D). There is no token on this path, so only
+//! senders on `VFC_HL7_MLLP_ALLOW` are heard, each with the scope it is listed with.
+
+use std::net::{IpAddr, SocketAddr};
+
+use anyhow::Context;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use super::intake::{self, Intake, Sender};
+use crate::accounts::Scope;
+
+const START: u8 = 0x0B;
+const END: [u8; 2] = [0x1C, 0x0D];
+/// A VXU is a few kilobytes; a frame past this is not one.
+const MAX_FRAME: usize = 1024 * 1024;
+
+pub fn frame(message: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 3);
+    out.push(START);
+    out.extend_from_slice(message.as_bytes());
+    out.extend_from_slice(&END);
+    out
+}
+
+/// Takes whole frames off the front of `buf`.
+pub fn unframe(buf: &mut Vec<u8>) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let Some(start) = buf.iter().position(|b| *b == START) else {
+            buf.clear();
+            return out;
+        };
+        let Some(end) = buf[start..].windows(2).position(|w| w == END).map(|i| start + i) else {
+            buf.drain(..start);
+            return out;
+        };
+        out.push(buf[start + 1..end].to_vec());
+        buf.drain(..end + 2);
+    }
+}
+
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening for HL7 MLLP on {addr}"))
+}
+
+pub async fn serve(listener: TcpListener, allow: Vec<(IpAddr, Scope)>, intake: Intake, cancel: CancellationToken) {
+    if allow.is_empty() {
+        tracing::warn!("HL7 MLLP is on but VFC_HL7_MLLP_ALLOW lists nobody: every connection will be closed");
+    }
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "MLLP accept failed");
+                    continue;
+                }
+            },
+        };
+        let Some((_, scope)) = allow.iter().find(|(ip, _)| *ip == peer.ip()) else {
+            tracing::warn!(%peer, "MLLP connection from an address not on VFC_HL7_MLLP_ALLOW; closed");
+            metrics::counter!("vfc_hl7_mllp_refused_total").increment(1);
+            continue;
+        };
+        let sender = Sender {
+            scope: scope.clone(),
+            actor: format!("mllp:{}", peer.ip()),
+        };
+        tokio::spawn(connection(stream, sender, intake.clone(), cancel.clone()));
+    }
+}
+
+async fn connection(mut stream: TcpStream, sender: Sender, intake: Intake, cancel: CancellationToken) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let n = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = stream.read(&mut chunk) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > MAX_FRAME {
+            tracing::warn!(sender = %sender.actor, "MLLP frame over 1 MiB; connection closed");
+            return;
+        }
+        for msg in unframe(&mut buf) {
+            let text = String::from_utf8_lossy(&msg).into_owned();
+            let ack = match intake.submit(text.clone(), sender.clone()).await {
+                Ok(ack) => ack,
+                Err(_) => intake::temporary_failure(&text),
+            };
+            if stream.write_all(&frame(&ack)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_come_apart_even_when_split_across_reads() {
+        let mut buf = frame("MSH|one");
+        buf.extend(frame("MSH|two"));
+        let partial = frame("MSH|three");
+        buf.extend_from_slice(&partial[..5]);
+        let got = unframe(&mut buf);
+        assert_eq!(got, vec![b"MSH|one".to_vec(), b"MSH|two".to_vec()]);
+        buf.extend_from_slice(&partial[5..]);
+        assert_eq!(unframe(&mut buf), vec![b"MSH|three".to_vec()]);
+        assert!(buf.is_empty());
+    }
+}

@@ -1,0 +1,492 @@
+//! Reading a VXU^V04 into dose reports. The ER7 encoding itself is the `er7` crate's; this
+//! module knows which fields of MSH, PID, ORC, RXA and OBX carry what (CDC IG 1.5) and turns
+//! each RXA group into a [`Draft`] or the [`Issue`] that keeps it from being recorded.
+
+use chrono::{NaiveDate, NaiveDateTime, TimeZone};
+use chrono_tz::Tz;
+
+use super::Issue;
+use crate::inventory::catalog::Vaccine;
+use crate::inventory::codes::{Cvx, LotNumber, Ndc};
+use crate::inventory::doses::{Action, DoseReport};
+
+/// MSH, as the ACK and the duplicate check need it.
+#[derive(Debug, Clone, Default)]
+pub struct Header {
+    pub sending_app: String,
+    pub sending_facility: String,
+    pub receiving_app: String,
+    pub receiving_facility: String,
+    pub control_id: String,
+    pub processing_id: String,
+}
+
+/// One RXA group, parsed, waiting for its location (which needs the database).
+#[derive(Debug, Clone)]
+pub struct Draft {
+    /// RXA occurrence in the message (1-based), for ERR-2.
+    pub rxa: usize,
+    /// RXA-11.4, else MSH-4.
+    pub facility: String,
+    /// Where the facility came from, for ERR-2.
+    pub facility_at: (&'static str, usize, usize),
+    pub orc_key: Option<String>,
+    pub patient_id: String,
+    pub vaccine: Vaccine,
+    pub lot: Option<LotNumber>,
+    /// RXA-3 as sent.
+    pub given: String,
+    pub given_here: bool,
+    pub not_given: Option<String>,
+    pub action: Action,
+    pub eligibility: Option<String>,
+    pub funding_source: Option<String>,
+    /// Warnings that do not stop the dose (e.g. an eligibility code not in table 0064).
+    pub notes: Vec<Issue>,
+}
+
+impl Draft {
+    /// The report for `doses::apply`, with RXA-3 read in the location's time zone.
+    pub fn report(&self, tz: Tz, message_id: &str, now_ms: i64) -> Result<DoseReport, Issue> {
+        let (at, day) =
+            given_at(&self.given, tz, now_ms).map_err(|e| Issue::error(Some(("RXA", self.rxa, 3)), 102, e))?;
+        Ok(DoseReport {
+            orc_key: self.orc_key.clone(),
+            patient_id: self.patient_id.clone(),
+            vaccine: self.vaccine.clone(),
+            lot: self.lot.clone(),
+            administered_at: at,
+            day,
+            given_here: self.given_here,
+            not_given: self.not_given.clone(),
+            action: self.action,
+            eligibility: self.eligibility.clone(),
+            funding_source: self.funding_source.clone(),
+            message_id: Some(message_id.to_string()),
+            source: "hl7",
+        })
+    }
+}
+
+/// A message read: refused whole (`Err`), or its header and one result per RXA group.
+#[derive(Debug)]
+pub struct Parsed {
+    pub header: Header,
+    pub doses: Vec<Result<Draft, Issue>>,
+    /// Message-level errors that still let the ACK be addressed (AE, nothing recorded).
+    pub errors: Vec<Issue>,
+}
+
+/// Why a whole message is refused (AR), with the header when it could be read.
+#[derive(Debug)]
+pub struct Refused {
+    pub header: Option<Header>,
+    pub issue: Issue,
+}
+
+/// HL7 TS/DTM `YYYYMMDD[HHMM[SS[.S…]]][±ZZZZ]`: the instant (epoch ms) and the day as
+/// written. A time without an offset is the location's; a day without a time is taken as
+/// noon there, or now when that is earlier (a dose is never dated in the future).
+pub fn given_at(raw: &str, tz: Tz, now_ms: i64) -> Result<(i64, String), String> {
+    let bad = || format!("RXA-3 {raw:?} is not an HL7 date such as 20250310 or 20250310093000-0500");
+    let raw = raw.trim();
+    let (body, offset) = match raw.find(['+', '-']) {
+        Some(i) => (&raw[..i], Some(&raw[i..])),
+        None => (raw, None),
+    };
+    let body = body.split('.').next().unwrap_or("");
+    if body.len() < 8 || !body.bytes().all(|b| b.is_ascii_digit()) || ![8, 10, 12, 14].contains(&body.len()) {
+        return Err(bad());
+    }
+    let day = NaiveDate::parse_from_str(&body[..8], "%Y%m%d").map_err(|_| bad())?;
+    let padded = format!("{body:0<14}");
+    let local = if body.len() == 8 {
+        day.and_hms_opt(12, 0, 0).expect("noon")
+    } else {
+        NaiveDateTime::parse_from_str(&padded, "%Y%m%d%H%M%S").map_err(|_| bad())?
+    };
+    let ms = match offset {
+        Some(o) if o.len() == 5 && o[1..].bytes().all(|b| b.is_ascii_digit()) => {
+            let secs = (o[1..3].parse::<i32>().unwrap_or(0) * 60 + o[3..].parse::<i32>().unwrap_or(0)) * 60;
+            let fixed = if o.starts_with('-') {
+                chrono::FixedOffset::west_opt(secs)
+            } else {
+                chrono::FixedOffset::east_opt(secs)
+            }
+            .ok_or_else(bad)?;
+            fixed
+                .from_local_datetime(&local)
+                .single()
+                .ok_or_else(bad)?
+                .timestamp_millis()
+        }
+        Some(_) => return Err(bad()),
+        None => tz
+            .from_local_datetime(&local)
+            .earliest()
+            .ok_or_else(bad)?
+            .timestamp_millis(),
+    };
+    if chrono::Datelike::year(&day) < 1900 {
+        return Err(bad());
+    }
+    let ms = if body.len() == 8 { ms.min(now_ms) } else { ms };
+    if ms > now_ms + 24 * 3_600_000 {
+        return Err(format!("RXA-3 {raw:?} is in the future"));
+    }
+    Ok((ms, day.format("%Y%m%d").to_string()))
+}
+
+fn text(seg: &er7::Segment, sep: &er7::Separators, field: usize, comp: usize) -> String {
+    seg.component(field, comp)
+        .map(|c| c.to_text(sep))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// Reads a message (segments separated by `\r`, `\n` or both).
+pub fn parse(raw: &str) -> Result<Parsed, Refused> {
+    let refuse = |header: Option<Header>, at, code, t: &str| Refused {
+        header,
+        issue: Issue::error(at, code, t),
+    };
+    let msg = er7::parse(
+        raw.trim_start_matches(['\u{0b}', '\r', '\n', ' '])
+            .trim_end_matches(['\u{1c}', '\r', '\n']),
+    )
+    .map_err(|e| {
+        refuse(
+            None,
+            Some(("MSH", 1, 0)),
+            100,
+            &format!("the message must begin with an MSH segment ({e})"),
+        )
+    })?;
+    let sep = &msg.separators;
+    let msh = msg.header().filter(|h| h.name == "MSH").ok_or_else(|| {
+        refuse(
+            None,
+            Some(("MSH", 1, 0)),
+            100,
+            "the message must begin with an MSH segment",
+        )
+    })?;
+    let header = Header {
+        sending_app: text(msh, sep, 3, 1),
+        sending_facility: text(msh, sep, 4, 1),
+        receiving_app: text(msh, sep, 5, 1),
+        receiving_facility: text(msh, sep, 6, 1),
+        control_id: text(msh, sep, 10, 1),
+        processing_id: text(msh, sep, 11, 1),
+    };
+    if header.control_id.is_empty() {
+        return Err(refuse(
+            Some(header),
+            Some(("MSH", 1, 10)),
+            101,
+            "MSH-10 (message control id) is required",
+        ));
+    }
+    let (kind, event) = (text(msh, sep, 9, 1), text(msh, sep, 9, 2));
+    if kind != "VXU" {
+        return Err(refuse(
+            Some(header),
+            Some(("MSH", 1, 9)),
+            200,
+            &format!("MSH-9 is {kind:?}: only VXU^V04 (immunization update) messages are taken here"),
+        ));
+    }
+    if event != "V04" {
+        return Err(refuse(
+            Some(header),
+            Some(("MSH", 1, 9)),
+            201,
+            &format!("MSH-9.2 is {event:?}: only V04 is taken"),
+        ));
+    }
+    let version = text(msh, sep, 12, 1);
+    if !version.starts_with("2.5") {
+        return Err(refuse(
+            Some(header),
+            Some(("MSH", 1, 12)),
+            203,
+            &format!("MSH-12 is {version:?}: this interface speaks HL7 2.5.1 (CDC IG 1.5)"),
+        ));
+    }
+
+    let mut errors = Vec::new();
+    let pid = msg.segment("PID");
+    let patient_id = pid
+        .map(|p| {
+            let id = text(p, sep, 3, 1);
+            let authority = text(p, sep, 3, 4);
+            if id.is_empty() {
+                String::new()
+            } else {
+                format!("{id}^{authority}")
+            }
+        })
+        .unwrap_or_default();
+    if pid.is_none() {
+        errors.push(Issue::error(Some(("PID", 1, 0)), 100, "the message has no PID segment"));
+    } else if patient_id.is_empty() {
+        errors.push(Issue::error(
+            Some(("PID", 1, 3)),
+            101,
+            "PID-3 (patient identifier) is required",
+        ));
+    }
+
+    let mut doses = Vec::new();
+    let (mut orc_key, mut rxa_n, mut obx_n, mut current): (Option<String>, usize, usize, Option<Result<Draft, Issue>>) =
+        (None, 0, 0, None);
+    for seg in &msg.segments {
+        match seg.name.as_str() {
+            "ORC" => {
+                doses.extend(current.take());
+                let (id, ns) = (text(seg, sep, 3, 1), text(seg, sep, 3, 2));
+                orc_key = (!id.is_empty()).then(|| format!("{id}^{ns}"));
+            }
+            "RXA" => {
+                doses.extend(current.take());
+                rxa_n += 1;
+                current = Some(rxa(
+                    seg,
+                    sep,
+                    rxa_n,
+                    orc_key.take(),
+                    &patient_id,
+                    &header.sending_facility,
+                ));
+            }
+            "OBX" => {
+                obx_n += 1;
+                if let Some(Ok(d)) = current.as_mut() {
+                    obx(seg, sep, obx_n, d);
+                }
+            }
+            _ => {}
+        }
+    }
+    doses.extend(current.take());
+    if rxa_n == 0 && errors.is_empty() {
+        errors.push(Issue::error(
+            Some(("RXA", 1, 0)),
+            100,
+            "the message has no RXA segment: no dose to record",
+        ));
+    }
+    Ok(Parsed { header, doses, errors })
+}
+
+fn rxa(
+    seg: &er7::Segment,
+    sep: &er7::Separators,
+    n: usize,
+    orc_key: Option<String>,
+    patient_id: &str,
+    sending_facility: &str,
+) -> Result<Draft, Issue> {
+    let at = |f| Some(("RXA", n, f));
+    let given = text(seg, sep, 3, 1);
+    if given.is_empty() {
+        return Err(Issue::error(at(3), 101, "RXA-3 (date administered) is required"));
+    }
+    let (code, system) = (text(seg, sep, 5, 1), text(seg, sep, 5, 3).to_ascii_uppercase());
+    if code.is_empty() {
+        return Err(Issue::error(
+            at(5),
+            101,
+            "RXA-5 (administered code: CVX or NDC) is required",
+        ));
+    }
+    let vaccine = match system.as_str() {
+        "CVX" => Vaccine::Cvx(Cvx::parse(&code).map_err(|e| Issue::error(at(5), 103, e.0))?),
+        "NDC" | "NDC11" | "NDC10" => Vaccine::Ndc(Ndc::parse(&code).map_err(|e| Issue::error(at(5), 103, e.0))?),
+        other => {
+            return Err(Issue::error(
+                at(5),
+                103,
+                format!("RXA-5.3 coding system {other:?} must be CVX or NDC"),
+            ))
+        }
+    };
+    // NIP001: 00 new record (given here); 01–08 historical. RXA-20: CP, PA, RE, NA.
+    let source = text(seg, sep, 9, 1);
+    let status = match text(seg, sep, 20, 1).to_ascii_uppercase() {
+        s if s.is_empty() => "CP".to_string(),
+        s => s,
+    };
+    if !["CP", "PA", "RE", "NA"].contains(&status.as_str()) {
+        return Err(Issue::error(
+            at(20),
+            103,
+            format!("RXA-20 {status:?} must be CP, PA, RE or NA"),
+        ));
+    }
+    let historical = match source.as_str() {
+        "" => text(seg, sep, 6, 1) == "999",
+        "00" => false,
+        s if s.len() == 2 && ("01".."09").contains(&s) => true,
+        other => {
+            return Err(Issue::error(
+                at(9),
+                103,
+                format!("RXA-9 {other:?} must be 00 (new record) or 01–08 (historical)"),
+            ))
+        }
+    };
+    let action = match text(seg, sep, 21, 1).to_ascii_uppercase().as_str() {
+        "" | "A" => Action::Add,
+        "U" => Action::Update,
+        "D" => Action::Delete,
+        other => return Err(Issue::error(at(21), 103, format!("RXA-21 {other:?} must be A, U or D"))),
+    };
+    let lot_raw = text(seg, sep, 15, 1);
+    let lot = if lot_raw.is_empty() {
+        None
+    } else {
+        Some(LotNumber::parse(&lot_raw).map_err(|e| Issue::error(at(15), 102, e.0))?)
+    };
+    let given_here = !historical && ["CP", "PA"].contains(&status.as_str());
+    let not_given = (!given_here).then(|| {
+        if historical {
+            format!("historical dose (RXA-9 {source}): given elsewhere, inventory unchanged")
+        } else {
+            format!("RXA-20 {status}: not administered, inventory unchanged")
+        }
+    });
+    let rxa_facility = text(seg, sep, 11, 4);
+    let (facility, facility_at) = if rxa_facility.is_empty() {
+        (sending_facility.to_string(), ("MSH", 1, 4))
+    } else {
+        (rxa_facility, ("RXA", n, 11))
+    };
+    if facility.is_empty() {
+        return Err(Issue::error(at(11), 101, "no facility: send RXA-11.4 or MSH-4"));
+    }
+    Ok(Draft {
+        rxa: n,
+        facility,
+        facility_at,
+        orc_key,
+        patient_id: patient_id.to_string(),
+        vaccine,
+        lot,
+        given,
+        given_here,
+        not_given,
+        action,
+        eligibility: None,
+        funding_source: None,
+        notes: vec![],
+    })
+}
+
+fn obx(seg: &er7::Segment, sep: &er7::Separators, n: usize, d: &mut Draft) {
+    let value = text(seg, sep, 5, 1).to_ascii_uppercase();
+    match text(seg, sep, 3, 1).as_str() {
+        // HL7 table 0064 (V06 and V08 are deprecated).
+        "64994-7" => {
+            if ["V01", "V02", "V03", "V04", "V05", "V07"].contains(&value.as_str()) {
+                d.eligibility = Some(value);
+            } else {
+                d.notes.push(Issue::warning(
+                    Some(("OBX", n, 5)),
+                    103,
+                    format!("eligibility {value:?} is not in HL7 table 0064 (V01–V05, V07); it was not used"),
+                ));
+            }
+        }
+        "30963-3" => {
+            if ["VXC50", "VXC2", "PHC70"].contains(&value.as_str()) {
+                d.funding_source = Some(value);
+            } else {
+                d.notes.push(Issue::warning(
+                    Some(("OBX", n, 5)),
+                    103,
+                    format!("funding source {value:?} must be VXC50, VXC2 or PHC70; it was not used"),
+                ));
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = "MSH|^~\\&|PEDSEHR|012345A|VFCMON|MDIIS|20250310093000-0500||VXU^V04^VXU_V04|MSG000123|P|2.5.1|||ER|AL|||||Z22^CDCPHINVS\n\
+PID|1||MRN4471^^^PEDSEHR^MR||Doe^Avery^Lee^^^^L||20241105|F\n\
+ORC|RE||ORD-99812^PEDSEHR\n\
+RXA|0|1|20250310||116^Rotavirus, pentavalent^CVX|2|mL^mL^UCUM||00^New Record^NIP001||^^^012345A||||X123456|20260131|MSD^Merck and Co., Inc.^MVX|||CP|A\n\
+OBX|1|CE|30963-3^Vaccine Funding Source^LN|1|VXC50^Public^CDCPHINVS||||||F\n\
+OBX|2|CE|64994-7^Vaccine Funding Program Eligibility^LN|2|V02^VFC eligible-Medicaid^HL70064||||||F\n";
+
+    #[test]
+    fn the_domain_example_reads_as_one_dose_given_here() {
+        let p = parse(EXAMPLE).unwrap();
+        assert_eq!(p.header.control_id, "MSG000123");
+        assert_eq!(p.header.sending_app, "PEDSEHR");
+        assert!(p.errors.is_empty());
+        let d = p.doses[0].as_ref().unwrap();
+        assert_eq!(d.orc_key.as_deref(), Some("ORD-99812^PEDSEHR"));
+        assert_eq!(d.patient_id, "MRN4471^PEDSEHR");
+        assert_eq!(d.facility, "012345A");
+        assert_eq!(d.lot.as_ref().unwrap().key(), "X123456");
+        assert!(d.given_here);
+        assert_eq!(d.eligibility.as_deref(), Some("V02"));
+        assert_eq!(d.funding_source.as_deref(), Some("VXC50"));
+        assert_eq!(d.vaccine, Vaccine::Cvx(Cvx::parse("116").unwrap()));
+    }
+
+    #[test]
+    fn carriage_returns_separate_segments_too() {
+        let p = parse(&EXAMPLE.replace('\n', "\r")).unwrap();
+        assert_eq!(p.doses.len(), 1);
+    }
+
+    #[test]
+    fn historical_and_refused_doses_are_not_given_here() {
+        let hist = EXAMPLE.replace("00^New Record^NIP001", "01^Historical^NIP001");
+        assert!(!parse(&hist).unwrap().doses[0].as_ref().unwrap().given_here);
+        let refused = EXAMPLE.replace("|CP|A", "|RE|A");
+        assert!(!parse(&refused).unwrap().doses[0].as_ref().unwrap().given_here);
+    }
+
+    #[test]
+    fn a_message_that_is_not_a_vxu_is_refused() {
+        let r = parse(&EXAMPLE.replace("VXU^V04^VXU_V04", "ADT^A08^ADT_A01")).unwrap_err();
+        assert_eq!(r.issue.code, 200);
+        assert_eq!(r.header.unwrap().control_id, "MSG000123");
+        assert_eq!(parse("PID|1||X").unwrap_err().issue.code, 100);
+    }
+
+    #[test]
+    fn a_bad_date_stops_only_its_dose() {
+        let p = parse(&EXAMPLE.replace("|20250310||116", "|2025-03-10||116")).unwrap();
+        let d = p.doses[0].as_ref().unwrap();
+        let e = d.report(chrono_tz::America::New_York, "M", i64::MAX / 2).unwrap_err();
+        assert_eq!((e.code, e.at.unwrap().2), (102, 3));
+    }
+
+    #[test]
+    fn hl7_times_read_with_their_offset_or_the_location_zone() {
+        let tz = chrono_tz::America::New_York;
+        let now = i64::MAX / 2;
+        let (ms, day) = given_at("20250310093000-0500", tz, now).unwrap();
+        assert_eq!(
+            ms,
+            chrono::DateTime::parse_from_rfc3339("2025-03-10T14:30:00Z")
+                .unwrap()
+                .timestamp_millis()
+        );
+        assert_eq!(day, "20250310");
+        let (local, _) = given_at("202501100930", tz, now).unwrap();
+        assert_eq!(local, given_at("20250110093000-0500", tz, now).unwrap().0);
+        assert!(given_at("20251399", tz, now).is_err());
+        assert!(given_at("2025031", tz, now).is_err());
+    }
+}

@@ -1,0 +1,387 @@
+//! "Do Not Use" holds (domain.md, "After an excursion"): when an excursion meets an alarm rule,
+//! every lot with stock in that unit during it is held, linked to the excursion, until the
+//! manufacturer's determination per lot releases it (viable) or writes it off (not viable:
+//! wastage or return, 7A too warm / 7B too cold). Staff may also hold stock by hand.
+
+use serde::{Deserialize, Serialize};
+use sqlx::{AnyConnection, Row};
+use utoipa::ToSchema;
+
+use super::ledger::{self, Entry, Kind};
+use super::{place, unit_of, Error, Result};
+use crate::accounts::Caller;
+use crate::store::{now_millis, rfc3339, Db};
+
+pub async fn is_held(conn: &mut AnyConnection, unit_id: i64, lot_id: i64) -> Result<bool> {
+    Ok(
+        sqlx::query("SELECT 1 FROM holds WHERE unit_id = $1 AND lot_id = $2 AND ended_at IS NULL")
+            .bind(unit_id)
+            .bind(lot_id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .is_some(),
+    )
+}
+
+/// Holds every lot that had stock in the excursion's unit while it lasted and still has some.
+/// Called by the evaluator, in its transaction, whenever an excursion is linked to an alarm;
+/// holding again changes nothing.
+pub async fn hold_for_excursion(conn: &mut AnyConnection, excursion_id: i64) -> anyhow::Result<usize> {
+    let ex = sqlx::query(
+        "SELECT e.unit_id, e.started_at, e.ended_at, e.last_reading_at, u.location_code FROM excursions e \
+         JOIN units u ON u.id = e.unit_id WHERE e.id = $1",
+    )
+    .bind(excursion_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let unit_id: i64 = ex.try_get("unit_id")?;
+    let location: String = ex.try_get("location_code")?;
+    let start: i64 = ex.try_get("started_at")?;
+    let end: i64 = ex.try_get::<Option<i64>, _>("ended_at")?.unwrap_or(i64::MAX);
+    // Stock present during [start, end]: on hand at the start, or brought in before the end.
+    let rows = sqlx::query(
+        "SELECT s.lot_id, s.on_hand, \
+         COALESCE((SELECT SUM(e.doses) FROM stock_events e WHERE e.unit_id = s.unit_id AND e.lot_id = s.lot_id AND e.occurred_at > $2), 0) AS since_start, \
+         COALESCE((SELECT SUM(e.doses) FROM stock_events e WHERE e.unit_id = s.unit_id AND e.lot_id = s.lot_id AND e.occurred_at > $2 \
+                   AND e.occurred_at <= $3 AND e.doses > 0), 0) AS came_in \
+         FROM stock s WHERE s.unit_id = $1 AND s.on_hand > 0",
+    )
+    .bind(unit_id)
+    .bind(start)
+    .bind(end)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut held = 0;
+    for r in rows {
+        let lot_id: i64 = r.try_get("lot_id")?;
+        let on_hand: i64 = r.try_get("on_hand")?;
+        let at_start = on_hand - r.try_get::<i64, _>("since_start")?;
+        if at_start <= 0 && r.try_get::<i64, _>("came_in")? <= 0 {
+            continue;
+        }
+        let now = now_millis();
+        let inserted = sqlx::query(
+            "INSERT INTO holds (location_code, unit_id, lot_id, excursion_id, reason, placed_at, placed_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'vfc-monitor') ON CONFLICT (excursion_id, unit_id, lot_id) DO NOTHING RETURNING id",
+        )
+        .bind(&location)
+        .bind(unit_id)
+        .bind(lot_id)
+        .bind(excursion_id)
+        .bind(format!("temperature excursion {excursion_id} met an alarm rule"))
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(h) = inserted {
+            let mut e = Entry::new(&location, unit_id, lot_id, Kind::Hold, 0, "vfc-monitor");
+            e.hold_id = Some(h.try_get("id")?);
+            e.source = "excursion";
+            e.source_ref = Some(excursion_id.to_string());
+            ledger::record(conn, &e).await?;
+            held += 1;
+        }
+    }
+    Ok(held)
+}
+
+/// A hold as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Hold {
+    pub id: i64,
+    pub location: String,
+    pub unit_id: i64,
+    pub lot_id: i64,
+    pub lot: String,
+    pub ndc: String,
+    pub funding: String,
+    pub on_hand: i64,
+    pub excursion_id: Option<i64>,
+    pub reason: String,
+    pub placed_at: String,
+    pub placed_by: String,
+    pub ended_at: Option<String>,
+    pub ended_by: Option<String>,
+    /// released | wasted | returned
+    pub outcome: Option<String>,
+    pub determination: Option<serde_json::Value>,
+}
+
+const HOLD_COLUMNS: &str = "h.id, h.location_code, h.unit_id, h.lot_id, l.lot_number, l.ndc, l.funding, \
+    COALESCE(s.on_hand, 0) AS on_hand, h.excursion_id, h.reason, h.placed_at, h.placed_by, h.ended_at, h.ended_by, \
+    h.outcome, h.determination FROM holds h JOIN lots l ON l.id = h.lot_id \
+    LEFT JOIN stock s ON s.unit_id = h.unit_id AND s.lot_id = h.lot_id";
+
+fn hold_row(r: &sqlx::any::AnyRow) -> sqlx::Result<Hold> {
+    Ok(Hold {
+        id: r.try_get("id")?,
+        location: r.try_get("location_code")?,
+        unit_id: r.try_get("unit_id")?,
+        lot_id: r.try_get("lot_id")?,
+        lot: r.try_get("lot_number")?,
+        ndc: r.try_get("ndc")?,
+        funding: r.try_get("funding")?,
+        on_hand: r.try_get("on_hand")?,
+        excursion_id: r.try_get("excursion_id")?,
+        reason: r.try_get("reason")?,
+        placed_at: rfc3339(r.try_get("placed_at")?),
+        placed_by: r.try_get("placed_by")?,
+        ended_at: r.try_get::<Option<i64>, _>("ended_at")?.map(rfc3339),
+        ended_by: r.try_get("ended_by")?,
+        outcome: r.try_get("outcome")?,
+        determination: r
+            .try_get::<Option<String>, _>("determination")?
+            .and_then(|d| serde_json::from_str(&d).ok()),
+    })
+}
+
+pub async fn of_excursion(conn: &mut AnyConnection, excursion_id: i64) -> Result<Vec<Hold>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {HOLD_COLUMNS} WHERE h.excursion_id = $1 ORDER BY h.id"
+    ))
+    .bind(excursion_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.iter().map(hold_row).collect::<sqlx::Result<_>>()?)
+}
+
+/// Holds at a location, open ones first.
+pub async fn list(db: &Db, caller: &Caller, code: &str, open_only: bool) -> Result<Vec<Hold>> {
+    let mut conn = db.pool.acquire().await?;
+    let place = place(&mut conn, &caller.scope, code).await?;
+    let rows = sqlx::query(&format!(
+        "SELECT {HOLD_COLUMNS} WHERE h.location_code = $1 AND ($2 = 0 OR h.ended_at IS NULL) \
+         ORDER BY CASE WHEN h.ended_at IS NULL THEN 0 ELSE 1 END, h.id DESC"
+    ))
+    .bind(&place.code)
+    .bind(open_only as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.iter().map(hold_row).collect::<sqlx::Result<_>>()?)
+}
+
+/// Body of `POST /api/v1/locations/{code}/holds`: stock held by hand.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewHold {
+    pub unit_id: i64,
+    pub lot_id: i64,
+    pub reason: String,
+}
+
+pub async fn place_hold(db: &Db, caller: &Caller, code: &str, body: &NewHold) -> Result<Hold> {
+    if body.reason.trim().is_empty() {
+        return Err(Error::Invalid("\"reason\" is required".into()));
+    }
+    let mut tx = db.pool.begin().await?;
+    let place = place(&mut tx, &caller.scope, code).await?;
+    unit_of(&mut tx, &place, body.unit_id).await?;
+    if ledger::on_hand(&mut tx, body.unit_id, body.lot_id).await? == 0 {
+        return Err(Error::Invalid(format!(
+            "unit {} has no doses of lot {} to hold",
+            body.unit_id, body.lot_id
+        )));
+    }
+    if is_held(&mut tx, body.unit_id, body.lot_id).await? {
+        return Err(Error::Conflict("that stock is already on hold".into()));
+    }
+    let actor = caller.actor();
+    let id: i64 = sqlx::query(
+        "INSERT INTO holds (location_code, unit_id, lot_id, reason, placed_at, placed_by) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+    )
+    .bind(&place.code)
+    .bind(body.unit_id)
+    .bind(body.lot_id)
+    .bind(body.reason.trim())
+    .bind(now_millis())
+    .bind(&actor)
+    .fetch_one(&mut *tx)
+    .await?
+    .try_get("id")?;
+    let mut e = Entry::new(&place.code, body.unit_id, body.lot_id, Kind::Hold, 0, &actor);
+    e.hold_id = Some(id);
+    e.note = Some(body.reason.trim());
+    ledger::record(&mut tx, &e).await?;
+    let h = get(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(h)
+}
+
+async fn get(conn: &mut AnyConnection, id: i64) -> Result<Hold> {
+    let r = sqlx::query(&format!("SELECT {HOLD_COLUMNS} WHERE h.id = $1"))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no hold {id}")))?;
+    Ok(hold_row(&r)?)
+}
+
+/// Releases a hold placed by hand. An excursion's hold ends only with the manufacturer's
+/// determination, recorded in the excursion review.
+pub async fn release(db: &Db, caller: &Caller, id: i64, note: &str) -> Result<Hold> {
+    let mut tx = db.pool.begin().await?;
+    let h = get(&mut tx, id).await?;
+    place(&mut tx, &caller.scope, &h.location)
+        .await
+        .map_err(|_| Error::NotFound(format!("no hold {id}")))?;
+    if h.ended_at.is_some() {
+        return Err(Error::Conflict(format!(
+            "hold {id} already ended ({})",
+            h.outcome.unwrap_or_default()
+        )));
+    }
+    if let Some(x) = h.excursion_id {
+        return Err(Error::Conflict(format!(
+            "this hold comes from excursion {x}: record the manufacturer's determination for the lot in \
+             POST /api/v1/excursions/{x}/review"
+        )));
+    }
+    end(&mut tx, &h, Outcome::Released, None, note, &caller.actor()).await?;
+    let h = get(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(h)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Released,
+    Wasted,
+    Returned,
+}
+
+async fn end(
+    conn: &mut AnyConnection,
+    h: &Hold,
+    outcome: Outcome,
+    reason_code: Option<&str>,
+    note: &str,
+    actor: &str,
+) -> Result<()> {
+    let (word, kind, doses) = match outcome {
+        Outcome::Released => ("released", Kind::Release, 0),
+        Outcome::Wasted => ("wasted", Kind::Wastage, -h.on_hand),
+        Outcome::Returned => ("returned", Kind::Return, -h.on_hand),
+    };
+    if doses != 0 || matches!(outcome, Outcome::Released) {
+        let mut e = Entry::new(&h.location, h.unit_id, h.lot_id, kind, doses, actor);
+        e.hold_id = Some(h.id);
+        e.reason_code = reason_code;
+        e.note = Some(note);
+        if let Some(x) = h.excursion_id {
+            e.source = "excursion";
+            e.source_ref = Some(x.to_string());
+        }
+        ledger::record(conn, &e).await?;
+    }
+    sqlx::query("UPDATE holds SET ended_at = $1, ended_by = $2, outcome = $3 WHERE id = $4")
+        .bind(now_millis())
+        .bind(actor)
+        .bind(word)
+        .bind(h.id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// One lot's determination in an excursion review.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Determination {
+    /// The lot, by id (as in the inventory) …
+    #[serde(default)]
+    pub lot_id: Option<i64>,
+    /// … or by lot number.
+    #[serde(default)]
+    pub lot: Option<String>,
+    /// vfc | private | state, when a lot number is held as both.
+    #[serde(default)]
+    pub funding: Option<String>,
+    /// viable | not_viable
+    pub determination: String,
+    /// For not_viable: return (unopened, back to the distributor; the default) or waste.
+    #[serde(default)]
+    pub action: Option<String>,
+    #[serde(default)]
+    pub case_number: Option<String>,
+    #[serde(default)]
+    pub notes: Option<String>,
+}
+
+/// Applies the review's determinations to the excursion's open holds. Every open hold needs
+/// one; a determination for a lot the inventory does not hold here is kept in the worksheet only.
+pub async fn determine(
+    conn: &mut AnyConnection,
+    excursion_id: i64,
+    too_warm: bool,
+    found: &[Determination],
+    actor: &str,
+) -> Result<()> {
+    let open: Vec<Hold> = of_excursion(conn, excursion_id)
+        .await?
+        .into_iter()
+        .filter(|h| h.ended_at.is_none())
+        .collect();
+    for d in found {
+        if !["viable", "not_viable"].contains(&d.determination.as_str()) {
+            return Err(Error::Invalid(format!(
+                "determination {:?} must be viable or not_viable",
+                d.determination
+            )));
+        }
+        if d.lot_id.is_none() && d.lot.as_deref().is_none_or(|l| l.trim().is_empty()) {
+            return Err(Error::Invalid(
+                "each lot determination names its \"lot_id\" or \"lot\"".into(),
+            ));
+        }
+        if d.action.as_deref().is_some_and(|a| !["return", "waste"].contains(&a)) {
+            return Err(Error::Invalid("\"action\" must be return or waste".into()));
+        }
+    }
+    let matches = |h: &Hold, d: &Determination| match (d.lot_id, &d.lot) {
+        (Some(id), _) => id == h.lot_id,
+        (None, Some(l)) => l.trim().eq_ignore_ascii_case(&h.lot) && d.funding.as_deref().is_none_or(|f| f == h.funding),
+        _ => false,
+    };
+    let mut missing = Vec::new();
+    for h in &open {
+        let mut ds = found.iter().filter(|d| matches(h, d));
+        let (Some(d), None) = (ds.next(), ds.next()) else {
+            missing.push(format!("{} (lot_id {}, {})", h.lot, h.lot_id, h.funding));
+            continue;
+        };
+        let outcome = match (d.determination.as_str(), d.action.as_deref()) {
+            ("viable", _) => Outcome::Released,
+            (_, Some("waste")) => Outcome::Wasted,
+            _ => Outcome::Returned,
+        };
+        sqlx::query("UPDATE holds SET determination = $1 WHERE id = $2")
+            .bind(serde_json::to_string(d).unwrap_or_default())
+            .bind(h.id)
+            .execute(&mut *conn)
+            .await?;
+        // domain.md wastage codes: 7A unit too warm, 7B unit too cold.
+        let code = if too_warm { "7A" } else { "7B" };
+        let note = format!(
+            "manufacturer determination after excursion {excursion_id}: {}{}",
+            d.determination,
+            d.case_number
+                .as_ref()
+                .map(|c| format!(", case {c}"))
+                .unwrap_or_default()
+        );
+        end(
+            conn,
+            h,
+            outcome,
+            (!matches!(outcome, Outcome::Released)).then_some(code),
+            &note,
+            actor,
+        )
+        .await?;
+    }
+    if !missing.is_empty() {
+        return Err(Error::Invalid(format!(
+            "give one determination (viable or not_viable) for each lot held by this excursion: {}",
+            missing.join(", ")
+        )));
+    }
+    Ok(())
+}

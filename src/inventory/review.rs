@@ -1,0 +1,182 @@
+//! What a clinic must follow up after doses were given: borrowing records (with their reason
+//! to complete) and the revaccination review list (doses from expired, held or exposed lots).
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use utoipa::ToSchema;
+
+use super::{place, Error, Result};
+use crate::accounts::Caller;
+use crate::store::{now_millis, rfc3339, Db};
+
+/// domain.md, "Inventory": why public stock was used for a private patient or the reverse.
+pub const BORROWING_REASONS: &[&str] = &[
+    "private_order_delayed",
+    "private_stock_nonviable_on_arrival",
+    "vfc_order_delayed",
+    "vfc_stock_nonviable_on_arrival",
+    "other",
+];
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Borrowing {
+    pub id: i64,
+    pub location: String,
+    pub administration_id: i64,
+    pub lot_id: i64,
+    pub lot: String,
+    pub ndc: String,
+    pub patient_id: String,
+    pub administered_at: String,
+    /// The patient's eligibility (HL7 table 0064).
+    pub eligibility: String,
+    /// The funding of the stock used.
+    pub stock_funding: String,
+    /// One of private_order_delayed, private_stock_nonviable_on_arrival, vfc_order_delayed,
+    /// vfc_stock_nonviable_on_arrival, other; null until completed.
+    pub reason: Option<String>,
+    pub note: Option<String>,
+    pub reason_by: Option<String>,
+}
+
+const COLUMNS: &str = "b.id, b.location_code, b.administration_id, b.lot_id, l.lot_number, l.ndc, a.patient_id, \
+    a.administered_at, b.eligibility, b.stock_funding, b.reason, b.note, b.reason_by \
+    FROM borrowing b JOIN lots l ON l.id = b.lot_id JOIN administrations a ON a.id = b.administration_id";
+
+fn row(r: &sqlx::any::AnyRow) -> sqlx::Result<Borrowing> {
+    Ok(Borrowing {
+        id: r.try_get("id")?,
+        location: r.try_get("location_code")?,
+        administration_id: r.try_get("administration_id")?,
+        lot_id: r.try_get("lot_id")?,
+        lot: r.try_get("lot_number")?,
+        ndc: r.try_get("ndc")?,
+        patient_id: r.try_get("patient_id")?,
+        administered_at: rfc3339(r.try_get("administered_at")?),
+        eligibility: r.try_get("eligibility")?,
+        stock_funding: r.try_get("stock_funding")?,
+        reason: r.try_get("reason")?,
+        note: r.try_get("note")?,
+        reason_by: r.try_get("reason_by")?,
+    })
+}
+
+pub async fn borrowing(db: &Db, caller: &Caller, code: &str) -> Result<Vec<Borrowing>> {
+    let mut conn = db.pool.acquire().await?;
+    let place = place(&mut conn, &caller.scope, code).await?;
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} WHERE b.location_code = $1 ORDER BY b.id DESC"
+    ))
+    .bind(&place.code)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.iter().map(row).collect::<sqlx::Result<_>>()?)
+}
+
+/// Body of `PUT /api/v1/borrowing/{id}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BorrowingReason {
+    pub reason: String,
+    /// Required with `other`.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+pub async fn complete(db: &Db, caller: &Caller, id: i64, body: &BorrowingReason) -> Result<Borrowing> {
+    if !BORROWING_REASONS.contains(&body.reason.as_str()) {
+        return Err(Error::Invalid(format!(
+            "\"reason\" must be one of {}",
+            BORROWING_REASONS.join(", ")
+        )));
+    }
+    if body.reason == "other" && body.note.as_deref().is_none_or(|n| n.trim().is_empty()) {
+        return Err(Error::Invalid(
+            "with reason \"other\", say what happened in \"note\"".into(),
+        ));
+    }
+    let mut tx = db.pool.begin().await?;
+    let r = sqlx::query(&format!("SELECT {COLUMNS} WHERE b.id = $1"))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no borrowing record {id}")))?;
+    let b = row(&r)?;
+    place(&mut tx, &caller.scope, &b.location)
+        .await
+        .map_err(|_| Error::NotFound(format!("no borrowing record {id}")))?;
+    sqlx::query("UPDATE borrowing SET reason = $1, note = $2, reason_by = $3, updated_at = $4 WHERE id = $5")
+        .bind(&body.reason)
+        .bind(body.note.as_deref().map(str::trim))
+        .bind(caller.actor())
+        .bind(now_millis())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    let r = sqlx::query(&format!("SELECT {COLUMNS} WHERE b.id = $1"))
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(row(&r)?)
+}
+
+/// A dose the clinic should review for revaccination.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReviewDose {
+    pub administration_id: i64,
+    pub patient_id: String,
+    pub administered_at: String,
+    pub lot_id: i64,
+    pub lot: String,
+    pub unit_id: i64,
+    /// expired_lot | lot_on_hold | exposed (given between an excursion's start and its lot's determination)
+    pub why: Vec<String>,
+    pub excursion_ids: Vec<i64>,
+}
+
+pub async fn revaccination(db: &Db, caller: &Caller, code: &str) -> Result<Vec<ReviewDose>> {
+    let mut conn = db.pool.acquire().await?;
+    let place = place(&mut conn, &caller.scope, code).await?;
+    let now = now_millis();
+    let rows = sqlx::query(
+        "SELECT a.id, a.patient_id, a.administered_at, a.lot_id, a.unit_id, a.review, l.lot_number, h.excursion_id \
+         FROM administrations a JOIN lots l ON l.id = a.lot_id \
+         LEFT JOIN holds h ON h.unit_id = a.unit_id AND h.lot_id = a.lot_id AND h.excursion_id IS NOT NULL \
+           AND a.administered_at >= (SELECT e.started_at FROM excursions e WHERE e.id = h.excursion_id) \
+           AND a.administered_at <= COALESCE(h.ended_at, $2) \
+         WHERE a.location_code = $1 AND a.status = 'decremented' AND (a.review IS NOT NULL OR h.id IS NOT NULL) \
+         ORDER BY a.administered_at, a.id",
+    )
+    .bind(&place.code)
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out: Vec<ReviewDose> = Vec::new();
+    for r in rows {
+        let id: i64 = r.try_get("id")?;
+        let excursion: Option<i64> = r.try_get("excursion_id")?;
+        if let Some(last) = out.last_mut().filter(|d| d.administration_id == id) {
+            last.excursion_ids.extend(excursion);
+            continue;
+        }
+        let mut why: Vec<String> = r
+            .try_get::<Option<String>, _>("review")?
+            .map(|s| s.split(',').map(str::to_string).collect())
+            .unwrap_or_default();
+        if excursion.is_some() {
+            why.push("exposed".into());
+        }
+        out.push(ReviewDose {
+            administration_id: id,
+            patient_id: r.try_get("patient_id")?,
+            administered_at: rfc3339(r.try_get("administered_at")?),
+            lot_id: r.try_get("lot_id")?,
+            lot: r.try_get("lot_number")?,
+            unit_id: r.try_get("unit_id")?,
+            why,
+            excursion_ids: excursion.into_iter().collect(),
+        });
+    }
+    Ok(out)
+}
