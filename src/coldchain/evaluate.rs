@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::Acquire;
 use sqlx::{Any, Row, Transaction};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -256,7 +257,17 @@ pub async fn evaluate_unit(
     .fetch_all(&mut **tx)
     .await?;
     for r in alarmed {
-        crate::inventory::holds::hold_for_excursion(tx, r.try_get("excursion_id")?).await?;
+        // In its own savepoint: a failure here must not cost the excursion or its alert; the
+        // next pass tries again (holding is idempotent).
+        let id: i64 = r.try_get("excursion_id")?;
+        let mut sp = tx.begin().await?;
+        match crate::inventory::holds::hold_for_excursion(&mut sp, id).await {
+            Ok(_) => sp.commit().await?,
+            Err(e) => {
+                sp.rollback().await?;
+                tracing::error!(excursion = id, error = ?e, "could not put the excursion's lots on hold; will retry");
+            }
+        }
     }
     Ok(())
 }

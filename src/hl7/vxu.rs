@@ -146,10 +146,12 @@ fn text(seg: &er7::Segment, sep: &er7::Separators, field: usize, comp: usize) ->
 }
 
 /// Reads a message (segments separated by `\r`, `\n` or both).
-pub fn parse(raw: &str) -> Result<Parsed, Refused> {
-    let refuse = |header: Option<Header>, at, code, t: &str| Refused {
-        header,
-        issue: Issue::error(at, code, t),
+pub fn parse(raw: &str) -> Result<Parsed, Box<Refused>> {
+    let refuse = |header: Option<Header>, at, code, t: &str| {
+        Box::new(Refused {
+            header,
+            issue: Issue::error(at, code, t),
+        })
     };
     let msg = er7::parse(
         raw.trim_start_matches(['\u{0b}', '\r', '\n', ' '])

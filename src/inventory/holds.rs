@@ -41,9 +41,9 @@ pub async fn hold_for_excursion(conn: &mut AnyConnection, excursion_id: i64) -> 
     // Stock present during [start, end]: on hand at the start, or brought in before the end.
     let rows = sqlx::query(
         "SELECT s.lot_id, s.on_hand, \
-         COALESCE((SELECT SUM(e.doses) FROM stock_events e WHERE e.unit_id = s.unit_id AND e.lot_id = s.lot_id AND e.occurred_at > $2), 0) AS since_start, \
-         COALESCE((SELECT SUM(e.doses) FROM stock_events e WHERE e.unit_id = s.unit_id AND e.lot_id = s.lot_id AND e.occurred_at > $2 \
-                   AND e.occurred_at <= $3 AND e.doses > 0), 0) AS came_in \
+         CAST(COALESCE((SELECT SUM(e.doses) FROM stock_events e WHERE e.unit_id = s.unit_id AND e.lot_id = s.lot_id AND e.occurred_at > $2), 0) AS BIGINT) AS since_start, \
+         CAST(COALESCE((SELECT SUM(e.doses) FROM stock_events e WHERE e.unit_id = s.unit_id AND e.lot_id = s.lot_id AND e.occurred_at > $2 \
+                   AND e.occurred_at <= $3 AND e.doses > 0), 0) AS BIGINT) AS came_in \
          FROM stock s WHERE s.unit_id = $1 AND s.on_hand > 0",
     )
     .bind(unit_id)

@@ -295,6 +295,9 @@ pub struct NewTransfer {
     pub to_unit_id: Option<i64>,
     pub lines: Vec<TransferLine>,
     pub reason: String,
+    /// When the doses moved (RFC 3339), for a transfer recorded afterwards; default now.
+    #[serde(default)]
+    pub transferred_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -400,7 +403,7 @@ async fn receiving_unit(conn: &mut AnyConnection, to: &Place, from_unit: i64, lo
 }
 
 /// Moves the doses: out of the sending unit, into the receiving one, in one transaction.
-async fn complete(conn: &mut AnyConnection, t: &Transfer, to_unit: i64, actor: &str) -> Result<()> {
+async fn complete(conn: &mut AnyConnection, t: &Transfer, to_unit: i64, actor: &str, at: i64) -> Result<()> {
     for line in &t.lines {
         let mut out = Entry::new(
             &t.from_location,
@@ -410,6 +413,7 @@ async fn complete(conn: &mut AnyConnection, t: &Transfer, to_unit: i64, actor: &
             -line.doses,
             actor,
         );
+        out.occurred_at = at;
         out.transfer_id = Some(t.id);
         out.note = Some(&t.reason);
         ledger::record(conn, &out).await?;
@@ -421,6 +425,7 @@ async fn complete(conn: &mut AnyConnection, t: &Transfer, to_unit: i64, actor: &
             line.doses,
             actor,
         );
+        inn.occurred_at = at;
         inn.transfer_id = Some(t.id);
         inn.from_unit_id = Some(t.from_unit_id);
         inn.note = Some(&t.reason);
@@ -485,7 +490,18 @@ pub async fn transfer(db: &Db, caller: &Caller, code: &str, body: &NewTransfer) 
     let t = get_transfer(&mut tx, id).await?;
     // To another PIN the program must approve first (domain.md, "Transfers").
     if !cross_pin {
-        complete(&mut tx, &t, to_unit.expect("a unit within the PIN"), &caller.actor()).await?;
+        let at = super::parse_time("transferred_at", body.transferred_at.as_deref())?.unwrap_or(now);
+        if at > now + 60_000 {
+            return Err(Error::Invalid("\"transferred_at\" is in the future".into()));
+        }
+        complete(
+            &mut tx,
+            &t,
+            to_unit.expect("a unit within the PIN"),
+            &caller.actor(),
+            at,
+        )
+        .await?;
     }
     let t = get_transfer(&mut tx, id).await?;
     tx.commit().await?;
@@ -560,7 +576,7 @@ pub async fn decide(db: &Db, caller: &Caller, id: i64, approve: bool, body: &Dec
             }
             None => receiving_unit(&mut tx, &to, t.from_unit_id, t.lines[0].lot_id).await?,
         };
-        complete(&mut tx, &t, to_unit, &caller.actor()).await?;
+        complete(&mut tx, &t, to_unit, &caller.actor(), now).await?;
     } else {
         if body.note.as_deref().is_none_or(|n| n.trim().is_empty()) {
             return Err(Error::Invalid("a rejection needs a \"note\" saying why".into()));

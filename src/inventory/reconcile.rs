@@ -88,8 +88,8 @@ pub async fn record(db: &Db, caller: &Caller, code: &str, body: &NewReconciliati
     let place = place(&mut tx, &caller.scope, code).await?;
     // What the ledger held at as_of, per stock row of this location.
     let expected: Vec<(i64, i64, i64)> = sqlx::query(
-        "SELECT s.unit_id, s.lot_id, s.on_hand - COALESCE((SELECT SUM(e.doses) FROM stock_events e \
-         WHERE e.unit_id = s.unit_id AND e.lot_id = s.lot_id AND e.occurred_at > $2), 0) AS expected \
+        "SELECT s.unit_id, s.lot_id, s.on_hand - CAST(COALESCE((SELECT SUM(e.doses) FROM stock_events e \
+         WHERE e.unit_id = s.unit_id AND e.lot_id = s.lot_id AND e.occurred_at > $2), 0) AS BIGINT) AS expected \
          FROM stock s WHERE s.location_code = $1",
     )
     .bind(&place.code)

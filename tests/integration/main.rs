@@ -7,6 +7,8 @@ mod alerting;
 mod cli;
 mod coldchain;
 mod gateway;
+mod hl7;
 mod import;
 mod ingest;
+mod inventory;
 mod registry;
