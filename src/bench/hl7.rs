@@ -117,6 +117,9 @@ pub async fn run(base: Settings, args: Args) -> anyhow::Result<()> {
     })
     .await?;
     server.abort();
+    use std::sync::atomic::Ordering::Relaxed;
+    let per_commit = crate::hl7::intake::COMMITTED_MESSAGES.load(Relaxed) as f64
+        / crate::hl7::intake::COMMITS.load(Relaxed).max(1) as f64;
     latencies.sort_unstable();
     let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize].as_secs_f64() * 1000.0;
     let (p50, p99) = (pct(0.5), pct(0.99));
@@ -144,7 +147,7 @@ pub async fn run(base: Settings, args: Args) -> anyhow::Result<()> {
                 "bench": "hl7", "database": db.kind.as_str(), "clients": args.clients, "seconds": args.seconds,
                 "baseline_req_per_s": baseline.round(), "hl7_msgs_per_s": hl7_rate.round(),
                 "ratio": (ratio * 1000.0).round() / 1000.0, "p50_ms": p50, "p99_ms": p99,
-                "messages": latencies.len(),
+                "messages": latencies.len(), "messages_per_commit": (per_commit * 10.0).round() / 10.0,
             })
         );
     } else {
@@ -157,6 +160,7 @@ pub async fn run(base: Settings, args: Args) -> anyhow::Result<()> {
         println!("  baseline GET /api/v1/locations/{{code}}   {baseline:>10.0} req/s");
         println!("  VXU parse, match, decrement, commit, ACK {hl7_rate:>10.0} msgs/s  ({ratio:.2}× baseline)");
         println!("  latency per message                      p50 {p50:.1} ms, p99 {p99:.1} ms");
+        println!("  messages per commit                      {per_commit:.1}");
         println!("  {} messages, {decremented} doses decremented", latencies.len());
     }
     Ok(())

@@ -9,7 +9,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
-use sqlx::{Acquire, AnyConnection, Row};
+use std::collections::HashMap;
+
+use sqlx::{AnyConnection, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::ack::{self, AckCode};
@@ -17,7 +19,7 @@ use super::vxu::{self, Header};
 use super::Issue;
 use crate::accounts::Scope;
 use crate::inventory::doses::{self, Outcome};
-use crate::inventory::Error;
+use crate::inventory::{catalog, Place};
 use crate::store::{now_millis, Db};
 
 /// Who sent a message: the part of the program it may report for, and how records name it.
@@ -28,6 +30,10 @@ pub struct Sender {
 }
 
 static ACK_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Commits and the messages they carried, since start (for `vfc bench hl7`).
+pub static COMMITS: AtomicU64 = AtomicU64::new(0);
+pub static COMMITTED_MESSAGES: AtomicU64 = AtomicU64::new(0);
 
 fn ack_id() -> String {
     format!(
@@ -41,31 +47,166 @@ fn reply(header: Option<&Header>, code: AckCode, issues: &[Issue]) -> String {
     ack::build(header, code, issues, &ack_id(), chrono::Utc::now())
 }
 
+/// Facilities and vaccines already looked up: messages mostly come from the same clinics and
+/// name the same vaccines. Only what was found is kept, for a few seconds, and dropped at once
+/// when this process changes a facility id or the catalog
+/// ([`crate::inventory::DIRECTORY_GENERATION`]).
+#[derive(Default)]
+pub struct Lookups {
+    facilities: HashMap<String, Option<Place>>,
+    products: HashMap<String, (Vec<String>, Option<String>)>,
+    since: Option<(std::time::Instant, u64)>,
+}
+
+impl Lookups {
+    const FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+    fn refresh(&mut self) {
+        let generation = crate::inventory::DIRECTORY_GENERATION.load(Ordering::Relaxed);
+        let stale = self
+            .since
+            .is_none_or(|(t, g)| t.elapsed() > Self::FRESH_FOR || g != generation);
+        if stale {
+            *self = Lookups {
+                since: Some((std::time::Instant::now(), generation)),
+                ..Default::default()
+            };
+        }
+    }
+}
+
+/// An ACK to keep, so that the same message sent again gets it back.
+struct Kept {
+    key: (String, String, String),
+    sender: String,
+    code: &'static str,
+    ack: String,
+}
+
+fn key(h: &Header) -> (String, String, String) {
+    (h.sending_app.clone(), h.sending_facility.clone(), h.control_id.clone())
+}
+
 /// Records one message on `conn` (inside the caller's transaction) and returns its ACK. An
 /// `Err` is a database failure: the caller rolls back and the sender should send again.
-pub async fn process(conn: &mut AnyConnection, raw: &str, sender: &Sender) -> anyhow::Result<String> {
+pub async fn process(
+    conn: &mut AnyConnection,
+    raw: &str,
+    sender: &Sender,
+    seen: &mut Lookups,
+) -> anyhow::Result<String> {
     let parsed = match vxu::parse(raw) {
         Ok(p) => p,
-        Err(refused) => {
-            metrics::counter!("vfc_hl7_messages_total", "ack" => "AR").increment(1);
-            return Ok(reply(refused.header.as_ref(), AckCode::Rejected, &[refused.issue]));
-        }
+        Err(refused) => return Ok(refuse(&refused)),
     };
-    let h = &parsed.header;
-    if let Some(r) =
-        sqlx::query("SELECT ack FROM hl7_messages WHERE sending_app = $1 AND sending_facility = $2 AND control_id = $3")
-            .bind(&h.sending_app)
-            .bind(&h.sending_facility)
-            .bind(&h.control_id)
-            .fetch_optional(&mut *conn)
-            .await?
-    {
+    if let Some(ack) = kept(conn, &[key(&parsed.header)]).await?.into_values().next() {
         metrics::counter!("vfc_hl7_messages_total", "ack" => "duplicate").increment(1);
-        return Ok(r.try_get("ack")?);
+        return Ok(ack);
     }
+    let (ack, keep) = record(conn, &parsed, sender, seen).await?;
+    if let Some(k) = keep {
+        store(conn, &[k]).await?;
+    }
+    Ok(ack)
+}
+
+fn refuse(refused: &vxu::Refused) -> String {
+    metrics::counter!("vfc_hl7_messages_total", "ack" => "AR").increment(1);
+    reply(
+        refused.header.as_ref(),
+        AckCode::Rejected,
+        std::slice::from_ref(&refused.issue),
+    )
+}
+
+/// The ACKs already kept for these message keys.
+async fn kept(
+    conn: &mut AnyConnection,
+    keys: &[(String, String, String)],
+) -> anyhow::Result<HashMap<(String, String, String), String>> {
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let cond = (0..keys.len())
+        .map(|i| {
+            format!(
+                "(sending_app = ${} AND sending_facility = ${} AND control_id = ${})",
+                3 * i + 1,
+                3 * i + 2,
+                3 * i + 3
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let sql = format!("SELECT sending_app, sending_facility, control_id, ack FROM hl7_messages WHERE {cond}");
+    let mut q = sqlx::query(&sql);
+    for (a, f, c) in keys {
+        q = q.bind(a).bind(f).bind(c);
+    }
+    let mut out = HashMap::new();
+    for r in q.fetch_all(&mut *conn).await? {
+        out.insert(
+            (
+                r.try_get("sending_app")?,
+                r.try_get("sending_facility")?,
+                r.try_get("control_id")?,
+            ),
+            r.try_get("ack")?,
+        );
+    }
+    Ok(out)
+}
+
+async fn store(conn: &mut AnyConnection, rows: &[Kept]) -> anyhow::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let now = now_millis();
+    let values = (0..rows.len())
+        .map(|i| {
+            let b = 6 * i;
+            format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, $0)",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let last = 6 * rows.len() + 1;
+    let sql = format!(
+        "INSERT INTO hl7_messages (sending_app, sending_facility, control_id, sender, ack_code, ack, received_at) VALUES {}",
+        values.replace("$0", &format!("${last}"))
+    );
+    let mut q = sqlx::query(&sql);
+    for k in rows {
+        q = q
+            .bind(&k.key.0)
+            .bind(&k.key.1)
+            .bind(&k.key.2)
+            .bind(&k.sender)
+            .bind(k.code)
+            .bind(&k.ack);
+    }
+    q.bind(now).execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Records a message known not to be a duplicate: its ACK, and what to keep of it.
+async fn record(
+    conn: &mut AnyConnection,
+    parsed: &vxu::Parsed,
+    sender: &Sender,
+    seen: &mut Lookups,
+) -> anyhow::Result<(String, Option<Kept>)> {
+    let h = &parsed.header;
     if !parsed.errors.is_empty() {
         metrics::counter!("vfc_hl7_messages_total", "ack" => "AE").increment(1);
-        return Ok(reply(Some(h), AckCode::Error, &parsed.errors));
+        return Ok((reply(Some(h), AckCode::Error, &parsed.errors), None));
     }
 
     // Where each dose was given; a facility outside the sender's scope refuses the message.
@@ -75,21 +216,33 @@ pub async fn process(conn: &mut AnyConnection, raw: &str, sender: &Sender) -> an
             places.push(None);
             continue;
         };
-        let place = doses::facility(conn, &d.facility).await.map_err(anyhow::Error::from)?;
+        let place = match seen.facilities.get(&d.facility) {
+            Some(p) => p.clone(),
+            None => {
+                let p = doses::facility(conn, &d.facility).await.map_err(anyhow::Error::from)?;
+                if p.is_some() {
+                    seen.facilities.insert(d.facility.clone(), p.clone());
+                }
+                p
+            }
+        };
         if let Some(p) = &place {
             if !sender.scope.covers_code(&p.pin, &p.code) {
                 metrics::counter!("vfc_hl7_messages_total", "ack" => "AR").increment(1);
-                return Ok(reply(
-                    Some(h),
-                    AckCode::Rejected,
-                    &[Issue::error(
-                        Some(d.facility_at),
-                        204,
-                        format!(
-                            "facility {} is outside what this sender may report for; nothing was recorded",
-                            d.facility
-                        ),
-                    )],
+                return Ok((
+                    reply(
+                        Some(h),
+                        AckCode::Rejected,
+                        &[Issue::error(
+                            Some(d.facility_at),
+                            204,
+                            format!(
+                                "facility {} is outside what this sender may report for; nothing was recorded",
+                                d.facility
+                            ),
+                        )],
+                    ),
+                    None,
                 ));
             }
         }
@@ -127,14 +280,18 @@ pub async fn process(conn: &mut AnyConnection, raw: &str, sender: &Sender) -> an
             }
         };
         issues.extend(d.notes.iter().cloned());
-        let outcome = match doses::apply(conn, &place, &report, &sender.actor).await {
-            Ok(o) => o,
-            Err(Error::Database(e)) => return Err(e).context("recording a dose"),
-            Err(e) => {
-                issues.push(Issue::error(Some(("RXA", d.rxa, 0)), 207, e.to_string()));
-                continue;
-            }
-        };
+        let key = report.vaccine.describe();
+        if !seen.products.contains_key(&key) {
+            let found = catalog::products_for(conn, &report.vaccine)
+                .await
+                .map_err(anyhow::Error::from)?;
+            seen.products.insert(key.clone(), found);
+        }
+        // Any failure here undoes the whole message (the caller rolls back): a dose is never
+        // left half recorded.
+        let outcome = doses::apply_known(conn, &place, &report, &sender.actor, &seen.products[&key])
+            .await
+            .context("recording a dose")?;
         recorded += 1;
         let at = |f| Some(("RXA", d.rxa, f));
         for w in outcome.warnings() {
@@ -161,22 +318,13 @@ pub async fn process(conn: &mut AnyConnection, raw: &str, sender: &Sender) -> an
     metrics::counter!("vfc_hl7_messages_total", "ack" => code.as_str()).increment(1);
     // Keep the message (and its ACK) when it recorded something: the same message again gets
     // this ACK. One that recorded nothing may be corrected and sent again under its id.
-    if recorded > 0 {
-        sqlx::query(
-            "INSERT INTO hl7_messages (sending_app, sending_facility, control_id, sender, ack_code, ack, received_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&h.sending_app)
-        .bind(&h.sending_facility)
-        .bind(&h.control_id)
-        .bind(&sender.actor)
-        .bind(code.as_str())
-        .bind(&ack)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(ack)
+    let keep = (recorded > 0).then(|| Kept {
+        key: key(h),
+        sender: sender.actor.clone(),
+        code: code.as_str(),
+        ack: ack.clone(),
+    });
+    Ok((ack, keep))
 }
 
 struct Job {
@@ -213,6 +361,7 @@ impl Intake {
 }
 
 async fn worker(db: Db, mut rx: mpsc::Receiver<Job>) {
+    let mut seen = Lookups::default();
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -221,7 +370,8 @@ async fn worker(db: Db, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        match run(&db, &batch).await {
+
+        match run(&db, &batch, &mut seen).await {
             Ok(acks) => {
                 for (job, ack) in batch.into_iter().zip(acks) {
                     let _ = job.reply.send(ack);
@@ -239,25 +389,79 @@ async fn worker(db: Db, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
-async fn run(db: &Db, batch: &[Job]) -> anyhow::Result<Vec<anyhow::Result<String>>> {
+/// Records the batch in one transaction. Should a message fail on the database (rare: ACKs are
+/// answers, not errors), the batch is rolled back and each message retried in its own
+/// transaction, so one bad message never costs another its commit.
+async fn run(db: &Db, batch: &[Job], seen: &mut Lookups) -> anyhow::Result<Vec<anyhow::Result<String>>> {
+    seen.refresh();
+    let parsed: Vec<_> = batch.iter().map(|j| vxu::parse(&j.raw)).collect();
     let mut tx = db.pool.begin().await?;
+    let keys: Vec<_> = parsed
+        .iter()
+        .filter_map(|p| p.as_ref().ok())
+        .map(|p| key(&p.header))
+        .collect();
+    let mut known = kept(&mut tx, &keys).await?;
+    let mut keep = Vec::new();
     let mut acks = Vec::with_capacity(batch.len());
-    for job in batch {
-        let mut sp = tx.begin().await?;
-        match process(&mut sp, &job.raw, &job.sender).await {
-            Ok(ack) => {
-                sp.commit().await?;
-                acks.push(Ok(ack));
+    for (job, parsed) in batch.iter().zip(&parsed) {
+        let parsed = match parsed {
+            Ok(p) => p,
+            Err(refused) => {
+                acks.push(refuse(refused));
+                continue;
+            }
+        };
+        // Sent before, or earlier in this very batch.
+        if let Some(ack) = known.get(&key(&parsed.header)) {
+            metrics::counter!("vfc_hl7_messages_total", "ack" => "duplicate").increment(1);
+            acks.push(ack.clone());
+            continue;
+        }
+        match record(&mut tx, parsed, &job.sender, seen).await {
+            Ok((ack, k)) => {
+                if let Some(k) = k {
+                    known.insert(k.key.clone(), ack.clone());
+                    keep.push(k);
+                }
+                acks.push(ack);
             }
             Err(e) => {
-                sp.rollback().await?;
-                tracing::warn!(error = ?e, "HL7 message not recorded");
-                acks.push(Err(e));
+                tracing::warn!(error = ?e, "HL7 batch failed; retrying its messages one by one");
+                tx.rollback().await?;
+                return one_by_one(db, batch).await;
             }
         }
     }
+    if let Err(e) = store(&mut tx, &keep).await {
+        tracing::warn!(error = ?e, "keeping the batch's ACKs failed; retrying its messages one by one");
+        tx.rollback().await?;
+        return one_by_one(db, batch).await;
+    }
     tx.commit().await.context("committing HL7 messages")?;
-    Ok(acks)
+    COMMITS.fetch_add(1, Ordering::Relaxed);
+    COMMITTED_MESSAGES.fetch_add(batch.len() as u64, Ordering::Relaxed);
+    metrics::histogram!("vfc_hl7_batch_messages").record(batch.len() as f64);
+    Ok(acks.into_iter().map(Ok).collect())
+}
+
+async fn one_by_one(db: &Db, batch: &[Job]) -> anyhow::Result<Vec<anyhow::Result<String>>> {
+    let mut out = Vec::with_capacity(batch.len());
+    for job in batch {
+        let mut tx = db.pool.begin().await?;
+        match process(&mut tx, &job.raw, &job.sender, &mut Lookups::default()).await {
+            Ok(ack) => {
+                tx.commit().await?;
+                out.push(Ok(ack));
+            }
+            Err(e) => {
+                tx.rollback().await?;
+                tracing::warn!(error = ?e, "HL7 message not recorded");
+                out.push(Err(e));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The ACK for a message that could not be recorded now (the database failed): AE, resend.

@@ -301,6 +301,7 @@ pub async fn import(db: &Db, kind: CdcFile, bytes: &[u8]) -> anyhow::Result<(usi
         }
     }
     tx.commit().await?;
+    super::directory_changed();
     Ok((stored, skipped))
 }
 
@@ -368,6 +369,7 @@ pub async fn add(db: &Db, body: &NewProduct) -> Result<Product> {
     }
     let mut conn = db.pool.acquire().await?;
     upsert_product(&mut conn, &p, "api", now_millis()).await?;
+    super::directory_changed();
     get(&mut conn, &p.ndc)
         .await?
         .ok_or_else(|| Error::NotFound(p.ndc.clone()))

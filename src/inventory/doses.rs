@@ -160,28 +160,26 @@ async fn existing(
     orc: Option<&str>,
     natural: &str,
 ) -> Result<Option<Existing>> {
-    let cols = "SELECT id, status, UPPER(lot_number) AS lot_key, cvx, orc_key FROM administrations";
-    if let Some(orc) = orc {
-        let r = sqlx::query(&format!("{cols} WHERE location_code = $1 AND orc_key = $2"))
-            .bind(&place.code)
-            .bind(orc)
-            .fetch_optional(&mut *conn)
-            .await?;
-        if let Some(r) = r {
-            return Ok(Some(existing_row(&r)?));
-        }
-    }
-    // Without ORC-3 (or not seen under it): the same patient, vaccine, day and lot.
-    let r = sqlx::query(&format!(
-        "{cols} WHERE location_code = $1 AND natural_key = $2 AND status <> 'deleted' ORDER BY id DESC LIMIT 1"
-    ))
+    // By ORC-3 first; else (or without one) the same patient, vaccine, day and lot.
+    let r = sqlx::query(
+        "SELECT id, status, lot_key, cvx, orc_key FROM ( \
+         SELECT id, status, UPPER(lot_number) AS lot_key, cvx, orc_key, 0 AS pri FROM administrations \
+         WHERE location_code = $1 AND orc_key = $2 \
+         UNION ALL SELECT id, status, UPPER(lot_number) AS lot_key, cvx, orc_key, 1 AS pri FROM administrations \
+         WHERE location_code = $1 AND natural_key = $3 AND status <> 'deleted') found ORDER BY pri, id DESC LIMIT 1",
+    )
     .bind(&place.code)
+    .bind(orc)
     .bind(natural)
     .fetch_optional(&mut *conn)
     .await?;
-    match r {
-        Some(r) if orc.is_none() || r.try_get::<Option<String>, _>("orc_key")?.is_none() => Ok(Some(existing_row(&r)?)),
-        _ => Ok(None),
+    let Some(r) = r else { return Ok(None) };
+    let found: Option<String> = r.try_get("orc_key")?;
+    // A natural-key match that carries its own, different ORC-3 is another dose.
+    if found.as_deref() == orc || orc.is_none() || found.is_none() {
+        Ok(Some(existing_row(&r)?))
+    } else {
+        Ok(None)
     }
 }
 
@@ -196,13 +194,50 @@ fn existing_row(r: &sqlx::any::AnyRow) -> sqlx::Result<Existing> {
 
 /// Records one report at `place`, in the caller's transaction.
 pub async fn apply(conn: &mut AnyConnection, place: &Place, d: &DoseReport, actor: &str) -> Result<Outcome> {
-    let (ndcs, cvx) = catalog::products_for(conn, &d.vaccine).await?;
+    let products = catalog::products_for(conn, &d.vaccine).await?;
+    apply_known(conn, place, d, actor, &products).await
+}
+
+/// [`apply`] with the vaccine's products already looked up (the HL7 intake keeps them for a
+/// batch).
+pub async fn apply_known(
+    conn: &mut AnyConnection,
+    place: &Place,
+    d: &DoseReport,
+    actor: &str,
+    products: &(Vec<String>, Option<String>),
+) -> Result<Outcome> {
+    let (ndcs, cvx) = products;
     let vaccine_key = cvx.clone().unwrap_or_else(|| d.vaccine.describe());
     let lot_key = d.lot.as_ref().map(|l| l.key().to_string()).unwrap_or_default();
     let natural = format!("{}|{}|{}|{}", d.patient_id, vaccine_key, d.day, lot_key);
+    let counts = d.given_here && d.action != Action::Delete;
+    // The common case first: a new dose given here that matches stock is written in one
+    // statement that also checks it is not on record yet.
+    if counts {
+        match find_stock(
+            conn,
+            place,
+            ndcs,
+            d.lot.as_ref(),
+            d.eligibility.as_deref(),
+            d.funding_source.as_deref(),
+            &vaccine_key,
+        )
+        .await
+        {
+            Ok(m) => {
+                let (_, review) = review_flags(&m, &d.day);
+                if let Some(id) = insert_taken(conn, place, d, &natural, cvx.as_deref(), &m, review, actor).await? {
+                    return decrement(conn, place, id, &m, d, actor, Done::RowAndLedger).await;
+                }
+            }
+            Err(("database", e)) => return Err(Error::Database(sqlx::Error::Protocol(e))),
+            Err(_) => {}
+        }
+    }
     let prior = existing(conn, place, d.orc_key.as_deref(), &natural).await?;
 
-    let counts = d.given_here && d.action != Action::Delete;
     let Some(prior) = prior else {
         if d.action == Action::Delete {
             return Ok(Outcome::NothingToDo {
@@ -214,8 +249,29 @@ pub async fn apply(conn: &mut AnyConnection, place: &Place, d: &DoseReport, acto
                 why: d.not_given.clone().unwrap_or_default(),
             });
         }
-        let id = insert(conn, place, d, &natural, cvx.as_deref()).await?;
-        return take(conn, place, d, id, &ndcs, &vaccine_key, actor).await;
+        // A new dose: matched first, so its row is written once, as it ends.
+        let found = find_stock(
+            conn,
+            place,
+            ndcs,
+            d.lot.as_ref(),
+            d.eligibility.as_deref(),
+            d.funding_source.as_deref(),
+            &vaccine_key,
+        )
+        .await;
+        return match found {
+            Ok(m) => {
+                let (_, review) = review_flags(&m, &d.day);
+                let id = insert(conn, place, d, &natural, cvx.as_deref(), Some((&m, review))).await?;
+                decrement(conn, place, id, &m, d, actor, Done::Row).await
+            }
+            Err(("database", e)) => Err(Error::Database(sqlx::Error::Protocol(e))),
+            Err((code, reason)) => {
+                let id = insert(conn, place, d, &natural, cvx.as_deref(), None).await?;
+                queue(conn, place, id, code, reason, d.message_id.as_deref(), true).await
+            }
+        };
     };
 
     // A dose we know.
@@ -232,7 +288,7 @@ pub async fn apply(conn: &mut AnyConnection, place: &Place, d: &DoseReport, acto
             if counts {
                 // An update to another lot (or vaccine): the decrement moves.
                 refresh(conn, prior.id, d, &natural, cvx.as_deref()).await?;
-                take(conn, place, d, prior.id, &ndcs, &vaccine_key, actor).await
+                take(conn, place, d, prior.id, ndcs, &vaccine_key, actor).await
             } else {
                 set_status(
                     conn,
@@ -253,7 +309,7 @@ pub async fn apply(conn: &mut AnyConnection, place: &Place, d: &DoseReport, acto
             close_exceptions(conn, prior.id, actor, "superseded by a later report from the EHR").await?;
             if counts {
                 refresh(conn, prior.id, d, &natural, cvx.as_deref()).await?;
-                take(conn, place, d, prior.id, &ndcs, &vaccine_key, actor).await
+                take(conn, place, d, prior.id, ndcs, &vaccine_key, actor).await
             } else {
                 set_status(
                     conn,
@@ -273,7 +329,7 @@ pub async fn apply(conn: &mut AnyConnection, place: &Place, d: &DoseReport, acto
         // deleted or not_given before, and given now: record it again.
         _ if counts => {
             refresh(conn, prior.id, d, &natural, cvx.as_deref()).await?;
-            take(conn, place, d, prior.id, &ndcs, &vaccine_key, actor).await
+            take(conn, place, d, prior.id, ndcs, &vaccine_key, actor).await
         }
         _ => Ok(Outcome::NothingToDo {
             why: "the dose is not counted already".into(),
@@ -287,12 +343,17 @@ async fn insert(
     d: &DoseReport,
     natural: &str,
     cvx: Option<&str>,
+    matched: Option<(&Match, Option<String>)>,
 ) -> Result<i64> {
     let now = now_millis();
+    let (status, lot_id, unit_id, review) = match matched {
+        Some((m, review)) => ("decremented", Some(m.lot_id), Some(m.unit_id), review),
+        None => ("exception", None, None, None),
+    };
     Ok(sqlx::query(
         "INSERT INTO administrations (location_code, orc_key, natural_key, patient_id, cvx, ndc, lot_number, administered_at, \
-         eligibility, funding_source, status, source, message_id, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'new', $11, $12, $13, $13) RETURNING id",
+         eligibility, funding_source, status, source, message_id, created_at, updated_at, lot_id, unit_id, review) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16, $17) RETURNING id",
     )
     .bind(&place.code)
     .bind(&d.orc_key)
@@ -307,12 +368,90 @@ async fn insert(
     .bind(d.administered_at)
     .bind(&d.eligibility)
     .bind(&d.funding_source)
+    .bind(status)
     .bind(d.source)
     .bind(&d.message_id)
     .bind(now)
+    .bind(lot_id)
+    .bind(unit_id)
+    .bind(review)
     .fetch_one(&mut *conn)
     .await?
     .try_get("id")?)
+}
+
+/// A dose that matched stock, written in one round trip unless it is already on record (by
+/// ORC-3, or by patient, vaccine, day and lot as [`existing`] reads them): its row, one dose
+/// off the stock and the ledger row. SQLite runs the three statements in one call, chained by
+/// `changes()` and `last_insert_rowid()`; PostgreSQL runs one statement of data-modifying
+/// CTEs. `None`: on record already, nothing written. A row written without its dose (the stock
+/// went meanwhile) is an error, and the caller's transaction is rolled back.
+#[allow(clippy::too_many_arguments)]
+async fn insert_taken(
+    conn: &mut AnyConnection,
+    place: &Place,
+    d: &DoseReport,
+    natural: &str,
+    cvx: Option<&str>,
+    m: &Match,
+    review: Option<String>,
+    actor: &str,
+) -> Result<Option<i64>> {
+    const ADMIN: &str = "INSERT INTO administrations (location_code, orc_key, natural_key, patient_id, cvx, ndc, \
+        lot_number, administered_at, eligibility, funding_source, status, source, message_id, created_at, updated_at, \
+        lot_id, unit_id, review) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'decremented', $11, $12, $13, $13, \
+        $14, $15, $16 WHERE NOT EXISTS (SELECT 1 FROM administrations WHERE location_code = $1 AND orc_key = $2) \
+        AND NOT EXISTS (SELECT 1 FROM administrations WHERE location_code = $1 AND natural_key = $3 \
+        AND status <> 'deleted' AND ($2 IS NULL OR orc_key IS NULL)) RETURNING id";
+    const EVENT: &str = "INSERT INTO stock_events (location_code, unit_id, lot_id, kind, doses, source, source_ref, \
+        administration_id, occurred_at, recorded_at, actor)";
+    let sqlite = conn.backend_name() == "SQLite";
+    let sql = if sqlite {
+        format!(
+            "{ADMIN}; UPDATE stock SET on_hand = on_hand - 1, updated_at = $13 WHERE unit_id = $15 AND lot_id = $14 \
+             AND on_hand >= 1 AND changes() = 1; \
+             {EVENT} SELECT $1, $15, $14, 'administration', -1, $11, $12, last_insert_rowid(), $8, $13, $17 \
+             WHERE changes() = 1 RETURNING id"
+        )
+    } else {
+        format!(
+            "WITH a AS ({ADMIN}), s AS (UPDATE stock SET on_hand = on_hand - 1, updated_at = $13 WHERE unit_id = $15 \
+             AND lot_id = $14 AND on_hand >= 1 AND EXISTS (SELECT 1 FROM a) RETURNING unit_id), \
+             e AS ({EVENT} SELECT $1, $15, $14, 'administration', -1, $11, $12, a.id, $8, $13, $17 FROM a, s RETURNING id) \
+             SELECT a.id, 0 AS o FROM a UNION ALL SELECT e.id, 1 AS o FROM e ORDER BY o"
+        )
+    };
+    let rows = sqlx::query(&sql)
+        .bind(&place.code)
+        .bind(&d.orc_key)
+        .bind(natural)
+        .bind(&d.patient_id)
+        .bind(cvx)
+        .bind(match &d.vaccine {
+            Vaccine::Ndc(n) => Some(n.to_string()),
+            Vaccine::Cvx(_) => None,
+        })
+        .bind(d.lot.as_ref().map(|l| l.as_str()).unwrap_or(""))
+        .bind(d.administered_at)
+        .bind(&d.eligibility)
+        .bind(&d.funding_source)
+        .bind(d.source)
+        .bind(&d.message_id)
+        .bind(now_millis())
+        .bind(m.lot_id)
+        .bind(m.unit_id)
+        .bind(review)
+        .bind(actor)
+        .fetch_all(&mut *conn)
+        .await?;
+    match rows.len() {
+        0 => Ok(None),
+        2 => Ok(Some(rows[0].try_get("id")?)),
+        _ => Err(Error::Conflict(format!(
+            "lot {} in unit {} had no dose left to take; the dose was not recorded, send it again",
+            m.lot_id, m.unit_id
+        ))),
+    }
 }
 
 async fn refresh(conn: &mut AnyConnection, id: i64, d: &DoseReport, natural: &str, cvx: Option<&str>) -> Result<()> {
@@ -547,44 +686,15 @@ async fn take(
     let m = match found {
         Ok(m) => m,
         Err(("database", e)) => return Err(Error::Database(sqlx::Error::Protocol(e))),
-        Err((code, reason)) => return queue(conn, place, id, code, reason, d.message_id.as_deref()).await,
+        Err((code, reason)) => return queue(conn, place, id, code, reason, d.message_id.as_deref(), false).await,
     };
-    decrement(
-        conn,
-        place,
-        id,
-        &m,
-        d.administered_at,
-        &d.day,
-        d.eligibility.as_deref(),
-        d.source,
-        d.message_id.clone(),
-        actor,
-    )
-    .await
+    decrement(conn, place, id, &m, d, actor, Done::Nothing).await
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn decrement(
-    conn: &mut AnyConnection,
-    place: &Place,
-    id: i64,
-    m: &Match,
-    at: i64,
-    day: &str,
-    eligibility: Option<&str>,
-    source: &str,
-    message_id: Option<String>,
-    actor: &str,
-) -> Result<Outcome> {
-    let mut e = Entry::new(&place.code, m.unit_id, m.lot_id, Kind::Administration, -1, actor);
-    e.administration_id = Some(id);
-    e.occurred_at = at;
-    e.source = source;
-    e.source_ref = message_id;
-    ledger::record(conn, &e).await?;
+/// Why a dose from this stock goes on the revaccination review list: the flags and the stored
+/// words. A dose given from an expired or held lot did leave the shelf; the clinic reviews it.
+fn review_flags(m: &Match, day: &str) -> (Vec<Flag>, Option<String>) {
     let mut flags = Vec::new();
-    // A dose given from an expired or held lot did leave the shelf; the clinic reviews it.
     let given_on = format!("{}-{}-{}", &day[..4], &day[4..6], &day[6..8]);
     if m.expires_on < given_on {
         flags.push(Flag::ExpiredLot(m.expires_on.clone()));
@@ -592,24 +702,86 @@ async fn decrement(
     if m.held {
         flags.push(Flag::HeldLot);
     }
-    let review = flags
+    let words: Vec<&str> = flags
         .iter()
         .map(|f| match f {
             Flag::ExpiredLot(_) => "expired_lot",
             _ => "lot_on_hold",
         })
-        .collect::<Vec<_>>()
-        .join(",");
-    sqlx::query(
-        "UPDATE administrations SET status = 'decremented', lot_id = $1, unit_id = $2, review = $3, updated_at = $4 WHERE id = $5",
-    )
-    .bind(m.lot_id)
-    .bind(m.unit_id)
-    .bind((!review.is_empty()).then_some(review))
-    .bind(now_millis())
-    .bind(id)
-    .execute(&mut *conn)
-    .await?;
+        .collect();
+    let review = (!words.is_empty()).then(|| words.join(","));
+    (flags, review)
+}
+
+/// The dose facts a decrement records.
+struct Given<'a> {
+    at: i64,
+    day: &'a str,
+    eligibility: Option<&'a str>,
+    source: &'a str,
+    message_id: Option<String>,
+}
+
+impl<'a> From<&'a DoseReport> for Given<'a> {
+    fn from(d: &'a DoseReport) -> Self {
+        Given {
+            at: d.administered_at,
+            day: &d.day,
+            eligibility: d.eligibility.as_deref(),
+            source: d.source,
+            message_id: d.message_id.clone(),
+        }
+    }
+}
+
+/// What of a decrement is already written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Done {
+    Nothing,
+    /// The administration row says decremented; stock and ledger are still to move.
+    Row,
+    /// The administration row, the stock and the ledger row ([`insert_taken`]).
+    RowAndLedger,
+}
+
+/// Takes the dose off the shelf and records why it needs a look (review, borrowing).
+async fn decrement<'a>(
+    conn: &mut AnyConnection,
+    place: &Place,
+    id: i64,
+    m: &Match,
+    given: impl Into<Given<'a>>,
+    actor: &str,
+    done: Done,
+) -> Result<Outcome> {
+    let Given {
+        at,
+        day,
+        eligibility,
+        source,
+        message_id,
+    } = given.into();
+    let (mut flags, review) = review_flags(m, day);
+    if done != Done::RowAndLedger {
+        let mut e = Entry::new(&place.code, m.unit_id, m.lot_id, Kind::Administration, -1, actor);
+        e.administration_id = Some(id);
+        e.occurred_at = at;
+        e.source = source;
+        e.source_ref = message_id;
+        ledger::record(conn, &e).await?;
+    }
+    if done == Done::Nothing {
+        sqlx::query(
+            "UPDATE administrations SET status = 'decremented', lot_id = $1, unit_id = $2, review = $3, updated_at = $4 WHERE id = $5",
+        )
+        .bind(m.lot_id)
+        .bind(m.unit_id)
+        .bind(review)
+        .bind(now_millis())
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    }
     // domain.md: a V01 patient given public stock, or a V02–V05 patient given private stock.
     let borrowed = match eligibility {
         Some("V01") => m.funding != "private",
@@ -651,8 +823,11 @@ async fn queue(
     code: &'static str,
     reason: String,
     message_id: Option<&str>,
+    row_done: bool,
 ) -> Result<Outcome> {
-    set_status(conn, id, "exception").await?;
+    if !row_done {
+        set_status(conn, id, "exception").await?;
+    }
     let exception_id = sqlx::query(
         "INSERT INTO decrement_exceptions (location_code, administration_id, reason_code, reason, message_id, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
@@ -841,19 +1016,14 @@ pub async fn resolve(
             let source: String = a.try_get("source")?;
             let source = if source == "hl7" { "hl7" } else { "json" };
             let eligibility: Option<String> = a.try_get("eligibility")?;
-            decrement(
-                conn,
-                &place,
-                x.administration_id,
-                &m,
+            let given = Given {
                 at,
-                &day,
-                eligibility.as_deref(),
+                day: &day,
+                eligibility: eligibility.as_deref(),
                 source,
-                a.try_get("message_id")?,
-                actor,
-            )
-            .await?;
+                message_id: a.try_get("message_id")?,
+            };
+            decrement(conn, &place, x.administration_id, &m, given, actor, Done::Nothing).await?;
             close_exceptions(conn, x.administration_id, actor, &format!("assigned to lot {lot_id}")).await?;
         }
         _ => {

@@ -22,6 +22,14 @@ use sqlx::{AnyConnection, Row};
 use crate::accounts::Scope;
 pub use crate::registry::{Error, Result};
 
+/// Bumped whenever this process changes what names a location or a vaccine (facility ids, the
+/// catalog, locations), so that lookups kept by the HL7 intake are dropped at once.
+pub static DIRECTORY_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+pub fn directory_changed() {
+    DIRECTORY_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// A location as the inventory needs it.
 #[derive(Debug, Clone)]
 pub struct Place {

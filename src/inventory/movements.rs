@@ -693,6 +693,7 @@ pub async fn set_facility_ids(db: &Db, caller: &Caller, code: &str, body: &Facil
             .await?;
     }
     tx.commit().await?;
+    super::directory_changed();
     facility_ids(db, caller, code).await
 }
 

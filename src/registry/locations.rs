@@ -224,6 +224,8 @@ pub async fn update(db: &Db, scope: &Scope, code: &str, upd: &LocationUpdate) ->
     .bind(&existing.code)
     .execute(&db.pool)
     .await?;
+    // The time zone reads HL7 times; lookups kept by the HL7 intake are dropped.
+    crate::inventory::directory_changed();
     get(db, scope, code).await
 }
 
