@@ -393,3 +393,83 @@ on_both_databases!(
     stock_never_goes_negative_and_mistakes_are_reversed_not_edited,
     a_transfer_to_another_pin_waits_for_the_state,
 );
+
+async fn cdc_code_files_load_with_vfc_catalog_import(db: Database) {
+    let app = TestApp::spawn(db, crate::harness::Broker::Embedded).await;
+    // CDC's CVX file is UTF-16 with a byte-order mark; the NDC tables are pipe-delimited with a header.
+    let cvx = "316|RSV, bivalent, protein subunit RSVpreF, diluted|respiratory syncytial virus vaccine||Active|0|False|2023/08/21\r\n";
+    let mut bytes = vec![0xFF, 0xFE];
+    bytes.extend(cvx.encode_utf16().flat_map(u16::to_le_bytes));
+    let cvx_file = app.dir.path().join("cvx.txt");
+    std::fs::write(&cvx_file, bytes).unwrap();
+    let ndc_file = app.dir.path().join("ndc_sale.txt");
+    std::fs::write(
+        &ndc_file,
+        "SaleNDC11|UseNDC11|SaleProprName|CVX Code|MVX Code\n0069-0344-10|0069-0344-01|Abrysvo|316|PFR\n",
+    )
+    .unwrap();
+    let out = app.cli(&[
+        "catalog",
+        "import",
+        "--cvx",
+        cvx_file.to_str().unwrap(),
+        "--ndc",
+        ndc_file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("cvx.txt: 1 rows stored"), "{said}");
+    let products = app.get("/api/v1/catalog/products").await;
+    let abrysvo = products["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["ndc"] == "00069-0344-10")
+        .unwrap_or_else(|| panic!("{products}"));
+    assert_eq!(
+        (abrysvo["cvx"].as_str(), abrysvo["use_ndcs"][0].as_str()),
+        (Some("316"), Some("00069-0344-01"))
+    );
+    // A dose reported by its unit-of-use NDC finds stock received under the unit of sale.
+    let fridge = app.fridge().await;
+    let lot = receive(
+        &app,
+        fridge,
+        ("00069-0344-10", "RSV1", "2099-01-31", "private"),
+        2,
+        Utc::now() - Duration::hours(1),
+    )
+    .await;
+    let dose = json!({"doses": [{"patient_id": "P1", "ndc": "0069-0344-01", "lot": "rsv1", "administered_at": Utc::now().to_rfc3339()}]});
+    let (s, out) = app
+        .send_as(&app.token, "POST", "/api/v1/locations/012345A/administrations", dose)
+        .await;
+    assert_eq!(
+        (s, out["results"][0]["outcome"].as_str()),
+        (200, Some("decremented")),
+        "{out}"
+    );
+    assert_eq!(on_hand(&app, fridge, lot).await, 1);
+    // The OpenAPI document carries the request bodies.
+    let doc: Value = app
+        .http
+        .get(app.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in [
+        "/api/v1/locations/{code}/receipts",
+        "/api/v1/locations/{code}/reconciliations",
+        "/api/v1/hl7",
+    ] {
+        assert!(doc["paths"][path]["post"]["requestBody"].is_object(), "{path}");
+    }
+}
+
+mod catalog {
+    use super::*;
+    on_both_databases!(cdc_code_files_load_with_vfc_catalog_import);
+}
