@@ -56,6 +56,8 @@ pub struct Lookups {
     facilities: HashMap<String, Option<Place>>,
     products: HashMap<String, (Vec<String>, Option<String>)>,
     since: Option<(std::time::Instant, u64)>,
+    /// Stock rows read in this batch's transaction (dropped with it).
+    stock: doses::StockCache,
 }
 
 impl Lookups {
@@ -281,15 +283,22 @@ async fn record(
         };
         issues.extend(d.notes.iter().cloned());
         let key = report.vaccine.describe();
-        if !seen.products.contains_key(&key) {
-            let found = catalog::products_for(conn, &report.vaccine)
-                .await
-                .map_err(anyhow::Error::from)?;
-            seen.products.insert(key.clone(), found);
-        }
+        let products = match seen.products.get(&key) {
+            Some(p) => p.clone(),
+            None => {
+                let found = catalog::products_for(conn, &report.vaccine)
+                    .await
+                    .map_err(anyhow::Error::from)?;
+                // Only what was found is kept: a vaccine added to the catalog is seen at once.
+                if !found.0.is_empty() {
+                    seen.products.insert(key, found.clone());
+                }
+                found
+            }
+        };
         // Any failure here undoes the whole message (the caller rolls back): a dose is never
         // left half recorded.
-        let outcome = doses::apply_known(conn, &place, &report, &sender.actor, &seen.products[&key])
+        let outcome = doses::apply_known(conn, &place, &report, &sender.actor, &products, Some(&mut seen.stock))
             .await
             .context("recording a dose")?;
         recorded += 1;
@@ -394,6 +403,7 @@ async fn worker(db: Db, mut rx: mpsc::Receiver<Job>) {
 /// transaction, so one bad message never costs another its commit.
 async fn run(db: &Db, batch: &[Job], seen: &mut Lookups) -> anyhow::Result<Vec<anyhow::Result<String>>> {
     seen.refresh();
+    seen.stock.clear();
     let parsed: Vec<_> = batch.iter().map(|j| vxu::parse(&j.raw)).collect();
     let mut tx = db.pool.begin().await?;
     let keys: Vec<_> = parsed

@@ -195,17 +195,18 @@ fn existing_row(r: &sqlx::any::AnyRow) -> sqlx::Result<Existing> {
 /// Records one report at `place`, in the caller's transaction.
 pub async fn apply(conn: &mut AnyConnection, place: &Place, d: &DoseReport, actor: &str) -> Result<Outcome> {
     let products = catalog::products_for(conn, &d.vaccine).await?;
-    apply_known(conn, place, d, actor, &products).await
+    apply_known(conn, place, d, actor, &products, None).await
 }
 
-/// [`apply`] with the vaccine's products already looked up (the HL7 intake keeps them for a
-/// batch).
+/// [`apply`] with the vaccine's products already looked up, and the stock rows a batch has read
+/// (the HL7 intake keeps both for a batch).
 pub async fn apply_known(
     conn: &mut AnyConnection,
     place: &Place,
     d: &DoseReport,
     actor: &str,
     products: &(Vec<String>, Option<String>),
+    mut stock: Option<&mut StockCache>,
 ) -> Result<Outcome> {
     let (ndcs, cvx) = products;
     let vaccine_key = cvx.clone().unwrap_or_else(|| d.vaccine.describe());
@@ -223,18 +224,26 @@ pub async fn apply_known(
             d.eligibility.as_deref(),
             d.funding_source.as_deref(),
             &vaccine_key,
+            stock.as_deref_mut(),
         )
         .await
         {
             Ok(m) => {
                 let (_, review) = review_flags(&m, &d.day);
                 if let Some(id) = insert_taken(conn, place, d, &natural, cvx.as_deref(), &m, review, actor).await? {
+                    if let (Some(cache), Some(lot)) = (stock.as_deref_mut(), d.lot.as_ref()) {
+                        took(cache, place, lot, ndcs, &m);
+                    }
                     return decrement(conn, place, id, &m, d, actor, Done::RowAndLedger).await;
                 }
             }
             Err(("database", e)) => return Err(Error::Database(sqlx::Error::Protocol(e))),
             Err(_) => {}
         }
+    }
+    // Anything below may move stock the cache does not follow.
+    if let Some(cache) = stock {
+        cache.clear();
     }
     let prior = existing(conn, place, d.orc_key.as_deref(), &natural).await?;
 
@@ -258,6 +267,7 @@ pub async fn apply_known(
             d.eligibility.as_deref(),
             d.funding_source.as_deref(),
             &vaccine_key,
+            None,
         )
         .await;
         return match found {
@@ -529,26 +539,43 @@ pub struct Match {
     pub held: bool,
 }
 
-/// Matches lot + vaccine + location; funding source, then eligibility, picks VFC or private
-/// stock when a lot number exists as both; the location's unit for the product comes first.
-pub async fn find_stock(
+/// Stock rows a dose could come from, as read once per HL7 batch: a batch's doses mostly name
+/// the same lots. The intake takes a dose off the cached row when it writes one, and drops the
+/// cache when anything else writes.
+pub type StockCache = std::collections::HashMap<String, Vec<Cand>>;
+
+fn stock_key(place: &Place, lot: &LotNumber, ndcs: &[String]) -> String {
+    format!("{}|{}|{}", place.code, lot.key(), ndcs.join(","))
+}
+
+/// Notes in the cache that a dose of `m` was written.
+pub fn took(cache: &mut StockCache, place: &Place, lot: &LotNumber, ndcs: &[String], m: &Match) {
+    if let Some(c) = cache
+        .get_mut(&stock_key(place, lot, ndcs))
+        .and_then(|cs| cs.iter_mut().find(|c| c.unit_id == m.unit_id && c.lot_id == m.lot_id))
+    {
+        c.on_hand -= 1;
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Cand {
+    unit_id: i64,
+    lot_id: i64,
+    on_hand: i64,
+    funding: String,
+    expires_on: String,
+    held: bool,
+    preferred: bool,
+}
+
+async fn load_candidates(
     conn: &mut AnyConnection,
     place: &Place,
     ndcs: &[String],
-    lot: Option<&LotNumber>,
-    eligibility: Option<&str>,
-    funding_source: Option<&str>,
+    lot: &LotNumber,
     vaccine: &str,
-) -> std::result::Result<Match, (&'static str, String)> {
-    if ndcs.is_empty() {
-        return Err((
-            "unknown_vaccine",
-            format!("{vaccine} is not in the vaccine catalog (load CDC's files with `vfc catalog import`)"),
-        ));
-    }
-    let Some(lot) = lot else {
-        return Err(("no_lot", "the dose has no lot number (RXA-15)".to_string()));
-    };
+) -> std::result::Result<Vec<Cand>, (&'static str, String)> {
     let list = ndcs
         .iter()
         .map(|n| format!("'{}'", n.replace('\'', "")))
@@ -584,17 +611,7 @@ pub async fn find_stock(
             )
         });
     }
-    struct Cand {
-        unit_id: i64,
-        lot_id: i64,
-        on_hand: i64,
-        funding: String,
-        expires_on: String,
-        held: bool,
-        preferred: bool,
-    }
-    let mut cands: Vec<Cand> = rows
-        .iter()
+    rows.iter()
         .map(|r| {
             Ok(Cand {
                 unit_id: r.try_get("unit_id")?,
@@ -607,7 +624,43 @@ pub async fn find_stock(
             })
         })
         .collect::<sqlx::Result<_>>()
-        .map_err(|e| ("database", e.to_string()))?;
+        .map_err(|e| ("database", e.to_string()))
+}
+
+/// Matches lot + vaccine + location; funding source, then eligibility, picks VFC or private
+/// stock when a lot number exists as both; the location's unit for the product comes first.
+#[allow(clippy::too_many_arguments)]
+pub async fn find_stock(
+    conn: &mut AnyConnection,
+    place: &Place,
+    ndcs: &[String],
+    lot: Option<&LotNumber>,
+    eligibility: Option<&str>,
+    funding_source: Option<&str>,
+    vaccine: &str,
+    cache: Option<&mut StockCache>,
+) -> std::result::Result<Match, (&'static str, String)> {
+    if ndcs.is_empty() {
+        return Err((
+            "unknown_vaccine",
+            format!("{vaccine} is not in the vaccine catalog (load CDC's files with `vfc catalog import`)"),
+        ));
+    }
+    let Some(lot) = lot else {
+        return Err(("no_lot", "the dose has no lot number (RXA-15)".to_string()));
+    };
+    let key = stock_key(place, lot, ndcs);
+    let cached = cache.as_ref().and_then(|c| c.get(&key).cloned());
+    let mut cands = match cached {
+        Some(c) => c,
+        None => {
+            let c = load_candidates(conn, place, ndcs, lot, vaccine).await?;
+            if let Some(cache) = cache {
+                cache.insert(key, c.clone());
+            }
+            c
+        }
+    };
     let mut fundings: Vec<String> = cands.iter().map(|c| c.funding.clone()).collect();
     fundings.sort();
     fundings.dedup();
@@ -681,6 +734,7 @@ async fn take(
         d.eligibility.as_deref(),
         d.funding_source.as_deref(),
         vaccine,
+        None,
     )
     .await;
     let m = match found {
