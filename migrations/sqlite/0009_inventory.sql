@@ -103,10 +103,12 @@ CREATE TABLE facility_ids (
     location_code   TEXT NOT NULL REFERENCES locations (code)
 );
 
--- Every HL7 message taken, keyed as the sender keys it, with the ACK it got: a message sent
--- again gets the same ACK and changes nothing.
+-- Every HL7 message taken, keyed as the sender keys it within what the sender may report for,
+-- with the ACK it got: a message sent again gets the same ACK and changes nothing, and another
+-- PIN's sender can neither collide with it nor read its ACK.
 CREATE TABLE hl7_messages (
     id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    sender_scope        TEXT NOT NULL,          -- * | pin:012345 | location:012345A
     sending_app         TEXT NOT NULL,
     sending_facility    TEXT NOT NULL,
     control_id          TEXT NOT NULL,
@@ -114,7 +116,7 @@ CREATE TABLE hl7_messages (
     ack_code            TEXT NOT NULL,
     ack                 TEXT NOT NULL,
     received_at         BIGINT NOT NULL,
-    UNIQUE (sending_app, sending_facility, control_id)
+    UNIQUE (sender_scope, sending_app, sending_facility, control_id)
 );
 
 -- A dose administered here (RXA-9 = 00, CP/PA), as the inventory needs it: no names or

@@ -59,6 +59,15 @@ impl Scope {
         }
     }
 
+    /// The scope as one word, for keys: `*`, `pin:012345`, `location:012345A`.
+    pub fn key(&self) -> String {
+        match self {
+            Scope::Program => "*".into(),
+            Scope::Pin(p) => format!("pin:{p}"),
+            Scope::Location(c) => format!("location:{c}"),
+        }
+    }
+
     /// A SQL condition limiting `{pin_col}`/`{code_col}` to this scope, with its bound value.
     pub fn sql_filter(&self, pin_col: &str, code_col: &str, param: usize) -> (String, Option<String>) {
         match self {

@@ -79,14 +79,22 @@ impl Lookups {
 
 /// An ACK to keep, so that the same message sent again gets it back.
 struct Kept {
-    key: (String, String, String),
+    key: Key,
     sender: String,
     code: &'static str,
     ack: String,
 }
 
-fn key(h: &Header) -> (String, String, String) {
-    (h.sending_app.clone(), h.sending_facility.clone(), h.control_id.clone())
+/// A message is (MSH-3, MSH-4, MSH-10) within what its sender may report for.
+type Key = (String, String, String, String);
+
+fn key(sender: &Sender, h: &Header) -> Key {
+    (
+        sender.scope.key(),
+        h.sending_app.clone(),
+        h.sending_facility.clone(),
+        h.control_id.clone(),
+    )
 }
 
 /// Records one message on `conn` (inside the caller's transaction) and returns its ACK. An
@@ -101,7 +109,7 @@ pub async fn process(
         Ok(p) => p,
         Err(refused) => return Ok(refuse(&refused)),
     };
-    if let Some(ack) = kept(conn, &[key(&parsed.header)]).await?.into_values().next() {
+    if let Some(ack) = kept(conn, &[key(sender, &parsed.header)]).await?.into_values().next() {
         metrics::counter!("vfc_hl7_messages_total", "ack" => "duplicate").increment(1);
         return Ok(ack);
     }
@@ -122,39 +130,38 @@ fn refuse(refused: &vxu::Refused) -> String {
 }
 
 /// The ACKs already kept for these message keys.
-async fn kept(
-    conn: &mut AnyConnection,
-    keys: &[(String, String, String)],
-) -> anyhow::Result<HashMap<(String, String, String), String>> {
+async fn kept(conn: &mut AnyConnection, keys: &[Key]) -> anyhow::Result<HashMap<Key, String>> {
     if keys.is_empty() {
         return Ok(HashMap::new());
     }
     let cond = (0..keys.len())
         .map(|i| {
+            let b = 4 * i;
             format!(
-                "(sending_app = ${} AND sending_facility = ${} AND control_id = ${})",
-                3 * i + 1,
-                3 * i + 2,
-                3 * i + 3
+                "(sender_scope = ${} AND sending_app = ${} AND sending_facility = ${} AND control_id = ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4
             )
         })
         .collect::<Vec<_>>()
         .join(" OR ");
-    let sql = format!("SELECT sending_app, sending_facility, control_id, ack FROM hl7_messages WHERE {cond}");
+    let sql =
+        format!("SELECT sender_scope, sending_app, sending_facility, control_id, ack FROM hl7_messages WHERE {cond}");
     let mut q = sqlx::query(&sql);
-    for (a, f, c) in keys {
-        q = q.bind(a).bind(f).bind(c);
+    for (s, a, f, c) in keys {
+        q = q.bind(s).bind(a).bind(f).bind(c);
     }
     let mut out = HashMap::new();
     for r in q.fetch_all(&mut *conn).await? {
-        out.insert(
-            (
-                r.try_get("sending_app")?,
-                r.try_get("sending_facility")?,
-                r.try_get("control_id")?,
-            ),
-            r.try_get("ack")?,
+        let k = (
+            r.try_get("sender_scope")?,
+            r.try_get("sending_app")?,
+            r.try_get("sending_facility")?,
+            r.try_get("control_id")?,
         );
+        out.insert(k, r.try_get("ack")?);
     }
     Ok(out)
 }
@@ -163,26 +170,26 @@ async fn store(conn: &mut AnyConnection, rows: &[Kept]) -> anyhow::Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
-    let now = now_millis();
+    let last = 7 * rows.len() + 1;
     let values = (0..rows.len())
         .map(|i| {
-            let b = 6 * i;
+            let b = 7 * i;
             format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, $0)",
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${last})",
                 b + 1,
                 b + 2,
                 b + 3,
                 b + 4,
                 b + 5,
-                b + 6
+                b + 6,
+                b + 7
             )
         })
         .collect::<Vec<_>>()
         .join(", ");
-    let last = 6 * rows.len() + 1;
     let sql = format!(
-        "INSERT INTO hl7_messages (sending_app, sending_facility, control_id, sender, ack_code, ack, received_at) VALUES {}",
-        values.replace("$0", &format!("${last}"))
+        "INSERT INTO hl7_messages (sender_scope, sending_app, sending_facility, control_id, sender, ack_code, ack, received_at) \
+         VALUES {values}"
     );
     let mut q = sqlx::query(&sql);
     for k in rows {
@@ -190,11 +197,12 @@ async fn store(conn: &mut AnyConnection, rows: &[Kept]) -> anyhow::Result<()> {
             .bind(&k.key.0)
             .bind(&k.key.1)
             .bind(&k.key.2)
+            .bind(&k.key.3)
             .bind(&k.sender)
             .bind(k.code)
             .bind(&k.ack);
     }
-    q.bind(now).execute(&mut *conn).await?;
+    q.bind(now_millis()).execute(&mut *conn).await?;
     Ok(())
 }
 
@@ -328,7 +336,7 @@ async fn record(
     // Keep the message (and its ACK) when it recorded something: the same message again gets
     // this ACK. One that recorded nothing may be corrected and sent again under its id.
     let keep = (recorded > 0).then(|| Kept {
-        key: key(h),
+        key: key(sender, h),
         sender: sender.actor.clone(),
         code: code.as_str(),
         ack: ack.clone(),
@@ -406,10 +414,10 @@ async fn run(db: &Db, batch: &[Job], seen: &mut Lookups) -> anyhow::Result<Vec<a
     seen.stock.clear();
     let parsed: Vec<_> = batch.iter().map(|j| vxu::parse(&j.raw)).collect();
     let mut tx = db.pool.begin().await?;
-    let keys: Vec<_> = parsed
+    let keys: Vec<_> = batch
         .iter()
-        .filter_map(|p| p.as_ref().ok())
-        .map(|p| key(&p.header))
+        .zip(&parsed)
+        .filter_map(|(j, p)| p.as_ref().ok().map(|p| key(&j.sender, &p.header)))
         .collect();
     let mut known = kept(&mut tx, &keys).await?;
     let mut keep = Vec::new();
@@ -423,7 +431,7 @@ async fn run(db: &Db, batch: &[Job], seen: &mut Lookups) -> anyhow::Result<Vec<a
             }
         };
         // Sent before, or earlier in this very batch.
-        if let Some(ack) = known.get(&key(&parsed.header)) {
+        if let Some(ack) = known.get(&key(&job.sender, &parsed.header)) {
             metrics::counter!("vfc_hl7_messages_total", "ack" => "duplicate").increment(1);
             acks.push(ack.clone());
             continue;

@@ -130,10 +130,13 @@ pub fn given_at(raw: &str, tz: Tz, now_ms: i64) -> Result<(i64, String), String>
     if chrono::Datelike::year(&day) < 1900 {
         return Err(bad());
     }
-    let ms = if body.len() == 8 { ms.min(now_ms) } else { ms };
-    if ms > now_ms + 24 * 3_600_000 {
-        return Err(format!("RXA-3 {raw:?} is in the future"));
+    let today = crate::store::from_millis(now_ms).with_timezone(&tz).date_naive();
+    if day > today || ms > now_ms + 10 * 60_000 {
+        return Err(format!(
+            "RXA-3 {raw:?} is in the future: a dose is reported after it was given"
+        ));
     }
+    let ms = if body.len() == 8 { ms.min(now_ms) } else { ms };
     Ok((ms, day.format("%Y%m%d").to_string()))
 }
 
@@ -216,6 +219,30 @@ pub fn parse(raw: &str) -> Result<Parsed, Box<Refused>> {
             &format!("MSH-12 is {version:?}: this interface speaks HL7 2.5.1 (CDC IG 1.5)"),
         ));
     }
+    // Training (T) and debugging (D) messages must not move real stock.
+    if !header.processing_id.is_empty() && header.processing_id != "P" {
+        let id = header.processing_id.clone();
+        return Err(refuse(
+            Some(header),
+            Some(("MSH", 1, 11)),
+            202,
+            &format!("MSH-11 is {id:?}: this interface records production messages (P) only"),
+        ));
+    }
+    // One message per request or frame: a second header would fold another patient's doses into this one.
+    if let Some(n) = msg
+        .segments
+        .iter()
+        .skip(1)
+        .position(|s| matches!(s.name.as_str(), "MSH" | "FHS" | "BHS"))
+    {
+        return Err(refuse(
+            Some(header),
+            Some((msg.segments[n + 1].name.as_str(), 2, 0)),
+            100,
+            "one message per request: this body holds a second MSH (send batches one message at a time)",
+        ));
+    }
 
     let mut errors = Vec::new();
     let pid = msg.segment("PID");
@@ -272,13 +299,7 @@ pub fn parse(raw: &str) -> Result<Parsed, Box<Refused>> {
         }
     }
     doses.extend(current.take());
-    if rxa_n == 0 && errors.is_empty() {
-        errors.push(Issue::error(
-            Some(("RXA", 1, 0)),
-            100,
-            "the message has no RXA segment: no dose to record",
-        ));
-    }
+    // A VXU without RXA (a patient update) is valid; it moves no stock.
     Ok(Parsed { header, doses, errors })
 }
 
@@ -470,14 +491,16 @@ OBX|2|CE|64994-7^Vaccine Funding Program Eligibility^LN|2|V02^VFC eligible-Medic
     fn a_bad_date_stops_only_its_dose() {
         let p = parse(&EXAMPLE.replace("|20250310||116", "|2025-03-10||116")).unwrap();
         let d = p.doses[0].as_ref().unwrap();
-        let e = d.report(chrono_tz::America::New_York, "M", i64::MAX / 2).unwrap_err();
+        let e = d
+            .report(chrono_tz::America::New_York, "M", chrono::Utc::now().timestamp_millis())
+            .unwrap_err();
         assert_eq!((e.code, e.at.unwrap().2), (102, 3));
     }
 
     #[test]
     fn hl7_times_read_with_their_offset_or_the_location_zone() {
         let tz = chrono_tz::America::New_York;
-        let now = i64::MAX / 2;
+        let now = chrono::Utc::now().timestamp_millis();
         let (ms, day) = given_at("20250310093000-0500", tz, now).unwrap();
         assert_eq!(
             ms,
@@ -489,6 +512,7 @@ OBX|2|CE|64994-7^Vaccine Funding Program Eligibility^LN|2|V02^VFC eligible-Medic
         let (local, _) = given_at("202501100930", tz, now).unwrap();
         assert_eq!(local, given_at("20250110093000-0500", tz, now).unwrap().0);
         assert!(given_at("20251399", tz, now).is_err());
+        assert!(given_at("20991231", tz, now).unwrap_err().contains("future"));
         assert!(given_at("2025031", tz, now).is_err());
     }
 }

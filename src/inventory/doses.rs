@@ -60,6 +60,8 @@ pub enum Outcome {
     Decremented {
         administration_id: i64,
         lot_id: i64,
+        /// The lot number, for people.
+        lot: String,
         unit_id: i64,
         flags: Vec<Flag>,
     },
@@ -89,23 +91,28 @@ pub enum Flag {
     HeldLot,
     /// Given from stock of the other funding: borrowing, reason to complete.
     Borrowing { eligibility: String, funding: String },
+    /// The EHR named a funding source (OBX 30963-3) the stock used does not have.
+    FundingMismatch { said: String, stock: String },
 }
 
 impl Outcome {
     /// A sentence for the clinic (HL7 ERR-8, JSON `message`) when the outcome needs a look.
     pub fn warnings(&self) -> Vec<String> {
         match self {
-            Outcome::Decremented { flags, lot_id, .. } => flags
+            Outcome::Decremented { flags, lot, .. } => flags
                 .iter()
                 .map(|f| match f {
                     Flag::ExpiredLot(on) => format!(
-                        "lot {lot_id} expired on {on}: the dose was decremented and is listed for revaccination review"
+                        "lot {lot} expired on {on}: the dose was decremented and is listed for revaccination review"
                     ),
                     Flag::HeldLot => format!(
-                        "lot {lot_id} is on hold (Do Not Use): the dose was decremented and is listed for revaccination review"
+                        "lot {lot} is on hold (Do Not Use): the dose was decremented and is listed for revaccination review"
                     ),
                     Flag::Borrowing { eligibility, funding } => format!(
-                        "a {eligibility} patient was given {funding} stock: recorded as borrowing; complete its reason"
+                        "a {eligibility} patient was given {funding} stock of lot {lot}: recorded as borrowing; complete its reason"
+                    ),
+                    Flag::FundingMismatch { said, stock } => format!(
+                        "the funding source says {said} but lot {lot} is held here only as {stock} stock; check the EHR's funding"
                     ),
                 })
                 .collect(),
@@ -128,21 +135,22 @@ impl Outcome {
 /// The location an EHR's facility id names: a location code, or an id registered for one.
 pub async fn facility(conn: &mut AnyConnection, id: &str) -> Result<Option<Place>> {
     let id = id.trim().to_ascii_uppercase();
+    // A location code names its location; only other ids are looked up as registered aliases.
     let code = match crate::domain::LocationCode::parse(&id) {
         Ok(c) => Some(c.to_string()),
-        Err(_) => None,
+        Err(_) => sqlx::query("SELECT location_code FROM facility_ids WHERE facility_id = $1")
+            .bind(&id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|r| r.try_get("location_code"))
+            .transpose()?,
     };
-    let row = sqlx::query(
-        "SELECT code FROM locations WHERE code = $1 UNION SELECT location_code AS code FROM facility_ids WHERE facility_id = $2",
-    )
-    .bind(code.unwrap_or_default())
-    .bind(&id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    match row {
-        Some(r) => Ok(Some(
-            super::place(conn, &Scope::Program, &r.try_get::<String, _>("code")?).await?,
-        )),
+    match code {
+        Some(c) => match super::place(conn, &Scope::Program, &c).await {
+            Ok(p) => Ok(Some(p)),
+            Err(Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        },
         None => Ok(None),
     }
 }
@@ -210,12 +218,15 @@ pub async fn apply_known(
 ) -> Result<Outcome> {
     let (ndcs, cvx) = products;
     let vaccine_key = cvx.clone().unwrap_or_else(|| d.vaccine.describe());
+    // How messages name the vaccine: "CVX 116", "NDC 00006-4047-41".
+    let named = d.vaccine.describe();
     let lot_key = d.lot.as_ref().map(|l| l.key().to_string()).unwrap_or_default();
     let natural = format!("{}|{}|{}|{}", d.patient_id, vaccine_key, d.day, lot_key);
     let counts = d.given_here && d.action != Action::Delete;
     // The common case first: a new dose given here that matches stock is written in one
-    // statement that also checks it is not on record yet.
-    if counts {
+    // statement that also checks it is not on record yet. (A dose dated before the last
+    // physical count takes the long way, which settles it with the count.)
+    if counts && place.last_count_at.is_none_or(|t| d.administered_at > t) {
         match find_stock(
             conn,
             place,
@@ -223,7 +234,7 @@ pub async fn apply_known(
             d.lot.as_ref(),
             d.eligibility.as_deref(),
             d.funding_source.as_deref(),
-            &vaccine_key,
+            &named,
             stock.as_deref_mut(),
         )
         .await
@@ -266,7 +277,7 @@ pub async fn apply_known(
             d.lot.as_ref(),
             d.eligibility.as_deref(),
             d.funding_source.as_deref(),
-            &vaccine_key,
+            &named,
             None,
         )
         .await;
@@ -286,30 +297,33 @@ pub async fn apply_known(
 
     // A dose we know.
     let same = prior.lot_key == lot_key && prior.cvx.as_deref().unwrap_or("") == cvx.as_deref().unwrap_or("");
+    let update = d.action == Action::Update;
+    let ended = if d.action == Action::Delete {
+        "deleted"
+    } else {
+        "not_given"
+    };
     match prior.status.as_str() {
-        "decremented" if counts && same => Ok(Outcome::Duplicate {
-            administration_id: prior.id,
+        // Only an update (U) or a delete (D) corrects a dose on record: a history resent with
+        // the dose marked historical or refused does not undo it.
+        _ if d.action == Action::Add && !counts => Ok(Outcome::NotCounted {
+            why: d.not_given.clone().unwrap_or_default(),
         }),
-        "exception" if counts && same => Ok(Outcome::Duplicate {
+        "decremented" | "exception" | "dismissed" if counts && same && !update => Ok(Outcome::Duplicate {
             administration_id: prior.id,
         }),
         "decremented" => {
             give_back(conn, place, prior.id, actor, d).await?;
             if counts {
-                // An update to another lot (or vaccine): the decrement moves.
+                // An update (another lot, date, eligibility or funding): the decrement moves.
                 refresh(conn, prior.id, d, &natural, cvx.as_deref()).await?;
-                take(conn, place, d, prior.id, ndcs, &vaccine_key, actor).await
+                take(conn, place, d, prior.id, ndcs, &named, actor).await
             } else {
-                set_status(
-                    conn,
-                    prior.id,
-                    if d.action == Action::Delete {
-                        "deleted"
-                    } else {
-                        "not_given"
-                    },
-                )
-                .await?;
+                set_status(conn, prior.id, ended).await?;
+                sqlx::query("DELETE FROM borrowing WHERE administration_id = $1")
+                    .bind(prior.id)
+                    .execute(&mut *conn)
+                    .await?;
                 Ok(Outcome::GivenBack {
                     administration_id: prior.id,
                 })
@@ -319,27 +333,18 @@ pub async fn apply_known(
             close_exceptions(conn, prior.id, actor, "superseded by a later report from the EHR").await?;
             if counts {
                 refresh(conn, prior.id, d, &natural, cvx.as_deref()).await?;
-                take(conn, place, d, prior.id, ndcs, &vaccine_key, actor).await
+                take(conn, place, d, prior.id, ndcs, &named, actor).await
             } else {
-                set_status(
-                    conn,
-                    prior.id,
-                    if d.action == Action::Delete {
-                        "deleted"
-                    } else {
-                        "not_given"
-                    },
-                )
-                .await?;
+                set_status(conn, prior.id, ended).await?;
                 Ok(Outcome::NothingToDo {
                     why: "the dose was waiting in the exceptions queue; it is closed".into(),
                 })
             }
         }
-        // deleted or not_given before, and given now: record it again.
+        // Deleted, not given or dismissed before, and given now: record it again.
         _ if counts => {
             refresh(conn, prior.id, d, &natural, cvx.as_deref()).await?;
-            take(conn, place, d, prior.id, ndcs, &vaccine_key, actor).await
+            take(conn, place, d, prior.id, ndcs, &named, actor).await
         }
         _ => Ok(Outcome::NothingToDo {
             why: "the dose is not counted already".into(),
@@ -522,10 +527,6 @@ async fn give_back(conn: &mut AnyConnection, place: &Place, id: i64, actor: &str
         });
         ledger::record(conn, &e).await?;
     }
-    sqlx::query("DELETE FROM borrowing WHERE administration_id = $1 AND reason IS NULL")
-        .bind(id)
-        .execute(&mut *conn)
-        .await?;
     Ok(())
 }
 
@@ -534,6 +535,7 @@ async fn give_back(conn: &mut AnyConnection, place: &Place, id: i64, actor: &str
 pub struct Match {
     pub unit_id: i64,
     pub lot_id: i64,
+    pub lot: String,
     pub funding: String,
     pub expires_on: String,
     pub held: bool,
@@ -562,6 +564,7 @@ pub fn took(cache: &mut StockCache, place: &Place, lot: &LotNumber, ndcs: &[Stri
 pub struct Cand {
     unit_id: i64,
     lot_id: i64,
+    lot: String,
     on_hand: i64,
     funding: String,
     expires_on: String,
@@ -582,7 +585,7 @@ async fn load_candidates(
         .collect::<Vec<_>>()
         .join(",");
     let rows = sqlx::query(&format!(
-        "SELECT s.unit_id, s.lot_id, s.on_hand, l.funding, l.expires_on, l.ndc, \
+        "SELECT s.unit_id, s.lot_id, s.on_hand, l.funding, l.expires_on, l.ndc, l.lot_number, \
          (SELECT COUNT(*) FROM holds h WHERE h.unit_id = s.unit_id AND h.lot_id = s.lot_id AND h.ended_at IS NULL) AS held, \
          (SELECT COUNT(*) FROM location_product_units p WHERE p.location_code = s.location_code AND p.ndc = l.ndc AND p.unit_id = s.unit_id) AS preferred \
          FROM stock s JOIN lots l ON l.id = s.lot_id WHERE s.location_code = $1 AND l.lot_key = $2 AND l.ndc IN ({list})"
@@ -593,12 +596,17 @@ async fn load_candidates(
     .await
     .map_err(|e| ("database", e.to_string()))?;
     if rows.is_empty() {
-        let anywhere = sqlx::query(&format!("SELECT 1 FROM lots WHERE lot_key = $1 AND ndc IN ({list})"))
-            .bind(lot.key())
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(|e| ("database", e.to_string()))?
-            .is_some();
+        // Elsewhere in this PIN only: another provider's stock is not told.
+        let anywhere = sqlx::query(&format!(
+            "SELECT 1 FROM stock s JOIN lots l ON l.id = s.lot_id JOIN locations c ON c.code = s.location_code \
+             WHERE l.lot_key = $1 AND l.ndc IN ({list}) AND c.pin = $2"
+        ))
+        .bind(lot.key())
+        .bind(&place.pin)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| ("database", e.to_string()))?
+        .is_some();
         return Err(if anywhere {
             (
                 "lot_not_here",
@@ -607,7 +615,7 @@ async fn load_candidates(
         } else {
             (
                 "unknown_lot",
-                format!("lot {} of {vaccine} is not in any inventory", lot.as_str()),
+                format!("lot {} of {vaccine} is not in this provider's inventory", lot.as_str()),
             )
         });
     }
@@ -616,6 +624,7 @@ async fn load_candidates(
             Ok(Cand {
                 unit_id: r.try_get("unit_id")?,
                 lot_id: r.try_get("lot_id")?,
+                lot: r.try_get("lot_number")?,
                 on_hand: r.try_get("on_hand")?,
                 funding: r.try_get("funding")?,
                 expires_on: r.try_get("expires_on")?,
@@ -710,6 +719,7 @@ pub async fn find_stock(
     Ok(Match {
         unit_id: c.unit_id,
         lot_id: c.lot_id,
+        lot: c.lot,
         funding: c.funding,
         expires_on: c.expires_on,
         held: c.held,
@@ -772,6 +782,7 @@ struct Given<'a> {
     at: i64,
     day: &'a str,
     eligibility: Option<&'a str>,
+    funding_source: Option<&'a str>,
     source: &'a str,
     message_id: Option<String>,
 }
@@ -782,6 +793,7 @@ impl<'a> From<&'a DoseReport> for Given<'a> {
             at: d.administered_at,
             day: &d.day,
             eligibility: d.eligibility.as_deref(),
+            funding_source: d.funding_source.as_deref(),
             source: d.source,
             message_id: d.message_id.clone(),
         }
@@ -812,6 +824,7 @@ async fn decrement<'a>(
         at,
         day,
         eligibility,
+        funding_source,
         source,
         message_id,
     } = given.into();
@@ -861,13 +874,86 @@ async fn decrement<'a>(
             eligibility: elig.to_string(),
             funding: m.funding.clone(),
         });
+    } else if done != Done::RowAndLedger {
+        // A correction that is no longer borrowing takes its record away.
+        sqlx::query("DELETE FROM borrowing WHERE administration_id = $1")
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let named = match funding_source {
+        Some("VXC50") => Some("vfc"),
+        Some("VXC2") => Some("state"),
+        Some("PHC70") => Some("private"),
+        _ => None,
+    };
+    if let Some(said) = named.filter(|f| *f != m.funding) {
+        flags.push(Flag::FundingMismatch {
+            said: said.to_string(),
+            stock: m.funding.clone(),
+        });
+    }
+    if done != Done::RowAndLedger {
+        absorb_counted(conn, place, m, at, actor).await?;
     }
     Ok(Outcome::Decremented {
         administration_id: id,
         lot_id: m.lot_id,
+        lot: m.lot.clone(),
         unit_id: m.unit_id,
         flags,
     })
+}
+
+/// A dose given before a physical count but reported after it: the count already left it out
+/// and its adjustment took it off, so the first count after the dose gives it back — at most
+/// as many doses as that count's adjustment took (domain.md, reconciliation; nothing counted
+/// twice).
+async fn absorb_counted(conn: &mut AnyConnection, place: &Place, m: &Match, at: i64, actor: &str) -> Result<()> {
+    if place.last_count_at.is_none_or(|t| at > t) {
+        return Ok(());
+    }
+    let Some(r) = sqlx::query(
+        "SELECT id, as_of, lines FROM reconciliations WHERE location_code = $1 AND as_of >= $2 ORDER BY as_of, id LIMIT 1",
+    )
+    .bind(&place.code)
+    .bind(at)
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(());
+    };
+    let id: i64 = r.try_get("id")?;
+    let lines: Vec<super::reconcile::CountLine> =
+        serde_json::from_str(&r.try_get::<String, _>("lines")?).unwrap_or_default();
+    let Some(took) = lines
+        .iter()
+        .find(|l| l.unit_id == m.unit_id && l.lot_id == m.lot_id && l.adjustment < 0)
+        .map(|l| -l.adjustment)
+    else {
+        return Ok(());
+    };
+    let given_back: i64 = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(doses), 0) AS BIGINT) AS n FROM stock_events WHERE source = 'reconciliation' \
+         AND source_ref = $1 AND unit_id = $2 AND lot_id = $3 AND doses > 0",
+    )
+    .bind(id.to_string())
+    .bind(m.unit_id)
+    .bind(m.lot_id)
+    .fetch_one(&mut *conn)
+    .await?
+    .try_get("n")?;
+    if given_back >= took {
+        return Ok(());
+    }
+    let mut e = Entry::new(&place.code, m.unit_id, m.lot_id, Kind::Adjustment, 1, actor);
+    e.occurred_at = r.try_get("as_of")?;
+    e.reason_code = Some("reconciliation");
+    e.note = Some("a dose given before the count was reported after it: the count had already left it out");
+    e.source = "reconciliation";
+    e.source_ref = Some(id.to_string());
+    ledger::record(conn, &e).await?;
+    Ok(())
 }
 
 async fn queue(
@@ -1001,7 +1087,13 @@ pub async fn resolve(
     body: &Resolution,
     actor: &str,
 ) -> Result<DecrementException> {
-    let r = sqlx::query(&format!("SELECT {EXCEPTION_COLUMNS} WHERE x.id = $1"))
+    // Locks the exception (PostgreSQL) so two people resolving it at once decrement once.
+    let lock = if conn.backend_name() == "SQLite" {
+        ""
+    } else {
+        " FOR UPDATE OF x"
+    };
+    let r = sqlx::query(&format!("SELECT {EXCEPTION_COLUMNS} WHERE x.id = $1{lock}"))
         .bind(exception_id)
         .fetch_optional(&mut *conn)
         .await?
@@ -1023,11 +1115,29 @@ pub async fn resolve(
         }
         (Some(lot_id), None) => {
             let a = sqlx::query(
-                "SELECT administered_at, eligibility, message_id, source FROM administrations WHERE id = $1",
+                "SELECT administered_at, eligibility, funding_source, message_id, source, cvx FROM administrations WHERE id = $1",
             )
             .bind(x.administration_id)
             .fetch_one(&mut *conn)
             .await?;
+            // The lot must be of the dose's vaccine.
+            let product = sqlx::query(
+                "SELECT p.cvx, p.name, l.lot_number FROM lots l JOIN products p ON p.ndc = l.ndc WHERE l.id = $1",
+            )
+            .bind(lot_id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| Error::Invalid(format!("no lot {lot_id}; see the location's inventory")))?;
+            let dose_cvx: Option<String> = a.try_get("cvx")?;
+            let lot_cvx: String = product.try_get("cvx")?;
+            if dose_cvx.as_deref().is_some_and(|c| c != lot_cvx) {
+                return Err(Error::Invalid(format!(
+                    "lot {} is {} (CVX {lot_cvx}); the dose was CVX {}: assign a lot of that vaccine",
+                    product.try_get::<String, _>("lot_number")?,
+                    product.try_get::<String, _>("name")?,
+                    dose_cvx.unwrap_or_default()
+                )));
+            }
             let stock = sqlx::query(&format!(
                 "SELECT s.unit_id, s.on_hand, l.funding, l.expires_on, \
                  (SELECT COUNT(*) FROM holds h WHERE h.unit_id = s.unit_id AND h.lot_id = s.lot_id AND h.ended_at IS NULL) AS held, \
@@ -1059,6 +1169,7 @@ pub async fn resolve(
             let m = Match {
                 unit_id: best.try_get("unit_id")?,
                 lot_id,
+                lot: product.try_get("lot_number")?,
                 funding: best.try_get("funding")?,
                 expires_on: best.try_get("expires_on")?,
                 held: best.try_get::<i64, _>("held")? > 0,
@@ -1070,10 +1181,12 @@ pub async fn resolve(
             let source: String = a.try_get("source")?;
             let source = if source == "hl7" { "hl7" } else { "json" };
             let eligibility: Option<String> = a.try_get("eligibility")?;
+            let funding_source: Option<String> = a.try_get("funding_source")?;
             let given = Given {
                 at,
                 day: &day,
                 eligibility: eligibility.as_deref(),
+                funding_source: funding_source.as_deref(),
                 source,
                 message_id: a.try_get("message_id")?,
             };

@@ -140,26 +140,39 @@ pub fn compute(moves: &[Move], episodes: &[Episode], unit: i64, now: i64) -> Exp
 
 /// Loads what [`compute`] needs for `lot_id` and answers for each unit asked.
 pub async fn for_lot(conn: &mut AnyConnection, lot_id: i64, units: &[i64]) -> Result<BTreeMap<i64, Exposure>> {
-    let moves: Vec<Move> = sqlx::query(
-        "SELECT unit_id, doses, occurred_at, from_unit_id FROM stock_events WHERE lot_id = $1 AND doses <> 0 \
-         ORDER BY occurred_at, id",
-    )
-    .bind(lot_id)
-    .fetch_all(&mut *conn)
-    .await?
-    .iter()
-    .map(|r| {
-        Ok(Move {
-            unit_id: r.try_get("unit_id")?,
-            doses: r.try_get("doses")?,
-            at: r.try_get("occurred_at")?,
-            from_unit: r.try_get("from_unit_id")?,
-        })
-    })
-    .collect::<sqlx::Result<_>>()?;
-    let mut unit_ids: Vec<i64> = moves.iter().map(|m| m.unit_id).collect();
-    unit_ids.sort_unstable();
-    unit_ids.dedup();
+    // Only the units these doses went through: the asked ones, and where transfers brought
+    // them from — not every clinic that ever held the lot.
+    let mut wanted: Vec<i64> = units.to_vec();
+    let mut unit_ids: Vec<i64> = Vec::new();
+    let mut rows: Vec<(i64, Move)> = Vec::new();
+    while let Some(u) = wanted.pop() {
+        if unit_ids.contains(&u) {
+            continue;
+        }
+        unit_ids.push(u);
+        let found = sqlx::query(
+            "SELECT id, unit_id, doses, occurred_at, from_unit_id FROM stock_events \
+             WHERE lot_id = $1 AND unit_id = $2 AND doses <> 0",
+        )
+        .bind(lot_id)
+        .bind(u)
+        .fetch_all(&mut *conn)
+        .await?;
+        for r in found {
+            let m = Move {
+                unit_id: r.try_get("unit_id")?,
+                doses: r.try_get("doses")?,
+                at: r.try_get("occurred_at")?,
+                from_unit: r.try_get("from_unit_id")?,
+            };
+            if let Some(from) = m.from_unit {
+                wanted.push(from);
+            }
+            rows.push((r.try_get("id")?, m));
+        }
+    }
+    rows.sort_by_key(|(id, m)| (m.at, *id));
+    let moves: Vec<Move> = rows.into_iter().map(|(_, m)| m).collect();
     let mut episodes = Vec::new();
     for u in &unit_ids {
         let rows = sqlx::query(

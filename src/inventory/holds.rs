@@ -23,7 +23,21 @@ pub async fn is_held(conn: &mut AnyConnection, unit_id: i64, lot_id: i64) -> Res
     )
 }
 
-/// Holds every lot that had stock in the excursion's unit while it lasted and still has some.
+/// The excursion whose hold keeps this stock from being written off before a determination.
+pub async fn excursion_hold(conn: &mut AnyConnection, unit_id: i64, lot_id: i64) -> Result<Option<i64>> {
+    Ok(sqlx::query(
+        "SELECT excursion_id FROM holds WHERE unit_id = $1 AND lot_id = $2 AND ended_at IS NULL AND excursion_id IS NOT NULL",
+    )
+    .bind(unit_id)
+    .bind(lot_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .map(|r| r.try_get("excursion_id"))
+    .transpose()?)
+}
+
+/// Holds every lot that had stock in the excursion's unit while it lasted (one already used up
+/// gets a record that is closed at once).
 /// Called by the evaluator, in its transaction, whenever an excursion is linked to an alarm;
 /// holding again changes nothing.
 pub async fn hold_for_excursion(conn: &mut AnyConnection, excursion_id: i64) -> anyhow::Result<usize> {
@@ -44,7 +58,7 @@ pub async fn hold_for_excursion(conn: &mut AnyConnection, excursion_id: i64) -> 
          CAST(COALESCE((SELECT SUM(e.doses) FROM stock_events e WHERE e.unit_id = s.unit_id AND e.lot_id = s.lot_id AND e.occurred_at > $2), 0) AS BIGINT) AS since_start, \
          CAST(COALESCE((SELECT SUM(e.doses) FROM stock_events e WHERE e.unit_id = s.unit_id AND e.lot_id = s.lot_id AND e.occurred_at > $2 \
                    AND e.occurred_at <= $3 AND e.doses > 0), 0) AS BIGINT) AS came_in \
-         FROM stock s WHERE s.unit_id = $1 AND s.on_hand > 0",
+         FROM stock s WHERE s.unit_id = $1",
     )
     .bind(unit_id)
     .bind(start)
@@ -60,16 +74,29 @@ pub async fn hold_for_excursion(conn: &mut AnyConnection, excursion_id: i64) -> 
             continue;
         }
         let now = now_millis();
+        // Stock used up while it lasted has nothing left to label, but its record stays: the
+        // doses given from it are on the revaccination review list.
+        let (reason, ended) = if on_hand > 0 {
+            (format!("temperature excursion {excursion_id} met an alarm rule"), None)
+        } else {
+            (
+                format!("temperature excursion {excursion_id} met an alarm rule; no doses were left to hold"),
+                Some(now),
+            )
+        };
         let inserted = sqlx::query(
-            "INSERT INTO holds (location_code, unit_id, lot_id, excursion_id, reason, placed_at, placed_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'vfc-monitor') ON CONFLICT (excursion_id, unit_id, lot_id) DO NOTHING RETURNING id",
+            "INSERT INTO holds (location_code, unit_id, lot_id, excursion_id, reason, placed_at, placed_by, ended_at, ended_by, outcome) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'vfc-monitor', $7, $8, $9) ON CONFLICT (excursion_id, unit_id, lot_id) DO NOTHING RETURNING id",
         )
         .bind(&location)
         .bind(unit_id)
         .bind(lot_id)
         .bind(excursion_id)
-        .bind(format!("temperature excursion {excursion_id} met an alarm rule"))
+        .bind(reason)
         .bind(now)
+        .bind(ended)
+        .bind(ended.map(|_| "vfc-monitor"))
+        .bind(ended.map(|_| "used_up"))
         .fetch_optional(&mut *conn)
         .await?;
         if let Some(h) = inserted {
@@ -101,7 +128,7 @@ pub struct Hold {
     pub placed_by: String,
     pub ended_at: Option<String>,
     pub ended_by: Option<String>,
-    /// released | wasted | returned
+    /// released | wasted | returned | used_up (nothing was left to hold)
     pub outcome: Option<String>,
     pub determination: Option<serde_json::Value>,
 }

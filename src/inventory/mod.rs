@@ -36,6 +36,8 @@ pub struct Place {
     pub code: String,
     pub pin: String,
     pub tz: Tz,
+    /// The latest physical count's `as_of`, if any.
+    pub last_count_at: Option<i64>,
 }
 
 /// The location `code` if the scope covers it; `NotFound` otherwise, as everywhere.
@@ -43,7 +45,10 @@ pub async fn place(conn: &mut AnyConnection, scope: &Scope, code: &str) -> Resul
     let key = crate::domain::LocationCode::parse(code)
         .map(|c| c.to_string())
         .unwrap_or_else(|_| code.to_string());
-    let row = sqlx::query("SELECT code, pin, timezone FROM locations WHERE code = $1")
+    let row = sqlx::query(
+        "SELECT code, pin, timezone, (SELECT MAX(as_of) FROM reconciliations r WHERE r.location_code = l.code) AS last_count \
+         FROM locations l WHERE code = $1",
+    )
         .bind(&key)
         .fetch_optional(&mut *conn)
         .await?;
@@ -52,6 +57,7 @@ pub async fn place(conn: &mut AnyConnection, scope: &Scope, code: &str) -> Resul
             code: r.try_get("code")?,
             pin: r.try_get("pin")?,
             tz: r.try_get::<String, _>("timezone")?.parse().unwrap_or(chrono_tz::UTC),
+            last_count_at: r.try_get("last_count")?,
         }),
         _ => Err(Error::NotFound(format!("no location {code}"))),
     }

@@ -125,7 +125,8 @@ pub async fn lot_for(
         let known: String = r.try_get("expires_on")?;
         if known != expires {
             return Err(Error::Invalid(format!(
-                "lot {} of {sale} is on record as expiring {known}, not {expires}; check the label",
+                "lot {} of {sale} is on record with another expiration date than {expires}; check the label, \
+                 and if the record is wrong ask the state VFC coordinator to correct it (PUT /api/v1/lots/{{id}})",
                 lot.as_str()
             )));
         }
@@ -214,6 +215,7 @@ pub async fn remove(db: &Db, caller: &Caller, code: &str, kind: Kind, body: &Rem
     let doses = Doses::parse(body.doses)?;
     let reason = check_reason(&body.reason_code)?;
     stock_row(&mut tx, &place, body.unit_id, body.lot_id).await?;
+    not_awaiting_determination(&mut tx, body.unit_id, body.lot_id).await?;
     let actor = caller.actor();
     let mut e = Entry::new(&place.code, body.unit_id, body.lot_id, kind, -doses.get(), &actor);
     e.reason_code = Some(reason);
@@ -222,6 +224,17 @@ pub async fn remove(db: &Db, caller: &Caller, code: &str, kind: Kind, body: &Rem
     let m = moved(&mut tx, id, body.unit_id, body.lot_id, -doses.get()).await?;
     tx.commit().await?;
     Ok(Movement { events: vec![m] })
+}
+
+/// domain.md: only after the manufacturer's determination may held lots be used or written off.
+async fn not_awaiting_determination(conn: &mut AnyConnection, unit_id: i64, lot_id: i64) -> Result<()> {
+    match super::holds::excursion_hold(conn, unit_id, lot_id).await? {
+        Some(x) => Err(Error::Conflict(format!(
+            "lot {lot_id} in unit {unit_id} is on hold for excursion {x}: record the manufacturer's determination in \
+             POST /api/v1/excursions/{x}/review (not viable: it is returned or wasted there)"
+        ))),
+        None => Ok(()),
+    }
 }
 
 async fn stock_row(conn: &mut AnyConnection, place: &Place, unit_id: i64, lot_id: i64) -> Result<()> {
@@ -264,6 +277,7 @@ pub async fn adjust(db: &Db, caller: &Caller, code: &str, body: &Adjustment) -> 
     let place = place(&mut tx, &caller.scope, code).await?;
     unit_of(&mut tx, &place, body.unit_id).await?;
     stock_row(&mut tx, &place, body.unit_id, body.lot_id).await?;
+    not_awaiting_determination(&mut tx, body.unit_id, body.lot_id).await?;
     let actor = caller.actor();
     let mut e = Entry::new(
         &place.code,
@@ -558,6 +572,11 @@ pub async fn decide(db: &Db, caller: &Caller, id: i64, approve: bool, body: &Dec
         ));
     }
     let mut tx = db.pool.begin().await?;
+    // Locks the request (PostgreSQL) so two approvals never move the doses twice.
+    sqlx::query("UPDATE transfers SET status = status WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
     let t = get_transfer(&mut tx, id).await?;
     if t.status != "pending" {
         return Err(Error::Conflict(format!("transfer {id} is already {}", t.status)));
@@ -671,6 +690,13 @@ pub async fn set_facility_ids(db: &Db, caller: &Caller, code: &str, body: &Facil
         if id.is_empty() || id.len() > 64 {
             return Err(Error::Invalid("facility ids are 1 to 64 characters".into()));
         }
+        // A location code always names its own location; it cannot be another's alias.
+        if crate::domain::LocationCode::parse(&id).is_ok() {
+            return Err(Error::Invalid(format!(
+                "{id} reads as a location code: an EHR may send location codes as they are; \
+                 register only its own names for this location (e.g. \"BAYVIEW-MAIN\")"
+            )));
+        }
         let taken = sqlx::query(
             "SELECT f.location_code, l.pin FROM facility_ids f JOIN locations l ON l.code = f.location_code WHERE f.facility_id = $1",
         )
@@ -709,5 +735,53 @@ pub async fn facility_ids(db: &Db, caller: &Caller, code: &str) -> Result<Facili
             .iter()
             .map(|r| r.try_get("facility_id"))
             .collect::<sqlx::Result<_>>()?,
+    })
+}
+
+/// Body of `PUT /api/v1/lots/{id}` (state coordinators): corrects a lot's expiration date, which
+/// every location holding the lot shares.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LotCorrection {
+    /// YYYY-MM-DD, as on the manufacturer's label.
+    pub expires_on: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LotRecord {
+    pub id: i64,
+    pub ndc: String,
+    pub lot: String,
+    pub funding: String,
+    pub expires_on: String,
+}
+
+pub async fn correct_lot(db: &Db, caller: &Caller, id: i64, body: &LotCorrection) -> Result<LotRecord> {
+    if !caller.is_state() {
+        return Err(Error::Forbidden(
+            "correcting a lot's record is for state VFC coordinators".into(),
+        ));
+    }
+    if body.reason.trim().is_empty() {
+        return Err(Error::Invalid("\"reason\" is required".into()));
+    }
+    let expires = parse_date("expires_on", &body.expires_on)?
+        .format("%Y-%m-%d")
+        .to_string();
+    let r =
+        sqlx::query("UPDATE lots SET expires_on = $1 WHERE id = $2 RETURNING id, ndc, lot_number, funding, expires_on")
+            .bind(&expires)
+            .bind(id)
+            .fetch_optional(&db.pool)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no lot {id}")))?;
+    tracing::info!(lot = id, expires_on = %expires, reason = %body.reason.trim(), by = %caller.actor(), "lot expiration corrected");
+    Ok(LotRecord {
+        id: r.try_get("id")?,
+        ndc: r.try_get("ndc")?,
+        lot: r.try_get("lot_number")?,
+        funding: r.try_get("funding")?,
+        expires_on: r.try_get("expires_on")?,
     })
 }

@@ -126,6 +126,15 @@ pub async fn record(db: &Db, caller: &Caller, code: &str, body: &NewReconciliati
     let actor = caller.actor();
     let mut lines = Vec::with_capacity(body.counts.len());
     for (i, c) in body.counts.iter().enumerate() {
+        if body.counts[..i]
+            .iter()
+            .any(|o| o.unit_id == c.unit_id && o.lot_id == c.lot_id)
+        {
+            return Err(Error::Invalid(format!(
+                "counts[{i}]: lot {} in unit {} is counted twice; send one line per lot and unit",
+                c.lot_id, c.unit_id
+            )));
+        }
         if !(0..=super::codes::Doses::MAX).contains(&c.counted) {
             return Err(Error::Invalid(format!("counts[{i}]: \"counted\" must be 0 or more")));
         }

@@ -130,7 +130,8 @@ pub struct ReviewDose {
     pub lot_id: i64,
     pub lot: String,
     pub unit_id: i64,
-    /// expired_lot | lot_on_hold | exposed (given between an excursion's start and its lot's determination)
+    /// expired_lot | lot_on_hold | exposed (given between an excursion's start and its lot's
+    /// determination; not listed once the manufacturer found the lot viable)
     pub why: Vec<String>,
     pub excursion_ids: Vec<i64>,
 }
@@ -143,6 +144,7 @@ pub async fn revaccination(db: &Db, caller: &Caller, code: &str) -> Result<Vec<R
         "SELECT a.id, a.patient_id, a.administered_at, a.lot_id, a.unit_id, a.review, l.lot_number, h.excursion_id \
          FROM administrations a JOIN lots l ON l.id = a.lot_id \
          LEFT JOIN holds h ON h.unit_id = a.unit_id AND h.lot_id = a.lot_id AND h.excursion_id IS NOT NULL \
+           AND (h.outcome IS NULL OR h.outcome <> 'released') \
            AND a.administered_at >= (SELECT e.started_at FROM excursions e WHERE e.id = h.excursion_id) \
            AND a.administered_at <= COALESCE(h.ended_at, $2) \
          WHERE a.location_code = $1 AND a.status = 'decremented' AND (a.review IS NOT NULL OR h.id IS NOT NULL) \

@@ -35,6 +35,7 @@ pub fn router() -> Router<AppState> {
         .route("/locations/{code}/adjustments", post(adjust))
         .route("/locations/{code}/stock-events/{id}/reverse", post(reverse))
         .route("/locations/{code}/lots/{lot_id}/ledger", get(lot_ledger))
+        .route("/lots/{id}", put(correct_lot))
         .route("/locations/{code}/transfers", get(list_transfers).post(transfer))
         .route("/transfers/{id}", get(get_transfer))
         .route("/transfers/{id}/approve", post(approve_transfer))
@@ -250,6 +251,19 @@ async fn lot_ledger(
     Ok(Json(EventList {
         events: stock::ledger(&s.db, &caller, &code, lot_id).await?,
     }))
+}
+
+/// Corrects a lot's expiration date for every location that holds it (state coordinators).
+#[utoipa::path(put, path = "/api/v1/lots/{id}", tag = "inventory", security(("bearer" = [])),
+    params(("id" = i64, Path)), request_body = movements::LotCorrection,
+    responses((status = 200, body = movements::LotRecord), (status = 403), (status = 404)))]
+async fn correct_lot(
+    State(s): State<AppState>,
+    caller: Caller,
+    Id(id): Id<i64>,
+    Body(body): Body<movements::LotCorrection>,
+) -> Result<Json<movements::LotRecord>, ApiError> {
+    Ok(Json(movements::correct_lot(&s.db, &caller, id, &body).await?))
 }
 
 #[derive(Serialize, ToSchema)]

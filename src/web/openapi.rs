@@ -23,7 +23,7 @@ use super::AppState;
         super::coldchain::daily, super::coldchain::sign_day, super::coldchain::device_alerts, super::coldchain::rule_history, super::coldchain::acknowledge_device,
         super::inventory::list_products, super::inventory::add_product, super::inventory::inventory,
         super::inventory::inventory_across, super::inventory::receive, super::inventory::waste, super::inventory::give_back,
-        super::inventory::adjust, super::inventory::reverse, super::inventory::lot_ledger, super::inventory::list_transfers,
+        super::inventory::adjust, super::inventory::reverse, super::inventory::lot_ledger, super::inventory::correct_lot, super::inventory::list_transfers,
         super::inventory::transfer, super::inventory::get_transfer, super::inventory::approve_transfer,
         super::inventory::reject_transfer, super::inventory::list_reconciliations, super::inventory::reconcile,
         super::inventory::list_holds, super::inventory::place_hold, super::inventory::release_hold,
