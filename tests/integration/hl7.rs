@@ -556,4 +556,107 @@ on_both_databases!(
     a_clinic_cannot_report_doses_for_another_pin,
     mllp_frames_round_trip_for_allowed_senders_only,
     json_doses_follow_the_same_rules,
+    review_findings_stay_fixed,
 );
+
+async fn review_findings_stay_fixed(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let (fridge, lot) = stocked(&app).await;
+    app.create_location("067890", "A").await;
+    let mine = app.create_token(&["--role", "clinic", "--pin", "012345", "--name", "Bayview EHR"]);
+    let theirs = app.create_token(&["--role", "clinic", "--pin", "067890", "--name", "Other EHR"]);
+
+    // Another PIN's sender using the same (MSH-3, MSH-4, MSH-10) neither swallows nor reads ours.
+    let mut squat = dose("X123456");
+    (squat.facility, squat.orc) = ("067890A", Some("Q-1"));
+    let (_, their_ack) = post(&app, &theirs, &vxu("SAME1", &[squat])).await;
+    let (_, ack) = post(&app, &mine, &vxu("SAME1", &[dose("X123456")])).await;
+    assert_eq!(msa(&ack), "MSA|AA|SAME1", "{ack}");
+    assert_ne!(ack, their_ack);
+    assert_eq!(on_hand(&app, fridge, lot).await, 9);
+    // A location code cannot be registered as another location's alias.
+    let (s, _) = app
+        .send_as(
+            &theirs,
+            "PUT",
+            "/api/v1/locations/067890A/facility-ids",
+            json!({"facility_ids": ["012345A"]}),
+        )
+        .await;
+    assert_eq!(s, 400);
+
+    // Only U or D corrects a dose: the same dose resent as historical (action A) changes nothing.
+    let mut hist = dose("X123456");
+    hist.source = "01";
+    assert_eq!(msa(&send(&app, &vxu("H1", &[hist])).await), "MSA|AA|H1");
+    assert_eq!(on_hand(&app, fridge, lot).await, 9);
+
+    // One message per body; training messages and future days are refused; no RXA is fine.
+    let two = format!("{}{}", vxu("TWO1", &[dose("X123456")]), vxu("TWO2", &[dose("X123456")]));
+    let ack = send(&app, &two).await;
+    assert!(
+        msa(&ack).starts_with("MSA|AR|TWO1") && ack.contains("second MSH"),
+        "{ack}"
+    );
+    let ack = send(&app, &vxu("T1", &[dose("X123456")]).replace("|T1|P|", "|T1|T|")).await;
+    assert!(
+        msa(&ack).starts_with("MSA|AR|") && ack.contains("|MSH^1^11|202^"),
+        "{ack}"
+    );
+    let mut later = dose("X123456");
+    (later.orc, later.date) = (Some("F-1"), "20991231".into());
+    let ack = send(&app, &vxu("F1", &[later])).await;
+    assert!(msa(&ack).starts_with("MSA|AE|F1") && ack.contains("future"), "{ack}");
+    assert_eq!(msa(&send(&app, &vxu("NORXA", &[])).await), "MSA|AA|NORXA");
+    assert_eq!(on_hand(&app, fridge, lot).await, 9);
+
+    // A dismissed exception stays dismissed when the history comes again.
+    let mut stray = dose("NOPE9");
+    stray.orc = Some("D-1");
+    send(&app, &vxu("D1", &[stray.clone()])).await;
+    let queue = app.get("/api/v1/locations/012345A/decrement-exceptions").await;
+    let id = queue["exceptions"][0]["id"].as_i64().unwrap();
+    // Assigning it to a lot of another vaccine is refused.
+    let mmr = receive(
+        &app,
+        fridge,
+        (MMR, "MMR7", "2099-01-31", "vfc"),
+        2,
+        Utc::now() - chrono::Duration::hours(1),
+    )
+    .await;
+    let path = format!("/api/v1/decrement-exceptions/{id}/resolve");
+    let (s, out) = app.send_as(&app.token, "POST", &path, json!({"lot_id": mmr})).await;
+    assert_eq!(s, 400, "{out}");
+    let (s, _) = app
+        .send_as(
+            &app.token,
+            "POST",
+            &path,
+            json!({"dismiss": "private stock, not tracked"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    send(&app, &vxu("D2", &[stray])).await;
+    let queue = app.get("/api/v1/locations/012345A/decrement-exceptions").await;
+    assert!(queue["exceptions"].as_array().unwrap().is_empty(), "{queue}");
+
+    // An update that fixes the eligibility takes the borrowing record away.
+    let mut v01 = dose("X123456");
+    (v01.orc, v01.eligibility) = (Some("B-1"), Some("V01"));
+    send(&app, &vxu("B1", &[v01.clone()])).await;
+    assert_eq!(
+        app.get("/api/v1/locations/012345A/borrowing").await["borrowing"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    (v01.action, v01.eligibility) = ("U", Some("V02"));
+    assert_eq!(msa(&send(&app, &vxu("B2", &[v01])).await), "MSA|AA|B2");
+    assert!(app.get("/api/v1/locations/012345A/borrowing").await["borrowing"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert_eq!(on_hand(&app, fridge, lot).await, 8, "moved, not taken twice");
+}

@@ -124,16 +124,56 @@ async fn an_excursion_holds_exactly_its_units_lots_and_exposure_follows_a_transf
     )
     .await;
 
+    // One dose, given during the excursion below: nothing left to hold when the rule is met.
+    let used = receive(
+        &app,
+        fridge,
+        (MMR, "USED1", "2099-01-31", "vfc"),
+        1,
+        now - Duration::hours(48),
+    )
+    .await;
+    let at = now - Duration::hours(30) + Duration::minutes(20);
+    let given = json!({"doses": [{"dose_id": "U1", "patient_id": "P-U1", "cvx": "03", "lot": "USED1", "administered_at": at.to_rfc3339()}]});
+    let (status, body) = app
+        .send_as(&app.token, "POST", "/api/v1/locations/012345A/administrations", given)
+        .await;
+    assert_eq!(
+        (status, body["results"][0]["outcome"].as_str()),
+        (200, Some("decremented")),
+        "{body}"
+    );
+
     // Excursion 1 in the fridge: 65 minutes at 9.5 °C meets the warm-60 rule.
     publish(&app, "LT-1", now - Duration::hours(30), &out_of_range(13, 9.5)).await;
     let ex1 = excursion_with_holds(&app, fridge, 1).await;
-    let held = holds_of(&app, ex1["id"].as_i64().unwrap()).await;
+    let all = holds_of(&app, ex1["id"].as_i64().unwrap()).await;
+    let held: Vec<&Value> = all.iter().filter(|h| h["ended_at"].is_null()).collect();
     assert_eq!(
         held.len(),
         1,
-        "only the lot in the fridge during the excursion: {held:?}"
+        "only the lot in the fridge during the excursion: {all:?}"
     );
     assert_eq!(held[0]["lot_id"], l1);
+    // The lot used up during the excursion keeps a closed record; its dose is to be reviewed.
+    let used_up = all
+        .iter()
+        .find(|h| h["lot_id"] == used)
+        .expect("a record for the used-up lot");
+    assert_eq!(used_up["outcome"], "used_up");
+    let review_list = app.get("/api/v1/locations/012345A/revaccination-review").await;
+    let listed = &review_list["doses"].as_array().unwrap()[0];
+    assert_eq!(
+        (listed["lot_id"].as_i64(), listed["why"][0].as_str()),
+        (Some(used), Some("exposed")),
+        "{review_list}"
+    );
+    // Held stock is not written off before the determination.
+    let waste = json!({"unit_id": fridge, "lot_id": l1, "doses": 1, "reason_code": "7A"});
+    let (status, body) = app
+        .send_as(&app.token, "POST", "/api/v1/locations/012345A/wastage", waste)
+        .await;
+    assert_eq!(status, 409, "{body}");
     assert_eq!(line(&app, fridge, l1).await["status"], "on_hold");
     assert_eq!(line(&app, second, other).await["status"], "usable");
     assert_eq!(line(&app, fridge, later).await["status"], "usable");
@@ -260,6 +300,11 @@ async fn reconciliation_as_of_a_time_is_not_disturbed_by_later_doses(db: Databas
     let path = "/api/v1/locations/012345A/reconciliations";
     let (s, out) = app.send_as(&app.token, "POST", path, count(8, None)).await;
     assert_eq!(s, 400, "a difference needs its reason: {out}");
+    let row = json!({"unit_id": fridge, "lot_id": lot, "counted": 8, "reason": "x"});
+    let twice =
+        json!({"as_of": (now - Duration::minutes(60)).to_rfc3339(), "counted_by": "Pat", "counts": [row, row]});
+    let (s, out) = app.send_as(&app.token, "POST", path, twice).await;
+    assert_eq!(s, 400, "one line per lot and unit: {out}");
     let (s, out) = app
         .send_as(
             &app.token,
@@ -291,6 +336,15 @@ async fn reconciliation_as_of_a_time_is_not_disturbed_by_later_doses(db: Databas
     let (s, out) = post(json!({"doses": [dose("C", now - Duration::minutes(30))]})).await;
     assert_eq!(s, 200, "{out}");
     assert_eq!(on_hand(&app, fridge, lot).await, 6);
+    // Given before the count, reported only now: the count had left it out already, so its
+    // adjustment gives the dose back instead of counting it twice.
+    let (s, out) = post(json!({"doses": [dose("E", now - Duration::minutes(75))]})).await;
+    assert_eq!(
+        (s, out["results"][0]["outcome"].as_str()),
+        (200, Some("decremented")),
+        "{out}"
+    );
+    assert_eq!(on_hand(&app, fridge, lot).await, 6, "the shelf still holds 6");
     let list = app.get(path).await;
     assert_eq!(list["reconciliations"].as_array().unwrap().len(), 1);
     let ledger = app.get(&format!("/api/v1/locations/012345A/lots/{lot}/ledger")).await;
@@ -305,10 +359,13 @@ async fn reconciliation_as_of_a_time_is_not_disturbed_by_later_doses(db: Databas
         vec![
             "receipt",
             "administration",
+            "administration",
+            "adjustment",
             "adjustment",
             "administration",
             "administration"
-        ]
+        ],
+        "in time order: the late dose E before the count, its settling adjustment at the count"
     );
 }
 
