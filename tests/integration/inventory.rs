@@ -301,8 +301,7 @@ async fn reconciliation_as_of_a_time_is_not_disturbed_by_later_doses(db: Databas
     let (s, out) = app.send_as(&app.token, "POST", path, count(8, None)).await;
     assert_eq!(s, 400, "a difference needs its reason: {out}");
     let row = json!({"unit_id": fridge, "lot_id": lot, "counted": 8, "reason": "x"});
-    let twice =
-        json!({"as_of": (now - Duration::minutes(60)).to_rfc3339(), "counted_by": "Pat", "counts": [row, row]});
+    let twice = json!({"as_of": (now - Duration::minutes(60)).to_rfc3339(), "counted_by": "Pat", "counts": [row, row]});
     let (s, out) = app.send_as(&app.token, "POST", path, twice).await;
     assert_eq!(s, 400, "one line per lot and unit: {out}");
     let (s, out) = app
