@@ -6,4 +6,5 @@
 #![forbid(unsafe_code)]
 
 pub mod berlinger;
+pub mod logtag;
 pub mod wire;
