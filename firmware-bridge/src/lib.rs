@@ -7,4 +7,5 @@
 
 pub mod berlinger;
 pub mod logtag;
+pub mod spool;
 pub mod wire;
