@@ -224,9 +224,10 @@ pub async fn apply_known(
     let natural = format!("{}|{}|{}|{}", d.patient_id, vaccine_key, d.day, lot_key);
     let counts = d.given_here && d.action != Action::Delete;
     // The common case first: a new dose given here that matches stock is written in one
-    // statement that also checks it is not on record yet. (A dose dated before the last
-    // physical count takes the long way, which settles it with the count.)
-    if counts && place.last_count_at.is_none_or(|t| d.administered_at > t) {
+    // statement that also checks it is not on record yet. Why a dose matched nothing is kept
+    // for the queue, should it turn out to be new.
+    let mut unmatched = None;
+    if counts {
         match find_stock(
             conn,
             place,
@@ -249,7 +250,7 @@ pub async fn apply_known(
                 }
             }
             Err(("database", e)) => return Err(Error::Database(sqlx::Error::Protocol(e))),
-            Err(_) => {}
+            Err(why) => unmatched = Some(why),
         }
     }
     // Anything below may move stock the cache does not follow.
@@ -269,30 +270,15 @@ pub async fn apply_known(
                 why: d.not_given.clone().unwrap_or_default(),
             });
         }
-        // A new dose: matched first, so its row is written once, as it ends.
-        let found = find_stock(
-            conn,
-            place,
-            ndcs,
-            d.lot.as_ref(),
-            d.eligibility.as_deref(),
-            d.funding_source.as_deref(),
-            &named,
-            None,
-        )
-        .await;
-        return match found {
-            Ok(m) => {
-                let (_, review) = review_flags(&m, &d.day);
-                let id = insert(conn, place, d, &natural, cvx.as_deref(), Some((&m, review))).await?;
-                decrement(conn, place, id, &m, d, actor, Done::Row).await
-            }
-            Err(("database", e)) => Err(Error::Database(sqlx::Error::Protocol(e))),
-            Err((code, reason)) => {
-                let id = insert(conn, place, d, &natural, cvx.as_deref(), None).await?;
-                queue(conn, place, id, code, reason, d.message_id.as_deref(), true).await
-            }
+        // A new dose that matched no stock: it waits in the queue, never dropped. (One that
+        // matched was written above; only an ORC-3 or natural key on record sends it here.)
+        let Some((code, reason)) = unmatched else {
+            return Err(Error::Conflict(
+                "the dose matched stock but could not be written; nothing was recorded, send it again".into(),
+            ));
         };
+        let id = insert_exception(conn, place, d, &natural, cvx.as_deref()).await?;
+        return queue(conn, place, id, code, reason, d.message_id.as_deref(), true).await;
     };
 
     // A dose we know.
@@ -352,23 +338,19 @@ pub async fn apply_known(
     }
 }
 
-async fn insert(
+/// The row of a new dose that matched no stock.
+async fn insert_exception(
     conn: &mut AnyConnection,
     place: &Place,
     d: &DoseReport,
     natural: &str,
     cvx: Option<&str>,
-    matched: Option<(&Match, Option<String>)>,
 ) -> Result<i64> {
     let now = now_millis();
-    let (status, lot_id, unit_id, review) = match matched {
-        Some((m, review)) => ("decremented", Some(m.lot_id), Some(m.unit_id), review),
-        None => ("exception", None, None, None),
-    };
     Ok(sqlx::query(
         "INSERT INTO administrations (location_code, orc_key, natural_key, patient_id, cvx, ndc, lot_number, administered_at, \
-         eligibility, funding_source, status, source, message_id, created_at, updated_at, lot_id, unit_id, review) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16, $17) RETURNING id",
+         eligibility, funding_source, status, source, message_id, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'exception', $11, $12, $13, $13) RETURNING id",
     )
     .bind(&place.code)
     .bind(&d.orc_key)
@@ -383,13 +365,9 @@ async fn insert(
     .bind(d.administered_at)
     .bind(&d.eligibility)
     .bind(&d.funding_source)
-    .bind(status)
     .bind(d.source)
     .bind(&d.message_id)
     .bind(now)
-    .bind(lot_id)
-    .bind(unit_id)
-    .bind(review)
     .fetch_one(&mut *conn)
     .await?
     .try_get("id")?)
@@ -804,8 +782,6 @@ impl<'a> From<&'a DoseReport> for Given<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Done {
     Nothing,
-    /// The administration row says decremented; stock and ledger are still to move.
-    Row,
     /// The administration row, the stock and the ledger row ([`insert_taken`]).
     RowAndLedger,
 }
@@ -893,9 +869,7 @@ async fn decrement<'a>(
             stock: m.funding.clone(),
         });
     }
-    if done != Done::RowAndLedger {
-        absorb_counted(conn, place, m, at, actor).await?;
-    }
+    absorb_counted(conn, place, m, at, actor).await?;
     Ok(Outcome::Decremented {
         administration_id: id,
         lot_id: m.lot_id,
