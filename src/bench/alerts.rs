@@ -15,12 +15,10 @@ use rumqttc::{AsyncClient, MqttOptions, QoS};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::accounts::{Caller, Role, Scope};
 use crate::alerts::{ack, escalation, outbox, sender};
 use crate::coldchain::evaluate;
 use crate::config::{DatabaseUrl, MqttBroker, Settings};
 use crate::domain::UnitKind;
-use crate::registry::locations::{Contact, Contacts, NewLocation};
 use crate::registry::{loggers, units};
 use crate::store::Db;
 use crate::telemetry::{broker, mqtt};
@@ -187,34 +185,8 @@ async fn publish(client: &AsyncClient, serial: &str, ts: chrono::DateTime<Utc>, 
 
 /// A location (PIN 099 + run) with `n` refrigerators, each with its own logger.
 async fn setup(db: &Db, run: &str, n: usize) -> anyhow::Result<Vec<String>> {
-    let caller = Caller {
-        token_id: 0,
-        name: "bench".into(),
-        role: Role::StateCoordinator,
-        scope: Scope::Program,
-    };
-    let contact = |who: &str| Contact {
-        name: who.into(),
-        email: format!("{who}@bench.example"),
-        phone: None,
-    };
-    let location = crate::registry::locations::create(
-        db,
-        &caller,
-        &NewLocation {
-            pin: format!("9{run}"),
-            suffix: Some("A".into()),
-            name: "Bench clinic".into(),
-            timezone: "America/New_York".into(),
-            address: None,
-            contacts: Contacts {
-                primary: contact("primary"),
-                backup: contact("backup"),
-            },
-        },
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let caller = super::state_caller();
+    let location = super::clinic(db, &format!("9{run}")).await?;
     let mut serials = Vec::with_capacity(n);
     for i in 0..n {
         let unit = units::create(

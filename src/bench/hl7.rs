@@ -10,12 +10,11 @@ use anyhow::{bail, Context};
 use clap::Args as ClapArgs;
 use serde_json::json;
 
-use crate::accounts::{tokens, Caller, Role, Scope};
+use crate::accounts::{tokens, Role, Scope};
 use crate::config::{DatabaseUrl, Settings};
 use crate::domain::UnitKind;
 use crate::inventory::codes::Funding;
 use crate::inventory::movements::{self, Receipt, ReceiptLine};
-use crate::registry::locations::{Contact, Contacts, NewLocation};
 use crate::registry::units;
 use crate::store::Db;
 use crate::web::{self, AppState};
@@ -197,35 +196,9 @@ where
 }
 
 async fn setup(db: &Db) -> anyhow::Result<(String, String)> {
-    let caller = Caller {
-        token_id: 0,
-        name: "bench".into(),
-        role: Role::StateCoordinator,
-        scope: Scope::Program,
-    };
-    let contact = |who: &str| Contact {
-        name: who.into(),
-        email: format!("{who}@bench.example"),
-        phone: None,
-    };
+    let caller = super::state_caller();
     let pin = format!("8{:05}", rand::random::<u32>() % 100_000);
-    let location = crate::registry::locations::create(
-        db,
-        &caller,
-        &NewLocation {
-            pin: pin.clone(),
-            suffix: Some("A".into()),
-            name: "Bench clinic".into(),
-            timezone: "America/New_York".into(),
-            address: None,
-            contacts: Contacts {
-                primary: contact("primary"),
-                backup: contact("backup"),
-            },
-        },
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let location = super::clinic(db, &pin).await?;
     let unit = units::create(
         db,
         &caller.scope,

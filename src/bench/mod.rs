@@ -7,7 +7,10 @@ pub mod smtp_sink;
 
 use clap::Subcommand;
 
+use crate::accounts::{Caller, Role, Scope};
 use crate::config::Settings;
+use crate::registry::locations::{self, Contact, Contacts, Location, NewLocation};
+use crate::store::Db;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -25,4 +28,37 @@ pub async fn run(settings: Settings, cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Alerts(args) => alerts::run(settings, args).await,
         BenchCommand::Hl7(args) => hl7::run(settings, args).await,
     }
+}
+
+/// The bench acting as a state coordinator.
+pub(crate) fn state_caller() -> Caller {
+    Caller {
+        token_id: 0,
+        name: "bench".into(),
+        role: Role::StateCoordinator,
+        scope: Scope::Program,
+    }
+}
+
+/// Location `{pin}A`, "Bench clinic", with example coordinators.
+pub(crate) async fn clinic(db: &Db, pin: &str) -> anyhow::Result<Location> {
+    let contact = |who: &str| Contact {
+        name: who.into(),
+        email: format!("{who}@bench.example"),
+        phone: None,
+    };
+    let new = NewLocation {
+        pin: pin.to_string(),
+        suffix: Some("A".into()),
+        name: "Bench clinic".into(),
+        timezone: "America/New_York".into(),
+        address: None,
+        contacts: Contacts {
+            primary: contact("primary"),
+            backup: contact("backup"),
+        },
+    };
+    locations::create(db, &state_caller(), &new)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }

@@ -338,6 +338,33 @@ pub async fn apply_known(
     }
 }
 
+/// Binds a dose's administration columns as `$1`…`$13`: location, ORC-3, natural key,
+/// patient, CVX, NDC, lot number, when, eligibility, funding source, source, message id, now.
+fn bind_dose<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    place: &'q Place,
+    d: &'q DoseReport,
+    natural: &'q str,
+    cvx: Option<&'q str>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    q.bind(&place.code)
+        .bind(&d.orc_key)
+        .bind(natural)
+        .bind(&d.patient_id)
+        .bind(cvx)
+        .bind(match &d.vaccine {
+            Vaccine::Ndc(n) => Some(n.to_string()),
+            Vaccine::Cvx(_) => None,
+        })
+        .bind(d.lot.as_ref().map(|l| l.as_str()).unwrap_or(""))
+        .bind(d.administered_at)
+        .bind(&d.eligibility)
+        .bind(&d.funding_source)
+        .bind(d.source)
+        .bind(&d.message_id)
+        .bind(now_millis())
+}
+
 /// The row of a new dose that matched no stock.
 async fn insert_exception(
     conn: &mut AnyConnection,
@@ -346,31 +373,13 @@ async fn insert_exception(
     natural: &str,
     cvx: Option<&str>,
 ) -> Result<i64> {
-    let now = now_millis();
-    Ok(sqlx::query(
-        "INSERT INTO administrations (location_code, orc_key, natural_key, patient_id, cvx, ndc, lot_number, administered_at, \
-         eligibility, funding_source, status, source, message_id, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'exception', $11, $12, $13, $13) RETURNING id",
-    )
-    .bind(&place.code)
-    .bind(&d.orc_key)
-    .bind(natural)
-    .bind(&d.patient_id)
-    .bind(cvx)
-    .bind(match &d.vaccine {
-        Vaccine::Ndc(n) => Some(n.to_string()),
-        Vaccine::Cvx(_) => None,
-    })
-    .bind(d.lot.as_ref().map(|l| l.as_str()).unwrap_or(""))
-    .bind(d.administered_at)
-    .bind(&d.eligibility)
-    .bind(&d.funding_source)
-    .bind(d.source)
-    .bind(&d.message_id)
-    .bind(now)
-    .fetch_one(&mut *conn)
-    .await?
-    .try_get("id")?)
+    let sql = "INSERT INTO administrations (location_code, orc_key, natural_key, patient_id, cvx, ndc, lot_number, \
+        administered_at, eligibility, funding_source, status, source, message_id, created_at, updated_at) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'exception', $11, $12, $13, $13) RETURNING id";
+    Ok(bind_dose(sqlx::query(sql), place, d, natural, cvx)
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get("id")?)
 }
 
 /// A dose that matched stock, written in one round trip unless it is already on record (by
@@ -414,23 +423,7 @@ async fn insert_taken(
              SELECT a.id, 0 AS o FROM a UNION ALL SELECT e.id, 1 AS o FROM e ORDER BY o"
         )
     };
-    let rows = sqlx::query(&sql)
-        .bind(&place.code)
-        .bind(&d.orc_key)
-        .bind(natural)
-        .bind(&d.patient_id)
-        .bind(cvx)
-        .bind(match &d.vaccine {
-            Vaccine::Ndc(n) => Some(n.to_string()),
-            Vaccine::Cvx(_) => None,
-        })
-        .bind(d.lot.as_ref().map(|l| l.as_str()).unwrap_or(""))
-        .bind(d.administered_at)
-        .bind(&d.eligibility)
-        .bind(&d.funding_source)
-        .bind(d.source)
-        .bind(&d.message_id)
-        .bind(now_millis())
+    let rows = bind_dose(sqlx::query(&sql), place, d, natural, cvx)
         .bind(m.lot_id)
         .bind(m.unit_id)
         .bind(review)
