@@ -53,7 +53,7 @@ fn reply(header: Option<&Header>, code: AckCode, issues: &[Issue]) -> String {
 /// ([`crate::inventory::DIRECTORY_GENERATION`]).
 #[derive(Default)]
 pub struct Lookups {
-    facilities: HashMap<String, Option<Place>>,
+    facilities: HashMap<String, Place>,
     products: HashMap<String, (Vec<String>, Option<String>)>,
     since: Option<(std::time::Instant, u64)>,
     /// Stock rows read in this batch's transaction (dropped with it).
@@ -227,10 +227,10 @@ async fn record(
             continue;
         };
         let place = match seen.facilities.get(&d.facility) {
-            Some(p) => p.clone(),
+            Some(p) => Some(p.clone()),
             None => {
                 let p = doses::facility(conn, &d.facility).await.map_err(anyhow::Error::from)?;
-                if p.is_some() {
+                if let Some(p) = &p {
                     seen.facilities.insert(d.facility.clone(), p.clone());
                 }
                 p

@@ -376,16 +376,30 @@ pub async fn add(db: &Db, body: &NewProduct) -> Result<Product> {
 }
 
 pub async fn list(db: &Db) -> Result<Vec<Product>> {
-    let rows = sqlx::query("SELECT ndc FROM products ORDER BY name, ndc")
+    let mut uses: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+    for r in sqlx::query("SELECT use_ndc, ndc FROM product_use_ndcs ORDER BY use_ndc")
+        .fetch_all(&db.pool)
+        .await?
+    {
+        uses.entry(r.try_get("ndc")?).or_default().push(r.try_get("use_ndc")?);
+    }
+    let rows = sqlx::query("SELECT ndc, name, cvx, mvx, doses_per_package FROM products ORDER BY name, ndc")
         .fetch_all(&db.pool)
         .await?;
-    let mut conn = db.pool.acquire().await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        let ndc: String = r.try_get("ndc")?;
-        out.extend(get(&mut conn, &ndc).await?);
-    }
-    Ok(out)
+    rows.iter()
+        .map(|r| {
+            let ndc: String = r.try_get("ndc")?;
+            Ok(Product {
+                use_ndcs: uses.remove(&ndc).unwrap_or_default(),
+                ndc,
+                name: r.try_get("name")?,
+                cvx: r.try_get("cvx")?,
+                mvx: r.try_get("mvx")?,
+                doses_per_package: r.try_get("doses_per_package")?,
+            })
+        })
+        .collect::<sqlx::Result<_>>()
+        .map_err(Error::from)
 }
 
 pub async fn get(conn: &mut AnyConnection, ndc: &str) -> Result<Option<Product>> {

@@ -154,8 +154,7 @@ pub async fn across(db: &Db, scope: &Scope, status: Option<&str>) -> Result<Vec<
     .map(|r| Ok((r.try_get("code")?, r.try_get("pin")?)))
     .collect::<sqlx::Result<_>>()?;
     let mut out = Vec::new();
-    for (code, pin) in codes.iter().filter(|(c, p)| scope.covers_code(p, c)) {
-        let _ = pin;
+    for (code, _) in codes.iter().filter(|(c, p)| scope.covers_code(p, c)) {
         let place = place(&mut conn, scope, code).await?;
         out.extend(lines(&mut conn, &place, false).await?.into_iter().filter(&keep));
     }

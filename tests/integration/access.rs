@@ -193,15 +193,7 @@ async fn no_token_or_a_revoked_one_gets_401(db: Database) {
     assert_eq!(app.get_as(&token, "/api/v1/locations").await.0, 401);
     // Health and metrics are for operators and load balancers, without a token.
     assert_eq!(app.http.get(app.url("/healthz")).send().await.unwrap().status(), 200);
-    let doc: serde_json::Value = app
-        .http
-        .get(app.url("/api/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = app.openapi().await;
     assert!(doc["paths"]["/api/v1/units/{id}/readings"].is_object());
 }
 

@@ -343,6 +343,13 @@ impl TestApp {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// The service's OpenAPI document (no token needed).
+    pub async fn openapi(&self) -> Value {
+        let r = self.http.get(self.url("/api/openapi.json")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
     pub async fn get(&self, path: &str) -> Value {
         let (status, body) = self.get_as(&self.token, path).await;
         assert_eq!(status, 200, "GET {path}: {body}");

@@ -507,15 +507,7 @@ async fn cdc_code_files_load_with_vfc_catalog_import(db: Database) {
     );
     assert_eq!(on_hand(&app, fridge, lot).await, 1);
     // The OpenAPI document carries the request bodies.
-    let doc: Value = app
-        .http
-        .get(app.url("/api/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = app.openapi().await;
     for path in [
         "/api/v1/locations/{code}/receipts",
         "/api/v1/locations/{code}/reconciliations",
