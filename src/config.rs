@@ -94,35 +94,8 @@ pub enum MqttBroker {
     External(MqttUrl),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MqttUrl {
-    pub host: String,
-    pub port: u16,
-    pub tls: bool,
-    pub username: Option<String>,
-    pub password: Option<String>,
-}
-
-impl MqttUrl {
-    /// Parses `mqtt://[user:pass@]host[:port]` or `mqtts://…`.
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        let url = Url::parse(raw).map_err(|e| format!("{e}"))?;
-        let tls = match url.scheme() {
-            "mqtt" | "tcp" => false,
-            "mqtts" | "ssl" => true,
-            other => return Err(format!("scheme {other:?} is not mqtt:// or mqtts://")),
-        };
-        let host = url.host_str().filter(|h| !h.is_empty()).ok_or("no host")?;
-        let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
-        Ok(MqttUrl {
-            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
-            port: url.port().unwrap_or(if tls { 8883 } else { 1883 }),
-            tls,
-            username: (!url.username().is_empty()).then(|| decode(url.username())),
-            password: url.password().map(decode),
-        })
-    }
-}
+/// `mqtt://[user:pass@]host[:port]` or `mqtts://…`; one parser for the service and the gateway.
+pub use firmware_bridge::broker::MqttUrl;
 
 /// Checked settings.
 #[derive(Debug, Clone)]

@@ -4,7 +4,9 @@
 //!
 //! One append-only log holds it all, so a power cut at any point replays to the same state:
 //! `T serial seq ts temp` a reading taken, `C serial seq` confirmed up to seq, `N serial next`
-//! the next seq (written when the log is compacted). A torn last line is ignored: its reading
+//! the next seq (written when the log is compacted), `S key value` a source's note (where a
+//! followed file was left, which export files were sent), written in the same fsync as the
+//! readings it goes with, so a source resumes exactly after what was taken. A torn last line is ignored: its reading
 //! was never reported as taken. A new spool directory is a new `epoch`.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -36,6 +38,8 @@ pub enum SpoolError {
     Full(u64),
     #[error("logger serial {0:?} cannot be spooled (1-64 letters, digits, '-', '_', '.', ':')")]
     BadSerial(String),
+    #[error("note key {0:?} must be one word")]
+    BadNote(String),
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -46,6 +50,7 @@ pub struct Spool {
     log: File,
     log_bytes: u64,
     loggers: BTreeMap<String, Logger>,
+    notes: BTreeMap<String, String>,
     pending_bytes: u64,
     cap_bytes: u64,
 }
@@ -74,6 +79,7 @@ impl Spool {
         };
         let path = dir.join("spool.log");
         let mut loggers: BTreeMap<String, Logger> = BTreeMap::new();
+        let mut notes: BTreeMap<String, String> = BTreeMap::new();
         if path.exists() {
             let text = fs::read(&path)?;
             // A torn last line (no newline) was never reported as taken.
@@ -82,7 +88,7 @@ impl Spool {
                 None => &[][..],
             };
             for line in String::from_utf8_lossy(whole).lines() {
-                replay(&mut loggers, line);
+                replay(&mut loggers, &mut notes, line);
             }
             if whole.len() < text.len() {
                 // Cut it off, or the next reading would be appended to it.
@@ -100,6 +106,7 @@ impl Spool {
             log,
             log_bytes,
             loggers,
+            notes,
             pending_bytes,
             cap_bytes,
         };
@@ -113,8 +120,13 @@ impl Spool {
         &self.epoch
     }
 
-    /// Takes readings: each gets its logger's next seq, and all are on disk when this returns.
-    pub fn take(&mut self, readings: &[(String, DateTime<Utc>, f64)]) -> Result<Vec<u64>, SpoolError> {
+    /// Takes readings: each gets its logger's next seq, and all are on disk when this returns,
+    /// with `note` (a source's `key` → `value`) in the same write.
+    pub fn take(
+        &mut self,
+        readings: &[(String, DateTime<Utc>, f64)],
+        note: Option<(&str, &str)>,
+    ) -> Result<Vec<u64>, SpoolError> {
         let extra = readings.len() as u64 * ENTRY_BYTES;
         if self.pending_bytes + extra > self.cap_bytes {
             return Err(SpoolError::Full(self.pending_bytes));
@@ -139,6 +151,12 @@ impl Spool {
             ));
             seqs.push(seq);
         }
+        if let Some((key, value)) = note {
+            if key.is_empty() || key.contains(char::is_whitespace) || value.contains('\n') {
+                return Err(SpoolError::BadNote(key.to_string()));
+            }
+            text.push_str(&format!("S {key} {value}\n"));
+        }
         self.log.write_all(text.as_bytes())?;
         self.log.sync_data()?;
         self.log_bytes += text.len() as u64;
@@ -146,6 +164,9 @@ impl Spool {
             let l = logger(&mut self.loggers, &serial);
             l.next = e.seq + 1;
             l.pending.push_back(e);
+        }
+        if let Some((key, value)) = note {
+            self.notes.insert(key.to_string(), value.to_string());
         }
         self.pending_bytes += extra;
         Ok(seqs)
@@ -186,6 +207,11 @@ impl Spool {
         self.loggers.keys().map(String::as_str)
     }
 
+    /// What a source noted last under `key`.
+    pub fn note(&self, key: &str) -> Option<&str> {
+        self.notes.get(key).map(String::as_str)
+    }
+
     /// Unconfirmed readings in all.
     pub fn depth(&self) -> usize {
         self.loggers.values().map(|l| l.pending.len()).sum()
@@ -205,6 +231,9 @@ impl Spool {
                 text.push_str(&format!("T {serial} {} {} {}\n", e.seq, e.ts.to_rfc3339(), e.temp_c));
             }
         }
+        for (key, value) in &self.notes {
+            text.push_str(&format!("S {key} {value}\n"));
+        }
         let path = self.dir.join("spool.log");
         write_durably(&path, text.as_bytes())?;
         self.log = OpenOptions::new().append(true).open(&path)?;
@@ -213,7 +242,11 @@ impl Spool {
     }
 }
 
-fn replay(loggers: &mut BTreeMap<String, Logger>, line: &str) {
+fn replay(loggers: &mut BTreeMap<String, Logger>, notes: &mut BTreeMap<String, String>, line: &str) {
+    if let Some((key, value)) = line.strip_prefix("S ").and_then(|r| r.split_once(' ')) {
+        notes.insert(key.to_string(), value.to_string());
+        return;
+    }
     let parts: Vec<&str> = line.split(' ').collect();
     match parts.as_slice() {
         ["T", serial, seq, ts, temp] => {
@@ -259,7 +292,7 @@ fn logger<'a>(loggers: &'a mut BTreeMap<String, Logger>, serial: &str) -> &'a mu
     })
 }
 
-fn valid_serial(s: &str) -> bool {
+pub fn valid_serial(s: &str) -> bool {
     (1..=64).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
 }
 
@@ -301,14 +334,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
         let seqs = s
-            .take(&[
-                ("A".into(), at(0), 4.0),
-                ("B".into(), at(0), 5.0),
-                ("A".into(), at(5), 4.1),
-            ])
+            .take(
+                &[
+                    ("A".into(), at(0), 4.0),
+                    ("B".into(), at(0), 5.0),
+                    ("A".into(), at(5), 4.1),
+                ],
+                None,
+            )
             .unwrap();
         assert_eq!(seqs, vec![1, 1, 2]);
-        assert_eq!(s.take(&[("A".into(), at(10), 4.2)]).unwrap(), vec![3]);
+        assert_eq!(s.take(&[("A".into(), at(10), 4.2)], None).unwrap(), vec![3]);
         assert_eq!(s.confirm("A", 2).unwrap(), 2);
         assert_eq!(s.pending("A").map(|e| e.seq).collect::<Vec<_>>(), vec![3]);
         assert_eq!(s.depth(), 2);
@@ -319,7 +355,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let epoch = {
             let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
-            s.take(&[("A".into(), at(0), 4.0), ("A".into(), at(5), 4.5)]).unwrap();
+            s.take(&[("A".into(), at(0), 4.0), ("A".into(), at(5), 4.5)], None)
+                .unwrap();
             s.confirm("A", 1).unwrap();
             s.epoch().to_string()
         };
@@ -336,7 +373,7 @@ mod tests {
             s.pending("A").map(|e| (e.seq, e.temp_c)).collect::<Vec<_>>(),
             vec![(2, 4.5)]
         );
-        assert_eq!(s.take(&[("A".into(), at(10), 4.6)]).unwrap(), vec![3]);
+        assert_eq!(s.take(&[("A".into(), at(10), 4.6)], None).unwrap(), vec![3]);
         drop(s);
         let s = Spool::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(
@@ -354,28 +391,52 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Spool::open(dir.path(), 10 * ENTRY_BYTES).unwrap();
         let batch: Vec<_> = (0..9).map(|i| ("A".to_string(), at(i), 4.0)).collect();
-        s.take(&batch).unwrap();
+        s.take(&batch, None).unwrap();
         assert!(s.near_cap());
         assert!(matches!(
-            s.take(&[("A".into(), at(20), 4.0), ("A".into(), at(25), 4.0)]),
+            s.take(&[("A".into(), at(20), 4.0), ("A".into(), at(25), 4.0)], None),
             Err(SpoolError::Full(_))
         ));
         assert_eq!(s.depth(), 9, "nothing unconfirmed was deleted");
         s.confirm("A", 9).unwrap();
         assert!(!s.near_cap());
-        assert_eq!(s.take(&[("A".into(), at(30), 4.0)]).unwrap(), vec![10]);
+        assert_eq!(s.take(&[("A".into(), at(30), 4.0)], None).unwrap(), vec![10]);
     }
 
     #[test]
     fn compaction_keeps_pending_readings_and_the_next_seq() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
-        s.take(&[("A".into(), at(0), 4.0), ("A".into(), at(5), 4.1)]).unwrap();
+        s.take(&[("A".into(), at(0), 4.0), ("A".into(), at(5), 4.1)], None)
+            .unwrap();
         s.confirm("A", 1).unwrap();
         s.compact().unwrap();
         drop(s);
         let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
         assert_eq!(s.pending("A").map(|e| e.seq).collect::<Vec<_>>(), vec![2]);
-        assert_eq!(s.take(&[("A".into(), at(10), 4.2)]).unwrap(), vec![3]);
+        assert_eq!(s.take(&[("A".into(), at(10), 4.2)], None).unwrap(), vec![3]);
+    }
+
+    #[test]
+    fn a_note_is_written_with_its_readings_and_survives_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        s.take(&[("A".into(), at(0), 4.0)], Some(("lines:f1", "1 2 40 1")))
+            .unwrap();
+        s.take(&[("A".into(), at(5), 4.0)], Some(("lines:f1", "1 2 80 2")))
+            .unwrap();
+        assert!(matches!(
+            s.take(&[], Some(("two words", "x"))),
+            Err(SpoolError::BadNote(_))
+        ));
+        drop(s);
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        assert_eq!(s.note("lines:f1"), Some("1 2 80 2"));
+        s.confirm("A", 2).unwrap();
+        s.compact().unwrap();
+        drop(s);
+        let s = Spool::open(dir.path(), 1 << 30).unwrap();
+        assert_eq!(s.note("lines:f1"), Some("1 2 80 2"));
+        assert_eq!(s.note("nothing"), None);
     }
 }

@@ -270,6 +270,9 @@ pub struct Status {
     pub gateway: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spool_depth: Option<u64>,
+    /// The gateway's spool is near or at its cap (readings are not reaching the service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool_warning: Option<String>,
 }
 
 /// Parses a status payload.

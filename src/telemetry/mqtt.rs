@@ -85,21 +85,7 @@ pub fn options(settings: &Settings, client_id: &str) -> anyhow::Result<MqttOptio
 
 /// TLS for `mqtts://`: the public web roots, plus the CAs in `VFC_MQTT_CA_FILE` if set.
 pub fn tls_config(settings: &Settings) -> anyhow::Result<TlsConfiguration> {
-    use rustls::pki_types::{pem::PemObject, CertificateDer};
-    let mut roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    if let Some(path) = &settings.mqtt_ca_file {
-        for cert in CertificateDer::pem_file_iter(path)
-            .with_context(|| format!("reading VFC_MQTT_CA_FILE {}", path.display()))?
-        {
-            roots.add(cert.context("VFC_MQTT_CA_FILE holds a malformed certificate")?)?;
-        }
-    }
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(TlsConfiguration::Rustls(Arc::new(config)))
+    firmware_bridge::broker::tls_config(settings.mqtt_ca_file.as_deref()).context("VFC_MQTT_CA_FILE")
 }
 
 /// The topic filters the service subscribes to, through the share group when one is set.

@@ -1,0 +1,492 @@
+//! The clinic gateway: sources → spool (on disk, fsync'd) → broker, and the service's
+//! confirmation → out of the spool (design.md: `gateway`, `epoch`, `seq`,
+//! `vfc/gateways/{gateway}/committed/{serial}`).
+//!
+//! A reading leaves the spool only when the service's retained confirmation covers it, never on
+//! the broker's PUBACK: a broker that loses its queue costs nothing, because what stays
+//! unconfirmed is published again, oldest first, after a timeout that doubles while nothing
+//! moves. At most `window` readings per logger are out unconfirmed at a time, in batches of
+//! `batch`, so a long outage's backlog drains at the pace the service confirms, not as a storm.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::MqttUrl;
+use crate::feed::{Fed, Feed};
+use crate::spool::{Spool, SpoolError};
+use crate::wire::{self, GatewayBatch, WireReading};
+
+/// Where the gateway sends, how it paces, and where it keeps its spool.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub broker: MqttUrl,
+    pub ca_file: Option<PathBuf>,
+    pub gateway_id: String,
+    pub spool_dir: PathBuf,
+    pub spool_cap_bytes: u64,
+    /// First wait for a confirmation before publishing again; doubles up to `resend_max`.
+    pub resend_after: Duration,
+    pub resend_max: Duration,
+    pub status_every: Duration,
+    /// Readings per message.
+    pub batch: usize,
+    /// Readings per logger published and not yet confirmed.
+    pub window: usize,
+    /// Stop once every source has finished and the spool is empty (tests, one-off uploads).
+    pub exit_when_drained: bool,
+}
+
+impl Config {
+    pub fn new(broker: MqttUrl, gateway_id: String, spool_dir: PathBuf) -> Config {
+        Config {
+            broker,
+            ca_file: None,
+            gateway_id,
+            spool_dir,
+            spool_cap_bytes: DEFAULT_SPOOL_CAP,
+            resend_after: Duration::from_secs(15),
+            resend_max: Duration::from_secs(600),
+            status_every: Duration::from_secs(300),
+            batch: 500,
+            window: 2_000,
+            exit_when_drained: false,
+        }
+    }
+}
+
+/// 256 MiB: at about 64 bytes a reading, some four million readings — four loggers reading
+/// every five minutes for ten years.
+pub const DEFAULT_SPOOL_CAP: u64 = 256 * 1024 * 1024;
+
+/// A source task: it gets a [`Feed`] and returns when done (or when the gateway stops).
+pub type Source = Box<dyn FnOnce(Feed) -> SourceFuture + Send>;
+pub type SourceFuture = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>;
+
+/// Wraps an async source for [`run`].
+pub fn source<F, Fut>(f: F) -> Source
+where
+    F: FnOnce(Feed) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    Box::new(move |feed| Box::pin(f(feed)))
+}
+
+/// A valid gateway id from this machine's host name: `gw-{hostname}`.
+pub fn default_gateway_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let clean: String = host
+        .trim()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+        .take(48)
+        .collect();
+    if clean.is_empty() {
+        "gw-gateway".into()
+    } else {
+        format!("gw-{clean}")
+    }
+}
+
+enum Net {
+    Up,
+    Down(String),
+    Committed(String, wire::Committed),
+}
+
+/// Per logger: what was published and when the confirmation last moved.
+struct Flight {
+    sent_upto: u64,
+    since: Instant,
+    backoff: Duration,
+}
+
+/// Runs the gateway until `cancel` (or, with `exit_when_drained`, until everything is confirmed).
+pub async fn run(cfg: Config, sources: Vec<Source>, cancel: CancellationToken) -> anyhow::Result<()> {
+    if !wire::is_topic_segment(&cfg.gateway_id) {
+        anyhow::bail!(
+            "gateway id {:?} cannot be part of a topic (no '/', '+', '#')",
+            cfg.gateway_id
+        );
+    }
+    let spool = Spool::open(&cfg.spool_dir, cfg.spool_cap_bytes)
+        .with_context(|| format!("opening the spool in {}", cfg.spool_dir.display()))?;
+    let epoch = spool.epoch().to_string();
+    tracing::info!(
+        gateway = %cfg.gateway_id, broker = %cfg.broker, spool = %cfg.spool_dir.display(), %epoch,
+        unconfirmed = spool.depth(), "gateway starting"
+    );
+    let spool = Arc::new(Mutex::new(spool));
+
+    let mut opts = MqttOptions::new(cfg.gateway_id.clone(), cfg.broker.host.clone(), cfg.broker.port);
+    if let Some(user) = &cfg.broker.username {
+        opts.set_credentials(user.clone(), cfg.broker.password.clone().unwrap_or_default());
+    }
+    if cfg.broker.tls {
+        opts.set_transport(Transport::tls_with_config(crate::broker::tls_config(
+            cfg.ca_file.as_deref(),
+        )?));
+    }
+    opts.set_keep_alive(Duration::from_secs(30))
+        .set_clean_session(true)
+        .set_max_packet_size(1024 * 1024, 1024 * 1024);
+    let (client, mut eventloop) = AsyncClient::new(opts, 256);
+
+    let (net_tx, mut net_rx) = mpsc::channel::<Net>(1024);
+    let poll_cancel = cancel.child_token();
+    let poller = {
+        let stop = poll_cancel.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(500);
+            loop {
+                let event = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    e = eventloop.poll() => e,
+                };
+                let msg = match event {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        backoff = Duration::from_millis(500);
+                        Net::Up
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let serial = p.topic.rsplit('/').next().unwrap_or_default().to_string();
+                        match serde_json::from_slice::<wire::Committed>(&p.payload) {
+                            Ok(c) => Net::Committed(serial, c),
+                            Err(e) => {
+                                tracing::warn!(topic = %p.topic, "unreadable confirmation: {e}");
+                                continue;
+                            }
+                        }
+                    }
+                    Ok(_) => continue,
+                    Err(e) => {
+                        let _ = net_tx.send(Net::Down(e.to_string())).await;
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        continue;
+                    }
+                };
+                if net_tx.send(msg).await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
+
+    let (fed_tx, mut fed_rx) = mpsc::channel::<Fed>(16);
+    let mut tasks = JoinSet::new();
+    for s in sources {
+        let feed = Feed {
+            tx: fed_tx.clone(),
+            cancel: cancel.child_token(),
+        };
+        tasks.spawn(s(feed));
+    }
+    drop(fed_tx);
+
+    let mut g = Gateway {
+        cfg,
+        epoch,
+        spool,
+        client,
+        connected: false,
+        flights: HashMap::new(),
+        batteries: HashMap::new(),
+        warned_near_cap: false,
+        full: false,
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_status = Instant::now();
+    let mut sources_done = tasks.is_empty();
+    let result = loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break Ok(()),
+            fed = fed_rx.recv(), if !sources_done => match fed {
+                Some(Fed::Take(readings, note, done)) => {
+                    let r = g.take(readings, note).await;
+                    let _ = done.send(r);
+                    g.send();
+                }
+                Some(Fed::Note(key, reply)) => {
+                    let _ = reply.send(g.spool.lock().unwrap_or_else(|p| p.into_inner()).note(&key).map(str::to_string));
+                }
+                Some(Fed::Battery(serial, pct)) => {
+                    g.batteries.insert(serial, pct);
+                }
+                None => sources_done = true,
+            },
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                match joined {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => break Err(e.context("a source failed")),
+                    Err(e) => break Err(anyhow::anyhow!(e).context("a source panicked")),
+                }
+            },
+            net = net_rx.recv() => match net {
+                Some(Net::Up) => {
+                    tracing::info!(broker = %g.cfg.broker, "connected to the broker");
+                    g.connected = true;
+                    let filter = format!("vfc/gateways/{}/committed/+", g.cfg.gateway_id);
+                    if let Err(e) = g.client.try_subscribe(filter, QoS::AtLeastOnce) {
+                        tracing::warn!("could not subscribe to confirmations: {e}");
+                    }
+                    // Whatever was out may be lost with the old connection: from the oldest again.
+                    g.flights.clear();
+                    g.status();
+                    last_status = Instant::now();
+                    g.send();
+                }
+                Some(Net::Down(why)) => {
+                    if g.connected {
+                        tracing::warn!(broker = %g.cfg.broker, "lost the broker ({why}); readings stay in the spool");
+                    } else {
+                        tracing::debug!(broker = %g.cfg.broker, "broker unreachable ({why})");
+                    }
+                    g.connected = false;
+                }
+                Some(Net::Committed(serial, c)) => {
+                    g.confirmed(serial, c).await;
+                    g.send();
+                }
+                None => break Err(anyhow::anyhow!("the MQTT connection task stopped")),
+            },
+            _ = tick.tick() => {
+                g.send();
+                if last_status.elapsed() >= g.cfg.status_every {
+                    g.status();
+                    last_status = Instant::now();
+                }
+                if g.cfg.exit_when_drained && tasks.is_empty() && g.depth() == 0 {
+                    tracing::info!("every source is done and every reading confirmed");
+                    break Ok(());
+                }
+            }
+        }
+    };
+    cancel.cancel();
+    poll_cancel.cancel();
+    while tasks.join_next().await.is_some() {}
+    if g.connected {
+        let _ = g.client.disconnect().await;
+    }
+    let _ = poller.await;
+    tracing::info!(
+        unconfirmed = g.depth(),
+        "gateway stopped; unconfirmed readings stay in the spool"
+    );
+    result
+}
+
+struct Gateway {
+    cfg: Config,
+    epoch: String,
+    spool: Arc<Mutex<Spool>>,
+    client: AsyncClient,
+    connected: bool,
+    flights: HashMap<String, Flight>,
+    batteries: HashMap<String, f64>,
+    warned_near_cap: bool,
+    full: bool,
+}
+
+impl Gateway {
+    fn depth(&self) -> usize {
+        self.spool.lock().unwrap_or_else(|p| p.into_inner()).depth()
+    }
+
+    async fn take(
+        &mut self,
+        readings: Vec<crate::feed::Reading>,
+        note: Option<(String, String)>,
+    ) -> Result<(), String> {
+        let spool = self.spool.clone();
+        let rows: Vec<_> = readings.into_iter().map(|r| (r.serial, r.ts, r.temp_c)).collect();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let mut s = spool.lock().unwrap_or_else(|p| p.into_inner());
+            let r = s
+                .take(&rows, note.as_ref().map(|(k, v)| (k.as_str(), v.as_str())))
+                .map(|_| ());
+            (r, s.near_cap())
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        match outcome {
+            (Ok(()), near) => {
+                if self.full {
+                    tracing::info!("the spool has room again: taking readings");
+                    self.full = false;
+                }
+                if near && !self.warned_near_cap {
+                    tracing::warn!(
+                        cap_bytes = self.cfg.spool_cap_bytes,
+                        "the spool is over 90% of its cap: readings are not reaching the service; at the cap new readings are refused"
+                    );
+                    self.warned_near_cap = true;
+                    self.status();
+                } else if !near {
+                    self.warned_near_cap = false;
+                }
+                Ok(())
+            }
+            (Err(e), _) => {
+                if !self.full || !matches!(e, SpoolError::Full(_)) {
+                    tracing::error!("NOT TAKING READINGS: {e}");
+                }
+                if matches!(e, SpoolError::Full(_)) && !self.full {
+                    self.full = true;
+                    self.status();
+                }
+                Err(e.to_string())
+            }
+        }
+    }
+
+    async fn confirmed(&mut self, serial: String, c: wire::Committed) {
+        if c.epoch != self.epoch {
+            // A confirmation for an earlier spool of this gateway id: nothing of ours.
+            return;
+        }
+        let spool = self.spool.clone();
+        let key = serial.clone();
+        let gone =
+            tokio::task::spawn_blocking(move || spool.lock().unwrap_or_else(|p| p.into_inner()).confirm(&key, c.seq))
+                .await;
+        match gone {
+            Ok(Ok(n)) if n > 0 => {
+                if let Some(f) = self.flights.get_mut(&serial) {
+                    f.since = Instant::now();
+                    f.backoff = self.cfg.resend_after;
+                }
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(%serial, "could not record a confirmation in the spool: {e}"),
+            Err(e) => tracing::error!(%serial, "confirmation task failed: {e}"),
+        }
+    }
+
+    /// Publishes what is due: new readings up to the window, or everything unconfirmed again
+    /// once the confirmation has not moved for the logger's backoff.
+    fn send(&mut self) {
+        if !self.connected {
+            return;
+        }
+        let spool = self.spool.clone();
+        let spool = spool.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let serials: Vec<String> = spool.serials().map(str::to_string).collect();
+        for serial in serials {
+            let Some(first) = spool.pending(&serial).next().map(|e| e.seq) else {
+                self.flights.remove(&serial);
+                continue;
+            };
+            let confirmed = first - 1;
+            let f = self.flights.entry(serial.clone()).or_insert(Flight {
+                sent_upto: confirmed,
+                since: now,
+                backoff: self.cfg.resend_after,
+            });
+            f.sent_upto = f.sent_upto.max(confirmed);
+            if f.sent_upto > confirmed && now.duration_since(f.since) >= f.backoff {
+                tracing::warn!(
+                    %serial, from_seq = first, waited_s = f.backoff.as_secs_f64(),
+                    "no confirmation from the service: publishing the unconfirmed readings again"
+                );
+                f.sent_upto = confirmed;
+                f.since = now;
+                f.backoff = (f.backoff * 2).min(self.cfg.resend_max);
+            }
+            while ((f.sent_upto - confirmed) as usize) < self.cfg.window {
+                let room = self.cfg.window - (f.sent_upto - confirmed) as usize;
+                let chunk: Vec<WireReading> = spool
+                    .pending(&serial)
+                    .skip_while(|e| e.seq <= f.sent_upto)
+                    .take(room.min(self.cfg.batch))
+                    .map(|e| WireReading {
+                        ts: e.ts,
+                        temp_c: e.temp_c,
+                        seq: Some(e.seq),
+                    })
+                    .collect();
+                let Some(last) = chunk.last().and_then(|r| r.seq) else {
+                    break;
+                };
+                let payload = serde_json::to_vec(&GatewayBatch {
+                    readings: &chunk,
+                    gateway: &self.cfg.gateway_id,
+                    epoch: &self.epoch,
+                    battery_pct: self.batteries.get(&serial).copied(),
+                })
+                .expect("a batch serialises");
+                match self
+                    .client
+                    .try_publish(wire::readings_topic(&serial), QoS::AtLeastOnce, false, payload)
+                {
+                    Ok(()) => {
+                        if f.sent_upto == confirmed {
+                            f.since = now;
+                        }
+                        f.sent_upto = last;
+                    }
+                    // The connection's queue is full: the next tick goes on from here.
+                    Err(_) => return,
+                }
+            }
+        }
+    }
+
+    /// Each logger's status: battery, the spool's depth for it, and a warning near the cap.
+    fn status(&mut self) {
+        if !self.connected {
+            return;
+        }
+        let spool = self.spool.lock().unwrap_or_else(|p| p.into_inner());
+        let warning = if self.full {
+            Some("spool full: the gateway is not taking new readings".to_string())
+        } else if spool.near_cap() {
+            Some("spool over 90% of its cap".to_string())
+        } else {
+            None
+        };
+        let mut serials: Vec<String> = spool.serials().map(str::to_string).collect();
+        serials.extend(
+            self.batteries
+                .keys()
+                .filter(|k| !serials.contains(k))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        for serial in serials {
+            let status = wire::Status {
+                battery_pct: self.batteries.get(&serial).copied(),
+                firmware: Some(concat!("firmware-bridge ", env!("CARGO_PKG_VERSION")).into()),
+                gateway: Some(self.cfg.gateway_id.clone()),
+                spool_depth: Some(spool.pending(&serial).count() as u64),
+                spool_warning: warning.clone(),
+                ..Default::default()
+            };
+            let payload = serde_json::to_vec(&status).expect("a status serialises");
+            if self
+                .client
+                .try_publish(wire::status_topic(&serial), QoS::AtLeastOnce, false, payload)
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
