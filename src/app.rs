@@ -27,6 +27,13 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
 }
 
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let cancel = CancellationToken::new();
+    tokio::spawn(stop_on_signal(cancel.clone()));
+    serve_until(settings, cancel).await
+}
+
+/// Serves until `cancel` (or a part fails); work in hand is finished before it returns.
+pub async fn serve_until(settings: Settings, cancel: CancellationToken) -> anyhow::Result<()> {
     let db = Db::connect(&settings.database).await?;
     if settings.mqtt == MqttBroker::Embedded {
         broker::start(settings.mqtt_embedded_addr)?;
@@ -44,7 +51,6 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         Some(addr) => Some(crate::hl7::mllp::bind(addr).await.context("VFC_HL7_MLLP_ADDR")?),
         None => None,
     };
-    let cancel = CancellationToken::new();
     let health = Arc::new(mqtt::MqttHealth::default());
     let links = crate::alerts::outbox::Links {
         public_url: settings.public_url.clone(),
@@ -70,7 +76,6 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         ));
     }
 
-    tokio::spawn(stop_on_signal(cancel.clone()));
     let mut ingest = tokio::spawn(mqtt::run(db.clone(), settings.clone(), health.clone(), cancel.clone()));
     let outbox_nudge = Arc::new(tokio::sync::Notify::new());
     let escalation = tokio::spawn(crate::alerts::escalation::run(
@@ -145,7 +150,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     result
 }
 
-async fn stop_on_signal(cancel: CancellationToken) {
+pub async fn stop_on_signal(cancel: CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     let term = async {

@@ -27,6 +27,9 @@ struct Cli {
 enum Command {
     /// Run the service: MQTT ingest, HTTP API, background jobs.
     Serve,
+    /// See it all work: the service in a fresh data directory (VFC_DATA_DIR, else ./vfc-demo), a
+    /// sample clinic and simulated loggers; an excursion and its alert email within a minute.
+    Demo(crate::demo::DemoArgs),
     /// Apply database migrations and exit (serve also applies them at start).
     Migrate,
     /// Import a logger's export file (Berlinger Fridge-tag, Q-tag) into a unit's record.
@@ -121,8 +124,13 @@ fn init_tracing() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Demo(demo) = cli.command {
+        // The demo picks its own data directory and free ports before the settings are read.
+        return crate::demo::run(cli.settings, demo).await;
+    }
     let settings = Settings::load(&cli.settings)?;
     match cli.command {
+        Command::Demo(_) => unreachable!("handled above"),
         Command::Serve => crate::app::serve(settings).await,
         Command::Migrate => {
             Db::connect(&settings.database).await?;

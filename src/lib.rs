@@ -12,6 +12,7 @@ pub mod bench;
 pub mod cli;
 pub mod coldchain;
 pub mod config;
+pub mod demo;
 pub mod domain;
 pub mod hl7;
 pub mod inventory;

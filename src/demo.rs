@@ -1,0 +1,288 @@
+//! `vfc demo`: the whole product in one command (design.md, "Defaults that need nothing
+//! installed"). The service on the embedded defaults in a fresh data directory, a sample clinic
+//! made through the API, and simulated loggers sent through a real gateway (spool, MQTT,
+//! confirmation) to the service's own broker. The simulation replays the last hours fast, with a
+//! compressor failure in them, so an excursion opens and its alert email is written within
+//! about a minute.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use firmware_bridge::broker::MqttUrl;
+use firmware_bridge::gateway::{self, Config};
+use firmware_bridge::simulate::{self, LoggerSpec, Plan, Scenario, ScenarioKind, UnitKind};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::accounts::{tokens, Role, Scope};
+use crate::config::{MqttBroker, Settings, SettingsArgs};
+use crate::store::Db;
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Seconds the replayed past hours take; the compressor failure alarms at about 90% of it.
+    #[arg(long, default_value_t = 45.0, value_name = "SECONDS")]
+    pub timeline: f64,
+}
+
+/// Marks a data directory as the demo's own, so a later demo may start it afresh.
+const MARKER: &str = ".vfc-demo";
+const PIN: &str = "012345";
+/// Hours replayed; the failure starts two hours before now.
+const REPLAY_H: i64 = 6;
+const FAILING: &str = "DEMO-012345A-FRIDGE";
+
+pub async fn run(mut args: SettingsArgs, demo: DemoArgs) -> anyhow::Result<()> {
+    let dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from("./vfc-demo"));
+    fresh(&dir)?;
+    args.data_dir = Some(dir.clone());
+    // The usual ports may be taken (another service, a broker on 1883): the demo then takes free
+    // ones, unless they were set on purpose.
+    if args.http_addr.is_none() && !free("127.0.0.1:8080") {
+        args.http_addr = Some(format!("127.0.0.1:{}", any_port()?));
+    }
+    let embedded = args.mqtt_url.as_deref().is_none_or(|u| u == "embedded");
+    if embedded && args.mqtt_embedded_addr.is_none() && !free("127.0.0.1:1883") {
+        args.mqtt_embedded_addr = Some(format!("127.0.0.1:{}", any_port()?));
+    }
+    let settings = Settings::load(&args)?;
+    let db = Db::connect(&settings.database).await?;
+    let token = tokens::create(&db, "demo state coordinator", Role::StateCoordinator, &Scope::Program).await?;
+
+    let cancel = CancellationToken::new();
+    tokio::spawn(crate::app::stop_on_signal(cancel.clone()));
+    let mut service = tokio::spawn(crate::app::serve_until(settings.clone(), cancel.clone()));
+    let base = format!("http://{}", settings.http_addr);
+    let http = reqwest::Client::new();
+    wait_healthy(&http, &base, &mut service).await?;
+    clinic(&http, &base, &token.secret).await?;
+
+    // The gateway talks to the service's own broker.
+    let broker = match &settings.mqtt {
+        MqttBroker::Embedded => {
+            MqttUrl::parse(&format!("mqtt://{}", settings.mqtt_embedded_addr)).map_err(anyhow::Error::msg)?
+        }
+        MqttBroker::External(url) => url.clone(),
+    };
+    let mut cfg = Config::new(broker, "gw-012345-demo".into(), dir.join("gateway-spool"));
+    cfg.ca_file = settings.mqtt_ca_file.clone();
+    cfg.resend_after = Duration::from_secs(5);
+    cfg.status_every = Duration::from_secs(60);
+    let replay = chrono::Duration::hours(REPLAY_H);
+    let plan = Plan {
+        loggers: loggers(),
+        interval: chrono::Duration::minutes(5),
+        replay,
+        speed: (replay.num_seconds() as f64 / demo.timeline.max(1.0)).max(1.0),
+        scenarios: vec![Scenario {
+            kind: ScenarioKind::CompressorFailure,
+            after: replay - chrono::Duration::hours(2),
+            lasting: None,
+            serial: Some(FAILING.into()),
+        }],
+        live: true,
+        seed: 2026,
+    };
+    let source = gateway::source(move |feed: firmware_bridge::feed::Feed| async move {
+        let stop = feed.cancelled().clone();
+        simulate::drive(plan, stop, |readings, batteries| {
+            let feed = feed.clone();
+            async move {
+                for (serial, pct) in batteries {
+                    feed.battery(&serial, pct).await;
+                }
+                let _ = feed.take(readings, None).await;
+                Ok(())
+            }
+        })
+        .await
+    });
+    let mut gateway = tokio::spawn(gateway::run(cfg, vec![source], cancel.clone()));
+
+    let outbox = settings.data_dir.join("outbox");
+    println!(
+        "\nvfc demo is running. Ctrl-C stops it.\n\n\
+         \x20 dashboard and API  {base}   (OpenAPI: {base}/api/openapi.json)\n\
+         \x20 state-coordinator token (Authorization: Bearer …):\n\
+         \x20   {}\n\
+         \x20 alert emails       {}\n\
+         \x20 data directory     {}\n\n\
+         Sample clinic: PIN {PIN}, locations {PIN}A and {PIN}B, a refrigerator and a freezer each,\n\
+         four simulated loggers sent through a gateway to the service's MQTT broker. The last\n\
+         {REPLAY_H} hours replay in about {:.0} s; {PIN}A's refrigerator compressor fails two hours ago.\n\
+         Try: curl -H \"Authorization: Bearer $TOKEN\" {base}/api/v1/excursions\n",
+        token.secret,
+        outbox.display(),
+        dir.display(),
+        demo.timeline
+    );
+
+    let mut told = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let result = loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break Ok(()),
+            r = &mut service => break r.map_err(anyhow::Error::from).and_then(|r| r).and_then(|_| {
+                if cancel.is_cancelled() { Ok(()) } else { Err(anyhow::anyhow!("the service stopped")) }
+            }),
+            r = &mut gateway => break r.map_err(anyhow::Error::from).and_then(|r| r).and_then(|_| {
+                if cancel.is_cancelled() { Ok(()) } else { Err(anyhow::anyhow!("the demo gateway stopped")) }
+            }),
+            _ = tick.tick(), if !told => {
+                if let Some(first) = first_email(&outbox) {
+                    println!("An excursion opened on {PIN}A's refrigerator; its alert email is {}", first.display());
+                    told = true;
+                }
+            }
+        }
+    };
+    cancel.cancel();
+    if !gateway.is_finished() {
+        let _ = gateway.await;
+    }
+    if !service.is_finished() {
+        let _ = service.await;
+    }
+    println!("vfc demo stopped; its data stays in {}", dir.display());
+    result
+}
+
+/// Makes `dir` a fresh demo directory: an earlier demo's is started afresh; anything else that
+/// is not empty is left alone.
+fn fresh(dir: &Path) -> anyhow::Result<()> {
+    if dir.join(MARKER).exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("clearing the earlier demo in {}", dir.display()))?;
+    } else if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
+        bail!(
+            "{} holds files that are not an earlier demo's; the demo needs a fresh data directory: set VFC_DATA_DIR to a new folder",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(
+        dir.join(MARKER),
+        "made by `vfc demo`; the next demo starts this folder afresh\n",
+    )?;
+    Ok(())
+}
+
+fn free(addr: &str) -> bool {
+    addr.parse::<SocketAddr>().is_ok_and(|a| TcpListener::bind(a).is_ok())
+}
+
+fn any_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn loggers() -> Vec<LoggerSpec> {
+    ["A", "B"]
+        .iter()
+        .flat_map(|s| {
+            [
+                LoggerSpec {
+                    serial: format!("DEMO-{PIN}{s}-FRIDGE"),
+                    kind: UnitKind::Refrigerator,
+                },
+                LoggerSpec {
+                    serial: format!("DEMO-{PIN}{s}-FREEZER"),
+                    kind: UnitKind::Freezer,
+                },
+            ]
+        })
+        .collect()
+}
+
+async fn wait_healthy(
+    http: &reqwest::Client,
+    base: &str,
+    service: &mut tokio::task::JoinHandle<anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let start = std::time::Instant::now();
+    loop {
+        if let Ok(r) = http.get(format!("{base}/healthz")).send().await {
+            if r.status().is_success() {
+                return Ok(());
+            }
+        }
+        if service.is_finished() {
+            return match service.await {
+                Ok(Err(e)) => Err(e),
+                _ => Err(anyhow::anyhow!("the service stopped while starting")),
+            };
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            bail!("the service is not healthy after 30 s at {base}/healthz");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// PIN 012345: locations A and B, a refrigerator and a freezer each, loggers assigned,
+/// coordinators with example addresses — all through the API, as a state coordinator would.
+async fn clinic(http: &reqwest::Client, base: &str, token: &str) -> anyhow::Result<()> {
+    let call = |method: reqwest::Method, path: String, body: Value| {
+        let req = http
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(token)
+            .json(&body);
+        async move {
+            let resp = req.send().await?;
+            let status = resp.status();
+            let out: Value = resp.json().await.unwrap_or(Value::Null);
+            if !status.is_success() {
+                bail!("{path}: {status} {out}");
+            }
+            Ok::<Value, anyhow::Error>(out)
+        }
+    };
+    let since = (chrono::Utc::now() - chrono::Duration::hours(REPLAY_H + 1)).to_rfc3339();
+    for (suffix, street) in [("A", "100 Harbor St"), ("B", "200 Hill Rd")] {
+        let code = format!("{PIN}{suffix}");
+        let who = suffix.to_lowercase();
+        call(
+            reqwest::Method::POST,
+            "/api/v1/locations".into(),
+            json!({
+                "pin": PIN, "suffix": suffix, "name": format!("Demo Pediatrics {suffix}"),
+                "timezone": "America/New_York", "address": format!("{street}, Baltimore, MD"),
+                "contacts": {
+                    "primary": {"name": "Pat Primary", "email": format!("primary.{who}@example.org"), "phone": "410-555-0101"},
+                    "backup": {"name": "Bo Backup", "email": format!("backup.{who}@example.org"), "phone": "410-555-0102"}
+                }
+            }),
+        )
+        .await?;
+        for (kind, name, tag) in [
+            ("refrigerator", "Vaccine refrigerator", "FRIDGE"),
+            ("freezer", "Vaccine freezer", "FREEZER"),
+        ] {
+            let unit = call(
+                reqwest::Method::POST,
+                format!("/api/v1/locations/{code}/units"),
+                json!({"name": name, "kind": kind}),
+            )
+            .await?;
+            let id = unit["id"].as_i64().context("the new unit has no id")?;
+            call(
+                reqwest::Method::PUT,
+                format!("/api/v1/units/{id}/logger"),
+                json!({"serial": format!("DEMO-{code}-{tag}"), "reading_interval_s": 300, "from": since}),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+fn first_email(outbox: &Path) -> Option<PathBuf> {
+    let mut all: Vec<PathBuf> = std::fs::read_dir(outbox)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+        .collect();
+    all.sort();
+    all.into_iter().next()
+}
