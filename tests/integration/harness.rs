@@ -100,6 +100,23 @@ impl Mosquitto {
         wait_for_port(self.port, Duration::from_secs(10));
     }
 
+    /// A crash that loses the broker's state: SIGKILL, its persistence files removed, started
+    /// again. Every queued and in-flight message is gone.
+    pub fn restart_without_persistence(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+        let conf = std::fs::read_to_string(&self.conf).unwrap();
+        let store = conf
+            .lines()
+            .find_map(|l| l.strip_prefix("persistence_location "))
+            .expect("a persistence location");
+        let _ = std::fs::remove_dir_all(store.trim());
+        std::fs::create_dir_all(store.trim()).unwrap();
+        self.resume();
+    }
+
     /// Stops it the way an operator does (SIGTERM: it saves its state).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -126,6 +143,99 @@ pub fn wait_for_port(port: u16, limit: Duration) {
             "nothing listens on port {port} after {limit:?}"
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The `firmware-bridge` binary of this workspace. `cargo test --workspace` has built it; a
+/// narrower run (`cargo test --test integration`) gets it built here, once.
+pub fn firmware_bridge_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let vfc = PathBuf::from(env!("CARGO_BIN_EXE_vfc"));
+        let mut build = Command::new(env!("CARGO"));
+        build
+            .args(["build", "-q", "-p", "firmware-bridge", "--bin", "firmware-bridge"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if vfc.parent().is_some_and(|d| d.ends_with("release")) {
+            build.arg("--release");
+        }
+        let status = build.status().expect("running cargo to build firmware-bridge");
+        assert!(status.success(), "building firmware-bridge failed");
+        let bin = vfc.with_file_name("firmware-bridge");
+        assert!(bin.exists(), "no firmware-bridge binary at {}", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// A `firmware-bridge` process (the clinic gateway), its log kept in a file.
+pub struct GatewayProcess {
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl GatewayProcess {
+    pub fn start(args: &[&str], log: &Path) -> GatewayProcess {
+        let mut g = GatewayProcess {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            log: log.to_path_buf(),
+            child: None,
+        };
+        g.resume();
+        g
+    }
+
+    /// Starts it again with the same arguments (and spool).
+    pub fn resume(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(firmware_bridge_bin())
+            .args(&self.args)
+            .env("FIRMWARE_BRIDGE_LOG", "info,rumqttc=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting firmware-bridge");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: a power cut.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// Waits for it to exit on its own.
+    pub async fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.as_mut().expect("running").try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "firmware-bridge still running after {limit:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

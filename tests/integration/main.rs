@@ -4,8 +4,10 @@ mod harness;
 
 mod access;
 mod alerting;
+mod bridge;
 mod cli;
 mod coldchain;
+mod demo;
 mod gateway;
 mod hl7;
 mod import;

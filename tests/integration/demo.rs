@@ -1,0 +1,126 @@
+//! `vfc demo`: one command reaches an excursion and writes its alert email.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::free_port;
+
+fn demo(data: &std::path::Path, out: &std::path::Path, http_port: u16) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_vfc"))
+        .args(["demo", "--timeline", "8"])
+        .env("VFC_DATA_DIR", data)
+        .env("VFC_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+        .env("VFC_MQTT_EMBEDDED_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env_remove("VFC_DATABASE_URL")
+        .env_remove("VFC_MQTT_URL")
+        .env_remove("VFC_SMTP_URL")
+        .stdout(std::fs::File::create(out).unwrap())
+        .stderr(std::fs::File::create(out.with_extension("log")).unwrap())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_reaches_an_excursion_and_writes_its_email() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let out = dir.path().join("demo.out");
+    let http_port = free_port();
+    let mut child = demo(&data, &out, http_port);
+    let read = || std::fs::read_to_string(&out).unwrap_or_default();
+    let logs = || std::fs::read_to_string(out.with_extension("log")).unwrap_or_default();
+
+    let start = Instant::now();
+    while !read().contains("its alert email is") {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("vfc demo exited with {status}:\n{}\n{}", read(), logs());
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "no alert email after 90 s:\n{}\n{}",
+            read(),
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let text = read();
+    let lines: Vec<&str> = text.lines().collect();
+    let token = lines
+        .iter()
+        .position(|l| l.contains("state-coordinator token"))
+        .map(|i| lines[i + 1].trim().to_string())
+        .expect("the token is printed");
+    assert!(text.contains(&format!("http://127.0.0.1:{http_port}")), "{text}");
+
+    // The email is the refrigerator's temperature alert, to location A's primary coordinator.
+    let emails: Vec<String> = std::fs::read_dir(data.join("outbox"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    let alert = emails
+        .iter()
+        .find(|e| e.contains("Subject: VFC temperature alert"))
+        .unwrap_or_else(|| panic!("no temperature alert among {emails:?}"));
+    assert!(alert.contains("012345A Vaccine refrigerator"), "{alert}");
+    assert!(alert.contains("primary.a@example.org"), "{alert}");
+    assert!(
+        !emails.iter().any(|e| e.contains("no data")),
+        "replayed readings do not make a logger silent: {emails:?}"
+    );
+
+    // The API, with the printed token, shows the excursion.
+    let list: Value = reqwest::Client::new()
+        .get(format!(
+            "http://127.0.0.1:{http_port}/api/v1/excursions?location=012345A"
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let found = list["excursions"].as_array().unwrap();
+    assert!(
+        found
+            .iter()
+            .any(|e| e["serial"] == "DEMO-012345A-FRIDGE" && e["alerted"] == true),
+        "{list}"
+    );
+
+    // Ctrl-C stops everything cleanly.
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "still running after Ctrl-C:\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "{status}:\n{}", logs());
+    assert!(read().contains("vfc demo stopped"));
+
+    // A folder with someone else's files is never cleared.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), "mine").unwrap();
+    let refused = Command::new(env!("CARGO_BIN_EXE_vfc"))
+        .args(["demo"])
+        .env("VFC_DATA_DIR", &other)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("fresh data directory"));
+    assert!(other.join("notes.txt").exists());
+}
