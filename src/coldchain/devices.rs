@@ -64,8 +64,7 @@ pub async fn check(db: &Db, links: &Links) -> anyhow::Result<usize> {
             .try_get::<Option<i64>, _>("t")?;
         // domain.md: no data for max(2 × the logging interval, 60 min).
         let quiet_after = (2 * interval).max(60 * MIN);
-        // Readings backfilled from before it was watched do not make it silent for longer.
-        let since = last.unwrap_or(from_ts).max(from_ts);
+        let since = last.unwrap_or(from_ts);
         let no_data = now - since > quiet_after;
         let battery: Option<f64> = r.try_get("battery_pct")?;
         let probe: Option<i64> = r.try_get("probe_connected")?;

@@ -280,6 +280,11 @@ pub async fn assign(db: &Db, caller: &Caller, unit_id: i64, body: &AssignLogger)
             e.into()
         }
     })?;
+    // Readings it took before this assignment was made are now the unit's record: they are
+    // judged like new ones (an excursion among them opens, late, and alarms by the rules).
+    if from < now - 60_000 {
+        crate::coldchain::evaluate::mark_dirty(&mut tx, &[(serial.to_string(), from)], rand::random::<i64>()).await?;
+    }
     tx.commit().await?;
     update_details(db, &serial, body).await?;
     Ok(Assignment {

@@ -180,6 +180,28 @@ async fn six_hours_of_backfilled_readings_find_the_excursion_late_and_email_once
     assert_eq!(app.emails().len(), 1);
 }
 
+async fn readings_taken_before_the_logger_was_assigned_are_judged_when_it_is(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    app.create_location("012345", "A").await;
+    let unit = app.create_unit("012345A", "Main refrigerator", "refrigerator").await;
+    // The logger was plugged in and sending before anyone registered it: 75 minutes warm.
+    let start = Utc::now() - chrono::Duration::hours(4);
+    let mut temps = vec![5.0; 10];
+    temps.extend(std::iter::repeat_n(10.5, 15));
+    temps.extend(vec![5.0; 10]);
+    publish(&app, start, &temps).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(app.emails().is_empty(), "nobody to tell while no unit has it");
+    let from = (start - chrono::Duration::minutes(5)).to_rfc3339();
+    app.assign(unit, json!({"serial": "LT-1", "reading_interval_s": 300, "from": from}))
+        .await;
+    let list = excursions(&app, unit, 1, "the excursion among the assigned readings").await;
+    assert_eq!(list[0]["detected_late"], true);
+    assert_eq!(list[0]["alerted"], true);
+    assert_eq!(list[0]["max_c"], 10.5);
+    app.wait_emails(1).await;
+}
+
 async fn readings_older_than_a_day_record_without_paging(db: Database) {
     let app = TestApp::spawn(db, Broker::Embedded).await;
     let unit = app.fridge().await;
@@ -333,6 +355,7 @@ on_both_databases!(
     a_freezing_reading_alerts_at_once,
     a_door_opening_and_three_short_episodes_meet_the_cumulative_rule,
     six_hours_of_backfilled_readings_find_the_excursion_late_and_email_once,
+    readings_taken_before_the_logger_was_assigned_are_judged_when_it_is,
     readings_older_than_a_day_record_without_paging,
     rules_are_the_programs_until_a_unit_has_its_own,
 );
