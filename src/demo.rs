@@ -56,9 +56,13 @@ pub async fn run(mut args: SettingsArgs, demo: DemoArgs) -> anyhow::Result<()> {
     tokio::spawn(crate::app::stop_on_signal(cancel.clone()));
     let mut service = tokio::spawn(crate::app::serve_until(settings.clone(), cancel.clone()));
     let base = format!("http://{}", settings.http_addr);
-    let http = reqwest::Client::new();
-    wait_healthy(&http, &base, &mut service).await?;
-    clinic(&http, &base, &token.secret).await?;
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: base.clone(),
+        token: token.secret.clone(),
+    };
+    wait_healthy(&api.http, &base, &mut service).await?;
+    let units = api.clinic().await?;
 
     // The gateway talks to the service's own broker.
     let broker = match &settings.mqtt {
@@ -73,7 +77,17 @@ pub async fn run(mut args: SettingsArgs, demo: DemoArgs) -> anyhow::Result<()> {
     cfg.status_every = Duration::from_secs(60);
     let replay = chrono::Duration::hours(REPLAY_H);
     let plan = Plan {
-        loggers: loggers(),
+        loggers: units
+            .iter()
+            .map(|(_, serial)| LoggerSpec {
+                serial: serial.clone(),
+                kind: if serial.ends_with("FRIDGE") {
+                    UnitKind::Refrigerator
+                } else {
+                    UnitKind::Freezer
+                },
+            })
+            .collect(),
         interval: chrono::Duration::minutes(5),
         replay,
         speed: (replay.num_seconds() as f64 / demo.timeline.max(1.0)).max(1.0),
@@ -110,15 +124,42 @@ pub async fn run(mut args: SettingsArgs, demo: DemoArgs) -> anyhow::Result<()> {
          \x20   {}\n\
          \x20 alert emails       {}\n\
          \x20 data directory     {}\n\n\
-         Sample clinic: PIN {PIN}, locations {PIN}A and {PIN}B, a refrigerator and a freezer each,\n\
-         four simulated loggers sent through a gateway to the service's MQTT broker. The last\n\
-         {REPLAY_H} hours replay in about {:.0} s; {PIN}A's refrigerator compressor fails two hours ago.\n\
-         Try: curl -H \"Authorization: Bearer $TOKEN\" {base}/api/v1/excursions\n",
+         Sample clinic: PIN {PIN}, locations {PIN}A and {PIN}B, a refrigerator and a freezer each.\n\
+         Four simulated loggers send through a gateway (spool, MQTT, confirmation) to the service's\n\
+         broker: the last {REPLAY_H} hours replay in about {:.0} s, then they go on live. {PIN}A's\n\
+         refrigerator compressor failed two hours ago. Once their history is in, the loggers are\n\
+         assigned to their units and that history is judged: the excursion opens, late, and alarms.\n\
+         Try: curl -H \"Authorization: Bearer {}\" {base}/api/v1/excursions\n",
         token.secret,
         outbox.display(),
         dir.display(),
-        demo.timeline
+        demo.timeline,
+        token.secret
     );
+
+    // The history first (as a logger plugged in before it was registered), then the assignment
+    // with a "from" before it: the unit's record, judged like any reading.
+    let serials: Vec<&str> = units.iter().map(|(_, s)| s.as_str()).collect();
+    let limit = Duration::from_secs_f64(demo.timeline.max(1.0) + 60.0);
+    let assigned = async {
+        api.caught_up(&serials, limit).await?;
+        let from = (chrono::Utc::now() - replay - chrono::Duration::hours(1))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        for (unit, serial) in &units {
+            api.call(
+                reqwest::Method::PUT,
+                &format!("/api/v1/units/{unit}/logger"),
+                Some(json!({"serial": serial, "reading_interval_s": 300, "from": from})),
+            )
+            .await?;
+        }
+        println!("The loggers' history is in; each is now assigned to its unit from {from}.");
+        Ok::<(), anyhow::Error>(())
+    };
+    tokio::select! {
+        r = assigned => r?,
+        _ = cancel.cancelled() => {}
+    }
 
     let mut told = false;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -177,24 +218,6 @@ fn any_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn loggers() -> Vec<LoggerSpec> {
-    ["A", "B"]
-        .iter()
-        .flat_map(|s| {
-            [
-                LoggerSpec {
-                    serial: format!("DEMO-{PIN}{s}-FRIDGE"),
-                    kind: UnitKind::Refrigerator,
-                },
-                LoggerSpec {
-                    serial: format!("DEMO-{PIN}{s}-FREEZER"),
-                    kind: UnitKind::Freezer,
-                },
-            ]
-        })
-        .collect()
-}
-
 async fn wait_healthy(
     http: &reqwest::Client,
     base: &str,
@@ -220,61 +243,92 @@ async fn wait_healthy(
     }
 }
 
-/// PIN 012345: locations A and B, a refrigerator and a freezer each, loggers assigned,
-/// coordinators with example addresses — all through the API, as a state coordinator would.
-async fn clinic(http: &reqwest::Client, base: &str, token: &str) -> anyhow::Result<()> {
-    let call = |method: reqwest::Method, path: String, body: Value| {
-        let req = http
-            .request(method, format!("{base}{path}"))
-            .bearer_auth(token)
-            .json(&body);
-        async move {
-            let resp = req.send().await?;
-            let status = resp.status();
-            let out: Value = resp.json().await.unwrap_or(Value::Null);
-            if !status.is_success() {
-                bail!("{path}: {status} {out}");
-            }
-            Ok::<Value, anyhow::Error>(out)
+/// Calls the API as the demo's state coordinator.
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
         }
-    };
-    let since = (chrono::Utc::now() - chrono::Duration::hours(REPLAY_H + 1)).to_rfc3339();
-    for (suffix, street) in [("A", "100 Harbor St"), ("B", "200 Hill Rd")] {
-        let code = format!("{PIN}{suffix}");
-        let who = suffix.to_lowercase();
-        call(
-            reqwest::Method::POST,
-            "/api/v1/locations".into(),
-            json!({
+        let resp = req.send().await?;
+        let status = resp.status();
+        let out: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("{path}: {status} {out}");
+        }
+        Ok(out)
+    }
+
+    /// PIN 012345: locations A and B, a refrigerator and a freezer each, coordinators with
+    /// example addresses — through the API, as a state coordinator would. Returns each unit
+    /// with the serial of the logger meant for it.
+    async fn clinic(&self) -> anyhow::Result<Vec<(i64, String)>> {
+        let mut units = Vec::new();
+        for (suffix, street) in [("A", "100 Harbor St"), ("B", "200 Hill Rd")] {
+            let code = format!("{PIN}{suffix}");
+            let who = suffix.to_lowercase();
+            let location = json!({
                 "pin": PIN, "suffix": suffix, "name": format!("Demo Pediatrics {suffix}"),
                 "timezone": "America/New_York", "address": format!("{street}, Baltimore, MD"),
                 "contacts": {
                     "primary": {"name": "Pat Primary", "email": format!("primary.{who}@example.org"), "phone": "410-555-0101"},
                     "backup": {"name": "Bo Backup", "email": format!("backup.{who}@example.org"), "phone": "410-555-0102"}
                 }
-            }),
-        )
-        .await?;
-        for (kind, name, tag) in [
-            ("refrigerator", "Vaccine refrigerator", "FRIDGE"),
-            ("freezer", "Vaccine freezer", "FREEZER"),
-        ] {
-            let unit = call(
-                reqwest::Method::POST,
-                format!("/api/v1/locations/{code}/units"),
-                json!({"name": name, "kind": kind}),
-            )
-            .await?;
-            let id = unit["id"].as_i64().context("the new unit has no id")?;
-            call(
-                reqwest::Method::PUT,
-                format!("/api/v1/units/{id}/logger"),
-                json!({"serial": format!("DEMO-{code}-{tag}"), "reading_interval_s": 300, "from": since}),
-            )
-            .await?;
+            });
+            self.call(reqwest::Method::POST, "/api/v1/locations", Some(location))
+                .await?;
+            for (kind, name, tag) in [
+                ("refrigerator", "Vaccine refrigerator", "FRIDGE"),
+                ("freezer", "Vaccine freezer", "FREEZER"),
+            ] {
+                let unit = self
+                    .call(
+                        reqwest::Method::POST,
+                        &format!("/api/v1/locations/{code}/units"),
+                        Some(json!({"name": name, "kind": kind})),
+                    )
+                    .await?;
+                let id = unit["id"].as_i64().context("the new unit has no id")?;
+                units.push((id, format!("DEMO-{code}-{tag}")));
+            }
+        }
+        Ok(units)
+    }
+
+    /// Waits until every logger's latest reading is within ten minutes of now (the replay is in).
+    async fn caught_up(&self, serials: &[&str], limit: Duration) -> anyhow::Result<()> {
+        let start = std::time::Instant::now();
+        loop {
+            let mut behind = Vec::new();
+            for serial in serials {
+                let latest = self
+                    .call(reqwest::Method::GET, &format!("/api/v1/loggers/{serial}"), None)
+                    .await
+                    .ok()
+                    .and_then(|l| l["last_reading"]["ts"].as_str().map(str::to_string))
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok());
+                if latest.is_none_or(|t| chrono::Utc::now() - t.to_utc() > chrono::Duration::minutes(10)) {
+                    behind.push(*serial);
+                }
+            }
+            if behind.is_empty() {
+                return Ok(());
+            }
+            if start.elapsed() > limit {
+                bail!("the simulated loggers {behind:?} have not caught up after {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
-    Ok(())
 }
 
 fn first_email(outbox: &Path) -> Option<PathBuf> {
