@@ -344,9 +344,8 @@ impl Gateway {
                 Ok(())
             }
             (Err(e), _) => {
-                if !self.full || !matches!(e, SpoolError::Full(_)) {
-                    tracing::error!("NOT TAKING READINGS: {e}");
-                }
+                // Loud on every try: the source holds its readings and tries again in seconds.
+                tracing::error!("NOT TAKING READINGS: {e}");
                 if matches!(e, SpoolError::Full(_)) && !self.full {
                     self.full = true;
                     self.status();

@@ -271,3 +271,35 @@ async fn stop_on_signal(cancel: CancellationToken) {
     tracing::info!("stopping on signal");
     cancel.cancel();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped systemd unit's command line is one this binary accepts.
+    #[test]
+    fn the_shipped_unit_file_starts_a_valid_gateway() {
+        let unit = include_str!("../deploy/firmware-bridge.service");
+        let exec = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecStart="))
+            .expect("an ExecStart line");
+        let args: Vec<&str> = exec.split_whitespace().collect();
+        assert!(args[0].ends_with("/firmware-bridge"));
+        let cli = Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{exec}: {e}"));
+        let Command::Run {
+            lines, watch, timezone, ..
+        } = cli.command
+        else {
+            panic!("the unit runs `run`")
+        };
+        assert!(!lines.is_empty() && !watch.is_empty());
+        Zone::parse(&timezone).unwrap();
+        let env = include_str!("../deploy/firmware-bridge.env.example");
+        let broker = env
+            .lines()
+            .find_map(|l| l.strip_prefix("FIRMWARE_BRIDGE_BROKER="))
+            .unwrap();
+        assert!(MqttUrl::parse(broker).unwrap().tls);
+    }
+}
