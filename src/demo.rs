@@ -100,20 +100,7 @@ pub async fn run(mut args: SettingsArgs, demo: DemoArgs) -> anyhow::Result<()> {
         live: true,
         seed: 2026,
     };
-    let source = gateway::source(move |feed: firmware_bridge::feed::Feed| async move {
-        let stop = feed.cancelled().clone();
-        simulate::drive(plan, stop, |readings, batteries| {
-            let feed = feed.clone();
-            async move {
-                for (serial, pct) in batteries {
-                    feed.battery(&serial, pct).await;
-                }
-                let _ = feed.take(readings, None).await;
-                Ok(())
-            }
-        })
-        .await
-    });
+    let source = simulate::source(plan);
     let mut gateway = tokio::spawn(gateway::run(cfg, vec![source], cancel.clone()));
 
     let outbox = settings.data_dir.join("outbox");

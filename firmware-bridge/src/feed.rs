@@ -26,8 +26,15 @@ pub enum Fed {
     ),
     /// What the source noted last under a key.
     Note(String, oneshot::Sender<Option<String>>),
-    /// A logger's battery (as its device reports it).
-    Battery(String, f64),
+    /// What a logger reports of itself: battery, whether its probe is connected.
+    Device(String, Device),
+}
+
+/// A logger's own condition, for its status.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Device {
+    pub battery_pct: Option<f64>,
+    pub probe_connected: Option<bool>,
 }
 
 /// A source's handle on the gateway.
@@ -82,8 +89,8 @@ impl Feed {
         answer.await.map_err(|_| Stopped)
     }
 
-    pub async fn battery(&self, serial: &str, pct: f64) {
-        let _ = self.tx.send(Fed::Battery(serial.to_string(), pct)).await;
+    pub async fn device(&self, serial: &str, device: Device) {
+        let _ = self.tx.send(Fed::Device(serial.to_string(), device)).await;
     }
 
     pub fn cancelled(&self) -> &CancellationToken {

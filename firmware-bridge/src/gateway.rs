@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::MqttUrl;
-use crate::feed::{Fed, Feed};
+use crate::feed::{Device, Fed, Feed};
 use crate::spool::{Spool, SpoolError};
 use crate::wire::{self, GatewayBatch, WireReading};
 
@@ -205,7 +205,7 @@ pub async fn run(cfg: Config, sources: Vec<Source>, cancel: CancellationToken) -
         client,
         connected: false,
         flights: HashMap::new(),
-        batteries: HashMap::new(),
+        devices: HashMap::new(),
         warned_near_cap: false,
         full: false,
     };
@@ -225,8 +225,8 @@ pub async fn run(cfg: Config, sources: Vec<Source>, cancel: CancellationToken) -
                 Some(Fed::Note(key, reply)) => {
                     let _ = reply.send(g.spool.lock().unwrap_or_else(|p| p.into_inner()).note(&key).map(str::to_string));
                 }
-                Some(Fed::Battery(serial, pct)) => {
-                    g.batteries.insert(serial, pct);
+                Some(Fed::Device(serial, device)) => {
+                    g.devices.insert(serial, device);
                 }
                 None => sources_done = true,
             },
@@ -299,7 +299,7 @@ struct Gateway {
     client: AsyncClient,
     connected: bool,
     flights: HashMap<String, Flight>,
-    batteries: HashMap<String, f64>,
+    devices: HashMap<String, Device>,
     warned_near_cap: bool,
     full: bool,
 }
@@ -428,7 +428,7 @@ impl Gateway {
                     readings: &chunk,
                     gateway: &self.cfg.gateway_id,
                     epoch: &self.epoch,
-                    battery_pct: self.batteries.get(&serial).copied(),
+                    battery_pct: self.devices.get(&serial).and_then(|d| d.battery_pct),
                 })
                 .expect("a batch serialises");
                 match self
@@ -463,7 +463,7 @@ impl Gateway {
         };
         let mut serials: Vec<String> = spool.serials().map(str::to_string).collect();
         serials.extend(
-            self.batteries
+            self.devices
                 .keys()
                 .filter(|k| !serials.contains(k))
                 .cloned()
@@ -471,7 +471,8 @@ impl Gateway {
         );
         for serial in serials {
             let status = wire::Status {
-                battery_pct: self.batteries.get(&serial).copied(),
+                battery_pct: self.devices.get(&serial).and_then(|d| d.battery_pct),
+                probe_connected: self.devices.get(&serial).and_then(|d| d.probe_connected),
                 firmware: Some(concat!("firmware-bridge ", env!("CARGO_PKG_VERSION")).into()),
                 gateway: Some(self.cfg.gateway_id.clone()),
                 spool_depth: Some(spool.pending(&serial).count() as u64),

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use firmware_bridge::broker::MqttUrl;
-use firmware_bridge::feed::Feed;
 use firmware_bridge::gateway::{self, Config, Source};
 use firmware_bridge::simulate::{self, parse_duration, Plan, Scenario};
 use firmware_bridge::{sources, zone::Zone};
@@ -160,24 +159,6 @@ impl GatewayArgs {
     }
 }
 
-fn simulated(plan: Plan) -> Source {
-    gateway::source(move |feed: Feed| async move {
-        let cancel = feed.cancelled().clone();
-        simulate::drive(plan, cancel, |readings, batteries| {
-            let feed = feed.clone();
-            async move {
-                for (serial, pct) in batteries {
-                    feed.battery(&serial, pct).await;
-                }
-                // A stopping gateway stops the simulation; nothing taken is lost.
-                let _ = feed.take(readings, None).await;
-                Ok(())
-            }
-        })
-        .await
-    })
-}
-
 async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
     match cli.command {
         Command::Run {
@@ -200,7 +181,7 @@ async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
                 list.push(gateway::source(move |feed| sources::watch(dir, zone, every, feed)));
             }
             if simulate {
-                list.push(simulated(sim.plan()));
+                list.push(simulate::source(sim.plan()));
             }
             if list.is_empty() {
                 anyhow::bail!("name at least one source: --lines PATH, --watch DIR or --simulate");
@@ -209,7 +190,7 @@ async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
         }
         Command::Simulate { gateway: g, sim } => {
             if g.broker.is_some() {
-                return gateway::run(g.config()?, vec![simulated(sim.plan())], cancel).await;
+                return gateway::run(g.config()?, vec![simulate::source(sim.plan())], cancel).await;
             }
             use std::io::Write;
             simulate::drive(sim.plan(), cancel, |readings, _| async move {

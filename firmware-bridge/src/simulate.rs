@@ -16,7 +16,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
-use crate::feed::Reading;
+use crate::feed::{Device, Feed, Reading};
 
 const ROOM_C: f64 = 22.0;
 /// Physics step, minutes.
@@ -387,6 +387,30 @@ where
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// The simulator as a gateway source: readings into the spool, each logger's battery (and its
+/// probe, always connected) into its status.
+pub fn source(plan: Plan) -> crate::gateway::Source {
+    crate::gateway::source(move |feed: Feed| async move {
+        let stop = feed.cancelled().clone();
+        drive(plan, stop, |readings, batteries| {
+            let feed = feed.clone();
+            async move {
+                for (serial, pct) in batteries {
+                    let device = Device {
+                        battery_pct: Some(pct),
+                        probe_connected: Some(true),
+                    };
+                    feed.device(&serial, device).await;
+                }
+                // A stopping gateway stops the simulation; what was taken is on disk.
+                let _ = feed.take(readings, None).await;
+                Ok(())
+            }
+        })
+        .await
+    })
 }
 
 #[cfg(test)]

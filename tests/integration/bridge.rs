@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use crate::harness::{Broker, Database, GatewayProcess, Subscriber, TestApp};
 use crate::on_both_databases;
 
-const BASE: &str = "2026-10-01T00:00:00Z";
-const FROM: &str = "2026-09-30T00:00:00Z";
+const BASE: &str = "2026-08-01T00:00:00Z";
+const FROM: &str = "2026-07-31T00:00:00Z";
 const TO: &str = "2026-12-31T00:00:00Z";
 
 /// Line `i` of logger LT-1: every 5 minutes from BASE, a temperature that varies in range.
@@ -518,3 +518,47 @@ async fn a_power_outage_is_backfilled_and_its_excursion_marked_late() {
 }
 
 const FROM_PAST: &str = "2020-01-01T00:00:00Z";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_refuses_new_readings_and_deletes_none() {
+    let mut app = TestApp::spawn(Database::Sqlite, Broker::Embedded).await;
+    let unit = app.fridge().await;
+    assert!(app.stop().success());
+    // 1 MiB holds about 16,000 readings; the logger has 17,500 waiting.
+    let file = app.dir.path().join("logger.txt");
+    append_lines(&file, 0..17_500);
+    let spool = app.dir.path().join("spool");
+    let args = gateway_args(&app, "gw-full", &spool);
+    let file_arg = file.display().to_string();
+    let gw = start(
+        &args,
+        &["--lines", &file_arg, "--spool-cap-mb", "1"],
+        app.dir.path().join("gw.log"),
+    );
+    wait_for(&app, &gw, Duration::from_secs(30), "the spool full", || async {
+        let log = gw.log();
+        if log.contains("NOT TAKING READINGS") && log.contains("over 90% of its cap") {
+            Ok(())
+        } else {
+            Err("not yet".into())
+        }
+    })
+    .await;
+    let text = std::fs::read_to_string(spool.join("spool.log")).unwrap();
+    let spooled = text.lines().filter(|l| l.starts_with("T ")).count();
+    assert!((14_000..17_500).contains(&spooled), "{spooled} spooled");
+
+    // The service is back: the spool drains, the rest of the file is taken, nothing is lost.
+    app.start().await;
+    expect_lines(&app, &gw, unit, 17_500, Duration::from_secs(180)).await;
+    assert!(gw.log().contains("the spool has room again"), "{}", gw.log());
+    wait_for(&app, &gw, Duration::from_secs(20), "the gateway's status", || async {
+        let l = app.get("/api/v1/loggers/LT-1").await;
+        if l["gateway"] == "gw-full" && l["spool_depth"] == 0 {
+            Ok(())
+        } else {
+            Err(l.to_string())
+        }
+    })
+    .await;
+}
