@@ -477,7 +477,6 @@ impl Gateway {
                 gateway: Some(self.cfg.gateway_id.clone()),
                 spool_depth: Some(spool.pending(&serial).count() as u64),
                 spool_warning: warning.clone(),
-                ..Default::default()
             };
             let payload = serde_json::to_vec(&status).expect("a status serialises");
             if self
