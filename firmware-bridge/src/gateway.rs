@@ -55,12 +55,17 @@ impl Config {
             resend_after: Duration::from_secs(15),
             resend_max: Duration::from_secs(600),
             status_every: Duration::from_secs(300),
-            batch: 500,
-            window: 2_000,
+            batch: DEFAULT_BATCH,
+            window: DEFAULT_WINDOW,
             exit_when_drained: false,
         }
     }
 }
+
+/// Readings per message.
+pub const DEFAULT_BATCH: usize = 500;
+/// Readings per logger published and not yet confirmed.
+pub const DEFAULT_WINDOW: usize = 2_000;
 
 /// 256 MiB: at about 64 bytes a reading, some four million readings — four loggers reading
 /// every five minutes for ten years.

@@ -28,62 +28,37 @@ use crate::telemetry::{broker, mqtt};
 pub struct Args {
     /// Print one JSON object on one line instead of text.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
     /// Broker to measure (default: an embedded broker started for the bench).
     #[arg(long, value_name = "URL")]
-    mqtt_url: Option<String>,
+    pub(crate) mqtt_url: Option<String>,
     /// Database to write to (default: a fresh SQLite file in a temporary folder). Use a scratch
     /// database: the bench leaves its readings there.
     #[arg(long, value_name = "URL")]
-    database_url: Option<String>,
+    pub(crate) database_url: Option<String>,
     /// Simulated loggers.
     #[arg(long, default_value_t = 1000)]
-    loggers: usize,
+    pub(crate) loggers: usize,
     /// Readings per logger in the throughput phases.
     #[arg(long, default_value_t = 200)]
-    readings: usize,
+    pub(crate) readings: usize,
     /// Readings per message in the batched phase.
     #[arg(long, default_value_t = 50)]
-    batch: usize,
+    pub(crate) batch: usize,
     /// Readings per second in the latency phase.
     #[arg(long, default_value_t = 1000)]
-    rate: u64,
+    pub(crate) rate: u64,
     /// Seconds of the latency phase.
     #[arg(long, default_value_t = 10)]
-    latency_secs: u64,
+    pub(crate) latency_secs: u64,
 }
 
 pub async fn run(base: Settings, args: Args) -> anyhow::Result<()> {
     if args.loggers == 0 || args.readings == 0 || args.batch == 0 || args.rate == 0 {
         bail!("--loggers, --readings, --batch and --rate must be at least 1");
     }
-    let tmp = std::env::temp_dir().join(format!("vfc-bench-{}", std::process::id()));
-    let database = match &args.database_url {
-        Some(u) if u.starts_with("postgres") => DatabaseUrl::Postgres(u.clone()),
-        Some(u) => DatabaseUrl::Sqlite(u.trim_start_matches("sqlite://").into()),
-        None => DatabaseUrl::Sqlite(tmp.join("bench.db")),
-    };
-    let mqtt = match &args.mqtt_url {
-        Some(u) => MqttBroker::External(MqttUrl::parse(u).map_err(|e| anyhow::anyhow!("--mqtt-url: {e}"))?),
-        None => MqttBroker::Embedded,
-    };
-    let embedded_addr: std::net::SocketAddr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        l.local_addr()?
-    };
-    if mqtt == MqttBroker::Embedded {
-        broker::start(embedded_addr)?;
-    }
-    let run_id = format!("{:08x}", rand::random::<u32>());
-    let settings = Settings {
-        database,
-        mqtt,
-        mqtt_embedded_addr: embedded_addr,
-        mqtt_client_id: format!("vfc-bench-{run_id}"),
-        mqtt_share_group: None,
-        ..base
-    };
-    let db = Db::connect(&settings.database).await?;
+    let (settings, db, tmp) = setup(base, args.database_url.as_deref(), args.mqtt_url.as_deref()).await?;
+    let run_id = settings.mqtt_client_id.trim_start_matches("vfc-bench-").to_string();
     let broker_name = match &settings.mqtt {
         MqttBroker::Embedded => "embedded".to_string(),
         MqttBroker::External(u) => format!("{}:{}", u.host, u.port),
@@ -154,6 +129,44 @@ pub async fn run(base: Settings, args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The bench's settings: a fresh SQLite file in a temporary folder (or `database_url`), an
+/// embedded broker started on a free port (or `mqtt_url`), a client id of its own. Returns the
+/// temporary folder to remove afterwards.
+pub(crate) async fn setup(
+    base: Settings,
+    database_url: Option<&str>,
+    mqtt_url: Option<&str>,
+) -> anyhow::Result<(Settings, Db, std::path::PathBuf)> {
+    let tmp = std::env::temp_dir().join(format!("vfc-bench-{}", std::process::id()));
+    let database = match database_url {
+        Some(u) if u.starts_with("postgres") => DatabaseUrl::Postgres(u.to_string()),
+        Some(u) => DatabaseUrl::Sqlite(u.trim_start_matches("sqlite://").into()),
+        None => DatabaseUrl::Sqlite(tmp.join("bench.db")),
+    };
+    let mqtt = match mqtt_url {
+        Some(u) => MqttBroker::External(MqttUrl::parse(u).map_err(|e| anyhow::anyhow!("--mqtt-url: {e}"))?),
+        None => MqttBroker::Embedded,
+    };
+    let embedded_addr: std::net::SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?
+    };
+    if mqtt == MqttBroker::Embedded {
+        broker::start(embedded_addr)?;
+    }
+    let run_id = format!("{:08x}", rand::random::<u32>());
+    let settings = Settings {
+        database,
+        mqtt,
+        mqtt_embedded_addr: embedded_addr,
+        mqtt_client_id: format!("vfc-bench-{run_id}"),
+        mqtt_share_group: None,
+        ..base
+    };
+    let db = Db::connect(&settings.database).await?;
+    Ok((settings, db, tmp))
+}
+
 fn client(settings: &Settings, id: &str, clean: bool) -> anyhow::Result<(AsyncClient, rumqttc::EventLoop)> {
     let mut opts: MqttOptions = mqtt::options(settings, id)?;
     opts.set_clean_session(clean);
@@ -197,7 +210,7 @@ fn drive(
     (rx, ready)
 }
 
-fn reading_ts(j: usize) -> String {
+pub(crate) fn reading_ts(j: usize) -> String {
     // A fixed past window, one reading per minute: never in the future, never colliding.
     let base = chrono::DateTime::parse_from_rfc3339("2025-01-01T00:00:00Z").expect("constant");
     (base + chrono::Duration::minutes(j as i64)).to_rfc3339()
@@ -279,14 +292,14 @@ async fn raw_rate(settings: &Settings, run_id: &str, args: &Args) -> anyhow::Res
 }
 
 /// The service's ingest, running in this process.
-struct Pipeline {
-    health: Arc<mqtt::MqttHealth>,
+pub(crate) struct Pipeline {
+    pub(crate) health: Arc<mqtt::MqttHealth>,
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Pipeline {
-    async fn start(db: Db, settings: Settings) -> anyhow::Result<Self> {
+    pub(crate) async fn start(db: Db, settings: Settings) -> anyhow::Result<Self> {
         let cancel = CancellationToken::new();
         let health = Arc::new(mqtt::MqttHealth::default());
         let task = tokio::spawn(mqtt::run(db, settings, health.clone(), cancel.clone()));
@@ -300,13 +313,13 @@ impl Pipeline {
         Ok(Pipeline { health, cancel, task })
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.cancel.cancel();
         let _ = self.task.await;
     }
 }
 
-async fn pipeline_rate(
+pub(crate) async fn pipeline_rate(
     pipeline: &Pipeline,
     settings: &Settings,
     run_id: &str,
@@ -444,7 +457,7 @@ async fn latency(settings: &Settings, run_id: &str, args: &Args) -> anyhow::Resu
 }
 
 /// Ends the bench's persistent session so an external broker does not keep queueing for it.
-async fn forget_session(settings: &Settings) {
+pub(crate) async fn forget_session(settings: &Settings) {
     let Ok((c, eventloop)) = client(settings, &settings.mqtt_client_id, true) else {
         return;
     };

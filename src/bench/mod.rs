@@ -1,6 +1,7 @@
 //! `vfc bench …`: figures measured on this machine, each with its baseline from the same run.
 
 pub mod alerts;
+pub mod gateway;
 pub mod hl7;
 pub mod ingest;
 pub mod smtp_sink;
@@ -18,6 +19,8 @@ pub enum BenchCommand {
     Ingest(ingest::Args),
     /// Alert latency: the reading that meets a rule → the email accepted by a real SMTP server.
     Alerts(alerts::Args),
+    /// A gateway's backlog drained with end-to-end confirmation vs. the same readings published straight.
+    Gateway(gateway::Args),
     /// HL7 VXU messages per second through POST /api/v1/hl7 vs. a bare authenticated request.
     Hl7(hl7::Args),
 }
@@ -27,6 +30,7 @@ pub async fn run(settings: Settings, cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Ingest(args) => ingest::run(settings, args).await,
         BenchCommand::Alerts(args) => alerts::run(settings, args).await,
         BenchCommand::Hl7(args) => hl7::run(settings, args).await,
+        BenchCommand::Gateway(args) => gateway::run(settings, args).await,
     }
 }
 
