@@ -227,6 +227,8 @@ fn main() -> ExitCode {
         tokio::spawn(stop_on_signal(cancel.clone()));
         run(cli, cancel).await
     });
+    // A FIFO or serial port may still be blocked in a read with no writer: do not wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

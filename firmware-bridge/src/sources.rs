@@ -86,7 +86,12 @@ pub async fn lines(path: PathBuf, feed: Feed) -> anyhow::Result<()> {
     let shown = path.display().to_string();
     'reopen: loop {
         let file = loop {
-            match tokio::fs::File::open(&path).await {
+            // A FIFO's open waits for a writer: it must not hold up a stopping gateway.
+            let opened = tokio::select! {
+                _ = feed.cancelled().cancelled() => return Ok(()),
+                r = tokio::fs::File::open(&path) => r,
+            };
+            match opened {
                 Ok(f) => break f,
                 Err(e) => {
                     tracing::warn!(source = %shown, "cannot open the line source ({e}); trying again in 5 s");

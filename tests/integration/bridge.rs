@@ -562,3 +562,30 @@ async fn a_full_spool_refuses_new_readings_and_deletes_none() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_is_read_as_writers_come_and_go_and_a_stop_does_not_wait_for_one() {
+    let app = TestApp::spawn(Database::Sqlite, Broker::Embedded).await;
+    let unit = app.fridge().await;
+    let fifo = app.dir.path().join("logger.fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let args = gateway_args(&app, "gw-fifo", &app.dir.path().join("spool"));
+    let fifo_arg = fifo.display().to_string();
+    let mut gw = start(&args, &["--lines", &fifo_arg], app.dir.path().join("gw.log"));
+    // Two writers one after the other, as a logger's serial reader restarting would be.
+    for part in [0..20, 20..30] {
+        let path = fifo.clone();
+        tokio::task::spawn_blocking(move || append_lines(&path, part))
+            .await
+            .unwrap();
+    }
+    expect_lines(&app, &gw, unit, 30, Duration::from_secs(30)).await;
+    // No writer now: the gateway is blocked opening the FIFO, and still stops at once.
+    gw.terminate();
+    let status = gw.wait(Duration::from_secs(10)).await;
+    assert!(status.success(), "{}", gw.log());
+}

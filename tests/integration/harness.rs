@@ -146,22 +146,31 @@ pub fn wait_for_port(port: u16, limit: Duration) {
     }
 }
 
-/// The `firmware-bridge` binary of this workspace. `cargo test --workspace` has built it; a
-/// narrower run (`cargo test --test integration`) gets it built here, once.
+/// The `firmware-bridge` binary of this workspace. `cargo test --workspace` builds it (the crate
+/// has integration tests of its own); when it is missing or older than the crate's sources (a
+/// narrower `cargo test --test integration`), it is built here, once.
 pub fn firmware_bridge_bin() -> PathBuf {
     static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BIN.get_or_init(|| {
         let vfc = PathBuf::from(env!("CARGO_BIN_EXE_vfc"));
-        let mut build = Command::new(env!("CARGO"));
-        build
-            .args(["build", "-q", "-p", "firmware-bridge", "--bin", "firmware-bridge"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if vfc.parent().is_some_and(|d| d.ends_with("release")) {
-            build.arg("--release");
-        }
-        let status = build.status().expect("running cargo to build firmware-bridge");
-        assert!(status.success(), "building firmware-bridge failed");
         let bin = vfc.with_file_name("firmware-bridge");
+        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-bridge/src");
+        let newest_source = std::fs::read_dir(&src)
+            .unwrap()
+            .filter_map(|e| modified(&e.unwrap().path()))
+            .max();
+        if modified(&bin).is_none() || modified(&bin) < newest_source {
+            let mut build = Command::new(env!("CARGO"));
+            build
+                .args(["build", "-q", "-p", "firmware-bridge", "--bin", "firmware-bridge"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"));
+            if vfc.parent().is_some_and(|d| d.ends_with("release")) {
+                build.arg("--release");
+            }
+            let status = build.status().expect("running cargo to build firmware-bridge");
+            assert!(status.success(), "building firmware-bridge failed");
+        }
         assert!(bin.exists(), "no firmware-bridge binary at {}", bin.display());
         bin
     })
@@ -209,6 +218,16 @@ impl GatewayProcess {
             c.kill().unwrap();
             c.wait().unwrap();
         }
+    }
+
+    /// SIGTERM, as systemd stops it.
+    pub fn terminate(&self) {
+        let c = self.child.as_ref().expect("running");
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()
+            .unwrap();
     }
 
     /// Waits for it to exit on its own.
