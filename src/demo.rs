@@ -106,7 +106,7 @@ pub async fn run(mut args: SettingsArgs, demo: DemoArgs) -> anyhow::Result<()> {
     let outbox = settings.data_dir.join("outbox");
     println!(
         "\nvfc demo is running. Ctrl-C stops it.\n\n\
-         \x20 dashboard and API  {base}   (OpenAPI: {base}/api/openapi.json)\n\
+         \x20 API                {base}   (OpenAPI: {base}/api/openapi.json)\n\
          \x20 state-coordinator token (Authorization: Bearer …):\n\
          \x20   {}\n\
          \x20 alert emails       {}\n\

@@ -217,6 +217,7 @@ pub async fn run(cfg: Config, sources: Vec<Source>, cancel: CancellationToken) -
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_status = Instant::now();
+    let mut last_unreachable: Option<Instant> = None;
     let mut sources_done = tasks.is_empty();
     let result = loop {
         tokio::select! {
@@ -259,8 +260,14 @@ pub async fn run(cfg: Config, sources: Vec<Source>, cancel: CancellationToken) -
                 Some(Net::Down(why)) => {
                     if g.connected {
                         tracing::warn!(broker = %g.cfg.broker, "lost the broker ({why}); readings stay in the spool");
-                    } else {
-                        tracing::debug!(broker = %g.cfg.broker, "broker unreachable ({why})");
+                        last_unreachable = Some(Instant::now());
+                    } else if last_unreachable.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                        // A wrong address, port or login must not look like a quiet gateway.
+                        tracing::warn!(
+                            broker = %g.cfg.broker, unconfirmed = g.depth(),
+                            "cannot reach the broker ({why}); readings wait in the spool; trying again"
+                        );
+                        last_unreachable = Some(Instant::now());
                     }
                     g.connected = false;
                 }

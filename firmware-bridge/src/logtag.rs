@@ -144,9 +144,7 @@ pub fn parse(text: &str) -> Result<Export, ParseError> {
         })();
         match row {
             Some(r) => export.rows.push(r),
-            None => export
-                .skipped
-                .push((n, format!("line {n} is not date,time,temperature: {line:?}"))),
+            None => export.skipped.push((n, format!("not date,time,temperature: {line:?}"))),
         }
     }
     if export.serial.trim().is_empty() {
@@ -179,7 +177,8 @@ mod tests {
         assert_eq!(temps, vec![4.8, 5.1, 9.4, 5.0]);
         assert_eq!(e.rows[0].local.to_string(), "2026-11-20 09:00:00");
         assert_eq!(e.skipped.len(), 1);
-        assert!(e.skipped[0].1.contains("line 13"), "{:?}", e.skipped);
+        assert_eq!(e.skipped[0].0, 13, "{:?}", e.skipped);
+        assert!(e.skipped[0].1.contains("not-a-number"), "{:?}", e.skipped);
     }
 
     #[test]

@@ -105,8 +105,8 @@ struct SimArgs {
     /// How far back the run starts; that window is played faster than real time.
     #[arg(long, default_value = "6h", value_parser = parse_duration)]
     replay: chrono::Duration,
-    /// How much faster than real time the past window plays.
-    #[arg(long, default_value_t = 60.0)]
+    /// How much faster than real time the past window plays (1 = real time).
+    #[arg(long, default_value_t = 60.0, value_parser = speed)]
     speed: f64,
     /// `NAME[@AFTER][+LASTING][=SERIAL]`: door-open, compressor-failure, freeze, power-outage,
     /// low-battery; AFTER counts from the window's start. E.g. `compressor-failure@2h`.
@@ -131,6 +131,13 @@ impl SimArgs {
             seed: self.seed,
         }
     }
+}
+
+fn speed(raw: &str) -> Result<f64, String> {
+    raw.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 1.0)
+        .ok_or_else(|| format!("{raw:?}: the speed is a number, 1 (real time) or more"))
 }
 
 fn std_duration(raw: &str) -> Result<std::time::Duration, String> {
@@ -210,9 +217,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("FIRMWARE_BRIDGE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttc=warn"));
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

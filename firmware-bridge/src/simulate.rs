@@ -60,6 +60,16 @@ pub enum ScenarioKind {
 }
 
 impl ScenarioKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ScenarioKind::DoorOpen => "door-open",
+            ScenarioKind::CompressorFailure => "compressor-failure",
+            ScenarioKind::Freeze => "freeze",
+            ScenarioKind::PowerOutage => "power-outage",
+            ScenarioKind::LowBattery => "low-battery",
+        }
+    }
+
     fn default_length(self) -> Option<Duration> {
         match self {
             ScenarioKind::DoorOpen => Some(Duration::minutes(25)),
@@ -195,9 +205,10 @@ impl Plan {
                     }
                     None => (!self.loggers.is_empty()).then_some(0),
                 };
-                found
-                    .map(|i| (i, s.clone()))
-                    .ok_or_else(|| format!("no simulated logger for scenario {:?}", s.kind))
+                found.map(|i| (i, s.clone())).ok_or_else(|| match &s.serial {
+                    Some(serial) => format!("scenario {}: no simulated logger {serial}", s.kind.name()),
+                    None => format!("scenario {}: no simulated logger it fits", s.kind.name()),
+                })
             })
             .collect()
     }
@@ -231,6 +242,14 @@ impl Simulator {
             return Err("the reading interval must be at least 1s".into());
         }
         let scenarios = plan.targets()?;
+        if let Some((_, s)) = scenarios.iter().find(|(_, s)| !plan.live && s.after > plan.replay) {
+            return Err(format!(
+                "scenario {} starts {} min into a {} min window that stops at now (--no-live): it would never run",
+                s.kind.name(),
+                s.after.num_minutes(),
+                plan.replay.num_minutes()
+            ));
+        }
         let start = (now - plan.replay)
             .duration_trunc(plan.interval)
             .map_err(|e| e.to_string())?;

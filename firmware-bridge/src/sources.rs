@@ -27,6 +27,11 @@ pub fn parse_line(line: &str) -> Result<Reading, String> {
     let ts = DateTime::parse_from_rfc3339(ts)
         .map_err(|e| format!("timestamp {ts:?} is not RFC 3339 with an offset ({e})"))?
         .to_utc();
+    if ts > chrono::Utc::now() + wire::MAX_FUTURE_SKEW {
+        return Err(format!(
+            "timestamp {ts} is in the future: check the logger's clock (the service refuses it)"
+        ));
+    }
     let temp_c: f64 = temp
         .parse()
         .ok()
@@ -252,11 +257,21 @@ pub async fn watch(dir: PathBuf, zone: Zone, every: Duration, feed: Feed) -> any
     let mut looked: HashSet<(PathBuf, u64, std::time::SystemTime)> = HashSet::new();
     let mut sizes: std::collections::HashMap<PathBuf, u64> = Default::default();
     let shown = dir.display().to_string();
+    let mut folder_error: Option<String> = None;
     loop {
         let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e.filter_map(Result::ok).collect::<Vec<_>>(),
+            Ok(e) => {
+                if folder_error.take().is_some() {
+                    tracing::info!(folder = %shown, "the drop folder can be read again");
+                }
+                e.filter_map(Result::ok).collect::<Vec<_>>()
+            }
             Err(e) => {
-                tracing::warn!(folder = %shown, "cannot read the drop folder ({e})");
+                // Once per new error, not every poll.
+                if folder_error.as_deref() != Some(&e.to_string()) {
+                    tracing::warn!(folder = %shown, "cannot read the drop folder ({e}); watching for it");
+                    folder_error = Some(e.to_string());
+                }
                 vec![]
             }
         };
@@ -276,8 +291,13 @@ pub async fn watch(dir: PathBuf, zone: Zone, every: Duration, feed: Feed) -> any
             if looked.contains(&key) {
                 continue;
             }
-            // Still growing? Wait for a poll with the same size.
-            if sizes.insert(path.clone(), meta.len()) != Some(meta.len()) {
+            // Still being written? Wait for a poll with the same size, a last change at least two
+            // seconds old, and a last line that has its line ending: a reading cut off mid-number
+            // would be stored wrong for good.
+            // (A file without a final line ending is taken once it has been still for 30 s.)
+            let age = meta.modified().ok().and_then(|m| m.elapsed().ok()).unwrap_or_default();
+            let complete = ends_a_line(&path) || age >= Duration::from_secs(30);
+            if sizes.insert(path.clone(), meta.len()) != Some(meta.len()) || age < Duration::from_secs(2) || !complete {
                 continue;
             }
             looked.insert(key);
@@ -291,6 +311,17 @@ pub async fn watch(dir: PathBuf, zone: Zone, every: Duration, feed: Feed) -> any
             _ = tokio::time::sleep(every) => {}
         }
     }
+}
+
+fn ends_a_line(path: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut last = [0u8; 1];
+    std::fs::File::open(path)
+        .and_then(|mut f| {
+            f.seek(SeekFrom::End(-1))?;
+            f.read_exact(&mut last)
+        })
+        .is_ok_and(|_| last[0] == b'\n')
 }
 
 async fn take_file(path: &Path, zone: Zone, feed: &Feed) -> Result<(), Stopped> {
@@ -315,6 +346,13 @@ async fn take_file(path: &Path, zone: Zone, feed: &Feed) -> Result<(), Stopped> 
             return Ok(());
         }
     };
+    if export.readings.is_empty() {
+        tracing::warn!(
+            file = %shown, format = export.format, serial = %export.serial,
+            "this export holds no individual readings (a Fridge-tag 2 keeps only daily summaries): \
+             bring it in with `vfc import FILE --unit ID` on the service"
+        );
+    }
     for why in &export.skipped {
         tracing::warn!(file = %shown, "skipped a row: {why}");
     }

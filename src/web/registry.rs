@@ -182,8 +182,10 @@ async fn unassign_logger(
 #[into_params(parameter_in = Query)]
 struct RangeParams {
     /// Start, RFC 3339 (inclusive).
+    #[param(required = true)]
     from: Option<String>,
     /// End, RFC 3339 (inclusive).
+    #[param(required = true)]
     to: Option<String>,
     /// The `next` of the previous page.
     cursor: Option<String>,
