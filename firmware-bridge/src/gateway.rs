@@ -275,6 +275,8 @@ pub async fn run(cfg: Config, sources: Vec<Source>, cancel: CancellationToken) -
                     g.confirmed(serial, c).await;
                     g.send();
                 }
+                // It stops on the same signal as this loop: only an unasked stop is an error.
+                None if cancel.is_cancelled() => break Ok(()),
                 None => break Err(anyhow::anyhow!("the MQTT connection task stopped")),
             },
             _ = tick.tick() => {
