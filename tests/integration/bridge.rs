@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
@@ -63,23 +63,25 @@ fn start(args: &[String], extra: &[&str], log: PathBuf) -> GatewayProcess {
 }
 
 /// Waits up to `limit` for `check`, failing with the last state and both logs.
-async fn wait_for<T, F, Fut>(app: &TestApp, gw: &GatewayProcess, limit: Duration, what: &str, mut check: F) -> T
+async fn wait_for<T, F, Fut>(app: &TestApp, gw: &GatewayProcess, limit: Duration, what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,
 {
-    let start = Instant::now();
-    loop {
-        match check().await {
-            Ok(v) => return v,
-            Err(last) if start.elapsed() > limit => panic!(
-                "{what}: not reached after {limit:?}; last: {last}\n--- gateway log ---\n{}\n--- service log ---\n{}",
-                gw.log(),
-                app.log()
-            ),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
+    app.eventually_within(limit, what, || format!("--- gateway log ---\n{}\n", gw.log()), check)
+        .await
+}
+
+/// The readings' times.
+fn times(readings: &[Value]) -> Vec<DateTime<Utc>> {
+    readings
+        .iter()
+        .map(|r| {
+            DateTime::parse_from_rfc3339(r["ts"].as_str().unwrap())
+                .unwrap()
+                .to_utc()
+        })
+        .collect()
 }
 
 /// Waits until the unit holds exactly readings 0..n of LT-1, each once and in time order.
@@ -93,16 +95,8 @@ async fn expect_lines(app: &TestApp, gw: &GatewayProcess, unit: i64, n: usize, l
         }
     })
     .await;
-    let times: Vec<DateTime<Utc>> = got
-        .iter()
-        .map(|r| {
-            DateTime::parse_from_rfc3339(r["ts"].as_str().unwrap())
-                .unwrap()
-                .to_utc()
-        })
-        .collect();
     let expected: Vec<DateTime<Utc>> = (0..n).map(at).collect();
-    assert_eq!(times, expected, "every reading once, with its original time");
+    assert_eq!(times(&got), expected, "every reading once, with its original time");
     for (i, r) in got.iter().enumerate() {
         assert_eq!(r["temp_c"].as_f64().unwrap(), 4.0 + (i % 20) as f64 / 10.0);
     }
@@ -476,14 +470,7 @@ async fn a_power_outage_is_backfilled_and_its_excursion_marked_late() {
     let finished = Utc::now();
 
     let got = app.readings(unit, "2020-01-01T00:00:00Z", TO).await;
-    let times: Vec<DateTime<Utc>> = got
-        .iter()
-        .map(|r| {
-            DateTime::parse_from_rfc3339(r["ts"].as_str().unwrap())
-                .unwrap()
-                .to_utc()
-        })
-        .collect();
+    let times = times(&got);
     // The whole window, the outage included, every 5 minutes without a gap.
     assert!(times.len() >= 60, "{} readings", times.len());
     assert!(

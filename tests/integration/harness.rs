@@ -559,7 +559,23 @@ impl TestApp {
     }
 
     /// Waits until `check` returns Some, or fails with the last state seen.
-    pub async fn eventually<T, F, Fut>(&self, what: &str, mut check: F) -> T
+    pub async fn eventually<T, F, Fut>(&self, what: &str, check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, String>>,
+    {
+        self.eventually_within(Duration::from_secs(30), what, String::new, check)
+            .await
+    }
+
+    /// Like `eventually`, with a time limit and more to show on failure (another process's log).
+    pub async fn eventually_within<T, F, Fut>(
+        &self,
+        limit: Duration,
+        what: &str,
+        context: impl Fn() -> String,
+        mut check: F,
+    ) -> T
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, String>>,
@@ -568,9 +584,10 @@ impl TestApp {
         loop {
             match check().await {
                 Ok(v) => return v,
-                Err(last) if start.elapsed() > Duration::from_secs(30) => {
+                Err(last) if start.elapsed() > limit => {
                     panic!(
-                        "{what}: not reached after 30 s; last: {last}\n--- service log ---\n{}",
+                        "{what}: not reached after {limit:?}; last: {last}\n{}--- service log ---\n{}",
+                        context(),
                         self.log()
                     )
                 }
