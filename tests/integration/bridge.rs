@@ -14,6 +14,8 @@ use crate::on_both_databases;
 const BASE: &str = "2026-08-01T00:00:00Z";
 const FROM: &str = "2026-07-31T00:00:00Z";
 const TO: &str = "2026-12-31T00:00:00Z";
+/// Before any test's readings: for loggers and windows that reach back over real exports.
+const FROM_PAST: &str = "2020-01-01T00:00:00Z";
 
 /// Line `i` of logger LT-1: every 5 minutes from BASE, a temperature that varies in range.
 fn at(i: usize) -> DateTime<Utc> {
@@ -70,6 +72,12 @@ where
 {
     app.eventually_within(limit, what, || format!("--- gateway log ---\n{}\n", gw.log()), check)
         .await
+}
+
+/// Readings the gateway has taken into its spool (its log's `T` lines), confirmed or not.
+fn spooled(spool: &Path) -> usize {
+    let text = std::fs::read_to_string(spool.join("spool.log")).unwrap_or_default();
+    text.lines().filter(|l| l.starts_with("T ")).count()
 }
 
 /// The readings' times.
@@ -230,8 +238,7 @@ async fn a_gateway_killed_in_a_backlog_loses_nothing(db: Database) {
     let file_arg = file.display().to_string();
     let mut gw = start(&args, &["--lines", &file_arg], app.dir.path().join("gw.log"));
     wait_for(&app, &gw, Duration::from_secs(30), "6,000 readings spooled", || async {
-        let text = std::fs::read_to_string(spool.join("spool.log")).unwrap_or_default();
-        let taken = text.lines().filter(|l| l.starts_with("T ")).count();
+        let taken = spooled(&spool);
         if taken == 6_000 {
             Ok(())
         } else {
@@ -303,7 +310,7 @@ async fn export_files_are_read_and_published_once() {
             .await;
         app.assign(
             unit,
-            json!({"serial": serial, "reading_interval_s": 300, "from": "2020-01-01T00:00:00Z"}),
+            json!({"serial": serial, "reading_interval_s": 300, "from": FROM_PAST}),
         )
         .await;
         units.push(unit);
@@ -345,7 +352,7 @@ async fn export_files_are_read_and_published_once() {
             Duration::from_secs(60),
             &format!("{} readings of {file}", rows.len()),
             || async {
-                let r = app.readings(unit, "2020-01-01T00:00:00Z", TO).await;
+                let r = app.readings(unit, FROM_PAST, TO).await;
                 if r.len() >= rows.len() {
                     Ok(r)
                 } else {
@@ -469,7 +476,7 @@ async fn a_power_outage_is_backfilled_and_its_excursion_marked_late() {
     assert!(ended.success(), "{}", gw.log());
     let finished = Utc::now();
 
-    let got = app.readings(unit, "2020-01-01T00:00:00Z", TO).await;
+    let got = app.readings(unit, FROM_PAST, TO).await;
     let times = times(&got);
     // The whole window, the outage included, every 5 minutes without a gap.
     assert!(times.len() >= 60, "{} readings", times.len());
@@ -503,8 +510,6 @@ async fn a_power_outage_is_backfilled_and_its_excursion_marked_late() {
     assert!(started > times[0] + chrono::Duration::minutes(60) && started < times[0] + chrono::Duration::minutes(180));
 }
 
-const FROM_PAST: &str = "2020-01-01T00:00:00Z";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_spool_refuses_new_readings_and_deletes_none() {
     let mut app = TestApp::spawn(Database::Sqlite, Broker::Embedded).await;
@@ -530,9 +535,8 @@ async fn a_full_spool_refuses_new_readings_and_deletes_none() {
         }
     })
     .await;
-    let text = std::fs::read_to_string(spool.join("spool.log")).unwrap();
-    let spooled = text.lines().filter(|l| l.starts_with("T ")).count();
-    assert!((14_000..17_500).contains(&spooled), "{spooled} spooled");
+    let taken = spooled(&spool);
+    assert!((14_000..17_500).contains(&taken), "{taken} spooled");
 
     // The service is back: the spool drains, the rest of the file is taken, nothing is lost.
     app.start().await;
