@@ -1,4 +1,4 @@
-//! The `vfc` command line (design.md, "Public contracts → Binary"). Output meant for people
+//! The `vfc` command line (docs/architecture.md, "Public contracts → Binary"). Output meant for people
 //! and scripts goes to stdout; logs go to stderr.
 
 use std::process::ExitCode;

@@ -1,5 +1,5 @@
 //! Settings: built-in defaults, then an optional `vfc.toml`, then `VFC_*` environment variables
-//! (design.md, "Public contracts → Configuration"), then command-line flags.
+//! (docs/architecture.md, "Public contracts → Configuration"), then command-line flags.
 //!
 //! Every value is checked here, at start, so a typo fails with the setting's name and what
 //! it allows instead of surfacing later as a connection error.

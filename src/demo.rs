@@ -1,4 +1,4 @@
-//! `vfc demo`: the whole product in one command (design.md, "Defaults that need nothing
+//! `vfc demo`: the whole product in one command (docs/architecture.md, "Defaults that need nothing
 //! installed"). The service on the embedded defaults in a fresh data directory, a sample clinic
 //! made through the API, and simulated loggers sent through a real gateway (spool, MQTT,
 //! confirmation) to the service's own broker. The simulation replays the last hours fast, with a

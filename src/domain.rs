@@ -1,4 +1,4 @@
-//! Newtypes for the words of the domain (domain.md, "Who uses it", "Storage units").
+//! Newtypes for the words of the domain (docs/domain.md, "Who uses it", "Storage units").
 //!
 //! Raw strings and floats stop at the edge: an HTTP body, an MQTT payload or a CLI flag is
 //! parsed into these, and everything past the edge can rely on them being well formed.
@@ -38,7 +38,7 @@ impl fmt::Display for VfcPin {
     }
 }
 
-/// A location: a PIN and an optional alpha suffix (domain.md: 012345A and 012345B are separate
+/// A location: a PIN and an optional alpha suffix (docs/domain.md: 012345A and 012345B are separate
 /// offices of PIN 012345 for inventory, storage and ordering). Written `012345A`, or `012345`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LocationCode {
@@ -166,7 +166,7 @@ impl UnitKind {
         }
     }
 
-    /// CDC storage ranges (domain.md, "Storage units and temperature ranges"):
+    /// CDC storage ranges (docs/domain.md, "Storage units and temperature ranges"):
     /// refrigerator 2.0 to 8.0 °C, freezer −50 to −15 °C, ultra-cold −90 to −60 °C.
     /// `other` has no default; its range must be given.
     pub fn default_range(self) -> Option<(f64, f64)> {
@@ -179,7 +179,7 @@ impl UnitKind {
     }
 }
 
-/// What a logger does for a unit (domain.md: every site keeps a backup logger).
+/// What a logger does for a unit (docs/domain.md: every site keeps a backup logger).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LoggerRole {

@@ -277,12 +277,10 @@ pub fn parse(text: &str) -> Result<Export, ParseError> {
 mod tests {
     use super::*;
 
+    /// A real export from the repository's fixtures (tests/fixtures/logger-exports, see its NOTICE).
     fn file(path: &str) -> String {
-        std::fs::read_to_string(format!(
-            "{}/../../shared/data/logger-exports/{path}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
+        let full = format!("{}/../tests/fixtures/logger-exports/{path}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("reading the fixture {full}: {e}"))
     }
 
     #[test]

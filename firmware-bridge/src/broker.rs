@@ -1,4 +1,4 @@
-//! Broker addresses and TLS, shared by the gateway and the service (design.md:
+//! Broker addresses and TLS, shared by the gateway and the service (docs/architecture.md:
 //! `mqtt://[user:pass@]host:port`, `mqtts://…`).
 
 use std::path::Path;

@@ -1,5 +1,5 @@
 //! The clinic gateway: sources → spool (on disk, fsync'd) → broker, and the service's
-//! confirmation → out of the spool (design.md: `gateway`, `epoch`, `seq`,
+//! confirmation → out of the spool (docs/architecture.md: `gateway`, `epoch`, `seq`,
 //! `vfc/gateways/{gateway}/committed/{serial}`).
 //!
 //! A reading leaves the spool only when the service's retained confirmation covers it, never on

@@ -1,6 +1,6 @@
 //! The gateway's spool: every reading is on disk (fsync'd) before it counts as taken, gets the
 //! next `seq` of its logger, and leaves only when the service's end-to-end confirmation covers
-//! it (design.md: `gateway`, `epoch`, `seq`, `vfc/gateways/{gateway}/committed/{serial}`).
+//! it (docs/architecture.md: `gateway`, `epoch`, `seq`, `vfc/gateways/{gateway}/committed/{serial}`).
 //!
 //! One append-only log holds it all, so a power cut at any point replays to the same state:
 //! `T serial seq ts temp` a reading taken, `C serial seq` confirmed up to seq, `N serial next`

@@ -1,4 +1,4 @@
-//! The MQTT wire format (design.md, "Public contracts → MQTT").
+//! The MQTT wire format (docs/architecture.md, "Public contracts → MQTT").
 //!
 //! Topics:
 //! - `vfc/loggers/{serial}/readings` — one reading `{"ts","temp_c"}` or a batch

@@ -1,7 +1,7 @@
 //! Who is calling and what they may see.
 //!
 //! A state VFC coordinator sees every PIN; a clinic sees one PIN (all its suffix locations) or
-//! one location (domain.md: "a clinic user never sees another PIN's data"). The scope check
+//! one location (docs/domain.md: "a clinic user never sees another PIN's data"). The scope check
 //! lives here so every route asks the same question the same way.
 
 pub mod tokens;

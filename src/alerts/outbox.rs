@@ -1,6 +1,6 @@
 //! Composing alert emails into the outbox (inside the caller's transaction).
 //!
-//! What an alert says comes from domain.md, "After an excursion": which location and unit,
+//! What an alert says comes from docs/domain.md, "After an excursion": which location and unit,
 //! the temperature now, since when, min/max so far, and what to do now — label the vaccine
 //! "Do Not Use", keep it at proper temperature, do not discard it, contact the manufacturer(s)
 //! and the program.

@@ -1,4 +1,4 @@
-//! The daily min/max record (domain.md: staff check and record min/max at the start of each
+//! The daily min/max record (docs/domain.md: staff check and record min/max at the start of each
 //! workday; records kept ≥ 3 years), computed from the unit's primary readings per day in the
 //! location's time zone — 23 or 25 hours long on the days daylight saving time changes.
 //!

@@ -1,5 +1,5 @@
 //! The logger's own conditions: no data (power or network loss), battery low, probe
-//! disconnected, calibration certificate expiring within 30 days or expired (domain.md, "Data
+//! disconnected, calibration certificate expiring within 30 days or expired (docs/domain.md, "Data
 //! loggers": an expired certificate makes the logger non-compliant; a logger that goes quiet is
 //! itself an alarm). Each episode is one row and one email to the location's primary
 //! coordinator when it opens — not one per reading; it closes when the condition clears.
@@ -62,7 +62,7 @@ pub async fn check(db: &Db, links: &Links) -> anyhow::Result<usize> {
             .fetch_one(&db.pool)
             .await?
             .try_get::<Option<i64>, _>("t")?;
-        // domain.md: no data for max(2 × the logging interval, 60 min).
+        // docs/domain.md: no data for max(2 × the logging interval, 60 min).
         let quiet_after = (2 * interval).max(60 * MIN);
         let since = last.unwrap_or(from_ts);
         let no_data = now - since > quiet_after;

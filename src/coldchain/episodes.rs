@@ -1,7 +1,7 @@
 //! From readings to excursions and rules met — pure functions, so every rule can be tested on
 //! hand-made series.
 //!
-//! domain.md: an excursion lasts from the first out-of-range reading to the first in-range
+//! docs/domain.md: an excursion lasts from the first out-of-range reading to the first in-range
 //! reading after it (while open, to the latest reading); a gap between readings longer than two
 //! logging intervals is unknown time, neither in range nor out, and the record says so.
 

@@ -1,4 +1,4 @@
-//! Cold chain: judging each unit's readings against its rules (domain.md, "Storage units",
+//! Cold chain: judging each unit's readings against its rules (docs/domain.md, "Storage units",
 //! "After an excursion").
 //!
 //! - [`rules`]: alarm rules, the program's defaults per unit kind, unit overrides, history;

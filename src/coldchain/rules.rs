@@ -1,7 +1,7 @@
 //! Alarm rules and the program's settings.
 //!
 //! A rule is a condition on temperature, a kind (consecutive minutes, or cumulative minutes in a
-//! sliding window), a duration (0 = at once) and a severity (domain.md). The program (the state
+//! sliding window), a duration (0 = at once) and a severity (docs/domain.md). The program (the state
 //! immunization program, one per deployment) holds the defaults per unit kind — those listed
 //! under "Defaults this product ships" — its state coordinators and the escalation delays.
 
@@ -122,7 +122,7 @@ fn rule(id: &str, condition: Condition, kind: RuleKind, minutes: i64, window: Op
     }
 }
 
-/// The defaults this product ships (domain.md, "Defaults this product ships"): drawn from the
+/// The defaults this product ships (docs/domain.md, "Defaults this product ships"): drawn from the
 /// Maryland, Kansas and Alabama presets; each program changes them.
 pub fn default_rules(kind: UnitKind) -> Vec<Rule> {
     use Condition::*;

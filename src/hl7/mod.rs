@@ -1,4 +1,4 @@
-//! HL7 v2.5.1 immunization messages (domain.md, "Doses administered over HL7"; CDC
+//! HL7 v2.5.1 immunization messages (docs/domain.md, "Doses administered over HL7"; CDC
 //! implementation guide release 1.5): VXU^V04 in, ACK out, over HTTP (`POST /api/v1/hl7`) or
 //! MLLP over TCP.
 //!

@@ -1,4 +1,4 @@
-//! The vaccine catalog: CVX and MVX codes and products by NDC (domain.md, "Code sets").
+//! The vaccine catalog: CVX and MVX codes and products by NDC (docs/domain.md, "Code sets").
 //!
 //! A product is its unit-of-sale NDC (what is ordered, shipped and received); unit-of-use NDCs
 //! (what an EHR reports) link to it. The shipped catalog (`vfc_catalog.toml`) is seeded on every

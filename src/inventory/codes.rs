@@ -1,4 +1,4 @@
-//! The inventory's words as types (domain.md, "Code sets" and "Inventory"): NDC, CVX, lot
+//! The inventory's words as types (docs/domain.md, "Code sets" and "Inventory"): NDC, CVX, lot
 //! number, funding and a dose count. Raw strings stop here.
 
 use std::fmt;
@@ -10,7 +10,7 @@ use crate::domain::ParseError;
 /// A National Drug Code in its 11-digit form, written 5-4-2 with dashes (`00006-4047-41`).
 ///
 /// NDC10 comes in three shapes that each gain one leading zero in a different segment
-/// (domain.md): 4-4-2 → 0xxxx-xxxx-xx, 5-3-2 → xxxxx-0xxx-xx, 5-4-1 → xxxxx-xxxx-0x. Ten
+/// (docs/domain.md): 4-4-2 → 0xxxx-xxxx-xx, 5-3-2 → xxxxx-0xxx-xx, 5-4-1 → xxxxx-xxxx-0x. Ten
 /// digits without dashes cannot be told apart and are refused.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Ndc(String);
@@ -83,7 +83,7 @@ impl fmt::Display for Cvx {
 }
 
 /// A manufacturer's lot number as written on the vial, and the key doses find it by:
-/// trimmed and compared without regard to case (domain.md: lot number matching).
+/// trimmed and compared without regard to case (docs/domain.md: lot number matching).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LotNumber {
     written: String,
@@ -112,7 +112,7 @@ impl LotNumber {
     }
 }
 
-/// Who paid for a lot (domain.md: public and private stock are kept apart).
+/// Who paid for a lot (docs/domain.md: public and private stock are kept apart).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Funding {

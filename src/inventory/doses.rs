@@ -1,4 +1,4 @@
-//! Doses administered: the decrement (domain.md, "Doses administered over HL7" and
+//! Doses administered: the decrement (docs/domain.md, "Doses administered over HL7" and
 //! "Inventory"). One report — from an HL7 RXA group or a JSON entry — becomes at most one
 //! decrement, however often the EHR sends it.
 //!
@@ -645,7 +645,7 @@ pub async fn find_stock(
     fundings.sort();
     fundings.dedup();
     if fundings.len() > 1 {
-        // domain.md: funding source (30963-3) first, then eligibility (64994-7).
+        // docs/domain.md: funding source (30963-3) first, then eligibility (64994-7).
         let wanted: Option<&[&str]> = match (funding_source, eligibility) {
             (Some("VXC50"), _) => Some(&["vfc"]),
             (Some("VXC2"), _) => Some(&["state"]),
@@ -818,7 +818,7 @@ async fn decrement<'a>(
         .execute(&mut *conn)
         .await?;
     }
-    // domain.md: a V01 patient given public stock, or a V02–V05 patient given private stock.
+    // docs/domain.md: a V01 patient given public stock, or a V02–V05 patient given private stock.
     let borrowed = match eligibility {
         Some("V01") => m.funding != "private",
         Some("V02" | "V03" | "V04" | "V05") => m.funding == "private",
@@ -874,7 +874,7 @@ async fn decrement<'a>(
 
 /// A dose given before a physical count but reported after it: the count already left it out
 /// and its adjustment took it off, so the first count after the dose gives it back — at most
-/// as many doses as that count's adjustment took (domain.md, reconciliation; nothing counted
+/// as many doses as that count's adjustment took (docs/domain.md, reconciliation; nothing counted
 /// twice).
 async fn absorb_counted(conn: &mut AnyConnection, place: &Place, m: &Match, at: i64, actor: &str) -> Result<()> {
     if place.last_count_at.is_none_or(|t| at > t) {

@@ -1,5 +1,5 @@
 //! A lot's cumulative exposure: its time out of range across every excursion of every unit it
-//! has been in, transfers included (domain.md: the manufacturer judges viability on the total).
+//! has been in, transfers included (docs/domain.md: the manufacturer judges viability on the total).
 //!
 //! Nothing is stored: the ledger says when the lot was in which unit (and where transferred
 //! doses came from), the excursions say what those units went through. An excursion that

@@ -1,4 +1,4 @@
-//! "Do Not Use" holds (domain.md, "After an excursion"): when an excursion meets an alarm rule,
+//! "Do Not Use" holds (docs/domain.md, "After an excursion"): when an excursion meets an alarm rule,
 //! every lot with stock in that unit during it is held, linked to the excursion, until the
 //! manufacturer's determination per lot releases it (viable) or writes it off (not viable:
 //! wastage or return, 7A too warm / 7B too cold). Staff may also hold stock by hand.
@@ -384,7 +384,7 @@ pub async fn determine(
             .bind(h.id)
             .execute(&mut *conn)
             .await?;
-        // domain.md wastage codes: 7A unit too warm, 7B unit too cold.
+        // docs/domain.md wastage codes: 7A unit too warm, 7B unit too cold.
         let code = if too_warm { "7A" } else { "7B" };
         let note = format!(
             "manufacturer determination after excursion {excursion_id}: {}{}",

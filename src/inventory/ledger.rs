@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use super::{Error, Result};
 use crate::store::{now_millis, rfc3339};
 
-/// What happened to the stock (domain.md, "Movements").
+/// What happened to the stock (docs/domain.md, "Movements").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Receipt,

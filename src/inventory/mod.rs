@@ -1,4 +1,4 @@
-//! Inventory: the lot ledger of every location (domain.md, "Inventory").
+//! Inventory: the lot ledger of every location (docs/domain.md, "Inventory").
 //!
 //! Every change to stock is a row in `stock_events` ([`ledger`]), and on-hand per (storage unit,
 //! lot) is kept current in the same transaction. Doses administered ([`doses`]) come from EHRs

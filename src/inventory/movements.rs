@@ -12,7 +12,7 @@ use super::{place, today, unit_of, Error, Place, Result};
 use crate::accounts::{Caller, Scope};
 use crate::store::{now_millis, rfc3339, Db};
 
-/// Wastage and return reasons (domain.md: one state's form), plus an open multi-dose vial.
+/// Wastage and return reasons (docs/domain.md: one state's form), plus an open multi-dose vial.
 pub const REASONS: &[(&str, &str)] = &[
     ("2", "recall"),
     ("3", "spoiled or contaminated"),
@@ -201,7 +201,7 @@ pub struct Removal {
     pub unit_id: i64,
     pub lot_id: i64,
     pub doses: i64,
-    /// 2, 3, 4, 5, 6, 7A, 7B, 7C, 7D, 11, 12A, 12B, 12C, 12D or MDV (domain.md).
+    /// 2, 3, 4, 5, 6, 7A, 7B, 7C, 7D, 11, 12A, 12B, 12C, 12D or MDV (docs/domain.md).
     pub reason_code: String,
     #[serde(default)]
     pub note: Option<String>,
@@ -226,7 +226,7 @@ pub async fn remove(db: &Db, caller: &Caller, code: &str, kind: Kind, body: &Rem
     Ok(Movement { events: vec![m] })
 }
 
-/// domain.md: only after the manufacturer's determination may held lots be used or written off.
+/// docs/domain.md: only after the manufacturer's determination may held lots be used or written off.
 async fn not_awaiting_determination(conn: &mut AnyConnection, unit_id: i64, lot_id: i64) -> Result<()> {
     match super::holds::excursion_hold(conn, unit_id, lot_id).await? {
         Some(x) => Err(Error::Conflict(format!(
@@ -357,7 +357,7 @@ fn transfer_row(r: &sqlx::any::AnyRow) -> Result<Transfer> {
     })
 }
 
-/// Stock that may travel: not on hold, not expired (domain.md: transfers go to another VFC
+/// Stock that may travel: not on hold, not expired (docs/domain.md: transfers go to another VFC
 /// provider and must be usable there).
 async fn check_movable(conn: &mut AnyConnection, place: &Place, unit_id: i64, line: &TransferLine) -> Result<()> {
     Doses::parse(line.doses)?;
@@ -502,7 +502,7 @@ pub async fn transfer(db: &Db, caller: &Caller, code: &str, body: &NewTransfer) 
     .await?
     .try_get("id")?;
     let t = get_transfer(&mut tx, id).await?;
-    // To another PIN the program must approve first (domain.md, "Transfers").
+    // To another PIN the program must approve first (docs/domain.md, "Transfers").
     if !cross_pin {
         let at = super::parse_time("transferred_at", body.transferred_at.as_deref())?.unwrap_or(now);
         if at > now + 60_000 {

@@ -1,4 +1,4 @@
-//! Reconciliation (domain.md): a physical count per lot and unit **as of a stated time**. Each
+//! Reconciliation (docs/domain.md): a physical count per lot and unit **as of a stated time**. Each
 //! difference from what the ledger held at that time becomes an adjustment with its reason,
 //! dated at that time, so doses reported after it are neither counted twice nor lost.
 

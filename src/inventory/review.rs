@@ -9,7 +9,7 @@ use super::{place, Error, Result};
 use crate::accounts::Caller;
 use crate::store::{now_millis, rfc3339, Db};
 
-/// domain.md, "Inventory": why public stock was used for a private patient or the reverse.
+/// docs/domain.md, "Inventory": why public stock was used for a private patient or the reverse.
 pub const BORROWING_REASONS: &[&str] = &[
     "private_order_delayed",
     "private_stock_nonviable_on_arrival",

@@ -10,7 +10,7 @@ use super::{place, today, Error, Place, Result};
 use crate::accounts::{Caller, Scope};
 use crate::store::{now_millis, Db};
 
-/// domain.md: tell the program at least 90 days before stock would expire unused.
+/// docs/domain.md: tell the program at least 90 days before stock would expire unused.
 pub const EXPIRY_WARNING_DAYS: i64 = 90;
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -1,5 +1,5 @@
 //! Locations: a PIN plus an optional suffix, each with its own name, time zone, address and
-//! primary and backup vaccine coordinators (domain.md: "every location must have both").
+//! primary and backup vaccine coordinators (docs/domain.md: "every location must have both").
 
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;

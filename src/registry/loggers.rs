@@ -2,7 +2,7 @@
 //!
 //! An assignment says a logger served a unit in a role over `[from, to)`. A logger swapped out
 //! for calibration keeps its past readings with the unit it served then; its replacement
-//! continues the unit's record (domain.md, "Data loggers"). Readings are never moved: which
+//! continues the unit's record (docs/domain.md, "Data loggers"). Readings are never moved: which
 //! unit a reading belongs to is derived from this history.
 
 use chrono::{DateTime, NaiveDate, Utc};

@@ -1,4 +1,4 @@
-//! End-to-end confirmation for gateways (design.md: `gateway`, `epoch`, `seq`).
+//! End-to-end confirmation for gateways (docs/architecture.md: `gateway`, `epoch`, `seq`).
 //!
 //! The mark N of (gateway, epoch, serial) means every reading with `seq` ≤ N is committed —
 //! stored, a duplicate, or a dead letter. A seq that arrives past a gap waits in

@@ -303,7 +303,7 @@ async fn acknowledge(State(s): State<AppState>, caller: Caller, Id(id): Id<i64>)
     Ok(Json(visible(&s, &caller, id).await?))
 }
 
-/// The excursion worksheet (domain.md, "After an excursion"). Every lot the excursion put on
+/// The excursion worksheet (docs/domain.md, "After an excursion"). Every lot the excursion put on
 /// hold needs its determination: viable releases it, not viable returns or wastes it (7A/7B).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -1,4 +1,4 @@
-//! HTTP: the JSON API under `/api/v1` (design.md, "Public contracts → HTTP"), `/healthz`,
+//! HTTP: the JSON API under `/api/v1` (docs/architecture.md, "Public contracts → HTTP"), `/healthz`,
 //! `/metrics` and `/api/openapi.json`. One module per group of routes, each with its router.
 
 mod ack;

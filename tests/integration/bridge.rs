@@ -325,16 +325,16 @@ async fn export_files_are_read_and_published_once() {
         app.dir.path().join("gw.log"),
     );
 
-    let shared = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/logger-exports");
-    let qtag = format!("{shared}/qtag-clm-doc-lr/RCPJ00010_03_202304201359.txt");
-    let ft2l = format!("{shared}/fridgetag-2l/130500109088_202206081014.txt");
+    let exports = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/logger-exports");
+    let qtag = format!("{exports}/qtag-clm-doc-lr/RCPJ00010_03_202304201359.txt");
+    let ft2l = format!("{exports}/fridgetag-2l/130500109088_202206081014.txt");
     let logtag = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/firmware-bridge/tests/fixtures/logtag-constructed.csv"
     );
-    std::fs::copy(&qtag, drop_dir.join("qtag.txt")).unwrap();
-    std::fs::copy(&ft2l, drop_dir.join("fridgetag.txt")).unwrap();
-    std::fs::copy(logtag, drop_dir.join("logtag.csv")).unwrap();
+    std::fs::copy(&qtag, drop_dir.join("qtag.txt")).unwrap_or_else(|e| panic!("copying the fixture {qtag}: {e}"));
+    std::fs::copy(&ft2l, drop_dir.join("fridgetag.txt")).unwrap_or_else(|e| panic!("copying the fixture {ft2l}: {e}"));
+    std::fs::copy(logtag, drop_dir.join("logtag.csv")).unwrap_or_else(|e| panic!("copying the fixture {logtag}: {e}"));
 
     // Every row with a temperature, at its local time in New York.
     let zone: chrono_tz::Tz = "America/New_York".parse().unwrap();

@@ -8,8 +8,13 @@ use serde_json::{json, Value};
 use crate::harness::{location_body, Broker, Database, TestApp};
 use crate::on_both_databases;
 
+/// A real export from the repository's fixtures (tests/fixtures/logger-exports, see its NOTICE).
 fn export(path: &str) -> String {
-    format!("{}/../shared/data/logger-exports/{path}", env!("CARGO_MANIFEST_DIR"))
+    format!("{}/tests/fixtures/logger-exports/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading the fixture {path}: {e}"))
 }
 
 /// A unit in a location whose clock is the device's (the files carry no zone).
@@ -41,7 +46,7 @@ async fn the_fridge_tag_2l_file_agrees_with_the_devices_daily_history(db: Databa
     let file = "fridgetag-2l/130500109088_202206081014.txt";
     let report = import(&app, file, unit);
     assert!(report.contains("readings stored:"), "{report}");
-    let device = firmware_bridge::berlinger::parse(&std::fs::read_to_string(export(file)).unwrap()).unwrap();
+    let device = firmware_bridge::berlinger::parse(&read(&export(file))).unwrap();
     let (first, last) = (
         device.history.last().unwrap().date,
         device.history.first().unwrap().date,
@@ -115,7 +120,7 @@ async fn every_q_tag_single_event_alarm_has_an_excursion(db: Database) {
     let unit = unit(&app, "refrigerator", None).await;
     let file = "qtag-clm-doc-lr/RCPJ00010_02_202211090128.txt";
     import(&app, file, unit);
-    let device = firmware_bridge::berlinger::parse(&std::fs::read_to_string(export(file)).unwrap()).unwrap();
+    let device = firmware_bridge::berlinger::parse(&read(&export(file))).unwrap();
     let single: Vec<u32> = device
         .alarms
         .iter()
@@ -181,10 +186,8 @@ async fn missing_values_in_the_ultra_low_file_are_gaps(db: Database) {
         .parse()
         .unwrap();
     assert!(missing > 0, "{report}");
-    let device = firmware_bridge::berlinger::parse(
-        &std::fs::read_to_string(export("fridgetag-ul/100800001215_202304201410.txt")).unwrap(),
-    )
-    .unwrap();
+    let device =
+        firmware_bridge::berlinger::parse(&read(&export("fridgetag-ul/100800001215_202304201410.txt"))).unwrap();
     let values = device.rows.iter().filter(|r| r.temp_c.is_some()).count();
     assert!(
         report.contains(&format!("{values} new")),
