@@ -1,15 +1,31 @@
-//! `vfc serve`: the database, the broker (embedded unless one is configured), the MQTT ingest
-//! and the HTTP server, under one cancellation token. SIGINT/SIGTERM stop everything cleanly;
-//! a critical task that dies makes the process exit non-zero.
+//! `vfc serve`: the composition root. It checks everything the service needs in order to start
+//! (ports, folders, TLS, the MLLP allow list) before touching the database, opens the database,
+//! starts the embedded broker unless one is configured, hands each capability what it needs
+//! (the cold chain gets the inventory's holds as `ExposedStock`, the evaluator the ingest's
+//! wake-up), runs the background tasks under [`crate::supervise`], and serves HTTP, all under
+//! one cancellation token. SIGINT/SIGTERM stop everything cleanly; a part that cannot start
+//! makes `serve` return an error, and the process exits non-zero.
+//!
+//! The addresses it bound (HTTP, MLLP, the embedded broker; any of them may be configured as
+//! port 0) are logged and written to `$VFC_DATA_DIR/ports.json`.
 
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{MqttBroker, Settings};
+use crate::alerts::sender::{self, Mailer};
+use crate::alerts::Links;
+use crate::coldchain::evaluate::Evaluator;
+use crate::coldchain::{devices, escalation};
+use crate::config::{DatabaseUrl, MqttBroker, Settings};
+use crate::hl7::{intake, mllp};
 use crate::store::Db;
+use crate::supervise::Tasks;
 use crate::telemetry::{broker, mqtt};
 use crate::web::{self, AppState};
 
@@ -26,18 +42,42 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
         .clone()
 }
 
+/// Opens the database every command works on: connects, applies the migrations, and loads the
+/// vaccine catalog that ships with the binary (a fresh data directory works at once).
+pub async fn open_database(url: &DatabaseUrl) -> anyhow::Result<Db> {
+    let db = Db::connect(url).await?;
+    crate::inventory::catalog::seed(&db).await?;
+    Ok(db)
+}
+
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     tokio::spawn(stop_on_signal(cancel.clone()));
     serve_until(settings, cancel).await
 }
 
-/// Serves until `cancel` (or a part fails); work in hand is finished before it returns.
-pub async fn serve_until(settings: Settings, cancel: CancellationToken) -> anyhow::Result<()> {
-    let db = Db::connect(&settings.database).await?;
-    if settings.mqtt == MqttBroker::Embedded {
-        broker::start(settings.mqtt_embedded_addr)?;
-    }
+/// The addresses the service listens on, as bound.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Ports {
+    pub http: SocketAddr,
+    /// The embedded broker; absent with an external broker.
+    pub mqtt: Option<SocketAddr>,
+    pub mllp: Option<SocketAddr>,
+}
+
+/// Writes `ports.json` in the data directory, replacing it atomically.
+fn write_ports(dir: &Path, ports: &Ports) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating the data directory {}", dir.display()))?;
+    let tmp = dir.join(".ports.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(ports)?).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, dir.join("ports.json")).context("writing ports.json")?;
+    Ok(())
+}
+
+/// Serves until `cancel` (or the HTTP server fails); work in hand is finished before it returns.
+pub async fn serve_until(mut settings: Settings, cancel: CancellationToken) -> anyhow::Result<()> {
+    // Everything that can refuse to start is tried before the database is touched, so a serve
+    // that cannot start leaves nothing behind.
     let listener = tokio::net::TcpListener::bind(settings.http_addr)
         .await
         .with_context(|| {
@@ -47,107 +87,183 @@ pub async fn serve_until(settings: Settings, cancel: CancellationToken) -> anyho
             )
         })?;
     let http_addr = listener.local_addr()?;
-    let mllp = match settings.hl7_mllp_addr {
-        Some(addr) => Some(crate::hl7::mllp::bind(addr).await.context("VFC_HL7_MLLP_ADDR")?),
+    let allow = mllp::Allow::parse(&settings.hl7_mllp_allow)?;
+    let mllp_listener = match settings.hl7_mllp_addr {
+        Some(addr) => Some(mllp::bind(addr).await.context("VFC_HL7_MLLP_ADDR")?),
         None => None,
     };
-    let health = Arc::new(mqtt::MqttHealth::default());
-    let links = crate::alerts::outbox::Links {
-        public_url: settings.public_url.clone(),
-        key: crate::alerts::ack::key(&db)
+    let mllp_addr = mllp_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    mqtt::options(&settings, &settings.mqtt_client_id).context("the MQTT connection settings")?;
+    let public_url = settings.public_url(http_addr);
+    let mailer = Arc::new(Mailer::prepare(&settings, public_url.clone()).await?);
+    let broker_addr = match settings.mqtt {
+        MqttBroker::Embedded => {
+            let addr = broker::start(settings.mqtt_embedded_addr).await?;
+            settings.mqtt_embedded_addr = addr;
+            Some(addr)
+        }
+        MqttBroker::External(_) => None,
+    };
+
+    let db = open_database(&settings.database).await?;
+    let links = Links {
+        public_url,
+        key: crate::alerts::links::key(&db)
             .await
             .context("reading the acknowledgement-link key")?,
     };
+    let ports = Ports {
+        http: http_addr,
+        mqtt: broker_addr,
+        mllp: mllp_addr,
+    };
+    write_ports(&settings.data_dir, &ports)?;
+
+    let background = Background::start(
+        &db,
+        &settings,
+        &links,
+        mailer,
+        mllp_listener.map(|l| (l, allow)),
+        &cancel,
+    );
     let state = AppState {
         db: db.clone(),
         settings: Arc::new(settings.clone()),
-        mqtt: health.clone(),
+        mqtt: background.health.clone(),
+        tasks: background.tasks.clone(),
         metrics: metrics_handle(),
         ack_key: Arc::new(links.key.clone()),
-        intake: crate::hl7::intake::Intake::start(db.clone()),
+        intake: background.intake.clone(),
+        stock: Arc::new(crate::inventory::holds::ExcursionHolds),
     };
-    if let Some(listener) = mllp {
-        tracing::info!(addr = %listener.local_addr()?, "HL7 MLLP listening");
-        tokio::spawn(crate::hl7::mllp::serve(
-            listener,
-            settings.hl7_mllp_allow.clone(),
-            state.intake.clone(),
-            cancel.clone(),
-        ));
-    }
-
-    let mut ingest = tokio::spawn(mqtt::run(db.clone(), settings.clone(), health.clone(), cancel.clone()));
-    let outbox_nudge = Arc::new(tokio::sync::Notify::new());
-    let escalation = tokio::spawn(crate::alerts::escalation::run(
-        db.clone(),
-        links.clone(),
-        outbox_nudge.clone(),
-        cancel.clone(),
-    ));
-    let devices = tokio::spawn(crate::coldchain::devices::run(
-        db.clone(),
-        links.clone(),
-        outbox_nudge.clone(),
-        cancel.clone(),
-    ));
-    let evaluator = tokio::spawn(crate::coldchain::evaluate::run(
-        db.clone(),
-        links.clone(),
-        health,
-        outbox_nudge.clone(),
-        cancel.clone(),
-    ));
-    let mut sender = tokio::spawn(crate::alerts::sender::run(
-        db.clone(),
-        settings.clone(),
-        outbox_nudge,
-        cancel.clone(),
-    ));
+    tracing::info!(
+        http = %http_addr,
+        mqtt = %broker_addr.map(|a| a.to_string()).unwrap_or_else(|| "external".into()),
+        mllp = %mllp_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+        database = db.dialect().as_str(),
+        "vfc-monitor serving"
+    );
     let http_cancel = cancel.clone();
-    let mut http = tokio::spawn(async move {
-        axum::serve(listener, web::router(state))
-            .with_graceful_shutdown(http_cancel.cancelled_owned())
-            .await
-    });
-    tracing::info!(%http_addr, database = db.kind.as_str(), "vfc-monitor serving");
-
-    let result = tokio::select! {
-        r = &mut ingest => match r {
-            Ok(Ok(())) if cancel.is_cancelled() => Ok(()),
-            Ok(Ok(())) => Err(anyhow!("the MQTT ingest stopped unexpectedly")),
-            Ok(Err(e)) => Err(e.context("the MQTT ingest failed")),
-            Err(e) => Err(anyhow!(e).context("the MQTT ingest panicked")),
-        },
-        r = &mut sender => match r {
-            Ok(Ok(())) if cancel.is_cancelled() => Ok(()),
-            Ok(Ok(())) => Err(anyhow!("the email sender stopped unexpectedly")),
-            Ok(Err(e)) => Err(e.context("the email sender failed")),
-            Err(e) => Err(anyhow!(e).context("the email sender panicked")),
-        },
-        r = &mut http => match r {
-            Ok(Ok(())) if cancel.is_cancelled() => Ok(()),
-            Ok(Ok(())) => Err(anyhow!("the HTTP server stopped unexpectedly")),
-            Ok(Err(e)) => Err(anyhow!(e).context("the HTTP server failed")),
-            Err(e) => Err(anyhow!(e).context("the HTTP server panicked")),
-        },
+    let served = axum::serve(listener, web::router(state))
+        .with_graceful_shutdown(http_cancel.cancelled_owned())
+        .await;
+    let result = match served {
+        Ok(()) if cancel.is_cancelled() => Ok(()),
+        Ok(()) => Err(anyhow!("the HTTP server stopped unexpectedly")),
+        Err(e) => Err(anyhow!(e).context("the HTTP server failed")),
     };
     cancel.cancel();
-    // Let the other task finish its work in hand (the ingest commits and acks its batch).
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        if !ingest.is_finished() {
-            let _ = ingest.await;
-        }
-        if !http.is_finished() {
-            let _ = http.await;
-        }
-        let _ = evaluator.await;
-        let _ = escalation.await;
-        let _ = devices.await;
-    })
-    .await;
+    background.finish().await;
     db.pool.close().await;
     tracing::info!("vfc-monitor stopped");
     result
+}
+
+/// The service's background tasks, each under the supervisor.
+pub struct Background {
+    pub tasks: Tasks,
+    pub health: Arc<mqtt::MqttHealth>,
+    pub intake: intake::Intake,
+    handles: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Background {
+    /// Starts ingest, evaluator, escalation, device checks, email sender, HL7 intake and (when
+    /// a listener is given) MLLP, wired to one another: the ingest wakes the evaluator, the
+    /// evaluator and escalation wake the sender, the cold chain holds stock through the
+    /// inventory.
+    pub fn start(
+        db: &Db,
+        settings: &Settings,
+        links: &Links,
+        mailer: Arc<Mailer>,
+        mllp: Option<(tokio::net::TcpListener, mllp::Allow)>,
+        cancel: &CancellationToken,
+    ) -> Background {
+        let cancel = cancel.clone();
+        let db = db.clone();
+        let links = links.clone();
+        let tasks = Tasks::new();
+        let health = Arc::new(mqtt::MqttHealth::default());
+        let committed = Arc::new(Notify::new());
+        let outbox = Arc::new(Notify::new());
+        let (intake, intake_worker) = intake::Intake::new(db.clone());
+        let evaluator = Evaluator {
+            db: db.clone(),
+            links: links.clone(),
+            stock: Arc::new(crate::inventory::holds::ExcursionHolds),
+        };
+        let mut handles = Vec::new();
+        {
+            let (db, settings, health, committed, c) = (
+                db.clone(),
+                settings.clone(),
+                health.clone(),
+                committed.clone(),
+                cancel.clone(),
+            );
+            handles.push(tasks.spawn("ingest", cancel.clone(), move || {
+                mqtt::run(
+                    db.clone(),
+                    settings.clone(),
+                    health.clone(),
+                    committed.clone(),
+                    c.clone(),
+                )
+            }));
+        }
+        {
+            let (committed, outbox, c) = (committed.clone(), outbox.clone(), cancel.clone());
+            handles.push(tasks.spawn("evaluator", cancel.clone(), move || {
+                crate::coldchain::evaluate::run(evaluator.clone(), committed.clone(), outbox.clone(), c.clone())
+            }));
+        }
+        {
+            let (db, links, outbox, c) = (db.clone(), links.clone(), outbox.clone(), cancel.clone());
+            handles.push(tasks.spawn("escalation", cancel.clone(), move || {
+                escalation::run(db.clone(), links.clone(), outbox.clone(), c.clone())
+            }));
+        }
+        {
+            let (db, links, outbox, c) = (db.clone(), links.clone(), outbox.clone(), cancel.clone());
+            handles.push(tasks.spawn("device-checks", cancel.clone(), move || {
+                devices::run(db.clone(), links.clone(), outbox.clone(), c.clone())
+            }));
+        }
+        {
+            let (db, outbox, c) = (db.clone(), outbox.clone(), cancel.clone());
+            handles.push(tasks.spawn("email-sender", cancel.clone(), move || {
+                sender::run(db.clone(), mailer.clone(), outbox.clone(), c.clone())
+            }));
+        }
+        handles.push(tasks.spawn("hl7-intake", cancel.clone(), move || intake_worker.clone().run()));
+        if let Some((listener, allow)) = mllp {
+            let listener = Arc::new(listener);
+            let (intake, c) = (intake.clone(), cancel.clone());
+            handles.push(tasks.spawn("mllp", cancel.clone(), move || {
+                mllp::serve(listener.clone(), allow.clone(), intake.clone(), c.clone())
+            }));
+        }
+
+        Background {
+            tasks,
+            health,
+            intake,
+            handles,
+        }
+    }
+
+    /// Lets the tasks finish their work in hand (the ingest commits and acks its batch), for at
+    /// most 10 s, once the token is cancelled.
+    pub async fn finish(self) {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            for h in self.handles {
+                let _ = h.await;
+            }
+        })
+        .await;
+    }
 }
 
 pub async fn stop_on_signal(cancel: CancellationToken) {

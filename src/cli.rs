@@ -8,7 +8,6 @@ use clap::{Parser, Subcommand};
 
 use crate::accounts::{tokens, Role};
 use crate::config::{Settings, SettingsArgs};
-use crate::store::Db;
 
 #[derive(Parser)]
 #[command(
@@ -32,13 +31,18 @@ enum Command {
     Demo(crate::demo::DemoArgs),
     /// Apply database migrations and exit (serve also applies them at start).
     Migrate,
-    /// Import a logger's export file (Berlinger Fridge-tag, Q-tag) into a unit's record.
+    /// Import a logger's export file (Berlinger Fridge-tag, Q-tag, LogTag CSV) into a unit's record.
     Import {
         /// The export file, as downloaded from the logger.
         file: std::path::PathBuf,
         /// The unit the logger was in (its id in the API).
         #[arg(long)]
         unit: i64,
+        /// The logger whose record this is, when the unit's own history does not say so for the
+        /// file's times: the file's serial (it is then recorded as the unit's logger for that
+        /// span), or the serial the unit knows it by.
+        #[arg(long, value_name = "SERIAL")]
+        as_serial: Option<String>,
     },
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
@@ -93,7 +97,10 @@ enum TokenCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    if let Err(e) = init_tracing() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -111,16 +118,29 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+/// The log filter when `VFC_LOG` is not set. rumqttd reports every short-lived client that
+/// leaves as an ERROR ("no-connection id … is already gone"); its router is quietened.
+pub const DEFAULT_LOG: &str = "info,rumqttd=warn,rumqttd::router::routing=off,rumqttc=warn,sqlx=warn,tower_http=warn";
+
+/// Logs to stderr, filtered by `VFC_LOG` (tracing's syntax); a filter that cannot be read is an
+/// error, like any other setting.
+fn init_tracing() -> anyhow::Result<()> {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("VFC_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn,rumqttc=warn,sqlx=warn,tower_http=warn"));
+    let filter = match std::env::var("VFC_LOG") {
+        Ok(raw) if !raw.trim().is_empty() => EnvFilter::try_new(&raw).map_err(|e| {
+            anyhow::anyhow!(
+                "VFC_LOG={raw:?} is not valid: a tracing filter such as info or info,vfc_monitor=debug ({e})"
+            )
+        })?,
+        _ => EnvFilter::new(DEFAULT_LOG),
+    };
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    Ok(())
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -133,14 +153,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(_) => unreachable!("handled above"),
         Command::Serve => crate::app::serve(settings).await,
         Command::Migrate => {
-            Db::connect(&settings.database).await?;
+            crate::app::open_database(&settings.database).await?;
             println!("database is up to date");
             Ok(())
         }
         Command::Token(cmd) => token(settings, cmd).await,
-        Command::Import { file, unit } => {
-            let db = Db::connect(&settings.database).await?;
-            let report = crate::coldchain::import::import(&db, unit, &file, "cli:vfc import").await?;
+        Command::Import { file, unit, as_serial } => {
+            let db = crate::app::open_database(&settings.database).await?;
+            let request = crate::coldchain::import::Request {
+                unit_id: unit,
+                path: &file,
+                as_serial: as_serial
+                    .as_deref()
+                    .map(crate::domain::LoggerSerial::parse)
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("--as-serial: {e}"))?,
+                actor: "cli:vfc import",
+            };
+            let report = crate::coldchain::import::import(&db, &request).await?;
             print!("{report}");
             Ok(())
         }
@@ -150,7 +180,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if cvx.is_none() && mvx.is_none() && ndc.is_empty() {
                 anyhow::bail!("name at least one file: --cvx FILE, --mvx FILE or --ndc FILE");
             }
-            let db = Db::connect(&settings.database).await?;
+            let db = crate::app::open_database(&settings.database).await?;
             let files = cvx
                 .into_iter()
                 .map(|f| (CdcFile::Cvx, f))
@@ -169,7 +199,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn token(settings: Settings, cmd: TokenCommand) -> anyhow::Result<()> {
-    let db = Db::connect(&settings.database).await?;
+    let db = crate::app::open_database(&settings.database).await?;
     match cmd {
         TokenCommand::Create {
             role,
@@ -180,6 +210,19 @@ async fn token(settings: Settings, cmd: TokenCommand) -> anyhow::Result<()> {
             let role = Role::parse(&role)
                 .ok_or_else(|| anyhow::anyhow!("--role {role:?} must be state-coordinator or clinic"))?;
             let scope = tokens::scope_from_flags(role, pin.as_deref(), location.as_deref())?;
+            // A token for a place not registered yet sees nothing until it is: say so (on stderr,
+            // so the secret stays the last line of stdout). It is still made: a PIN's own token
+            // may register that PIN's locations, and scripts may create tokens first.
+            if !crate::registry::locations::scope_exists(&db, &scope).await? {
+                let what = match &scope {
+                    crate::accounts::Scope::Pin(p) => format!("no location of PIN {p} is registered yet"),
+                    crate::accounts::Scope::Location(c) => format!("location {c} is not registered yet"),
+                    crate::accounts::Scope::Program => String::new(),
+                };
+                eprintln!(
+                    "warning: {what}: this token sees nothing until it is (POST /api/v1/locations; a PIN's token may register its own)"
+                );
+            }
             let token = tokens::create(&db, &name, role, &scope).await?;
             let scope = match &scope {
                 crate::accounts::Scope::Program => "every PIN".to_string(),

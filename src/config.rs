@@ -13,8 +13,9 @@ use serde::Deserialize;
 use url::Url;
 
 /// The settings every command takes. Each is also read from `vfc.toml` (same name, lower case,
-/// without `VFC_`) and from the environment.
+/// without `VFC_`) and from the environment. `--help` lists them after a command's own options.
 #[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Settings (flags, VFC_* environment variables, or vfc.toml)")]
 pub struct SettingsArgs {
     /// Configuration file (TOML, keys as below without the VFC_ prefix, lower case).
     /// Default: ./vfc.toml when it exists.
@@ -26,13 +27,13 @@ pub struct SettingsArgs {
     /// Database: sqlite://PATH or postgres://user@host/db. Default: SQLite file vfc.db in the data directory
     #[arg(long, env = "VFC_DATABASE_URL", global = true, value_name = "URL")]
     pub database_url: Option<String>,
-    /// HTTP listen address for the API, dashboards, /healthz and /metrics. Default 127.0.0.1:8080
+    /// HTTP listen address for the API, dashboards, /healthz and /metrics (port 0 picks a free one). Default 127.0.0.1:8080
     #[arg(long, env = "VFC_HTTP_ADDR", global = true, value_name = "ADDR")]
     pub http_addr: Option<String>,
     /// MQTT broker: "embedded" (a broker inside the service) or mqtt://[user:pass@]host:port, mqtts://…
     #[arg(long, env = "VFC_MQTT_URL", global = true, value_name = "URL")]
     pub mqtt_url: Option<String>,
-    /// Listen address of the embedded broker (loopback only). Default 127.0.0.1:1883
+    /// Listen address of the embedded broker (loopback only; port 0 picks a free one). Default 127.0.0.1:1883
     #[arg(long, env = "VFC_MQTT_EMBEDDED_ADDR", global = true, value_name = "ADDR")]
     pub mqtt_embedded_addr: Option<String>,
     /// MQTT client id; fixed per instance so the broker keeps its session. Default vfc-1
@@ -50,10 +51,10 @@ pub struct SettingsArgs {
     /// Sender address of alert emails. Default vfc-monitor@localhost
     #[arg(long, env = "VFC_MAIL_FROM", global = true, value_name = "ADDRESS")]
     pub mail_from: Option<String>,
-    /// Base URL people reach the service at, for links in emails. Default http://<VFC_HTTP_ADDR>
+    /// Base URL people reach the service at, for links in emails. Default http://<the HTTP address bound>
     #[arg(long, env = "VFC_PUBLIC_URL", global = true, value_name = "URL")]
     pub public_url: Option<String>,
-    /// HL7 MLLP listen address for EHRs (a bare port means 127.0.0.1:PORT). Default: unset, MLLP off
+    /// HL7 MLLP listen address for EHRs (a bare port means 127.0.0.1:PORT; port 0 picks a free one). Default: unset, MLLP off
     #[arg(long, env = "VFC_HL7_MLLP_ADDR", global = true, value_name = "ADDR")]
     pub hl7_mllp_addr: Option<String>,
     /// Who may send over MLLP (it has no token): IP=SCOPE,… where SCOPE is a location code (012345A), a PIN (012345) or * for every PIN. Default: nobody
@@ -110,31 +111,12 @@ pub struct Settings {
     pub mqtt_ca_file: Option<PathBuf>,
     pub smtp_url: Option<Url>,
     pub mail_from: String,
-    pub public_url: Url,
+    /// `None`: links point at the HTTP address the service binds (see [`Settings::public_url`]).
+    pub public_url: Option<Url>,
     pub hl7_mllp_addr: Option<SocketAddr>,
-    /// MLLP senders by address, and the part of the program each may report for.
-    pub hl7_mllp_allow: Vec<(std::net::IpAddr, crate::accounts::Scope)>,
-}
-
-/// `IP=SCOPE,…` (see `VFC_HL7_MLLP_ALLOW`).
-pub fn parse_mllp_allow(raw: &str) -> Result<Vec<(std::net::IpAddr, crate::accounts::Scope)>, String> {
-    use crate::accounts::Scope;
-    raw.split(',')
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .map(|entry| {
-            let (ip, scope) = entry
-                .split_once('=')
-                .ok_or_else(|| format!("{entry:?} is not IP=SCOPE"))?;
-            let ip = ip.trim().parse().map_err(|_| format!("{ip:?} is not an IP address"))?;
-            let scope = match scope.trim() {
-                "*" | "all" => Scope::Program,
-                s if crate::domain::VfcPin::parse(s).is_ok() => Scope::Pin(s.to_string()),
-                s => Scope::Location(crate::domain::LocationCode::parse(s).map_err(|e| e.0)?.to_string()),
-            };
-            Ok((ip, scope))
-        })
-        .collect()
+    /// `VFC_HL7_MLLP_ALLOW` as given: its words are HL7's (`crate::hl7::mllp::Allow` reads it
+    /// when the listener starts, and a value it cannot read stops the service there).
+    pub hl7_mllp_allow: String,
 }
 
 fn bad(setting: &str, value: &str, allowed: &str) -> anyhow::Error {
@@ -142,6 +124,13 @@ fn bad(setting: &str, value: &str, allowed: &str) -> anyhow::Error {
 }
 
 impl Settings {
+    /// The base of links in emails: `VFC_PUBLIC_URL`, else the HTTP address the service bound.
+    pub fn public_url(&self, bound: SocketAddr) -> Url {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| Url::parse(&format!("http://{bound}")).expect("an address makes a URL"))
+    }
+
     /// Layers defaults, the config file, the environment and flags (clap has already merged the
     /// last two), then checks every value.
     pub fn load(args: &SettingsArgs) -> anyhow::Result<Self> {
@@ -216,16 +205,22 @@ impl Settings {
         let smtp_url = match pick(&args.smtp_url, file.smtp_url).filter(|s| !s.is_empty()) {
             None => None,
             Some(raw) => {
+                let allowed = "smtp://host:port, smtp://host:port?tls=required or smtps://host:port";
                 let url = Url::parse(&raw)
                     .ok()
                     .filter(|u| matches!(u.scheme(), "smtp" | "smtps") && u.host_str().is_some())
-                    .ok_or_else(|| {
-                        bad(
+                    .ok_or_else(|| bad("VFC_SMTP_URL", &redact_url(&raw), allowed))?;
+                // Only one option is understood; anything else (`tls=yes`) would silently send
+                // in plain text, so it stops the service instead.
+                for (k, v) in url.query_pairs() {
+                    if !(k == "tls" && v == "required" && url.scheme() == "smtp") {
+                        return Err(bad(
                             "VFC_SMTP_URL",
                             &redact_url(&raw),
-                            "smtp://host:port, smtp://host:port?tls=required or smtps://host:port",
-                        )
-                    })?;
+                            &format!("{allowed}; \"{k}={v}\" is not understood"),
+                        ));
+                    }
+                }
                 Some(url)
             }
         };
@@ -237,17 +232,21 @@ impl Settings {
                 "an email address such as alerts@example.org",
             ));
         }
-        let public_raw = pick(&args.public_url, file.public_url).unwrap_or_else(|| format!("http://{http_addr}"));
-        let public_url = Url::parse(&public_raw)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https"))
-            .ok_or_else(|| {
-                bad(
-                    "VFC_PUBLIC_URL",
-                    &public_raw,
-                    "an http:// or https:// URL such as https://vfc.example.org",
-                )
-            })?;
+        let public_url = match pick(&args.public_url, file.public_url).filter(|s| !s.is_empty()) {
+            None => None,
+            Some(raw) => Some(
+                Url::parse(&raw)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+                    .ok_or_else(|| {
+                        bad(
+                            "VFC_PUBLIC_URL",
+                            &raw,
+                            "an http:// or https:// URL such as https://vfc.example.org",
+                        )
+                    })?,
+            ),
+        };
         let hl7_mllp_addr = match pick(&args.hl7_mllp_addr, file.hl7_mllp_addr).filter(|s| !s.is_empty()) {
             None => None,
             Some(raw) => Some(
@@ -263,14 +262,7 @@ impl Settings {
                     })?,
             ),
         };
-        let allow_raw = pick(&args.hl7_mllp_allow, file.hl7_mllp_allow).unwrap_or_default();
-        let hl7_mllp_allow = parse_mllp_allow(&allow_raw).map_err(|e| {
-            bad(
-                "VFC_HL7_MLLP_ALLOW",
-                &allow_raw,
-                &format!("IP=SCOPE pairs such as 10.0.0.5=012345A,10.0.0.6=012345 ({e})"),
-            )
-        })?;
+        let hl7_mllp_allow = pick(&args.hl7_mllp_allow, file.hl7_mllp_allow).unwrap_or_default();
         Ok(Settings {
             data_dir,
             database,
@@ -347,7 +339,7 @@ mod tests {
         assert_eq!(s.database, DatabaseUrl::Sqlite("./vfc-data/vfc.db".into()));
         assert_eq!(s.mqtt, MqttBroker::Embedded);
         assert_eq!(s.http_addr.to_string(), "127.0.0.1:8080");
-        assert_eq!(s.public_url.as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(s.public_url(s.http_addr).as_str(), "http://127.0.0.1:8080/");
     }
 
     #[test]
@@ -362,6 +354,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("VFC_DATABASE_URL"), "{e}");
+    }
+
+    #[test]
+    fn an_smtp_option_that_is_not_understood_stops_the_service() {
+        let e = load(|a| a.smtp_url = Some("smtp://mail.example.org:587?tls=yes".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("VFC_SMTP_URL") && e.contains("tls=yes"), "{e}");
+        assert!(load(|a| a.smtp_url = Some("smtp://mail.example.org:587?tls=required".into())).is_ok());
+        assert!(load(|a| a.smtp_url = Some("smtps://mail.example.org?tls=required".into())).is_err());
     }
 
     #[test]

@@ -19,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::accounts::{tokens, Role, Scope};
 use crate::config::{MqttBroker, Settings, SettingsArgs};
-use crate::store::Db;
 
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
@@ -49,7 +48,7 @@ pub async fn run(mut args: SettingsArgs, demo: DemoArgs) -> anyhow::Result<()> {
         args.mqtt_embedded_addr = Some(format!("127.0.0.1:{}", any_port()?));
     }
     let settings = Settings::load(&args)?;
-    let db = Db::connect(&settings.database).await?;
+    let db = crate::app::open_database(&settings.database).await?;
     let token = tokens::create(&db, "demo state coordinator", Role::StateCoordinator, &Scope::Program).await?;
 
     let cancel = CancellationToken::new();

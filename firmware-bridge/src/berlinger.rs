@@ -76,8 +76,10 @@ pub struct Export {
     pub rows: Vec<Row>,
 }
 
+/// Why a file is not a readable export: at a line (counted from 1, as an editor shows it), or
+/// about the file as a whole (`line` 0).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("line {line}: {message}")]
+#[error("{}{message}", if *line == 0 { String::new() } else { format!("line {line}: ") })]
 pub struct ParseError {
     pub line: usize,
     pub message: String,
@@ -281,6 +283,18 @@ mod tests {
     fn file(path: &str) -> String {
         let full = format!("{}/../tests/fixtures/logger-exports/{path}", env!("CARGO_MANIFEST_DIR"));
         std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("reading the fixture {full}: {e}"))
+    }
+
+    #[test]
+    fn errors_name_lines_counted_from_one_and_no_line_for_the_whole_file() {
+        let whole = parse("Device: Fridge-tag 2\nConf:\n").unwrap_err().to_string();
+        assert!(!whole.contains("line 0"), "{whole}");
+        assert!(whole.contains("Serial"), "{whole}");
+        let at = ParseError {
+            line: 3,
+            message: "x".into(),
+        };
+        assert_eq!(at.to_string(), "line 3: x");
     }
 
     #[test]

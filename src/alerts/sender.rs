@@ -6,6 +6,9 @@
 //! rejection (5xx, malformed address) is recorded on the row and not retried.
 //! Rows are taken with a lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL), so two instances
 //! never send the same row.
+//!
+//! [`Mailer::prepare`] checks everything sending needs (the SMTP settings, the `.eml` folder)
+//! when the service starts: a sender that cannot start stops the service at once.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -21,7 +24,37 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::store::{now_millis, Db, DbKind};
+use crate::store::{now_millis, Db};
+
+/// How mail goes out: checked once at start, shared by every run of the sender.
+pub struct Mailer {
+    pub transport: Transport,
+    pub from: Mailbox,
+    /// The host in Message-IDs.
+    pub public_url: url::Url,
+}
+
+impl Mailer {
+    /// The transport from the settings, the `.eml` folder created when there is no SMTP server.
+    pub async fn prepare(settings: &Settings, public_url: url::Url) -> anyhow::Result<Mailer> {
+        let transport = Transport::from_settings(settings)?;
+        if let Transport::Files(dir) = &transport {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .with_context(|| format!("creating the email folder {}", dir.display()))?;
+            tracing::info!(folder = %dir.display(), "no VFC_SMTP_URL: alert emails are written as .eml files");
+        }
+        let from = settings
+            .mail_from
+            .parse()
+            .map_err(|e| anyhow::anyhow!("VFC_MAIL_FROM={:?} is not a mailbox: {e}", settings.mail_from))?;
+        Ok(Mailer {
+            transport,
+            from,
+            public_url,
+        })
+    }
+}
 
 /// Where email goes.
 pub enum Transport {
@@ -69,28 +102,16 @@ enum Outcome {
     Permanent(String),
 }
 
-/// Sends due rows until cancelled.
+/// Sends due rows until cancelled; a pass that fails on the database is an error the
+/// supervisor restarts the task on.
 pub async fn run(
     db: Db,
-    settings: Settings,
+    mailer: std::sync::Arc<Mailer>,
     nudge: std::sync::Arc<Notify>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let transport = Transport::from_settings(&settings)?;
-    if let Transport::Files(dir) = &transport {
-        tokio::fs::create_dir_all(dir)
-            .await
-            .with_context(|| format!("creating the email folder {}", dir.display()))?;
-        tracing::info!(folder = %dir.display(), "no VFC_SMTP_URL: alert emails are written as .eml files");
-    }
     loop {
-        let sent = match send_due(&db, &settings, &transport).await {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::error!(error = ?e, "email sender failed; retrying");
-                0
-            }
-        };
+        let sent = send_due(&db, &mailer).await?;
         if sent == 0 {
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
@@ -111,13 +132,9 @@ const LEASE_MS: i64 = 60_000;
 /// Rows are taken with a short lease (PostgreSQL: `FOR UPDATE SKIP LOCKED`, so two instances
 /// take different rows), sent outside any transaction, up to 20 in flight at once over lettre's
 /// pooled connections, then recorded together.
-pub async fn send_due(db: &Db, settings: &Settings, transport: &Transport) -> anyhow::Result<usize> {
+pub async fn send_due(db: &Db, mailer: &Mailer) -> anyhow::Result<usize> {
     let now = now_millis();
-    let skip_locked = if db.kind == DbKind::Postgres {
-        " FOR UPDATE SKIP LOCKED"
-    } else {
-        ""
-    };
+    let skip_locked = db.dialect().skip_locked(None);
     let rows = sqlx::query(&format!(
         "UPDATE outbox SET next_attempt_at = $2 WHERE id IN (SELECT id FROM outbox \
          WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT 20{skip_locked}) \
@@ -130,7 +147,7 @@ pub async fn send_due(db: &Db, settings: &Settings, transport: &Transport) -> an
     if rows.is_empty() {
         return Ok(0);
     }
-    let outcomes = join_all(rows.iter().map(|r| deliver(r, settings, transport))).await;
+    let outcomes = join_all(rows.iter().map(|r| deliver(r, mailer))).await;
     let mut tx = db.pool.begin().await?;
     for result in outcomes {
         let (id, outcome, attempts) = result?;
@@ -140,16 +157,12 @@ pub async fn send_due(db: &Db, settings: &Settings, transport: &Transport) -> an
     Ok(rows.len())
 }
 
-async fn deliver(
-    r: &sqlx::any::AnyRow,
-    settings: &Settings,
-    transport: &Transport,
-) -> anyhow::Result<(i64, Outcome, i64)> {
+async fn deliver(r: &sqlx::any::AnyRow, mailer: &Mailer) -> anyhow::Result<(i64, Outcome, i64)> {
     let id: i64 = r.try_get("id")?;
     let attempts: i64 = r.try_get::<i64, _>("attempts")? + 1;
-    let outcome = match compose(r, id, settings) {
+    let outcome = match compose(r, id, mailer) {
         Err(e) => Outcome::Permanent(e),
-        Ok(message) => match transport {
+        Ok(message) => match &mailer.transport {
             Transport::Files(dir) => {
                 // One file per row, replaced atomically: a repeat writes the same file.
                 let tmp = dir.join(format!(".{id}.eml.tmp"));
@@ -185,19 +198,18 @@ async fn deliver(
     Ok((id, outcome, attempts))
 }
 
-fn compose(r: &sqlx::any::AnyRow, id: i64, settings: &Settings) -> Result<Message, String> {
+fn compose(r: &sqlx::any::AnyRow, id: i64, mailer: &Mailer) -> Result<Message, String> {
     let get = |c: &str| r.try_get::<String, _>(c).map_err(|e| e.to_string());
     let to_email = get("recipient_email")?;
     let to = Mailbox::new(
         Some(get("recipient_name")?),
         to_email.parse().map_err(|e| format!("recipient {to_email:?}: {e}"))?,
     );
-    let from: Mailbox = settings.mail_from.parse().map_err(|e| format!("VFC_MAIL_FROM: {e}"))?;
     Message::builder()
-        .from(from)
+        .from(mailer.from.clone())
         .to(to)
         .subject(get("subject")?)
-        .message_id(Some(message_id(id, &settings.public_url)))
+        .message_id(Some(message_id(id, &mailer.public_url)))
         .header(ContentType::TEXT_PLAIN)
         .body(get("body")?)
         .map_err(|e| e.to_string())

@@ -15,13 +15,14 @@ use rumqttc::{AsyncClient, MqttOptions, QoS};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::alerts::{ack, escalation, outbox, sender};
-use crate::coldchain::evaluate;
+use crate::alerts::sender::Mailer;
+use crate::alerts::{links, Links};
+use crate::app::Background;
 use crate::config::{DatabaseUrl, MqttBroker, Settings};
 use crate::domain::UnitKind;
-use crate::registry::{loggers, units};
+use crate::registry::{assignments, units};
 use crate::store::Db;
-use crate::telemetry::{broker, mqtt};
+use crate::telemetry::broker;
 
 #[derive(ClapArgs, Debug)]
 pub struct Args {
@@ -45,8 +46,7 @@ pub async fn run(base: Settings, args: Args) -> anyhow::Result<()> {
     }
     let tmp = std::env::temp_dir().join(format!("vfc-bench-alerts-{}", std::process::id()));
     let (smtp_port, mut inbox) = super::smtp_sink::start(0).await?;
-    let mqtt_addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    broker::start(mqtt_addr)?;
+    let mqtt_addr = broker::start("127.0.0.1:0".parse()?).await?;
     let settings = Settings {
         data_dir: tmp.clone(),
         database: match &args.database_url {
@@ -61,30 +61,20 @@ pub async fn run(base: Settings, args: Args) -> anyhow::Result<()> {
         smtp_url: Some(url::Url::parse(&format!("smtp://127.0.0.1:{smtp_port}"))?),
         ..base
     };
-    let db = Db::connect(&settings.database).await?;
+    let db = crate::app::open_database(&settings.database).await?;
     let run = format!("{:06}", rand::random::<u32>() % 1_000_000);
     let serials = setup(&db, &run, args.units).await?;
 
-    // The service's own tasks, in this process.
+    // The service's own tasks, in this process, wired as `vfc serve` wires them.
     let cancel = CancellationToken::new();
-    let health = Arc::new(mqtt::MqttHealth::default());
-    let nudge = Arc::new(tokio::sync::Notify::new());
-    let links = outbox::Links {
-        public_url: settings.public_url.clone(),
-        key: ack::key(&db).await?,
+    let public_url = url::Url::parse("http://127.0.0.1/")?;
+    let links = Links {
+        public_url: public_url.clone(),
+        key: links::key(&db).await?,
     };
-    let tasks = vec![
-        tokio::spawn(mqtt::run(db.clone(), settings.clone(), health.clone(), cancel.clone())),
-        tokio::spawn(sender::run(db.clone(), settings.clone(), nudge.clone(), cancel.clone())),
-    ];
-    let evaluator = tokio::spawn(evaluate::run(
-        db.clone(),
-        links.clone(),
-        health.clone(),
-        nudge.clone(),
-        cancel.clone(),
-    ));
-    let escalator = tokio::spawn(escalation::run(db.clone(), links, nudge, cancel.clone()));
+    let mailer = Arc::new(Mailer::prepare(&settings, public_url).await?);
+    let background = Background::start(&db, &settings, &links, mailer, None, &cancel);
+    let health = background.health.clone();
     let started = Instant::now();
     while !health.is_subscribed() {
         if started.elapsed() > Duration::from_secs(10) {
@@ -140,11 +130,7 @@ pub async fn run(base: Settings, args: Args) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     cancel.cancel();
-    for t in tasks {
-        let _ = t.await;
-    }
-    let _ = evaluator.await;
-    let _ = escalator.await;
+    background.finish().await;
     if args.database_url.is_none() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
@@ -153,7 +139,7 @@ pub async fn run(base: Settings, args: Args) -> anyhow::Result<()> {
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     let (p50, p99) = (pct(0.5), pct(0.99));
     let report = json!({
-        "database": db.kind.as_str(),
+        "database": db.dialect().as_str(),
         "units": args.units,
         "excursions": latencies.len(),
         "emails": emails,
@@ -167,7 +153,7 @@ pub async fn run(base: Settings, args: Args) -> anyhow::Result<()> {
             "{} excursions on {} units ({}), {} emails accepted by SMTP",
             latencies.len(),
             args.units,
-            db.kind.as_str(),
+            db.dialect().as_str(),
             emails
         );
         println!("reading published → alert accepted by SMTP: p50 {p50:.1} ms, p99 {p99:.1} ms");
@@ -205,7 +191,7 @@ async fn setup(db: &Db, run: &str, n: usize) -> anyhow::Result<Vec<String>> {
         let body = serde_json::from_value(
             json!({"serial": serial, "from": "2020-01-01T00:00:00Z", "reading_interval_s": 300}),
         )?;
-        loggers::assign(db, &caller, unit.id, &body)
+        assignments::assign(db, &caller, unit.id, &body)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         serials.push(serial);

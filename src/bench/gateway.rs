@@ -112,7 +112,7 @@ pub async fn run(base: Settings, args: Args) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&spool_dir);
     }
     let report = json!({
-        "database": db.kind.as_str(),
+        "database": db.dialect().as_str(),
         "readings": n,
         "loggers": args.loggers,
         "baseline_batched_per_s": baseline.round(),
@@ -125,7 +125,7 @@ pub async fn run(base: Settings, args: Args) -> anyhow::Result<()> {
     } else {
         println!(
             "database {}, {n} readings from {} loggers",
-            db.kind.as_str(),
+            db.dialect().as_str(),
             args.loggers
         );
         println!("published in batches of {batch}, no confirmation   {baseline:>10.0} readings/s   (baseline)");

@@ -12,8 +12,8 @@ use serde_json::json;
 
 use crate::accounts::{tokens, Role, Scope};
 use crate::config::{DatabaseUrl, Settings};
+use crate::domain::Funding;
 use crate::domain::UnitKind;
-use crate::inventory::codes::Funding;
 use crate::inventory::movements::{self, Receipt, ReceiptLine};
 use crate::registry::units;
 use crate::store::Db;
@@ -60,16 +60,22 @@ pub async fn run(base: Settings, args: Args) -> anyhow::Result<()> {
         },
         ..base
     };
-    let db = Db::connect(&settings.database).await?;
+    let db = crate::app::open_database(&settings.database).await?;
     let (code, token) = setup(&db).await?;
 
+    let (intake, worker) = crate::hl7::intake::Intake::new(db.clone());
+    let tasks = crate::supervise::Tasks::new();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let _intake = tasks.spawn("hl7-intake", cancel.clone(), move || worker.clone().run());
     let state = AppState {
         db: db.clone(),
         settings: Arc::new(settings.clone()),
         mqtt: Arc::new(crate::telemetry::mqtt::MqttHealth::default()),
+        tasks,
         metrics: None,
         ack_key: Arc::new(vec![0; 32]),
-        intake: crate::hl7::intake::Intake::start(db.clone()),
+        intake,
+        stock: Arc::new(crate::inventory::holds::ExcursionHolds),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base_url = format!("http://{}", listener.local_addr()?);
@@ -143,7 +149,7 @@ pub async fn run(base: Settings, args: Args) -> anyhow::Result<()> {
         println!(
             "{}",
             json!({
-                "bench": "hl7", "database": db.kind.as_str(), "clients": args.clients, "seconds": args.seconds,
+                "bench": "hl7", "database": db.dialect().as_str(), "clients": args.clients, "seconds": args.seconds,
                 "baseline_req_per_s": baseline.round(), "hl7_msgs_per_s": hl7_rate.round(),
                 "ratio": (ratio * 1000.0).round() / 1000.0, "p50_ms": p50, "p99_ms": p99,
                 "messages": latencies.len(), "messages_per_commit": (per_commit * 10.0).round() / 10.0,
@@ -154,7 +160,7 @@ pub async fn run(base: Settings, args: Args) -> anyhow::Result<()> {
             "HL7 VXU through POST /api/v1/hl7, {} clients, {} s each, {}:",
             args.clients,
             args.seconds,
-            db.kind.as_str()
+            db.dialect().as_str()
         );
         println!("  baseline GET /api/v1/locations/{{code}}   {baseline:>10.0} req/s");
         println!("  VXU parse, match, decrement, commit, ACK {hl7_rate:>10.0} msgs/s  ({ratio:.2}× baseline)");
@@ -224,7 +230,7 @@ async fn setup(db: &Db) -> anyhow::Result<(String, String)> {
                 lot: "BENCHLOT1".into(),
                 expires_on: "2099-12-31".into(),
                 funding: Funding::Vfc,
-                doses: crate::inventory::codes::Doses::MAX,
+                doses: crate::domain::Doses::MAX,
             }],
         },
     )

@@ -93,7 +93,7 @@ pub async fn run(base: Settings, args: Args) -> anyhow::Result<()> {
     }
 
     let report = json!({
-        "database": db.kind.as_str(),
+        "database": db.dialect().as_str(),
         "broker": broker_name,
         "messages": n,
         "raw_msgs_per_s": raw.round(),
@@ -110,7 +110,7 @@ pub async fn run(base: Settings, args: Args) -> anyhow::Result<()> {
     } else {
         println!(
             "database {}, broker {broker_name}, {n} readings per phase",
-            db.kind.as_str()
+            db.dialect().as_str()
         );
         println!("raw broker (QoS 1, count only)      {raw:>10.0} msgs/s   (baseline)");
         println!(
@@ -147,13 +147,10 @@ pub(crate) async fn setup(
         Some(u) => MqttBroker::External(MqttUrl::parse(u).map_err(|e| anyhow::anyhow!("--mqtt-url: {e}"))?),
         None => MqttBroker::Embedded,
     };
-    let embedded_addr: std::net::SocketAddr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        l.local_addr()?
+    let embedded_addr = match mqtt {
+        MqttBroker::Embedded => broker::start("127.0.0.1:0".parse()?).await?,
+        MqttBroker::External(_) => "127.0.0.1:0".parse()?,
     };
-    if mqtt == MqttBroker::Embedded {
-        broker::start(embedded_addr)?;
-    }
     let run_id = format!("{:08x}", rand::random::<u32>());
     let settings = Settings {
         database,
@@ -163,7 +160,7 @@ pub(crate) async fn setup(
         mqtt_share_group: None,
         ..base
     };
-    let db = Db::connect(&settings.database).await?;
+    let db = crate::app::open_database(&settings.database).await?;
     Ok((settings, db, tmp))
 }
 
@@ -302,7 +299,8 @@ impl Pipeline {
     pub(crate) async fn start(db: Db, settings: Settings) -> anyhow::Result<Self> {
         let cancel = CancellationToken::new();
         let health = Arc::new(mqtt::MqttHealth::default());
-        let task = tokio::spawn(mqtt::run(db, settings, health.clone(), cancel.clone()));
+        let committed = Arc::new(tokio::sync::Notify::new());
+        let task = tokio::spawn(mqtt::run(db, settings, health.clone(), committed, cancel.clone()));
         let started = Instant::now();
         while !health.is_subscribed() {
             if started.elapsed() > Duration::from_secs(10) {

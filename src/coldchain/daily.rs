@@ -1,15 +1,24 @@
-//! The daily min/max record (docs/domain.md: staff check and record min/max at the start of each
-//! workday; records kept ≥ 3 years), computed from the unit's primary readings per day in the
-//! location's time zone — 23 or 25 hours long on the days daylight saving time changes.
+//! The daily min/max record (docs/domain.md, "Daily records": staff check and record min/max at
+//! the start of each workday; records kept ≥ 3 years), computed from the unit's primary readings
+//! per day in the location's time zone — 23 or 25 hours long on the days daylight saving time
+//! changes — with each day's sign-off. This module owns `daily_signoffs`.
 //!
 //! Minutes beyond the range are time-weighted: each reading's state holds until the next
 //! reading, unless the gap between them is longer than two logging intervals (unknown time).
 
 use chrono::{NaiveDate, TimeZone};
 use serde::Serialize;
+use sqlx::{Any, Row, Transaction};
 use utoipa::ToSchema;
 
 use super::episodes::Sample;
+use crate::accounts::Scope;
+use crate::error::{Error, Result};
+use crate::registry::{locations, units};
+use crate::store::{now_millis, rfc3339, Db};
+
+/// The longest span one request covers.
+pub const MAX_DAYS: i64 = 366;
 
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Day {
@@ -36,8 +45,8 @@ pub fn day_start(tz: chrono_tz::Tz, date: NaiveDate) -> i64 {
         chrono::LocalResult::Ambiguous(a, _) => a.timestamp_millis(),
         chrono::LocalResult::None => (1..=180)
             .find_map(|m| {
-                tz.from_local_datetime(&(midnight + chrono::Duration::minutes(m)))
-                    .earliest()
+                let later = midnight.checked_add_signed(chrono::Duration::minutes(m))?;
+                tz.from_local_datetime(&later).earliest()
             })
             .map(|t| t.timestamp_millis())
             .unwrap_or_else(|| midnight.and_utc().timestamp_millis()),
@@ -57,8 +66,9 @@ pub fn days(
     let mut out = Vec::new();
     let mut date = from;
     while date <= to {
-        let next = date.succ_opt().expect("date in range");
-        let (start, end) = (day_start(tz, date), day_start(tz, next));
+        let next = date.succ_opt();
+        let start = day_start(tz, date);
+        let end = next.map_or(i64::MAX, |n| day_start(tz, n));
         let mut day = Day {
             date: date.to_string(),
             min_c: None,
@@ -98,13 +108,132 @@ pub fn days(
             }
         }
         match (first, last) {
-            (Some(f), Some(l)) if f - start <= gap_ms && end - l <= gap_ms => {}
+            (Some(f), Some(l)) if f.saturating_sub(start) <= gap_ms && end.saturating_sub(l) <= gap_ms => {}
             _ => day.complete = false,
         }
         out.push(day);
-        date = next;
+        match next {
+            Some(n) => date = n,
+            None => break,
+        }
     }
     out
+}
+
+/// The unit's days `from..=to` in its location's time zone, with their sign-offs.
+pub async fn of_unit(db: &Db, scope: &Scope, unit_id: i64, from: NaiveDate, to: NaiveDate) -> Result<Vec<Day>> {
+    let unit = units::get(db, scope, unit_id).await?;
+    if to < from || (to - from).num_days() > MAX_DAYS {
+        return Err(Error::Invalid(format!(
+            "\"to\" must be on or after \"from\" and at most {MAX_DAYS} days later"
+        )));
+    }
+    let tz = locations::get(db, scope, &unit.location).await?.tz()?;
+    let start = day_start(tz, from);
+    let end = day_start(tz, to.succ_opt().unwrap_or(to));
+    let mut conn = db.pool.acquire().await?;
+    // A margin on both sides so the first and last readings of each day are weighted right.
+    let margin = 6 * 3_600_000;
+    let record = super::primary::record(&mut conn, unit_id, start - margin, end + margin).await?;
+    let mut days = days(
+        &record.samples,
+        tz,
+        from,
+        to,
+        (unit.range.min_c, unit.range.max_c),
+        record.gap_ms,
+    );
+    let signed = sqlx::query(
+        "SELECT day, signed_by, signed_at FROM daily_signoffs WHERE unit_id = $1 AND day >= $2 AND day <= $3",
+    )
+    .bind(unit_id)
+    .bind(from.to_string())
+    .bind(to.to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    for r in signed {
+        let day: String = r.try_get("day")?;
+        if let Some(d) = days.iter_mut().find(|d| d.date == day) {
+            d.signed_by = r.try_get("signed_by")?;
+            d.signed_at = Some(rfc3339(r.try_get("signed_at")?));
+        }
+    }
+    Ok(days)
+}
+
+/// A day's sign-off, as recorded.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SignOff {
+    pub date: String,
+    pub signed_by: String,
+    pub signed_at: String,
+}
+
+/// Signs off a day of a unit the scope covers, once; a day that has not begun where the unit
+/// is cannot be signed.
+pub async fn sign(
+    db: &Db,
+    scope: &Scope,
+    unit_id: i64,
+    day: NaiveDate,
+    note: Option<&str>,
+    by: &str,
+) -> Result<SignOff> {
+    let unit = units::get(db, scope, unit_id).await?;
+    let location = locations::get(db, scope, &unit.location).await?;
+    let tz = location.tz()?;
+    if day > chrono::Utc::now().with_timezone(&tz).date_naive() {
+        return Err(Error::Invalid(format!(
+            "{day} has not begun yet in {}",
+            location.timezone
+        )));
+    }
+    let now = now_millis();
+    let inserted = sqlx::query(
+        "INSERT INTO daily_signoffs (unit_id, day, signed_by, signed_at, note, source) VALUES ($1, $2, $3, $4, $5, 'api')          ON CONFLICT (unit_id, day) DO NOTHING",
+    )
+    .bind(unit_id)
+    .bind(day.to_string())
+    .bind(by)
+    .bind(now)
+    .bind(note)
+    .execute(&db.pool)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Err(Error::Conflict(format!(
+            "{day} of unit {unit_id} is already signed off"
+        )));
+    }
+    Ok(SignOff {
+        date: day.to_string(),
+        signed_by: by.to_string(),
+        signed_at: rfc3339(now),
+    })
+}
+
+/// A logger's own "Checked" stamp, kept as the day's sign-off unless one is there already;
+/// returns whether it was new.
+pub async fn signed_on_device(
+    tx: &mut Transaction<'static, Any>,
+    unit_id: i64,
+    day: NaiveDate,
+    by: &str,
+    at: i64,
+    note: &str,
+) -> Result<bool> {
+    Ok(sqlx::query(
+        "INSERT INTO daily_signoffs (unit_id, day, signed_by, signed_at, note, source) VALUES ($1, $2, $3, $4, $5, 'import')          ON CONFLICT (unit_id, day) DO NOTHING",
+    )
+    .bind(unit_id)
+    .bind(day.to_string())
+    .bind(by)
+    .bind(at)
+    .bind(note)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected()
+        == 1)
 }
 
 #[cfg(test)]
@@ -119,6 +248,14 @@ mod tests {
         assert_eq!(hours("2026-11-01"), 25);
         assert_eq!(hours("2026-03-08"), 23);
         assert_eq!(hours("2026-06-01"), 24);
+    }
+
+    #[test]
+    fn the_last_day_there_is_ends_the_record_without_a_panic() {
+        let utc = chrono_tz::UTC;
+        let d = days(&[], utc, NaiveDate::MAX, NaiveDate::MAX, (2.0, 8.0), 600_000);
+        assert_eq!(d.len(), 1);
+        assert!(!d[0].complete);
     }
 
     #[test]

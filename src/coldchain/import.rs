@@ -1,20 +1,31 @@
-//! `vfc import FILE --unit ID`: a logger's export file into a unit's record.
+//! `vfc import FILE --unit ID`: a logger's export file into a unit's record (docs/domain.md,
+//! "Logger export files"). This module owns `logger_imports`.
 //!
-//! Times in the file are local to the unit's location (chrono-tz). A local time that a DST
-//! change repeats is resolved by the file's order (the first instant after the previous
-//! reading); one it skips cannot exist and is reported. `--.-` is a gap, never a value.
-//! Importing the same file again adds nothing. The file's own summary is kept with the import;
-//! excursions and daily figures come from the readings, like any other.
+//! Berlinger Fridge-tag and Q-tag exports and LogTag CSV are read. Times in the file are local
+//! to the unit's location (chrono-tz). A local time that a DST change repeats is resolved by the
+//! file's order (the first instant after the previous reading); one it skips cannot exist and
+//! is reported. `--.-` is a gap, never a value. Importing the same file again adds nothing. The
+//! file's own summary is kept with the import; excursions and daily figures come from the
+//! readings, like any other.
+//!
+//! Readings are filed under the logger that served the unit at the file's times: the file's
+//! serial must be the unit's logger then, or `--as-serial` says explicitly which logger's
+//! record this is (and assigns it to the unit for the file's span when no one served then).
+//! Filing a 2023 file under today's logger would otherwise join the two into one excursion
+//! years long.
 
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use chrono::TimeZone;
-use firmware_bridge::berlinger;
+use chrono::{NaiveDateTime, TimeZone};
+use firmware_bridge::{berlinger, logtag};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 
+use crate::accounts::Scope;
+use crate::domain::{LoggerRole, LoggerSerial};
+use crate::readings::{self, NewReading};
+use crate::registry::{assignments, locations, loggers, units};
 use crate::store::{now_millis, rfc3339, Db};
 
 #[derive(Debug, Serialize)]
@@ -30,6 +41,8 @@ pub struct Report {
     pub time_gaps: usize,
     /// Local times that do not exist in the location's time zone (skipped by DST).
     pub nonexistent_times: Vec<String>,
+    /// Lines that could not be read: (line number from 1, why).
+    pub skipped_lines: Vec<(usize, String)>,
     pub first: Option<String>,
     pub last: Option<String>,
     pub history_days: usize,
@@ -64,6 +77,9 @@ impl std::fmt::Display for Report {
         if let (Some(a), Some(b)) = (&self.first, &self.last) {
             writeln!(f, "first reading {a}, last reading {b}")?;
         }
+        for (line, why) in &self.skipped_lines {
+            writeln!(f, "skipped line {line}: {why}")?;
+        }
         for t in &self.nonexistent_times {
             writeln!(
                 f,
@@ -82,28 +98,79 @@ impl std::fmt::Display for Report {
     }
 }
 
-pub async fn import(db: &Db, unit_id: i64, path: &Path, actor: &str) -> anyhow::Result<Report> {
+/// What `vfc import` was asked to do.
+pub struct Request<'a> {
+    pub unit_id: i64,
+    pub path: &'a Path,
+    /// File the readings under this logger (the file's own serial, confirmed, or another).
+    pub as_serial: Option<LoggerSerial>,
+    pub actor: &'a str,
+}
+
+/// A file read: the device's readings in local time, and what else it says about itself.
+struct Read {
+    device: String,
+    make: &'static str,
+    serial: String,
+    interval_min: Option<i64>,
+    /// Local time and temperature (`None`: the device had no value).
+    rows: Vec<(NaiveDateTime, Option<f64>)>,
+    /// A Berlinger device's own summary, when the file has one.
+    berlinger: Option<berlinger::Export>,
+    /// Lines that could not be read: (line number from 1, why). Skipped, never guessed.
+    skipped: Vec<(usize, String)>,
+}
+
+fn read(path: &Path, bytes: &[u8]) -> anyhow::Result<Read> {
+    let text = String::from_utf8_lossy(bytes);
+    let berlinger_error = match berlinger::parse(&text) {
+        Ok(e) => {
+            return Ok(Read {
+                device: e.device.clone(),
+                make: "Berlinger",
+                serial: e.serial.clone(),
+                interval_min: e.interval_min,
+                rows: e.rows.iter().map(|r| (r.local, r.temp_c)).collect(),
+                berlinger: Some(e),
+                skipped: Vec::new(),
+            })
+        }
+        Err(e) => e,
+    };
+    match logtag::parse(&text) {
+        Ok(e) => Ok(Read {
+            device: e.description.clone().unwrap_or_else(|| "LogTag".into()),
+            make: "LogTag",
+            serial: e.serial.clone(),
+            interval_min: e.interval_s.map(|s| (s / 60).max(1)),
+            rows: e.rows.iter().map(|r| (r.local, Some(r.temp_c))).collect(),
+            berlinger: None,
+            skipped: e.skipped.clone(),
+        }),
+        Err(_) => bail!(
+            "{} is not a Berlinger Fridge-tag or Q-tag export ({berlinger_error}) nor a LogTag CSV export",
+            path.display()
+        ),
+    }
+}
+
+pub async fn import(db: &Db, req: &Request<'_>) -> anyhow::Result<Report> {
+    let (unit_id, path) = (req.unit_id, req.path);
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let text = String::from_utf8_lossy(&bytes);
-    let export = berlinger::parse(&text)
-        .with_context(|| format!("{} is not a Berlinger Fridge-tag or Q-tag export", path.display()))?;
-    let unit = sqlx::query(
-        "SELECT u.id, l.timezone FROM units u JOIN locations l ON l.code = u.location_code WHERE u.id = $1",
-    )
-    .bind(unit_id)
-    .fetch_optional(&db.pool)
-    .await?
-    .with_context(|| format!("no unit {unit_id} (see GET /api/v1/locations/{{code}}/units)"))?;
-    let tz: chrono_tz::Tz = unit.try_get::<String, _>("timezone")?.parse().unwrap_or(chrono_tz::UTC);
-    let interval_ms = export.interval_min.unwrap_or(5).max(1) * 60_000;
+    let file = read(path, &bytes)?;
+    let unit = units::get(db, &Scope::Program, unit_id)
+        .await
+        .with_context(|| format!("no unit {unit_id} (see GET /api/v1/locations/{{code}}/units)"))?;
+    let tz = locations::get(db, &Scope::Program, &unit.location).await?.tz()?;
+    let interval_ms = file.interval_min.unwrap_or(5).max(1) * 60_000;
 
     // Local times to instants, in the file's order.
-    let mut readings: Vec<(i64, f64)> = Vec::with_capacity(export.rows.len());
+    let mut taken: Vec<(i64, f64)> = Vec::with_capacity(file.rows.len());
     let mut nonexistent = Vec::new();
     let mut missing = 0;
     let mut prev = i64::MIN;
-    for r in &export.rows {
-        let ts = match tz.from_local_datetime(&r.local) {
+    for (local, temp_c) in &file.rows {
+        let ts = match tz.from_local_datetime(local) {
             chrono::LocalResult::Single(t) => t.timestamp_millis(),
             chrono::LocalResult::Ambiguous(a, b) => {
                 let (a, b) = (a.timestamp_millis(), b.timestamp_millis());
@@ -114,77 +181,55 @@ pub async fn import(db: &Db, unit_id: i64, path: &Path, actor: &str) -> anyhow::
                 }
             }
             chrono::LocalResult::None => {
-                nonexistent.push(r.local.to_string());
+                nonexistent.push(local.to_string());
                 continue;
             }
         };
         prev = ts;
-        match r.temp_c {
-            Some(t) => readings.push((ts, t)),
+        match temp_c {
+            Some(t) => taken.push((ts, *t)),
             None => missing += 1,
         }
     }
-    readings.sort_by_key(|r| r.0);
-    let time_gaps = readings
-        .windows(2)
-        .filter(|w| w[1].0 - w[0].0 > 2 * interval_ms)
-        .count();
-    let (first, last) = (readings.first().map(|r| r.0), readings.last().map(|r| r.0));
+    taken.sort_by_key(|r| r.0);
+    let time_gaps = taken.windows(2).filter(|w| w[1].0 - w[0].0 > 2 * interval_ms).count();
+    let (first, last) = (taken.first().map(|r| r.0), taken.last().map(|r| r.0));
 
     let now = now_millis();
-    let serial = crate::domain::LoggerSerial::parse(&export.serial)?.to_string();
+    let file_serial = LoggerSerial::parse(&file.serial)?;
+    let serial = req.as_serial.clone().unwrap_or_else(|| file_serial.clone());
     let mut tx = db.pool.begin().await?;
-    sqlx::query(
-        "INSERT INTO loggers (serial, make, model, reading_interval_s, first_seen_at) VALUES ($1, 'Berlinger', $2, $3, $4) \
-         ON CONFLICT (serial) DO NOTHING",
-    )
-    .bind(&serial)
-    .bind(&export.device)
-    .bind(interval_ms / 1000)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
+    let logger = loggers::Registration {
+        serial: &serial,
+        make: Some(file.make),
+        model: Some(&file.device),
+        reading_interval_s: Some(interval_ms / 1000),
+    };
+    loggers::register(&mut tx, &logger, now).await?;
     let (mut stored, mut dup) = (0u64, 0u64);
     if let (Some(first), Some(last)) = (first, last) {
         let end = last + interval_ms;
-        // The file's logger serves the unit over the file's span: as its primary logger unless
-        // another primary covers that time, else as its backup.
-        let mine = sqlx::query(
-            "SELECT id FROM logger_assignments WHERE unit_id = $1 AND serial = $2 AND from_ts <= $3 AND (to_ts IS NULL OR to_ts >= $4)",
-        )
-        .bind(unit_id)
-        .bind(&serial)
-        .bind(first)
-        .bind(end)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if mine.is_none() {
-            let elsewhere = sqlx::query(
-                "SELECT unit_id FROM logger_assignments WHERE serial = $1 AND from_ts < $2 AND (to_ts IS NULL OR to_ts > $3)",
-            )
-            .bind(&serial)
-            .bind(end)
-            .bind(first)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(r) = elsewhere {
+        let span = assignments::Span { from: first, to: end };
+        if !assignments::serves_over(&mut tx, unit_id, serial.as_str(), span).await? {
+            if let Some(other) = assignments::unit_served_over(&mut tx, serial.as_str(), span).await? {
+                bail!("logger {serial} served unit {other} during this file's span; import it there");
+            }
+            if req.as_serial.is_none() {
                 bail!(
-                    "logger {serial} served unit {} during this file's span; import it there",
-                    r.try_get::<i64, _>("unit_id")?
+                    "logger {serial} (named in the file) did not serve unit {unit_id} from {} to {}. \
+                     If it did, say so: run again with --as-serial {serial} (it is then recorded as the unit's \
+                     logger for that span); if the unit knows this logger by another serial, give that one \
+                     with --as-serial. Or assign the logger to the unit for that period first \
+                     (PUT /api/v1/units/{unit_id}/logger).",
+                    rfc3339(first),
+                    rfc3339(last)
                 );
             }
+            // Explicitly this unit's: its primary over the span unless another primary covers
+            // that time, else its backup.
             let mut role = None;
-            for candidate in ["primary", "backup"] {
-                let taken = sqlx::query(
-                    "SELECT id FROM logger_assignments WHERE unit_id = $1 AND role = $2 AND from_ts < $3 AND (to_ts IS NULL OR to_ts > $4)",
-                )
-                .bind(unit_id)
-                .bind(candidate)
-                .bind(end)
-                .bind(first)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if taken.is_none() {
+            for candidate in [LoggerRole::Primary, LoggerRole::Backup] {
+                if !assignments::role_taken_over(&mut tx, unit_id, candidate, span).await? {
                     role = Some(candidate);
                     break;
                 }
@@ -192,86 +237,82 @@ pub async fn import(db: &Db, unit_id: i64, path: &Path, actor: &str) -> anyhow::
             let role = role.with_context(|| {
                 format!("unit {unit_id} already has a primary and a backup logger during this file's span")
             })?;
-            sqlx::query(
-                "INSERT INTO logger_assignments (unit_id, serial, role, from_ts, to_ts, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(unit_id)
-            .bind(&serial)
-            .bind(role)
-            .bind(first)
-            .bind(end)
-            .bind(actor)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            assignments::record_past(&mut tx, unit_id, serial.as_str(), role, span, req.actor, now).await?;
         }
-        let rows: Vec<crate::telemetry::ingest::Row> = readings
+        let rows: Vec<NewReading> = taken
             .iter()
-            .map(|(ts, t)| crate::telemetry::ingest::Row {
-                serial: serial.clone(),
+            .map(|(ts, t)| NewReading {
+                serial: serial.to_string(),
                 ts: *ts,
                 temp_c: *t,
                 gateway: None,
             })
             .collect();
-        stored = crate::telemetry::ingest::insert_readings(db, &mut tx, &rows, now).await?;
+        stored = readings::insert(&mut tx, &rows, now).await?;
         dup = rows.len() as u64 - stored;
-        crate::coldchain::evaluate::mark_dirty(&mut tx, &[(serial.clone(), first)], rand::random::<i64>()).await?;
+        readings::dirty::mark(&mut tx, &[(serial.to_string(), first)]).await?;
     }
     // The device's "Checked" stamps are the staff's daily sign-offs.
     let mut signoffs = 0;
-    for day in &export.history {
+    let history = file
+        .berlinger
+        .as_ref()
+        .map(|b| b.history.as_slice())
+        .unwrap_or_default();
+    for day in history {
         if let Some((when, at)) = day.checked.first() {
-            signoffs += sqlx::query(
-                "INSERT INTO daily_signoffs (unit_id, day, signed_by, signed_at, note, source) VALUES ($1, $2, $3, $4, $5, 'import') \
-                 ON CONFLICT (unit_id, day) DO NOTHING",
-            )
-            .bind(unit_id)
-            .bind(day.date.to_string())
-            .bind(format!("{} \"Checked\" button ({when} {at})", export.device))
-            .bind(tz.from_local_datetime(&day.date.and_time(*at)).earliest().map(|t| t.timestamp_millis()).unwrap_or(now))
-            .bind(format!("from {}", path.display()))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            let by = format!("{} \"Checked\" button ({when} {at})", file.device);
+            let at = tz
+                .from_local_datetime(&day.date.and_time(*at))
+                .earliest()
+                .map(|t| t.timestamp_millis())
+                .unwrap_or(now);
+            let note = format!("from {}", path.display());
+            if super::daily::signed_on_device(&mut tx, unit_id, day.date, &by, at, &note).await? {
+                signoffs += 1;
+            }
         }
     }
-    let summary = serde_json::json!({
-        "device": export.device, "serial": export.serial, "interval_min": export.interval_min,
-        "alarms": export.alarms, "history": export.history, "episodes": export.episodes,
-    });
+    let summary = match &file.berlinger {
+        Some(b) => serde_json::json!({
+            "device": b.device, "serial": b.serial, "interval_min": b.interval_min,
+            "alarms": b.alarms, "history": b.history, "episodes": b.episodes,
+        }),
+        None => serde_json::json!({"device": file.device, "serial": file.serial, "interval_min": file.interval_min}),
+    };
     let imported = sqlx::query(
         "INSERT INTO logger_imports (unit_id, serial, device, file_name, sha256, summary, readings, first_ts, last_ts, imported_by, imported_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (unit_id, sha256) DO NOTHING",
     )
     .bind(unit_id)
-    .bind(&serial)
-    .bind(&export.device)
+    .bind(serial.as_str())
+    .bind(&file.device)
     .bind(path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default())
     .bind(hex::encode(Sha256::digest(&bytes)))
     .bind(summary.to_string())
-    .bind(readings.len() as i64)
+    .bind(taken.len() as i64)
     .bind(first)
     .bind(last)
-    .bind(actor)
+    .bind(req.actor)
     .bind(now)
     .execute(&mut *tx)
     .await?
     .rows_affected();
     tx.commit().await?;
     Ok(Report {
-        device: export.device,
-        serial,
-        rows_in_file: export.rows.len(),
+        device: file.device,
+        serial: serial.to_string(),
+        rows_in_file: file.rows.len(),
         readings_stored: stored,
         already_stored: dup,
         missing_values: missing,
         time_gaps,
         nonexistent_times: nonexistent,
+        skipped_lines: file.skipped.clone(),
         first: first.map(rfc3339),
         last: last.map(rfc3339),
-        history_days: export.history.len(),
-        alarm_episodes: export.episodes.len(),
+        history_days: history.len(),
+        alarm_episodes: file.berlinger.as_ref().map(|b| b.episodes.len()).unwrap_or(0),
         signoffs,
         already_imported: imported == 0,
     })

@@ -1,16 +1,16 @@
-//! Alarm rules and the program's settings.
+//! Alarm rules and the program's settings, as values: what they are, the defaults this product
+//! ships, and what makes them valid. Where they are kept is [`super::settings`].
 //!
 //! A rule is a condition on temperature, a kind (consecutive minutes, or cumulative minutes in a
-//! sliding window), a duration (0 = at once) and a severity (docs/domain.md). The program (the state
-//! immunization program, one per deployment) holds the defaults per unit kind — those listed
-//! under "Defaults this product ships" — its state coordinators and the escalation delays.
+//! sliding window), a duration (0 = at once) and a severity (docs/domain.md, "Excursions and
+//! alarm rules"). The program (the state immunization program, one per deployment) holds the
+//! defaults per unit kind — those listed under "Defaults this product ships" — its state
+//! coordinators and the escalation delays.
 
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use utoipa::ToSchema;
 
 use crate::domain::UnitKind;
-use crate::store::{now_millis, Db};
 
 /// What a reading must do to count toward a rule.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -60,6 +60,15 @@ pub enum RuleKind {
 pub enum Severity {
     Warning,
     Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -277,120 +286,6 @@ pub fn check_rules(rules: &[Rule]) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// The program's settings (defaults until someone saves them).
-pub async fn program(db: &Db) -> Result<ProgramSettings, sqlx::Error> {
-    let row = sqlx::query("SELECT settings FROM program WHERE id = 1")
-        .fetch_optional(&db.pool)
-        .await?;
-    Ok(row
-        .and_then(|r| r.try_get::<String, _>("settings").ok())
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or_default())
-}
-
-pub async fn save_program(db: &Db, settings: &ProgramSettings, actor: &str) -> Result<(), sqlx::Error> {
-    let before = program(db).await?;
-    let json = serde_json::to_string(settings).expect("plain data");
-    let now = now_millis();
-    let mut tx = db.pool.begin().await?;
-    sqlx::query(
-        "INSERT INTO program (id, settings, updated_by, updated_at) VALUES (1, $1, $2, $3) \
-         ON CONFLICT (id) DO UPDATE SET settings = excluded.settings, updated_by = excluded.updated_by, updated_at = excluded.updated_at",
-    )
-    .bind(&json)
-    .bind(actor)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    record_change(
-        &mut tx,
-        "program",
-        None,
-        Some(serde_json::to_string(&before).expect("plain data")),
-        &json,
-        actor,
-        now,
-    )
-    .await?;
-    tx.commit().await
-}
-
-pub async fn record_change(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    subject: &str,
-    unit_id: Option<i64>,
-    before: Option<String>,
-    after: &str,
-    actor: &str,
-    now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO rule_changes (subject, unit_id, before, after, changed_by, changed_at) VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(subject)
-    .bind(unit_id)
-    .bind(before)
-    .bind(after)
-    .bind(actor)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// A unit's own rules, if it has any.
-pub async fn unit_override(db: &Db, unit_id: i64) -> Result<Option<Vec<Rule>>, sqlx::Error> {
-    let row = sqlx::query("SELECT rules FROM unit_rules WHERE unit_id = $1")
-        .bind(unit_id)
-        .fetch_optional(&db.pool)
-        .await?;
-    Ok(row
-        .and_then(|r| r.try_get::<String, _>("rules").ok())
-        .and_then(|s| serde_json::from_str(&s).ok()))
-}
-
-/// The rules that judge a unit: its own, else the program's for its kind.
-pub async fn effective(db: &Db, unit_id: i64, kind: UnitKind) -> Result<Vec<Rule>, sqlx::Error> {
-    match unit_override(db, unit_id).await? {
-        Some(rules) => Ok(rules),
-        None => Ok(program(db).await?.rules.for_kind(kind).to_vec()),
-    }
-}
-
-/// Sets (Some) or clears (None: back to the program's) a unit's rules.
-pub async fn save_unit_rules(db: &Db, unit_id: i64, rules: Option<&[Rule]>, actor: &str) -> Result<(), sqlx::Error> {
-    let before = unit_override(db, unit_id)
-        .await?
-        .map(|r| serde_json::to_string(&r).expect("plain data"));
-    let now = now_millis();
-    let mut tx = db.pool.begin().await?;
-    let after = match rules {
-        Some(rules) => {
-            let json = serde_json::to_string(rules).expect("plain data");
-            sqlx::query(
-                "INSERT INTO unit_rules (unit_id, rules, updated_by, updated_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (unit_id) DO UPDATE SET rules = excluded.rules, updated_by = excluded.updated_by, updated_at = excluded.updated_at",
-            )
-            .bind(unit_id)
-            .bind(&json)
-            .bind(actor)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            json
-        }
-        None => {
-            sqlx::query("DELETE FROM unit_rules WHERE unit_id = $1")
-                .bind(unit_id)
-                .execute(&mut *tx)
-                .await?;
-            "null".to_string()
-        }
-    };
-    record_change(&mut tx, "unit_rules", Some(unit_id), before, &after, actor, now).await?;
-    tx.commit().await
 }
 
 #[cfg(test)]

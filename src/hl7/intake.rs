@@ -18,7 +18,7 @@ use super::ack::{self, AckCode};
 use super::vxu::{self, Header};
 use super::Issue;
 use crate::accounts::Scope;
-use crate::inventory::doses::{self, Outcome};
+use crate::inventory::doses::{self, Outcome, Unmatched};
 use crate::inventory::{catalog, Place};
 use crate::store::{now_millis, Db};
 
@@ -50,21 +50,21 @@ fn reply(header: Option<&Header>, code: AckCode, issues: &[Issue]) -> String {
 /// Facilities and vaccines already looked up: messages mostly come from the same clinics and
 /// name the same vaccines. Only what was found is kept, for a few seconds, and dropped at once
 /// when this process changes a facility id or the catalog
-/// ([`crate::inventory::DIRECTORY_GENERATION`]).
+/// ([`crate::registry::directory_generation`]).
 #[derive(Default)]
 pub struct Lookups {
     facilities: HashMap<String, Place>,
     products: HashMap<String, (Vec<String>, Option<String>)>,
     since: Option<(std::time::Instant, u64)>,
     /// Stock rows read in this batch's transaction (dropped with it).
-    stock: doses::StockCache,
+    stock: doses::matching::StockCache,
 }
 
 impl Lookups {
     const FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
     fn refresh(&mut self) {
-        let generation = crate::inventory::DIRECTORY_GENERATION.load(Ordering::Relaxed);
+        let generation = crate::registry::directory_generation();
         let stale = self
             .since
             .is_none_or(|(t, g)| t.elapsed() > Self::FRESH_FOR || g != generation);
@@ -312,18 +312,14 @@ async fn record(
         recorded += 1;
         let at = |f| Some(("RXA", d.rxa, f));
         for w in outcome.warnings() {
+            // HL7 table 0357, at the field the problem is in.
             let (code, field) = match &outcome {
-                Outcome::Exception {
-                    reason_code: "unknown_vaccine",
-                    ..
-                } => (103, 5),
-                Outcome::Exception {
-                    reason_code: "no_lot", ..
-                } => (101, 15),
-                Outcome::Exception {
-                    reason_code: "unknown_lot" | "lot_not_here",
-                    ..
-                } => (204, 15),
+                Outcome::Exception { reason, .. } => match reason {
+                    Unmatched::UnknownVaccine => (103, 5),
+                    Unmatched::NoLot => (101, 15),
+                    Unmatched::UnknownLot | Unmatched::LotNotHere => (204, 15),
+                    Unmatched::NoStock | Unmatched::AmbiguousFunding => (0, 0),
+                },
                 _ => (0, 0),
             };
             issues.push(Issue::warning(at(field), code, w));
@@ -359,11 +355,25 @@ pub struct Intake {
 /// How many waiting messages one commit takes at most.
 const BATCH: usize = 64;
 
+/// The worker that records what [`Intake::submit`] queues; run it under the supervisor (a run
+/// that ends or panics is started again on the same queue).
+#[derive(Clone)]
+pub struct Worker {
+    db: Db,
+    jobs: std::sync::Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
+}
+
 impl Intake {
-    pub fn start(db: Db) -> Intake {
+    /// The way in, and the worker that must run for anything to come out.
+    pub fn new(db: Db) -> (Intake, Worker) {
         let (jobs, rx) = mpsc::channel(1024);
-        tokio::spawn(worker(db, rx));
-        Intake { jobs }
+        (
+            Intake { jobs },
+            Worker {
+                db,
+                jobs: std::sync::Arc::new(tokio::sync::Mutex::new(rx)),
+            },
+        )
     }
 
     pub async fn submit(&self, raw: String, sender: Sender) -> anyhow::Result<String> {
@@ -377,7 +387,17 @@ impl Intake {
     }
 }
 
-async fn worker(db: Db, mut rx: mpsc::Receiver<Job>) {
+impl Worker {
+    /// Takes what is waiting (at most [`BATCH`] messages), records it in one commit, answers
+    /// each sender; until every [`Intake`] is gone.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let mut rx = self.jobs.lock().await;
+        work(&self.db, &mut rx).await;
+        Ok(())
+    }
+}
+
+async fn work(db: &Db, rx: &mut mpsc::Receiver<Job>) {
     let mut seen = Lookups::default();
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -388,7 +408,7 @@ async fn worker(db: Db, mut rx: mpsc::Receiver<Job>) {
             }
         }
 
-        match run(&db, &batch, &mut seen).await {
+        match run(db, &batch, &mut seen).await {
             Ok(acks) => {
                 for (job, ack) in batch.into_iter().zip(acks) {
                     let _ = job.reply.send(ack);

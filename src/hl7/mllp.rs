@@ -41,19 +41,59 @@ pub fn unframe(buf: &mut Vec<u8>) -> Vec<Vec<u8>> {
     }
 }
 
+/// Who may send over MLLP, read from `VFC_HL7_MLLP_ALLOW` (`IP=SCOPE,…`, SCOPE a location code,
+/// a PIN, or `*` for every PIN): each sender address and the part of the program it may
+/// report for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Allow(pub Vec<(IpAddr, Scope)>);
+
+impl Allow {
+    pub fn parse(raw: &str) -> anyhow::Result<Allow> {
+        let entries = raw
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(|entry| {
+                let (ip, scope) = entry
+                    .split_once('=')
+                    .ok_or_else(|| format!("{entry:?} is not IP=SCOPE"))?;
+                let ip = ip.trim().parse().map_err(|_| format!("{ip:?} is not an IP address"))?;
+                let scope = match scope.trim() {
+                    "*" | "all" => Scope::Program,
+                    s if crate::domain::VfcPin::parse(s).is_ok() => Scope::Pin(s.to_string()),
+                    s => Scope::Location(crate::domain::LocationCode::parse(s).map_err(|e| e.0)?.to_string()),
+                };
+                Ok((ip, scope))
+            })
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "VFC_HL7_MLLP_ALLOW={raw:?} is not valid: IP=SCOPE pairs such as 10.0.0.5=012345A,10.0.0.6=012345 ({e})"
+                )
+            })?;
+        Ok(Allow(entries))
+    }
+}
+
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening for HL7 MLLP on {addr}"))
 }
 
-pub async fn serve(listener: TcpListener, allow: Vec<(IpAddr, Scope)>, intake: Intake, cancel: CancellationToken) {
+pub async fn serve(
+    listener: std::sync::Arc<TcpListener>,
+    allow: Allow,
+    intake: Intake,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let allow = allow.0;
     if allow.is_empty() {
         tracing::warn!("HL7 MLLP is on but VFC_HL7_MLLP_ALLOW lists nobody: every connection will be closed");
     }
     loop {
         let (stream, peer) = tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => return Ok(()),
             a = listener.accept() => match a {
                 Ok(a) => a,
                 Err(e) => {
@@ -107,6 +147,16 @@ async fn connection(mut stream: TcpStream, sender: Sender, intake: Intake, cance
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_allow_list_reads_locations_pins_and_everyone() {
+        let a = Allow::parse("10.0.0.5=012345a, 10.0.0.6=012345,127.0.0.1=*").unwrap();
+        assert_eq!(a.0[0].1, Scope::Location("012345A".into()));
+        assert_eq!(a.0[1].1, Scope::Pin("012345".into()));
+        assert_eq!(a.0[2].1, Scope::Program);
+        let e = Allow::parse("10.0.0.5:012345A").unwrap_err().to_string();
+        assert!(e.contains("VFC_HL7_MLLP_ALLOW") && e.contains("IP=SCOPE"), "{e}");
+    }
 
     #[test]
     fn frames_come_apart_even_when_split_across_reads() {

@@ -6,9 +6,10 @@ use chrono::{NaiveDate, NaiveDateTime, TimeZone};
 use chrono_tz::Tz;
 
 use super::Issue;
+use crate::domain::{Cvx, LotNumber, Ndc};
+use crate::domain::{Eligibility, FundingSource};
 use crate::inventory::catalog::Vaccine;
-use crate::inventory::codes::{Cvx, LotNumber, Ndc};
-use crate::inventory::doses::{Action, DoseReport};
+use crate::inventory::doses::{Action, DoseReport, Source};
 
 /// MSH, as the ACK and the duplicate check need it.
 #[derive(Debug, Clone, Default)]
@@ -39,8 +40,8 @@ pub struct Draft {
     pub given_here: bool,
     pub not_given: Option<String>,
     pub action: Action,
-    pub eligibility: Option<String>,
-    pub funding_source: Option<String>,
+    pub eligibility: Option<Eligibility>,
+    pub funding_source: Option<FundingSource>,
     /// Warnings that do not stop the dose (e.g. an eligibility code not in table 0064).
     pub notes: Vec<Issue>,
 }
@@ -60,10 +61,10 @@ impl Draft {
             given_here: self.given_here,
             not_given: self.not_given.clone(),
             action: self.action,
-            eligibility: self.eligibility.clone(),
-            funding_source: self.funding_source.clone(),
+            eligibility: self.eligibility,
+            funding_source: self.funding_source,
             message_id: Some(message_id.to_string()),
-            source: "hl7",
+            source: Source::Hl7,
         })
     }
 }
@@ -84,10 +85,16 @@ pub struct Refused {
     pub issue: Issue,
 }
 
-/// HL7 TS/DTM `YYYYMMDD[HHMM[SS[.S…]]][±ZZZZ]`: the instant (epoch ms) and the day as
-/// written. A time without an offset is the location's; a day without a time is taken as
-/// noon there, or now when that is earlier (a dose is never dated in the future).
-pub fn given_at(raw: &str, tz: Tz, now_ms: i64) -> Result<(i64, String), String> {
+/// When a dose was given, as an EHR reports it: the day, and the instant when a time was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Given {
+    pub day: NaiveDate,
+    pub at: Option<i64>,
+}
+
+/// HL7 TS/DTM `YYYYMMDD[HHMM[SS[.S…]]][±ZZZZ]`: the day as written, and the instant when there is
+/// a time (a time without an offset is the location's).
+pub fn read_time(raw: &str, tz: Tz) -> Result<Given, String> {
     let bad = || format!("RXA-3 {raw:?} is not an HL7 date such as 20250310 or 20250310093000-0500");
     let raw = raw.trim();
     let (body, offset) = match raw.find(['+', '-']) {
@@ -99,12 +106,14 @@ pub fn given_at(raw: &str, tz: Tz, now_ms: i64) -> Result<(i64, String), String>
         return Err(bad());
     }
     let day = NaiveDate::parse_from_str(&body[..8], "%Y%m%d").map_err(|_| bad())?;
+    if !crate::domain::codes::YEARS.contains(&chrono::Datelike::year(&day)) {
+        return Err(bad());
+    }
+    if body.len() == 8 {
+        return Ok(Given { day, at: None });
+    }
     let padded = format!("{body:0<14}");
-    let local = if body.len() == 8 {
-        day.and_hms_opt(12, 0, 0).expect("noon")
-    } else {
-        NaiveDateTime::parse_from_str(&padded, "%Y%m%d%H%M%S").map_err(|_| bad())?
-    };
+    let local = NaiveDateTime::parse_from_str(&padded, "%Y%m%d%H%M%S").map_err(|_| bad())?;
     let ms = match offset {
         Some(o) if o.len() == 5 && o[1..].bytes().all(|b| b.is_ascii_digit()) => {
             let secs = (o[1..3].parse::<i32>().unwrap_or(0) * 60 + o[3..].parse::<i32>().unwrap_or(0)) * 60;
@@ -127,17 +136,40 @@ pub fn given_at(raw: &str, tz: Tz, now_ms: i64) -> Result<(i64, String), String>
             .ok_or_else(bad)?
             .timestamp_millis(),
     };
-    if chrono::Datelike::year(&day) < 1900 {
-        return Err(bad());
-    }
+    Ok(Given { day, at: Some(ms) })
+}
+
+/// When the dose counts as given, and its day as `YYYYMMDD`, as of `now_ms` at a location in
+/// `tz`. A dose is reported after it was given: a day after today there, or a time more than
+/// ten minutes ahead, is refused, naming `field`. A day without a time is taken as noon there —
+/// or now, when the dose is reported that same morning (docs/domain.md, "Doses administered
+/// over HL7").
+pub fn dated(given: Given, tz: Tz, now_ms: i64, field: &str) -> Result<(i64, NaiveDate), String> {
     let today = crate::store::from_millis(now_ms).with_timezone(&tz).date_naive();
-    if day > today || ms > now_ms + 10 * 60_000 {
-        return Err(format!(
-            "RXA-3 {raw:?} is in the future: a dose is reported after it was given"
-        ));
+    let future = || {
+        format!(
+            "{field} {} is in the future: a dose is reported after it was given",
+            given.day
+        )
+    };
+    if given.day > today {
+        return Err(future());
     }
-    let ms = if body.len() == 8 { ms.min(now_ms) } else { ms };
-    Ok((ms, day.format("%Y%m%d").to_string()))
+    let at = match given.at {
+        Some(ms) if ms > now_ms + 10 * 60_000 => return Err(future()),
+        Some(ms) => ms,
+        None => {
+            let noon = given.day.and_hms_opt(12, 0, 0).expect("noon");
+            let noon = tz.from_local_datetime(&noon).earliest().map(|t| t.timestamp_millis());
+            noon.unwrap_or(now_ms).min(now_ms)
+        }
+    };
+    Ok((at, given.day))
+}
+
+/// RXA-3 read and dated (see [`read_time`] and [`dated`]).
+pub fn given_at(raw: &str, tz: Tz, now_ms: i64) -> Result<(i64, NaiveDate), String> {
+    dated(read_time(raw, tz)?, tz, now_ms, "RXA-3")
 }
 
 fn text(seg: &er7::Segment, sep: &er7::Separators, field: usize, comp: usize) -> String {
@@ -411,28 +443,22 @@ fn obx(seg: &er7::Segment, sep: &er7::Separators, n: usize, d: &mut Draft) {
     let value = text(seg, sep, 5, 1).to_ascii_uppercase();
     match text(seg, sep, 3, 1).as_str() {
         // HL7 table 0064 (V06 and V08 are deprecated).
-        "64994-7" => {
-            if ["V01", "V02", "V03", "V04", "V05", "V07"].contains(&value.as_str()) {
-                d.eligibility = Some(value);
-            } else {
-                d.notes.push(Issue::warning(
-                    Some(("OBX", n, 5)),
-                    103,
-                    format!("eligibility {value:?} is not in HL7 table 0064 (V01–V05, V07); it was not used"),
-                ));
-            }
-        }
-        "30963-3" => {
-            if ["VXC50", "VXC2", "PHC70"].contains(&value.as_str()) {
-                d.funding_source = Some(value);
-            } else {
-                d.notes.push(Issue::warning(
-                    Some(("OBX", n, 5)),
-                    103,
-                    format!("funding source {value:?} must be VXC50, VXC2 or PHC70; it was not used"),
-                ));
-            }
-        }
+        "64994-7" => match Eligibility::parse(&value) {
+            Ok(e) => d.eligibility = Some(e),
+            Err(e) => d.notes.push(Issue::warning(
+                Some(("OBX", n, 5)),
+                103,
+                format!("{e}; it was not used"),
+            )),
+        },
+        "30963-3" => match FundingSource::parse(&value) {
+            Ok(f) => d.funding_source = Some(f),
+            Err(e) => d.notes.push(Issue::warning(
+                Some(("OBX", n, 5)),
+                103,
+                format!("{e}; it was not used"),
+            )),
+        },
         _ => {}
     }
 }
@@ -460,8 +486,8 @@ OBX|2|CE|64994-7^Vaccine Funding Program Eligibility^LN|2|V02^VFC eligible-Medic
         assert_eq!(d.facility, "012345A");
         assert_eq!(d.lot.as_ref().unwrap().key(), "X123456");
         assert!(d.given_here);
-        assert_eq!(d.eligibility.as_deref(), Some("V02"));
-        assert_eq!(d.funding_source.as_deref(), Some("VXC50"));
+        assert_eq!(d.eligibility, Some(Eligibility::V02));
+        assert_eq!(d.funding_source, Some(FundingSource::Public));
         assert_eq!(d.vaccine, Vaccine::Cvx(Cvx::parse("116").unwrap()));
     }
 
@@ -491,16 +517,50 @@ OBX|2|CE|64994-7^Vaccine Funding Program Eligibility^LN|2|V02^VFC eligible-Medic
     fn a_bad_date_stops_only_its_dose() {
         let p = parse(&EXAMPLE.replace("|20250310||116", "|2025-03-10||116")).unwrap();
         let d = p.doses[0].as_ref().unwrap();
-        let e = d
-            .report(chrono_tz::America::New_York, "M", chrono::Utc::now().timestamp_millis())
-            .unwrap_err();
+        let e = d.report(chrono_tz::America::New_York, "M", EARLY_MORNING).unwrap_err();
         assert_eq!((e.code, e.at.unwrap().2), (102, 3));
+    }
+
+    /// 06:50 in New York on 2026-11-30 (11:50Z), whatever the machine's clock says.
+    const EARLY_MORNING: i64 = 1_796_039_400_000;
+
+    #[test]
+    fn a_dose_dated_today_without_a_time_is_taken_before_local_noon() {
+        let ny = chrono_tz::America::New_York;
+        assert_eq!(crate::store::rfc3339(EARLY_MORNING), "2026-11-30T11:50:00Z");
+        let (at, day) = given_at("20261130", ny, EARLY_MORNING).expect("today's dose at 06:50 is not in the future");
+        assert_eq!(
+            (at, day.to_string().as_str()),
+            (EARLY_MORNING, "2026-11-30"),
+            "clamped to now"
+        );
+        let (at, _) = given_at("20261129", ny, EARLY_MORNING).unwrap();
+        assert_eq!(
+            crate::store::rfc3339(at),
+            "2026-11-29T17:00:00Z",
+            "yesterday is taken at noon"
+        );
+        assert!(given_at("20261201", ny, EARLY_MORNING).unwrap_err().contains("future"));
+        assert!(given_at("202611300730-0500", ny, EARLY_MORNING)
+            .unwrap_err()
+            .contains("future"));
+    }
+
+    #[test]
+    fn a_json_dose_names_its_own_field_when_it_is_in_the_future() {
+        let ny = chrono_tz::America::New_York;
+        let tomorrow = Given {
+            day: NaiveDate::from_ymd_opt(2026, 12, 1).unwrap(),
+            at: None,
+        };
+        let e = dated(tomorrow, ny, EARLY_MORNING, "\"administered_on\"").unwrap_err();
+        assert!(e.starts_with("\"administered_on\"") && !e.contains("RXA"), "{e}");
     }
 
     #[test]
     fn hl7_times_read_with_their_offset_or_the_location_zone() {
         let tz = chrono_tz::America::New_York;
-        let now = chrono::Utc::now().timestamp_millis();
+        let now = EARLY_MORNING;
         let (ms, day) = given_at("20250310093000-0500", tz, now).unwrap();
         assert_eq!(
             ms,
@@ -508,11 +568,12 @@ OBX|2|CE|64994-7^Vaccine Funding Program Eligibility^LN|2|V02^VFC eligible-Medic
                 .unwrap()
                 .timestamp_millis()
         );
-        assert_eq!(day, "20250310");
+        assert_eq!(day.to_string(), "2025-03-10");
         let (local, _) = given_at("202501100930", tz, now).unwrap();
         assert_eq!(local, given_at("20250110093000-0500", tz, now).unwrap().0);
         assert!(given_at("20251399", tz, now).is_err());
         assert!(given_at("20991231", tz, now).unwrap_err().contains("future"));
         assert!(given_at("2025031", tz, now).is_err());
+        assert!(given_at("18991231", tz, now).is_err());
     }
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
-use super::codes::{Cvx, Ndc};
+use crate::domain::{Cvx, Ndc};
 use crate::registry::{Error, Result};
 use crate::store::{now_millis, Db};
 
@@ -301,7 +301,7 @@ pub async fn import(db: &Db, kind: CdcFile, bytes: &[u8]) -> anyhow::Result<(usi
         }
     }
     tx.commit().await?;
-    super::directory_changed();
+    crate::registry::directory_changed();
     Ok((stored, skipped))
 }
 
@@ -369,7 +369,7 @@ pub async fn add(db: &Db, body: &NewProduct) -> Result<Product> {
     }
     let mut conn = db.pool.acquire().await?;
     upsert_product(&mut conn, &p, "api", now_millis()).await?;
-    super::directory_changed();
+    crate::registry::directory_changed();
     get(&mut conn, &p.ndc)
         .await?
         .ok_or_else(|| Error::NotFound(p.ndc.clone()))

@@ -24,18 +24,8 @@ pub struct Move {
     pub from_unit: Option<i64>,
 }
 
-/// One excursion of a unit the lot was in.
-#[derive(Debug, Clone)]
-pub struct Episode {
-    pub id: i64,
-    pub unit_id: i64,
-    pub start: i64,
-    pub end: i64,
-    pub out_ms: i64,
-    pub above: bool,
-    pub min_c: f64,
-    pub max_c: f64,
-}
+/// One excursion of a unit the lot was in, as the cold chain records it.
+pub type Episode = crate::coldchain::excursions::Span;
 
 #[derive(Debug, Default, Clone, Serialize, ToSchema, PartialEq)]
 pub struct UnitExposure {
@@ -175,25 +165,7 @@ pub async fn for_lot(conn: &mut AnyConnection, lot_id: i64, units: &[i64]) -> Re
     let moves: Vec<Move> = rows.into_iter().map(|(_, m)| m).collect();
     let mut episodes = Vec::new();
     for u in &unit_ids {
-        let rows = sqlx::query(
-            "SELECT id, unit_id, started_at, COALESCE(ended_at, last_reading_at) AS end_at, out_ms, above_range, min_c, max_c \
-             FROM excursions WHERE unit_id = $1 ORDER BY started_at",
-        )
-        .bind(u)
-        .fetch_all(&mut *conn)
-        .await?;
-        for r in rows {
-            episodes.push(Episode {
-                id: r.try_get("id")?,
-                unit_id: r.try_get("unit_id")?,
-                start: r.try_get("started_at")?,
-                end: r.try_get("end_at")?,
-                out_ms: r.try_get("out_ms")?,
-                above: r.try_get::<i64, _>("above_range")? != 0,
-                min_c: r.try_get("min_c")?,
-                max_c: r.try_get("max_c")?,
-            });
-        }
+        episodes.extend(crate::coldchain::excursions::spans_of_unit(conn, *u).await?);
     }
     let now = now_millis();
     Ok(units

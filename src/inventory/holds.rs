@@ -3,6 +3,7 @@
 //! manufacturer's determination per lot releases it (viable) or writes it off (not viable:
 //! wastage or return, 7A too warm / 7B too cold). Staff may also hold stock by hand.
 
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
@@ -10,7 +11,30 @@ use utoipa::ToSchema;
 use super::ledger::{self, Entry, Kind};
 use super::{place, unit_of, Error, Result};
 use crate::accounts::Caller;
+use crate::coldchain::excursions::record::Alarmed;
+use crate::coldchain::excursions::review::{Determination, Viability, WriteOff};
+use crate::coldchain::stock::ExposedStock;
 use crate::store::{now_millis, rfc3339, Db};
+
+/// The inventory's side of an excursion: holds when it meets a rule, and the manufacturer's
+/// determinations when it is reviewed. Handed to the cold chain by the composition root.
+pub struct ExcursionHolds;
+
+impl ExposedStock for ExcursionHolds {
+    fn hold<'a>(&'a self, conn: &'a mut AnyConnection, excursion: &'a Alarmed) -> BoxFuture<'a, anyhow::Result<usize>> {
+        Box::pin(hold_for_excursion(conn, excursion))
+    }
+
+    fn determine<'a>(
+        &'a self,
+        conn: &'a mut AnyConnection,
+        excursion: &'a Alarmed,
+        lots: &'a [Determination],
+        actor: &'a str,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(determine(conn, excursion.id, excursion.above_range, lots, actor))
+    }
+}
 
 pub async fn is_held(conn: &mut AnyConnection, unit_id: i64, lot_id: i64) -> Result<bool> {
     Ok(
@@ -40,18 +64,12 @@ pub async fn excursion_hold(conn: &mut AnyConnection, unit_id: i64, lot_id: i64)
 /// gets a record that is closed at once).
 /// Called by the evaluator, in its transaction, whenever an excursion is linked to an alarm;
 /// holding again changes nothing.
-pub async fn hold_for_excursion(conn: &mut AnyConnection, excursion_id: i64) -> anyhow::Result<usize> {
-    let ex = sqlx::query(
-        "SELECT e.unit_id, e.started_at, e.ended_at, e.last_reading_at, u.location_code FROM excursions e \
-         JOIN units u ON u.id = e.unit_id WHERE e.id = $1",
-    )
-    .bind(excursion_id)
-    .fetch_one(&mut *conn)
-    .await?;
-    let unit_id: i64 = ex.try_get("unit_id")?;
-    let location: String = ex.try_get("location_code")?;
-    let start: i64 = ex.try_get("started_at")?;
-    let end: i64 = ex.try_get::<Option<i64>, _>("ended_at")?.unwrap_or(i64::MAX);
+pub async fn hold_for_excursion(conn: &mut AnyConnection, excursion: &Alarmed) -> anyhow::Result<usize> {
+    let excursion_id = excursion.id;
+    let unit_id = excursion.unit_id;
+    let location = excursion.location_code.clone();
+    let start = excursion.started_at;
+    let end = excursion.ended_at.unwrap_or(i64::MAX);
     // Stock present during [start, end]: on hand at the start, or brought in before the end.
     let rows = sqlx::query(
         "SELECT s.lot_id, s.on_hand, \
@@ -169,6 +187,13 @@ pub async fn of_excursion(conn: &mut AnyConnection, excursion_id: i64) -> Result
     .fetch_all(&mut *conn)
     .await?;
     Ok(rows.iter().map(hold_row).collect::<sqlx::Result<_>>()?)
+}
+
+/// The holds of an excursion the scope covers, with their determinations once reviewed.
+pub async fn of_visible_excursion(db: &Db, scope: &crate::accounts::Scope, excursion_id: i64) -> Result<Vec<Hold>> {
+    crate::coldchain::excursions::visible(db, scope, excursion_id).await?;
+    let mut conn = db.pool.acquire().await?;
+    of_excursion(&mut conn, excursion_id).await
 }
 
 /// Holds at a location, open ones first.
@@ -309,29 +334,6 @@ async fn end(
     Ok(())
 }
 
-/// One lot's determination in an excursion review.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Determination {
-    /// The lot, by id (as in the inventory) …
-    #[serde(default)]
-    pub lot_id: Option<i64>,
-    /// … or by lot number.
-    #[serde(default)]
-    pub lot: Option<String>,
-    /// vfc | private | state, when a lot number is held as both.
-    #[serde(default)]
-    pub funding: Option<String>,
-    /// viable | not_viable
-    pub determination: String,
-    /// For not_viable: return (unopened, back to the distributor; the default) or waste.
-    #[serde(default)]
-    pub action: Option<String>,
-    #[serde(default)]
-    pub case_number: Option<String>,
-    #[serde(default)]
-    pub notes: Option<String>,
-}
-
 /// Applies the review's determinations to the excursion's open holds. Every open hold needs
 /// one; a determination for a lot the inventory does not hold here is kept in the worksheet only.
 pub async fn determine(
@@ -346,25 +348,9 @@ pub async fn determine(
         .into_iter()
         .filter(|h| h.ended_at.is_none())
         .collect();
-    for d in found {
-        if !["viable", "not_viable"].contains(&d.determination.as_str()) {
-            return Err(Error::Invalid(format!(
-                "determination {:?} must be viable or not_viable",
-                d.determination
-            )));
-        }
-        if d.lot_id.is_none() && d.lot.as_deref().is_none_or(|l| l.trim().is_empty()) {
-            return Err(Error::Invalid(
-                "each lot determination names its \"lot_id\" or \"lot\"".into(),
-            ));
-        }
-        if d.action.as_deref().is_some_and(|a| !["return", "waste"].contains(&a)) {
-            return Err(Error::Invalid("\"action\" must be return or waste".into()));
-        }
-    }
     let matches = |h: &Hold, d: &Determination| match (d.lot_id, &d.lot) {
         (Some(id), _) => id == h.lot_id,
-        (None, Some(l)) => l.trim().eq_ignore_ascii_case(&h.lot) && d.funding.as_deref().is_none_or(|f| f == h.funding),
+        (None, Some(l)) => l.trim().eq_ignore_ascii_case(&h.lot) && d.funding.is_none_or(|f| f.as_str() == h.funding),
         _ => false,
     };
     let mut missing = Vec::new();
@@ -374,10 +360,10 @@ pub async fn determine(
             missing.push(format!("{} (lot_id {}, {})", h.lot, h.lot_id, h.funding));
             continue;
         };
-        let outcome = match (d.determination.as_str(), d.action.as_deref()) {
-            ("viable", _) => Outcome::Released,
-            (_, Some("waste")) => Outcome::Wasted,
-            _ => Outcome::Returned,
+        let outcome = match (d.determination, d.action) {
+            (Viability::Viable, _) => Outcome::Released,
+            (Viability::NotViable, Some(WriteOff::Waste)) => Outcome::Wasted,
+            (Viability::NotViable, _) => Outcome::Returned,
         };
         sqlx::query("UPDATE holds SET determination = $1 WHERE id = $2")
             .bind(serde_json::to_string(d).unwrap_or_default())
@@ -388,7 +374,10 @@ pub async fn determine(
         let code = if too_warm { "7A" } else { "7B" };
         let note = format!(
             "manufacturer determination after excursion {excursion_id}: {}{}",
-            d.determination,
+            match d.determination {
+                Viability::Viable => "viable",
+                Viability::NotViable => "not_viable",
+            },
             d.case_number
                 .as_ref()
                 .map(|c| format!(", case {c}"))

@@ -243,6 +243,22 @@ pub async fn of_lot(conn: &mut AnyConnection, location: &str, lot_id: i64) -> Re
 /// Reverses a receipt, wastage, return or adjustment entered by mistake: a new row with the
 /// opposite change, linked to it. Doses administered are corrected by their EHR (RXA-21 D or
 /// U), transfers by a transfer back, holds by a determination.
+/// Reverses a stock event of location `code` (in the caller's scope), in its own transaction.
+pub async fn reverse_at(
+    db: &crate::store::Db,
+    scope: &crate::accounts::Scope,
+    code: &str,
+    id: i64,
+    reason: &str,
+    actor: &str,
+) -> Result<i64> {
+    let mut tx = db.pool.begin().await?;
+    let place = super::place(&mut tx, scope, code).await?;
+    let event_id = reverse(&mut tx, &place.code, id, reason, actor).await?;
+    tx.commit().await?;
+    Ok(event_id)
+}
+
 pub async fn reverse(
     conn: &mut AnyConnection,
     location: &str,

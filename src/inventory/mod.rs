@@ -6,29 +6,24 @@
 //! and [`exposure`] adds up each lot's time out of range across units and transfers.
 
 pub mod catalog;
-pub mod codes;
+
 pub mod doses;
 pub mod exposure;
 pub mod holds;
 pub mod ledger;
+pub mod lots;
 pub mod movements;
 pub mod reconcile;
 pub mod review;
+pub mod routing;
 pub mod stock;
+pub mod transfers;
 
 use chrono_tz::Tz;
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
 
 use crate::accounts::Scope;
-pub use crate::registry::{Error, Result};
-
-/// Bumped whenever this process changes what names a location or a vaccine (facility ids, the
-/// catalog, locations), so that lookups kept by the HL7 intake are dropped at once.
-pub static DIRECTORY_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-pub fn directory_changed() {
-    DIRECTORY_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-}
+pub use crate::error::{Error, Result};
 
 /// A location as the inventory needs it.
 #[derive(Debug, Clone)]
@@ -45,19 +40,12 @@ pub async fn place(conn: &mut AnyConnection, scope: &Scope, code: &str) -> Resul
     let key = crate::domain::LocationCode::parse(code)
         .map(|c| c.to_string())
         .unwrap_or_else(|_| code.to_string());
-    let row = sqlx::query(
-        "SELECT code, pin, timezone, (SELECT MAX(as_of) FROM reconciliations r WHERE r.location_code = l.code) AS last_count \
-         FROM locations l WHERE code = $1",
-    )
-        .bind(&key)
-        .fetch_optional(&mut *conn)
-        .await?;
-    match row {
-        Some(r) if scope.covers_code(&r.try_get::<String, _>("pin")?, &r.try_get::<String, _>("code")?) => Ok(Place {
-            code: r.try_get("code")?,
-            pin: r.try_get("pin")?,
-            tz: r.try_get::<String, _>("timezone")?.parse().unwrap_or(chrono_tz::UTC),
-            last_count_at: r.try_get("last_count")?,
+    match crate::registry::locations::find_in(conn, &key).await? {
+        Some(found) if scope.covers_code(&found.pin, &found.code) => Ok(Place {
+            last_count_at: reconcile::last_count_at(conn, &found.code).await?,
+            tz: found.tz()?,
+            code: found.code,
+            pin: found.pin,
         }),
         _ => Err(Error::NotFound(format!("no location {code}"))),
     }
@@ -65,13 +53,8 @@ pub async fn place(conn: &mut AnyConnection, scope: &Scope, code: &str) -> Resul
 
 /// Checks that `unit_id` is a storage unit of `place`.
 pub async fn unit_of(conn: &mut AnyConnection, place: &Place, unit_id: i64) -> Result<String> {
-    let row = sqlx::query("SELECT name FROM units WHERE id = $1 AND location_code = $2")
-        .bind(unit_id)
-        .bind(&place.code)
-        .fetch_optional(&mut *conn)
-        .await?;
-    match row {
-        Some(r) => Ok(r.try_get("name")?),
+    match crate::registry::units::name_at(conn, unit_id, &place.code).await? {
+        Some(name) => Ok(name),
         None => Err(Error::Invalid(format!(
             "unit {unit_id} is not a storage unit of {}; see GET /api/v1/locations/{}/units",
             place.code, place.code

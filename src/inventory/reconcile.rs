@@ -60,13 +60,15 @@ pub struct Reconciliation {
     pub recorded_at: String,
 }
 
-fn from_row(r: &sqlx::any::AnyRow) -> sqlx::Result<Reconciliation> {
+fn from_row(r: &sqlx::any::AnyRow) -> Result<Reconciliation> {
+    let id: i64 = r.try_get("id")?;
     Ok(Reconciliation {
-        id: r.try_get("id")?,
+        id,
         location: r.try_get("location_code")?,
         as_of: rfc3339(r.try_get("as_of")?),
         counted_by: r.try_get("counted_by")?,
-        lines: serde_json::from_str(&r.try_get::<String, _>("lines")?).unwrap_or_default(),
+        lines: serde_json::from_str(&r.try_get::<String, _>("lines")?)
+            .map_err(|e| Error::unreadable("reconciliations", id, format!("lines: {e}")))?,
         note: r.try_get("note")?,
         recorded_by: r.try_get("recorded_by")?,
         recorded_at: rfc3339(r.try_get("recorded_at")?),
@@ -135,7 +137,7 @@ pub async fn record(db: &Db, caller: &Caller, code: &str, body: &NewReconciliati
                 c.lot_id, c.unit_id
             )));
         }
-        if !(0..=super::codes::Doses::MAX).contains(&c.counted) {
+        if !(0..=crate::domain::Doses::MAX).contains(&c.counted) {
             return Err(Error::Invalid(format!("counts[{i}]: \"counted\" must be 0 or more")));
         }
         let Some(&(_, _, exp)) = expected.iter().find(|(u, l, _)| *u == c.unit_id && *l == c.lot_id) else {
@@ -182,10 +184,21 @@ pub async fn record(db: &Db, caller: &Caller, code: &str, body: &NewReconciliati
         .fetch_one(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(from_row(&r)?)
+    from_row(&r)
 }
 
 /// A location's reconciliations, latest count first (orders ask for a recent one).
+/// The `as_of` of the location's latest physical count, if any.
+pub async fn last_count_at(conn: &mut sqlx::AnyConnection, code: &str) -> Result<Option<i64>> {
+    Ok(
+        sqlx::query("SELECT MAX(as_of) AS last FROM reconciliations WHERE location_code = $1")
+            .bind(code)
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get::<Option<i64>, _>("last")?,
+    )
+}
+
 pub async fn list(db: &Db, caller: &Caller, code: &str) -> Result<Vec<Reconciliation>> {
     let mut conn = db.pool.acquire().await?;
     let place = place(&mut conn, &caller.scope, code).await?;
@@ -193,5 +206,5 @@ pub async fn list(db: &Db, caller: &Caller, code: &str) -> Result<Vec<Reconcilia
         .bind(&place.code)
         .fetch_all(&mut *conn)
         .await?;
-    Ok(rows.iter().map(from_row).collect::<sqlx::Result<_>>()?)
+    rows.iter().map(from_row).collect()
 }

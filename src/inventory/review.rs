@@ -140,12 +140,14 @@ pub async fn revaccination(db: &Db, caller: &Caller, code: &str) -> Result<Vec<R
     let mut conn = db.pool.acquire().await?;
     let place = place(&mut conn, &caller.scope, code).await?;
     let now = now_millis();
+    // Doses with a review flag, or from stock an excursion held (not found viable) and given
+    // before the hold ended; whether they were given after the excursion began is asked of the
+    // cold chain, which owns the excursions.
     let rows = sqlx::query(
         "SELECT a.id, a.patient_id, a.administered_at, a.lot_id, a.unit_id, a.review, l.lot_number, h.excursion_id \
          FROM administrations a JOIN lots l ON l.id = a.lot_id \
          LEFT JOIN holds h ON h.unit_id = a.unit_id AND h.lot_id = a.lot_id AND h.excursion_id IS NOT NULL \
            AND (h.outcome IS NULL OR h.outcome <> 'released') \
-           AND a.administered_at >= (SELECT e.started_at FROM excursions e WHERE e.id = h.excursion_id) \
            AND a.administered_at <= COALESCE(h.ended_at, $2) \
          WHERE a.location_code = $1 AND a.status = 'decremented' AND (a.review IS NOT NULL OR h.id IS NOT NULL) \
          ORDER BY a.administered_at, a.id",
@@ -154,10 +156,21 @@ pub async fn revaccination(db: &Db, caller: &Caller, code: &str) -> Result<Vec<R
     .bind(now)
     .fetch_all(&mut *conn)
     .await?;
+    let held: Vec<i64> = rows
+        .iter()
+        .filter_map(|r| r.try_get::<Option<i64>, _>("excursion_id").ok().flatten())
+        .collect();
+    let began = crate::coldchain::excursions::started_at(&mut conn, &held).await?;
     let mut out: Vec<ReviewDose> = Vec::new();
     for r in rows {
         let id: i64 = r.try_get("id")?;
-        let excursion: Option<i64> = r.try_get("excursion_id")?;
+        let at: i64 = r.try_get("administered_at")?;
+        let excursion: Option<i64> = r
+            .try_get::<Option<i64>, _>("excursion_id")?
+            .filter(|x| began.get(x).is_some_and(|start| at >= *start));
+        if excursion.is_none() && r.try_get::<Option<String>, _>("review")?.is_none() {
+            continue;
+        }
         if let Some(last) = out.last_mut().filter(|d| d.administration_id == id) {
             last.excursion_ids.extend(excursion);
             continue;

@@ -58,9 +58,9 @@ pub fn status(expires_on: &str, held: bool, today: chrono::NaiveDate) -> &'stati
 
 async fn lines(conn: &mut AnyConnection, place: &Place, include_empty: bool) -> Result<Vec<StockLine>> {
     let rows = sqlx::query(
-        "SELECT s.lot_id, s.unit_id, s.on_hand, u.name AS unit, l.ndc, l.lot_number, l.expires_on, l.funding, \
+        "SELECT s.lot_id, s.unit_id, s.on_hand, u.unit_name AS unit, l.ndc, l.lot_number, l.expires_on, l.funding, \
          p.cvx, p.name AS product FROM stock s JOIN lots l ON l.id = s.lot_id JOIN products p ON p.ndc = l.ndc \
-         JOIN units u ON u.id = s.unit_id WHERE s.location_code = $1 AND (s.on_hand > 0 OR $2 = 1) \
+         JOIN unit_places u ON u.unit_id = s.unit_id WHERE s.location_code = $1 AND (s.on_hand > 0 OR $2 = 1) \
          ORDER BY p.name, l.expires_on, l.lot_number, s.unit_id",
     )
     .bind(&place.code)
@@ -146,7 +146,7 @@ pub async fn across(db: &Db, scope: &Scope, status: Option<&str>) -> Result<Vec<
     let keep = keep(status)?;
     let mut conn = db.pool.acquire().await?;
     let codes: Vec<(String, String)> = sqlx::query(
-        "SELECT DISTINCT l.code, l.pin FROM locations l JOIN stock s ON s.location_code = l.code WHERE s.on_hand > 0 ORDER BY l.code",
+        "SELECT DISTINCT p.location_code AS code, p.pin FROM stock s JOIN unit_places p ON p.unit_id = s.unit_id WHERE s.on_hand > 0 ORDER BY p.location_code",
     )
     .fetch_all(&mut *conn)
     .await?

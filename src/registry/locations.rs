@@ -68,6 +68,71 @@ pub struct Location {
     pub created_at: String,
 }
 
+/// Whether the part of the program a scope names exists: a registered location, or a PIN with
+/// at least one.
+pub async fn scope_exists(db: &Db, scope: &Scope) -> Result<bool> {
+    let (cond, param) = scope.sql_filter("pin", "code", 1);
+    let sql = format!("SELECT COUNT(*) FROM locations WHERE {cond}");
+    let mut q = sqlx::query_scalar::<_, i64>(&sql);
+    if let Some(p) = param {
+        q = q.bind(p);
+    }
+    let n = q.fetch_one(&db.pool).await?;
+    Ok(matches!(scope, Scope::Program) || n > 0)
+}
+
+/// A location as other capabilities look it up by code, in their own transaction.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub code: String,
+    pub pin: String,
+    pub timezone: String,
+}
+
+impl Found {
+    pub fn tz(&self) -> Result<chrono_tz::Tz> {
+        self.timezone.parse().map_err(|_| {
+            Error::unreadable(
+                "locations",
+                &self.code,
+                format!("time zone {:?} is not an IANA zone", self.timezone),
+            )
+        })
+    }
+}
+
+/// The location with this code (as stored: upper case), whatever the scope.
+pub async fn find_in(conn: &mut sqlx::AnyConnection, code: &str) -> Result<Option<Found>> {
+    let row = sqlx::query("SELECT code, pin, timezone FROM locations WHERE code = $1")
+        .bind(code)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.map(|r| {
+        Ok(Found {
+            code: r.try_get("code")?,
+            pin: r.try_get("pin")?,
+            timezone: r.try_get("timezone")?,
+        })
+    })
+    .transpose()
+}
+
+impl Location {
+    /// The location's time zone, in which its days, its HL7 times and its emails are read.
+    pub fn tz(&self) -> Result<chrono_tz::Tz> {
+        self.timezone.parse().map_err(|_| {
+            Error::unreadable(
+                "locations",
+                &self.code,
+                format!(
+                    "time zone {:?} is not an IANA zone; fix it with PUT /api/v1/locations/{}",
+                    self.timezone, self.code
+                ),
+            )
+        })
+    }
+}
+
 fn check_contact(which: &str, c: &Contact) -> Result<Contact> {
     let name = c.name.trim();
     if name.is_empty() {
@@ -225,7 +290,7 @@ pub async fn update(db: &Db, scope: &Scope, code: &str, upd: &LocationUpdate) ->
     .execute(&db.pool)
     .await?;
     // The time zone reads HL7 times; lookups kept by the HL7 intake are dropped.
-    crate::inventory::directory_changed();
+    super::directory_changed();
     get(db, scope, code).await
 }
 

@@ -4,30 +4,25 @@
 //! Each function takes the caller's [`Scope`](crate::accounts::Scope) and answers `NotFound`
 //! for anything outside it, so a clinic cannot even learn that another PIN's unit exists.
 
+pub mod assignments;
 pub mod locations;
 pub mod loggers;
-pub mod readings;
 pub mod units;
 
-/// What went wrong, in words the API turns into a 4xx.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Forbidden(String),
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
+pub use crate::error::{Error, Result};
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Bumped whenever this process changes what names a location or a vaccine (a location's time
+/// zone, facility ids, the catalog), so that lookups kept by the HL7 intake are dropped at once.
+static DIRECTORY_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// Says that names changed (see [`directory_generation`]).
+pub fn directory_changed() {
+    DIRECTORY_GENERATION.fetch_add(1, Ordering::Relaxed);
 }
 
-impl From<crate::domain::ParseError> for Error {
-    fn from(e: crate::domain::ParseError) -> Self {
-        Error::Invalid(e.0)
-    }
+/// Changes whenever [`directory_changed`] is called: a lookup kept under an older value is stale.
+pub fn directory_generation() -> u64 {
+    DIRECTORY_GENERATION.load(Ordering::Relaxed)
 }
-
-pub type Result<T> = std::result::Result<T, Error>;

@@ -3,14 +3,14 @@
 
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
-use sqlx::Row;
+use sqlx::{Any, AnyConnection, Row, Transaction};
 use utoipa::ToSchema;
 
-use super::loggers::{self, Assignment};
-use super::readings::{self, Reading};
+use super::assignments::{self, Assignment};
 use super::{locations, Error, Result};
 use crate::accounts::Scope;
 use crate::domain::{Celsius, UnitKind};
+use crate::readings::{self, Reading};
 use crate::store::{now_millis, rfc3339, Db};
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
@@ -65,7 +65,8 @@ fn from_row(r: &AnyRow) -> Result<Unit> {
     })
 }
 
-fn check_range(kind: UnitKind, range: Option<Range>) -> Result<Range> {
+/// The range a unit of `kind` is judged by: the one given, else its kind's CDC range.
+pub fn check_range(kind: UnitKind, range: Option<Range>) -> Result<Range> {
     let r = match (range, kind.default_range()) {
         (Some(r), _) => r,
         (None, Some((min_c, max_c))) => Range { min_c, max_c },
@@ -145,7 +146,7 @@ pub async fn list(db: &Db, scope: &Scope, code: &str) -> Result<Vec<Unit>> {
 
 pub async fn detail(db: &Db, scope: &Scope, id: i64) -> Result<UnitDetail> {
     let unit = get(db, scope, id).await?;
-    let loggers = loggers::current_assignments(db, id).await?;
+    let loggers = assignments::current_assignments(db, id).await?;
     // The primary logger's latest reading drives what the unit shows; a backup's stands in
     // only when there is no primary.
     let mut latest = None;
@@ -176,32 +177,69 @@ pub struct UnitUpdate {
     pub range: Option<Range>,
 }
 
-pub async fn update(db: &Db, scope: &Scope, id: i64, upd: &UnitUpdate, actor: &str) -> Result<Unit> {
-    let unit = get(db, scope, id).await?;
-    let name = match &upd.name {
-        Some(n) if n.trim().is_empty() => return Err(Error::Invalid("name must not be empty".into())),
-        Some(n) => n.trim().to_string(),
-        None => unit.name.clone(),
-    };
-    let range = match upd.range {
-        Some(r) => check_range(unit.kind, Some(r))?,
-        None => unit.range,
-    };
-    let now = now_millis();
-    let mut tx = db.pool.begin().await?;
+/// Writes a unit's name and range. A range change is a rule change: call it through
+/// `crate::coldchain::settings::update_unit`, which records who and when in the same transaction.
+pub async fn write(tx: &mut Transaction<'static, Any>, id: i64, name: &str, range: Range) -> Result<()> {
     sqlx::query("UPDATE units SET name = $1, range_min_c = $2, range_max_c = $3 WHERE id = $4")
-        .bind(&name)
+        .bind(name)
         .bind(range.min_c)
         .bind(range.max_c)
         .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The name of unit `unit_id` if it is a unit of location `code`.
+pub async fn name_at(conn: &mut AnyConnection, unit_id: i64, code: &str) -> Result<Option<String>> {
+    Ok(
+        sqlx::query("SELECT name FROM units WHERE id = $1 AND location_code = $2")
+            .bind(unit_id)
+            .bind(code)
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|r| r.try_get("name"))
+            .transpose()?,
+    )
+}
+
+/// The units of location `code` of the same kind as unit `like`.
+pub async fn same_kind_at(conn: &mut AnyConnection, like: i64, code: &str) -> Result<Vec<i64>> {
+    let rows = sqlx::query(
+        "SELECT u.id FROM units u JOIN units f ON f.kind = u.kind WHERE f.id = $1 AND u.location_code = $2",
+    )
+    .bind(like)
+    .bind(code)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+}
+
+/// What the evaluator judges a unit by.
+#[derive(Debug, Clone, Copy)]
+pub struct Judged {
+    pub kind: UnitKind,
+    pub range: Range,
+}
+
+/// Takes the unit's row lock (PostgreSQL; SQLite's write lock) and reads its kind and range:
+/// two evaluators never interleave on one unit.
+pub async fn lock_for_judging(tx: &mut AnyConnection, id: i64) -> Result<Judged> {
+    sqlx::query("UPDATE units SET kind = kind WHERE id = $1")
+        .bind(id)
         .execute(&mut *tx)
         .await?;
-    if range.min_c != unit.range.min_c || range.max_c != unit.range.max_c {
-        let before = serde_json::to_string(&unit.range).expect("plain data");
-        let after = serde_json::to_string(&range).expect("plain data");
-        crate::coldchain::rules::record_change(&mut tx, "unit_range", Some(id), Some(before), &after, actor, now)
-            .await?;
-    }
-    tx.commit().await?;
-    get(db, scope, id).await
+    let r = sqlx::query("SELECT kind, range_min_c, range_max_c FROM units WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no unit {id}")))?;
+    let kind: String = r.try_get("kind")?;
+    Ok(Judged {
+        kind: UnitKind::parse(&kind).map_err(|e| Error::unreadable("units", id, e))?,
+        range: Range {
+            min_c: r.try_get("range_min_c")?,
+            max_c: r.try_get("range_max_c")?,
+        },
+    })
 }

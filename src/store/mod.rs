@@ -2,8 +2,10 @@
 //!
 //! Queries are checked at run time (`sqlx::query`), written in the dialect both databases
 //! accept (`$1` placeholders, `ON CONFLICT`, `RETURNING`), and every one runs in the test
-//! suite against both. Where the dialects differ (row locks), [`Db::kind`] says which to use.
-//! Instants are integer epoch milliseconds UTC; see [`millis`].
+//! suite against both. Where the dialects differ (row locks, multi-row parameters, error
+//! codes), [`Dialect`] is the one way to ask which database this is — [`Db::dialect`] for a
+//! pool, [`Dialect::of`] for a connection — and its methods hold the differences, each with
+//! the reason. Instants are integer epoch milliseconds UTC; see [`millis`].
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -11,24 +13,88 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyConnection, AnyPool, Executor};
 
 use crate::config::{redact_url, DatabaseUrl};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
+/// Which database, and so which SQL where the two differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DbKind {
+pub enum Dialect {
     Sqlite,
     Postgres,
 }
 
-impl DbKind {
+impl Dialect {
+    /// The dialect of a connection taken from a pool (or inside a transaction).
+    pub fn of(conn: &AnyConnection) -> Self {
+        if conn.backend_name().eq_ignore_ascii_case("sqlite") {
+            Self::Sqlite
+        } else {
+            Self::Postgres
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Sqlite => "sqlite",
             Self::Postgres => "postgres",
+        }
+    }
+
+    /// ` FOR UPDATE` where rows can be locked. SQLite has no row locks: it serialises writers
+    /// (one write transaction at a time), which gives the same guarantee to read-then-write.
+    pub fn for_update(self) -> &'static str {
+        match self {
+            Self::Sqlite => "",
+            Self::Postgres => " FOR UPDATE",
+        }
+    }
+
+    /// ` FOR UPDATE [OF alias] SKIP LOCKED` on PostgreSQL, so several instances taking work
+    /// from one table take different rows; nothing on SQLite (one writer at a time).
+    pub fn skip_locked(self, of: Option<&str>) -> String {
+        match (self, of) {
+            (Self::Sqlite, _) => String::new(),
+            (Self::Postgres, Some(alias)) => format!(" FOR UPDATE OF {alias} SKIP LOCKED"),
+            (Self::Postgres, None) => " FOR UPDATE SKIP LOCKED".into(),
+        }
+    }
+
+    /// The `n`th (1-based) parameter of a statement with many rows of parameters. SQLite
+    /// resolves a numbered parameter by a linear scan of the statement's names, which is
+    /// quadratic over a multi-row insert; plain `?` (bound in order) is not. PostgreSQL takes
+    /// only numbered ones.
+    pub fn param(self, n: usize) -> String {
+        match self {
+            Self::Sqlite => "?".into(),
+            Self::Postgres => format!("${n}"),
+        }
+    }
+
+    /// Whether a database error may pass by itself (connection, lock, resources) rather than
+    /// being about the data: only these are worth retrying.
+    pub fn is_transient(self, e: &sqlx::Error) -> bool {
+        match e {
+            sqlx::Error::Database(d) => {
+                let code = d.code().unwrap_or_default();
+                match self {
+                    // SQLSTATE classes 08 connection, 40 rollback (serialisation, deadlock),
+                    // 53 resources, 57 operator intervention (shutdown).
+                    Self::Postgres => ["08", "40", "53", "57"].iter().any(|c| code.starts_with(c)),
+                    // BUSY (5) and LOCKED (6) with their extended codes.
+                    Self::Sqlite => code.parse::<i32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6)),
+                }
+            }
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_) => true,
+            _ => false,
         }
     }
 }
@@ -37,7 +103,7 @@ impl DbKind {
 #[derive(Clone, Debug)]
 pub struct Db {
     pub pool: AnyPool,
-    pub kind: DbKind,
+    dialect: Dialect,
 }
 
 impl Db {
@@ -52,9 +118,9 @@ impl Db {
                         .with_context(|| format!("creating the data directory {}", dir.display()))?;
                 }
                 // One writer at a time is SQLite's model; a few readers serve the API meanwhile.
-                (DbKind::Sqlite, format!("sqlite://{}?mode=rwc", path.display()), 8)
+                (Dialect::Sqlite, format!("sqlite://{}?mode=rwc", path.display()), 8)
             }
-            DatabaseUrl::Postgres(u) => (DbKind::Postgres, u.clone(), 16),
+            DatabaseUrl::Postgres(u) => (Dialect::Postgres, u.clone(), 16),
         };
         let options = AnyConnectOptions::from_str(&conn_url)
             .with_context(|| format!("parsing database URL {}", redact_url(&conn_url)))?;
@@ -63,7 +129,7 @@ impl Db {
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
-                    if kind == DbKind::Sqlite {
+                    if kind == Dialect::Sqlite {
                         // WAL lets the API read while ingest writes; synchronous=FULL makes a
                         // commit that a logger was told about survive a power cut.
                         conn.execute(
@@ -79,26 +145,21 @@ impl Db {
             .connect_with(options)
             .await
             .with_context(|| format!("connecting to the database at {}", redact_url(&conn_url)))?;
-        let db = Db { pool, kind };
+        let db = Db { pool, dialect: kind };
         db.migrate().await?;
-        crate::inventory::catalog::seed(&db).await?;
         Ok(db)
     }
 
-    pub async fn migrate(&self) -> anyhow::Result<()> {
-        let migrator = match self.kind {
-            DbKind::Sqlite => &SQLITE_MIGRATIONS,
-            DbKind::Postgres => &POSTGRES_MIGRATIONS,
-        };
-        migrator.run(&self.pool).await.context("applying database migrations")
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
     }
 
-    /// `FOR UPDATE` where the database has row locks; SQLite serialises writers instead.
-    pub fn for_update(&self) -> &'static str {
-        match self.kind {
-            DbKind::Sqlite => "",
-            DbKind::Postgres => " FOR UPDATE",
-        }
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        let migrator = match self.dialect {
+            Dialect::Sqlite => &SQLITE_MIGRATIONS,
+            Dialect::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator.run(&self.pool).await.context("applying database migrations")
     }
 
     pub async fn ping(&self) -> anyhow::Result<()> {

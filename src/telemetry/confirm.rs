@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sqlx::{Any, Row, Transaction};
 
-use crate::store::{Db, DbKind};
+use crate::store::Db;
 
 /// (gateway, epoch, serial)
 pub type Key = (String, String, String);
@@ -36,7 +36,7 @@ pub async fn advance(
         .bind(now)
         .execute(&mut **tx)
         .await?;
-        let lock = if db.kind == DbKind::Postgres { " FOR UPDATE" } else { "" };
+        let lock = db.dialect().for_update();
         let mark: i64 = sqlx::query(&format!(
             "SELECT seq FROM gateway_marks WHERE gateway = $1 AND epoch = $2 AND serial = $3{lock}"
         ))

@@ -4,9 +4,15 @@
 //! - [`broker`]: the embedded MQTT broker (rumqttd) for installs with nothing else running;
 //! - [`mqtt`]: the subscriber connection — persistent session, manual acks, reconnects;
 //! - [`ingest`]: one batch of messages → one transaction (readings, dead letters, statuses);
-//! - [`confirm`]: gateways' `seq` marks, computed from the database.
+//! - [`confirm`]: gateways' `seq` marks, computed from the database;
+//! - [`dead_letters`]: payloads refused, with the reason.
+//!
+//! Readings themselves are stored through `crate::readings`, which also queues them for the
+//! cold chain's evaluator; the ingest wakes the evaluator after each commit through the
+//! `Notify` the composition root hands it.
 
 pub mod broker;
 pub mod confirm;
+pub mod dead_letters;
 pub mod ingest;
 pub mod mqtt;

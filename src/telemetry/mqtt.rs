@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use firmware_bridge::wire;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, TlsConfiguration, Transport};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::ingest::{self, Incoming, KnownSerials};
@@ -43,8 +43,6 @@ pub struct MqttHealth {
     pub subscribed: AtomicUsize,
     /// Readings committed (new, not duplicates) since start.
     pub stored: AtomicU64,
-    /// Notified after every commit (wakes the cold-chain evaluator).
-    pub committed: tokio::sync::Notify,
 }
 
 impl MqttHealth {
@@ -99,7 +97,13 @@ pub fn filters(share_group: Option<&str>) -> Vec<String> {
 
 /// Runs the subscriber until `cancel`; the batch in progress is committed and acknowledged
 /// before it returns.
-pub async fn run(db: Db, settings: Settings, health: Arc<MqttHealth>, cancel: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    db: Db,
+    settings: Settings,
+    health: Arc<MqttHealth>,
+    committed: Arc<Notify>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let (connections, share_group) = match (&settings.mqtt, settings.mqtt_share_group.as_deref()) {
         (MqttBroker::Embedded, None) => (EMBEDDED_CONNECTIONS, Some("vfc-ingest")),
         (_, group) => (1, group),
@@ -127,7 +131,7 @@ pub async fn run(db: Db, settings: Settings, health: Arc<MqttHealth>, cancel: Ca
         pollers.push(tokio::spawn(poll(eventloop, connection, tx.clone(), cancel.clone())));
     }
     drop(tx);
-    let batcher = tokio::spawn(batcher(db, clients.clone(), rx, health, cancel.clone()));
+    let batcher = tokio::spawn(batcher(db, clients.clone(), rx, health, committed, cancel.clone()));
     for p in pollers {
         let _ = p.await;
     }
@@ -228,6 +232,7 @@ async fn batcher(
     clients: Vec<AsyncClient>,
     mut rx: mpsc::UnboundedReceiver<(usize, Publish)>,
     health: Arc<MqttHealth>,
+    committed: Arc<Notify>,
     cancel: CancellationToken,
 ) {
     let mut known = KnownSerials::default();
@@ -253,7 +258,7 @@ async fn batcher(
             return;
         };
         health.stored.fetch_add(outcome.stored, Ordering::Relaxed);
-        health.committed.notify_one();
+        committed.notify_one();
         for (k, p) in &batch {
             if let Err(e) = clients[*k].ack(p).await {
                 tracing::warn!(error = %e, "could not queue an ack (the broker will redeliver; harmless)");

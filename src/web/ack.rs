@@ -8,10 +8,10 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use chrono::TimeZone;
-use sqlx::Row;
 
 use super::AppState;
-use crate::alerts::ack::{self, Invalid, Subject};
+use crate::alerts::links::{self as ack, Invalid, Subject};
+use crate::coldchain::{devices, excursions};
 
 const PAGE: &str = include_str!("../../dashboards/ack.html");
 
@@ -51,13 +51,26 @@ fn refused(e: Invalid) -> Response {
 
 /// What the link is about, as HTML, and who acknowledged it (if anyone).
 async fn summary(s: &AppState, subject: Subject) -> Result<(String, Option<(String, i64)>), Response> {
+    let mut conn = s.db.pool.acquire().await.map_err(|e| failed(e.into()))?;
     match subject {
-        Subject::Excursion(id) => excursion_summary(s, id).await,
-        Subject::Device(id) => device_summary(s, id).await,
+        Subject::Excursion(id) => {
+            let f = excursions::facts(&mut conn, id)
+                .await
+                .map_err(failed)?
+                .ok_or_else(|| refused(Invalid::Malformed))?;
+            Ok(excursion_summary(&f))
+        }
+        Subject::Device(id) => {
+            let f = devices::facts(&mut conn, id)
+                .await
+                .map_err(failed)?
+                .ok_or_else(|| refused(Invalid::Malformed))?;
+            Ok(device_summary(&f))
+        }
     }
 }
 
-fn failed(e: sqlx::Error) -> Response {
+fn failed(e: crate::error::Error) -> Response {
     tracing::error!(error = %e, "ack page");
     page(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -66,93 +79,45 @@ fn failed(e: sqlx::Error) -> Response {
     )
 }
 
-async fn device_summary(s: &AppState, id: i64) -> Result<(String, Option<(String, i64)>), Response> {
-    let r = sqlx::query(
-        "SELECT d.serial, d.kind, d.detail, d.started_at, d.ended_at, d.acknowledged_by, d.acknowledged_at, u.name AS unit, \
-         l.code, l.name AS location FROM device_alerts d JOIN units u ON u.id = d.unit_id \
-         JOIN locations l ON l.code = u.location_code WHERE d.id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&s.db.pool)
-    .await
-    .map_err(failed)?
-    .ok_or_else(|| refused(Invalid::Malformed))?;
-    let get_s = |c: &str| escape(&r.try_get::<String, _>(c).unwrap_or_default());
+fn device_summary(f: &devices::Facts) -> (String, Option<(String, i64)>) {
     let html = format!(
         "<dl><dt>Location</dt><dd>{} {}</dd><dt>Unit</dt><dd>{}</dd><dt>Logger</dt><dd>{}</dd>\
          <dt>Condition</dt><dd>{}</dd><dt>Since</dt><dd>{}</dd></dl>",
-        get_s("code"),
-        get_s("location"),
-        get_s("unit"),
-        get_s("serial"),
-        get_s("detail"),
-        crate::store::rfc3339(r.try_get("started_at").unwrap_or_default()),
+        escape(&f.location_code),
+        escape(&f.location_name),
+        escape(&f.unit_name),
+        escape(&f.serial),
+        escape(&f.detail),
+        crate::store::rfc3339(f.started_at),
     );
-    let acked = match (
-        r.try_get::<Option<String>, _>("acknowledged_by"),
-        r.try_get::<Option<i64>, _>("acknowledged_at"),
-    ) {
-        (Ok(Some(by)), Ok(Some(t))) => Some((escape(&by), t)),
-        _ => None,
-    };
-    Ok((html, acked))
+    (html, f.acknowledged.as_ref().map(|(by, t)| (escape(by), *t)))
 }
 
-async fn excursion_summary(s: &AppState, id: i64) -> Result<(String, Option<(String, i64)>), Response> {
-    let r = sqlx::query(
-        "SELECT e.started_at, e.ended_at, e.min_c, e.max_c, e.acknowledged_by, e.acknowledged_at, u.name AS unit, \
-         l.code, l.name AS location, l.timezone FROM excursions e JOIN units u ON u.id = e.unit_id \
-         JOIN locations l ON l.code = u.location_code WHERE e.id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&s.db.pool)
-    .await
-    .map_err(|e| {
-        tracing::error!(error = %e, "ack page");
-        page(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Something went wrong",
-            "<p>Try again in a minute.</p>".into(),
-        )
-    })?
-    .ok_or_else(|| refused(Invalid::Malformed))?;
-    let tz: chrono_tz::Tz = r
-        .try_get::<String, _>("timezone")
-        .unwrap_or_default()
-        .parse()
-        .unwrap_or(chrono_tz::UTC);
+fn excursion_summary(f: &excursions::Facts) -> (String, Option<(String, i64)>) {
     let at = |ms: i64| {
-        tz.timestamp_millis_opt(ms)
+        f.timezone
+            .timestamp_millis_opt(ms)
             .single()
             .map(|t| t.format("%Y-%m-%d %H:%M %Z").to_string())
             .unwrap_or_default()
     };
-    let get_s = |c: &str| escape(&r.try_get::<String, _>(c).unwrap_or_default());
-    let ended = r
-        .try_get::<Option<i64>, _>("ended_at")
-        .ok()
-        .flatten()
-        .map(at)
-        .unwrap_or_else(|| "still out of range".into());
+    let ended = f.ended_at.map(at).unwrap_or_else(|| "still out of range".into());
     let html = format!(
         "<dl><dt>Location</dt><dd>{} {}</dd><dt>Unit</dt><dd>{}</dd><dt>Out of range since</dt><dd>{}</dd>\
          <dt>Back in range</dt><dd>{}</dd><dt>Lowest / highest</dt><dd>{:.1} °C / {:.1} °C</dd></dl>",
-        get_s("code"),
-        get_s("location"),
-        get_s("unit"),
-        at(r.try_get("started_at").unwrap_or_default()),
+        escape(&f.location_code),
+        escape(&f.location_name),
+        escape(&f.unit_name),
+        at(f.started_at),
         escape(&ended),
-        r.try_get::<f64, _>("min_c").unwrap_or_default(),
-        r.try_get::<f64, _>("max_c").unwrap_or_default(),
+        f.min_c,
+        f.max_c,
     );
-    let acked = match (
-        r.try_get::<Option<String>, _>("acknowledged_by"),
-        r.try_get::<Option<i64>, _>("acknowledged_at"),
-    ) {
-        (Ok(Some(by)), Ok(Some(t))) => Some((by, t)),
-        _ => None,
-    };
-    Ok((html, acked.map(|(by, t)| (format!("{} at {}", escape(&by), at(t)), t))))
+    let acked = f
+        .acknowledged
+        .as_ref()
+        .map(|(by, t)| (format!("{} at {}", escape(by), at(*t)), *t));
+    (html, acked)
 }
 
 async fn show(State(s): State<AppState>, Path(token): Path<String>) -> Response {
@@ -189,8 +154,8 @@ async fn acknowledge(State(s): State<AppState>, Path(token): Path<String>) -> Re
         Err(e) => return refused(e),
     };
     let done = match claim.subject {
-        Subject::Excursion(id) => ack::acknowledge(&s.db, id, &claim.email).await.map(|_| ()),
-        Subject::Device(id) => ack::acknowledge_device(&s.db, id, &claim.email).await,
+        Subject::Excursion(id) => excursions::acknowledge(&s.db, id, &claim.email).await.map(|_| ()),
+        Subject::Device(id) => devices::acknowledge(&s.db, id, &claim.email).await,
     };
     if let Err(e) = done {
         tracing::error!(error = %e, "acknowledging");

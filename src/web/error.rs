@@ -59,16 +59,25 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<crate::registry::Error> for ApiError {
-    fn from(e: crate::registry::Error) -> Self {
-        use crate::registry::Error as E;
+impl From<crate::error::Error> for ApiError {
+    fn from(e: crate::error::Error) -> Self {
+        use crate::error::Error as E;
         match e {
             E::NotFound(m) => ApiError::NotFound(m),
             E::Invalid(m) => ApiError::BadRequest(m),
             E::Conflict(m) => ApiError::Conflict(m),
             E::Forbidden(m) => ApiError::Forbidden(m),
+            // A stored row this version cannot read: the log names it; the caller is told
+            // nothing internal.
+            E::Unreadable(m) => ApiError::Internal(anyhow::anyhow!(m)),
             E::Database(e) => ApiError::Internal(e.into()),
         }
+    }
+}
+
+impl From<crate::domain::ParseError> for ApiError {
+    fn from(e: crate::domain::ParseError) -> Self {
+        ApiError::BadRequest(e.0)
     }
 }
 

@@ -13,10 +13,12 @@ use super::error::ApiError;
 use super::extract::{Body, Id};
 use super::AppState;
 use crate::accounts::Caller;
+use crate::domain::{Cvx, LotNumber, Ndc};
+use crate::domain::{Eligibility, FundingSource};
 use crate::hl7::intake::{self, Sender};
+use crate::hl7::vxu::{self, Given};
 use crate::inventory::catalog::Vaccine;
-use crate::inventory::codes::{Cvx, LotNumber, Ndc};
-use crate::inventory::doses::{self, Action, DoseReport, Outcome};
+use crate::inventory::doses::{self, Action, DoseReport, Outcome, Source};
 use crate::store::now_millis;
 
 pub fn router() -> Router<AppState> {
@@ -138,18 +140,25 @@ fn report(d: &JsonDose, tz: chrono_tz::Tz, now: i64) -> Result<DoseReport, Strin
         .map(LotNumber::parse)
         .transpose()
         .map_err(|e| e.0)?;
-    let hl7_time = match (&d.administered_at, &d.administered_on) {
-        (Some(t), None) => chrono::DateTime::parse_from_rfc3339(t)
-            .map_err(|_| format!("\"administered_at\" {t:?} must be RFC 3339, such as 2026-11-25T10:30:00-05:00"))?
-            .format("%Y%m%d%H%M%S%z")
-            .to_string(),
-        (None, Some(day)) => crate::inventory::codes::parse_date("administered_on", day)
-            .map_err(|e| e.0)?
-            .format("%Y%m%d")
-            .to_string(),
+    let (given, field) = match (&d.administered_at, &d.administered_on) {
+        (Some(t), None) => {
+            let at = chrono::DateTime::parse_from_rfc3339(t).map_err(|_| {
+                format!("\"administered_at\" {t:?} must be RFC 3339, such as 2026-11-25T10:30:00-05:00")
+            })?;
+            // The day as the EHR wrote it, in the offset it wrote.
+            let given = Given {
+                day: at.date_naive(),
+                at: Some(at.timestamp_millis()),
+            };
+            (given, "\"administered_at\"")
+        }
+        (None, Some(day)) => {
+            let day = crate::domain::parse_date("administered_on", day).map_err(|e| e.0)?;
+            (Given { day, at: None }, "\"administered_on\"")
+        }
         _ => return Err("give exactly one of \"administered_at\" or \"administered_on\"".into()),
     };
-    let (administered_at, day) = crate::hl7::vxu::given_at(&hl7_time, tz, now)?;
+    let (administered_at, day) = vxu::dated(given, tz, now, field)?;
     let completion = d.completion.as_deref().unwrap_or("CP").to_ascii_uppercase();
     if !["CP", "PA", "RE", "NA"].contains(&completion.as_str()) {
         return Err(format!("\"completion\" {completion:?} must be CP, PA, RE or NA"));
@@ -160,20 +169,18 @@ fn report(d: &JsonDose, tz: chrono_tz::Tz, now: i64) -> Result<DoseReport, Strin
         "delete" | "d" => Action::Delete,
         other => return Err(format!("\"action\" {other:?} must be add, update or delete")),
     };
-    let eligibility = d.eligibility.as_ref().map(|e| e.trim().to_ascii_uppercase());
-    if eligibility
+    let eligibility = d
+        .eligibility
         .as_deref()
-        .is_some_and(|e| !["V01", "V02", "V03", "V04", "V05", "V07"].contains(&e))
-    {
-        return Err("\"eligibility\" must be one of V01, V02, V03, V04, V05, V07 (HL7 table 0064)".into());
-    }
-    let funding_source = d.funding_source.as_ref().map(|e| e.trim().to_ascii_uppercase());
-    if funding_source
+        .map(Eligibility::parse)
+        .transpose()
+        .map_err(|e| format!("\"eligibility\": {e}"))?;
+    let funding_source = d
+        .funding_source
         .as_deref()
-        .is_some_and(|f| !["VXC50", "VXC2", "PHC70"].contains(&f))
-    {
-        return Err("\"funding_source\" must be VXC50, VXC2 or PHC70".into());
-    }
+        .map(FundingSource::parse)
+        .transpose()
+        .map_err(|e| format!("\"funding_source\": {e}"))?;
     let given_here = !d.historical && ["CP", "PA"].contains(&completion.as_str());
     Ok(DoseReport {
         orc_key: d
@@ -198,7 +205,7 @@ fn report(d: &JsonDose, tz: chrono_tz::Tz, now: i64) -> Result<DoseReport, Strin
         eligibility,
         funding_source,
         message_id: None,
-        source: "json",
+        source: Source::Json,
     })
 }
 
@@ -215,8 +222,7 @@ async fn administrations(
     if body.doses.is_empty() || body.doses.len() > 1000 {
         return Err(ApiError::bad_request("send 1 to 1000 entries in \"doses\""));
     }
-    let mut tx = s.db.pool.begin().await?;
-    let place = crate::inventory::place(&mut tx, &caller.scope, &code).await?;
+    let mut batch = doses::Batch::open(&s.db, &caller.scope, &code).await?;
     let now = now_millis();
     let actor = caller.actor();
     let mut results = Vec::with_capacity(body.doses.len());
@@ -231,10 +237,10 @@ async fn administrations(
             warnings: vec![],
             error: None,
         };
-        match report(d, place.tz, now) {
+        match report(d, batch.tz(), now) {
             Err(e) => r.error = Some(e),
             Ok(rep) => {
-                let o = doses::apply(&mut tx, &place, &rep, &actor).await?;
+                let o = batch.apply(&rep, &actor).await?;
                 r.outcome = o.name().into();
                 r.warnings = o.warnings();
                 match o {
@@ -265,6 +271,6 @@ async fn administrations(
         }
         results.push(r);
     }
-    tx.commit().await?;
+    batch.commit().await?;
     Ok(Json(AdministrationResults { results }))
 }

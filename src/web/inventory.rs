@@ -17,12 +17,13 @@ use crate::inventory::catalog::{self, NewProduct, Product};
 use crate::inventory::doses::{self, DecrementException, Resolution};
 use crate::inventory::holds::{self, Hold, NewHold};
 use crate::inventory::ledger::{self, Event, Kind};
-use crate::inventory::movements::{
-    self, Adjustment, Decision, FacilityIds, Movement, NewTransfer, ProductUnit, Receipt, Removal, Transfer,
-};
+use crate::inventory::lots::{self, LotCorrection, LotRecord};
+use crate::inventory::movements::{self, Adjustment, Movement, Receipt, Removal};
 use crate::inventory::reconcile::{self, NewReconciliation, Reconciliation};
 use crate::inventory::review::{self, Borrowing, BorrowingReason, ReviewDose};
+use crate::inventory::routing::{self, FacilityIds, ProductUnit};
 use crate::inventory::stock::{self, StockLine};
+use crate::inventory::transfers::{self, Decision, NewTransfer, Transfer};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -227,10 +228,7 @@ async fn reverse(
     if body.reason.trim().is_empty() {
         return Err(ApiError::bad_request("\"reason\" is required"));
     }
-    let mut tx = s.db.pool.begin().await?;
-    let place = crate::inventory::place(&mut tx, &caller.scope, &code).await?;
-    let event_id = ledger::reverse(&mut tx, &place.code, id, body.reason.trim(), &caller.actor()).await?;
-    tx.commit().await?;
+    let event_id = ledger::reverse_at(&s.db, &caller.scope, &code, id, body.reason.trim(), &caller.actor()).await?;
     Ok((StatusCode::CREATED, Json(Reversed { event_id })))
 }
 
@@ -255,15 +253,15 @@ async fn lot_ledger(
 
 /// Corrects a lot's expiration date for every location that holds it (state coordinators).
 #[utoipa::path(put, path = "/api/v1/lots/{id}", tag = "inventory", security(("bearer" = [])),
-    params(("id" = i64, Path)), request_body = movements::LotCorrection,
-    responses((status = 200, body = movements::LotRecord), (status = 403), (status = 404)))]
+    params(("id" = i64, Path)), request_body = LotCorrection,
+    responses((status = 200, body = LotRecord), (status = 403), (status = 404)))]
 async fn correct_lot(
     State(s): State<AppState>,
     caller: Caller,
     Id(id): Id<i64>,
-    Body(body): Body<movements::LotCorrection>,
-) -> Result<Json<movements::LotRecord>, ApiError> {
-    Ok(Json(movements::correct_lot(&s.db, &caller, id, &body).await?))
+    Body(body): Body<LotCorrection>,
+) -> Result<Json<LotRecord>, ApiError> {
+    Ok(Json(lots::correct_lot(&s.db, &caller, id, &body).await?))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -279,7 +277,7 @@ async fn list_transfers(
     Id(code): Id<String>,
 ) -> Result<Json<TransferList>, ApiError> {
     Ok(Json(TransferList {
-        transfers: movements::list_transfers(&s.db, &caller, &code).await?,
+        transfers: transfers::list_transfers(&s.db, &caller, &code).await?,
     }))
 }
 
@@ -296,14 +294,14 @@ async fn transfer(
 ) -> Result<(StatusCode, Json<Transfer>), ApiError> {
     Ok((
         StatusCode::CREATED,
-        Json(movements::transfer(&s.db, &caller, &code, &body).await?),
+        Json(transfers::transfer(&s.db, &caller, &code, &body).await?),
     ))
 }
 
 #[utoipa::path(get, path = "/api/v1/transfers/{id}", tag = "inventory", security(("bearer" = [])),
     params(("id" = i64, Path)), responses((status = 200, body = Transfer), (status = 404)))]
 async fn get_transfer(State(s): State<AppState>, caller: Caller, Id(id): Id<i64>) -> Result<Json<Transfer>, ApiError> {
-    Ok(Json(movements::visible_transfer(&s.db, &caller.scope, id).await?))
+    Ok(Json(transfers::visible_transfer(&s.db, &caller.scope, id).await?))
 }
 
 /// Approves a transfer to another PIN (state coordinators): the doses move.
@@ -316,9 +314,9 @@ async fn approve_transfer(
     Id(id): Id<i64>,
     body: Option<Json<Decision>>,
 ) -> Result<Json<Transfer>, ApiError> {
-    movements::visible_transfer(&s.db, &caller.scope, id).await?;
+    transfers::visible_transfer(&s.db, &caller.scope, id).await?;
     let body = body.map(|b| b.0).unwrap_or_default();
-    Ok(Json(movements::decide(&s.db, &caller, id, true, &body).await?))
+    Ok(Json(transfers::decide(&s.db, &caller, id, true, &body).await?))
 }
 
 /// Rejects a transfer to another PIN (state coordinators), with a note saying why.
@@ -331,8 +329,8 @@ async fn reject_transfer(
     Id(id): Id<i64>,
     Body(body): Body<Decision>,
 ) -> Result<Json<Transfer>, ApiError> {
-    movements::visible_transfer(&s.db, &caller.scope, id).await?;
-    Ok(Json(movements::decide(&s.db, &caller, id, false, &body).await?))
+    transfers::visible_transfer(&s.db, &caller.scope, id).await?;
+    Ok(Json(transfers::decide(&s.db, &caller, id, false, &body).await?))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -445,10 +443,8 @@ async fn excursion_holds(
     caller: Caller,
     Id(id): Id<i64>,
 ) -> Result<Json<HoldList>, ApiError> {
-    super::coldchain::visible(&s, &caller, id).await?;
-    let mut conn = s.db.pool.acquire().await?;
     Ok(Json(HoldList {
-        holds: holds::of_excursion(&mut conn, id).await?,
+        holds: holds::of_visible_excursion(&s.db, &caller.scope, id).await?,
     }))
 }
 
@@ -465,7 +461,7 @@ async fn product_units(
     Id(code): Id<String>,
 ) -> Result<Json<ProductUnitList>, ApiError> {
     Ok(Json(ProductUnitList {
-        product_units: movements::product_units(&s.db, &caller, &code).await?,
+        product_units: routing::product_units(&s.db, &caller, &code).await?,
     }))
 }
 
@@ -480,7 +476,7 @@ async fn set_product_unit(
     Body(body): Body<ProductUnit>,
 ) -> Result<Json<ProductUnitList>, ApiError> {
     Ok(Json(ProductUnitList {
-        product_units: movements::set_product_unit(&s.db, &caller, &code, &body).await?,
+        product_units: routing::set_product_unit(&s.db, &caller, &code, &body).await?,
     }))
 }
 
@@ -491,7 +487,7 @@ async fn facility_ids(
     caller: Caller,
     Id(code): Id<String>,
 ) -> Result<Json<FacilityIds>, ApiError> {
-    Ok(Json(movements::facility_ids(&s.db, &caller, &code).await?))
+    Ok(Json(routing::facility_ids(&s.db, &caller, &code).await?))
 }
 
 /// Replaces the EHR facility ids (MSH-4, RXA-11.4) that name this location.
@@ -504,7 +500,7 @@ async fn set_facility_ids(
     Id(code): Id<String>,
     Body(body): Body<FacilityIds>,
 ) -> Result<Json<FacilityIds>, ApiError> {
-    Ok(Json(movements::set_facility_ids(&s.db, &caller, &code, &body).await?))
+    Ok(Json(routing::set_facility_ids(&s.db, &caller, &code, &body).await?))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -530,10 +526,8 @@ async fn exceptions(
     Id(code): Id<String>,
     Params(q): Params<ExceptionQuery>,
 ) -> Result<Json<ExceptionList>, ApiError> {
-    let mut conn = s.db.pool.acquire().await?;
-    let place = crate::inventory::place(&mut conn, &caller.scope, &code).await?;
     Ok(Json(ExceptionList {
-        exceptions: doses::exceptions(&mut conn, &place, q.all).await?,
+        exceptions: doses::exceptions_at(&s.db, &caller.scope, &code, q.all).await?,
     }))
 }
 
@@ -547,10 +541,9 @@ async fn resolve_exception(
     Id(id): Id<i64>,
     Body(body): Body<Resolution>,
 ) -> Result<Json<DecrementException>, ApiError> {
-    let mut tx = s.db.pool.begin().await?;
-    let x = doses::resolve(&mut tx, &caller.scope, id, &body, &caller.actor()).await?;
-    tx.commit().await?;
-    Ok(Json(x))
+    Ok(Json(
+        doses::resolve_now(&s.db, &caller.scope, id, &body, &caller.actor()).await?,
+    ))
 }
 
 #[derive(Serialize, ToSchema)]

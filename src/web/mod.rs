@@ -1,10 +1,13 @@
-//! HTTP: the JSON API under `/api/v1` (docs/architecture.md, "Public contracts → HTTP"), `/healthz`,
-//! `/metrics` and `/api/openapi.json`. One module per group of routes, each with its router.
+//! HTTP: the JSON API under `/api/v1` (docs/architecture.md, "Public contracts → HTTP"),
+//! `/healthz`, `/metrics` and `/api/openapi.json`. One module per group of routes, each with its
+//! router; handlers parse the request, call the capability that owns the answer, and shape the
+//! response — there is no SQL here.
 
 mod ack;
 pub mod auth;
 mod coldchain;
 pub mod error;
+mod excursions;
 mod extract;
 mod hl7;
 mod inventory;
@@ -15,11 +18,14 @@ mod telemetry;
 
 use std::sync::Arc;
 
+use axum::response::IntoResponse;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::coldchain::stock::ExposedStock;
 use crate::config::Settings;
 use crate::store::Db;
+use crate::supervise::Tasks;
 use crate::telemetry::mqtt::MqttHealth;
 
 /// What every handler may reach.
@@ -28,11 +34,15 @@ pub struct AppState {
     pub db: Db,
     pub settings: Arc<Settings>,
     pub mqtt: Arc<MqttHealth>,
+    /// The background tasks and their states, for `/healthz`.
+    pub tasks: Tasks,
     pub metrics: Option<PrometheusHandle>,
     /// Key that signs acknowledgement links.
     pub ack_key: Arc<Vec<u8>>,
     /// Where HL7 messages are recorded (concurrent ones committed together).
     pub intake: crate::hl7::intake::Intake,
+    /// What a review's determinations do to the stock (the inventory's holds).
+    pub stock: Arc<dyn ExposedStock>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -40,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .merge(registry::router())
         .merge(telemetry::router())
         .merge(coldchain::router())
+        .merge(excursions::router())
         .merge(inventory::router())
         .merge(hl7::router());
     Router::new()
@@ -53,7 +64,20 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             error::ApiError::MethodNotAllowed("this route does not take that method; see /api/openapi.json".into())
         })
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .layer(axum::extract::DefaultBodyLimit::max(8 * 1024 * 1024))
         .with_state(state)
+}
+
+/// A handler that panicked answers 500 in the API's error shape, and is counted and logged;
+/// the service goes on.
+fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into());
+    metrics::counter!("vfc_http_panics_total").increment(1);
+    error::ApiError::Internal(anyhow::anyhow!("a request handler panicked: {what}")).into_response()
 }

@@ -15,8 +15,8 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
-/// 200 when the database answers and the MQTT subscription is live; 503 with the failing
-/// part named otherwise.
+/// 200 when the database answers, the MQTT subscription is live and every background task is
+/// running; 503 with the failing part named otherwise (`"tasks":{"evaluator":"restarting",…}`).
 async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
     let database = match tokio::time::timeout(std::time::Duration::from_secs(3), s.db.ping()).await {
         Ok(Ok(())) => "ok",
@@ -27,7 +27,8 @@ async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
         (true, false) => "connected",
         _ => "disconnected",
     };
-    let ok = database == "ok" && broker == "subscribed";
+    let tasks = s.tasks.states();
+    let ok = database == "ok" && broker == "subscribed" && s.tasks.down().is_empty();
     let status = if ok {
         StatusCode::OK
     } else {
@@ -38,8 +39,9 @@ async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
         Json(json!({
             "status": if ok { "ok" } else { "degraded" },
             "database": database,
-            "database_kind": s.db.kind.as_str(),
+            "database_kind": s.db.dialect().as_str(),
             "broker": broker,
+            "tasks": tasks,
             "version": env!("CARGO_PKG_VERSION"),
         })),
     )

@@ -12,9 +12,10 @@ use super::error::ApiError;
 use super::extract::{query_time, Body, Id, Params};
 use super::AppState;
 use crate::accounts::Caller;
+use crate::readings::{self, Cursor, Page, MAX_PAGE};
+use crate::registry::assignments::{self, AssignLogger, Assignment};
 use crate::registry::locations::{self, Location, LocationUpdate, NewLocation};
-use crate::registry::loggers::{self, AssignLogger, Assignment, Logger, LoggerDetail};
-use crate::registry::readings::{self, Cursor, Page, MAX_PAGE};
+use crate::registry::loggers::{self, Logger, LoggerDetail};
 use crate::registry::units::{self, NewUnit, Unit, UnitDetail};
 
 pub fn router() -> Router<AppState> {
@@ -140,7 +141,7 @@ async fn update_unit(
     Body(body): Body<crate::registry::units::UnitUpdate>,
 ) -> Result<Json<Unit>, ApiError> {
     Ok(Json(
-        units::update(&s.db, &caller.scope, id, &body, &caller.actor()).await?,
+        crate::coldchain::settings::update_unit(&s.db, &caller.scope, id, &body, &caller.actor()).await?,
     ))
 }
 
@@ -155,7 +156,7 @@ async fn assign_logger(
     Id(id): Id<i64>,
     Body(body): Body<AssignLogger>,
 ) -> Result<Json<Assignment>, ApiError> {
-    Ok(Json(loggers::assign(&s.db, &caller, id, &body).await?))
+    Ok(Json(assignments::assign(&s.db, &caller, id, &body).await?))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -175,7 +176,9 @@ async fn unassign_logger(
     Id((id, serial)): Id<(i64, String)>,
     Params(p): Params<AtParams>,
 ) -> Result<Json<Assignment>, ApiError> {
-    Ok(Json(loggers::unassign(&s.db, &caller.scope, id, &serial, p.at).await?))
+    Ok(Json(
+        assignments::unassign(&s.db, &caller.scope, id, &serial, p.at).await?,
+    ))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -228,7 +231,7 @@ async fn unit_readings(
 ) -> Result<Json<Page>, ApiError> {
     units::get(&s.db, &caller.scope, id).await?;
     let (from, to, cursor, limit) = p.parse()?;
-    let windows = readings::unit_windows(&s.db, id).await?;
+    let windows = assignments::unit_windows(&s.db, id).await?;
     Ok(Json(
         readings::page(&s.db, &windows, from, to, cursor.as_ref(), limit).await?,
     ))

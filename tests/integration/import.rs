@@ -34,8 +34,18 @@ async fn unit(app: &TestApp, kind: &str, range: Option<(f64, f64)>) -> i64 {
     out["id"].as_i64().unwrap()
 }
 
+/// `vfc import` of a file into a unit that had no logger then: the file's own serial is named
+/// with `--as-serial`, as the unit's record does not say it served there.
 fn import(app: &TestApp, file: &str, unit: i64) -> String {
-    let out = app.cli(&["import", &export(file), "--unit", &unit.to_string()]);
+    let serial = firmware_bridge::berlinger::parse(&read(&export(file))).unwrap().serial;
+    let out = app.cli(&[
+        "import",
+        &export(file),
+        "--unit",
+        &unit.to_string(),
+        "--as-serial",
+        &serial,
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
@@ -211,7 +221,69 @@ async fn missing_values_in_the_ultra_low_file_are_gaps(db: Database) {
     assert_eq!(ours["max_c"], -9.6, "the highest logged reading that day");
 }
 
+/// The unit's own logger (LT-1, since 2020) served it in 2023; a Q-tag file of another serial
+/// is not that unit's record unless someone says so.
+async fn a_file_of_another_logger_than_the_units_is_refused_with_what_to_do(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let unit = app.fridge().await;
+    let file = export("qtag-clm-doc-lr/RCPJ00010_03_202304201359.txt");
+    let out = app.cli(&["import", &file, "--unit", &unit.to_string()]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("did not serve unit {unit}")) && said.contains("--as-serial"),
+        "says what to do: {said}"
+    );
+    let stored = app.readings(unit, "2022-01-01T00:00:00Z", "2024-01-01T00:00:00Z").await;
+    assert!(stored.is_empty(), "nothing filed: {stored:?}");
+}
+
+async fn as_serial_files_a_file_under_the_logger_the_unit_knows(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let unit = app.fridge().await;
+    let name = "qtag-clm-doc-lr/RCPJ00010_03_202304201359.txt";
+    let device = firmware_bridge::berlinger::parse(&read(&export(name))).unwrap();
+    let values = device.rows.iter().filter(|r| r.temp_c.is_some()).count();
+    let out = app.cli(&[
+        "import",
+        &export(name),
+        "--unit",
+        &unit.to_string(),
+        "--as-serial",
+        "LT-1",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stored = app.readings(unit, "2022-01-01T00:00:00Z", "2024-01-01T00:00:00Z").await;
+    assert_eq!(stored.len(), values);
+    assert!(stored.iter().all(|r| r["serial"] == "LT-1"), "{:?}", stored.first());
+}
+
+async fn a_logtag_csv_imports_its_readings_and_names_the_line_it_skipped(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let unit = unit(&app, "refrigerator", None).await;
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/firmware-bridge/tests/fixtures/logtag-constructed.csv"
+    );
+    let out = app.cli(&["import", file, "--unit", &unit.to_string(), "--as-serial", "1012345678"]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(report.contains("readings stored: 4 new"), "{report}");
+    assert!(
+        report.contains("skipped line 13:"),
+        "the unreadable row, counted from 1: {report}"
+    );
+    // The location is in UTC here: 09:10 local is 09:10Z.
+    let stored = app.readings(unit, "2026-11-20T00:00:00Z", "2026-11-21T00:00:00Z").await;
+    let temps: Vec<f64> = stored.iter().map(|r| r["temp_c"].as_f64().unwrap()).collect();
+    assert_eq!(temps, [4.8, 5.1, 9.4, 5.0]);
+    assert_eq!(stored[2]["ts"], "2026-11-20T09:10:00Z");
+}
+
 on_both_databases!(
+    a_file_of_another_logger_than_the_units_is_refused_with_what_to_do,
+    as_serial_files_a_file_under_the_logger_the_unit_knows,
+    a_logtag_csv_imports_its_readings_and_names_the_line_it_skipped,
     the_fridge_tag_2l_file_agrees_with_the_devices_daily_history,
     every_q_tag_single_event_alarm_has_an_excursion,
     a_history_only_file_imports_its_history_and_says_so,

@@ -1,9 +1,11 @@
-//! Acknowledgement links: one signed, expiring token per recipient and excursion.
+//! Acknowledgement links: one signed, expiring token per recipient and subject (an excursion or
+//! a logger condition). This module owns `service_secrets`, where the signing key lives.
 //!
-//! Opening the link (GET) only shows the excursion and a button; pressing it (POST)
+//! Opening the link (GET) only shows the subject and a button; pressing it (POST)
 //! acknowledges. Mail scanners that open every link therefore acknowledge nothing.
 //! The signing key is random, kept in the database, and the same for every instance.
 
+use anyhow::Context;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use sqlx::Row;
@@ -15,8 +17,9 @@ pub const VALID_MS: i64 = 7 * 24 * 3_600_000;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// The signing key, created on first use.
-pub async fn key(db: &Db) -> Result<Vec<u8>, sqlx::Error> {
+/// The signing key, created on first use. A stored key that is not 32 bytes of hex is an error:
+/// signing with an empty or short key would let anyone forge links.
+pub async fn key(db: &Db) -> anyhow::Result<Vec<u8>> {
     let fresh = hex::encode(rand::random::<[u8; 32]>());
     sqlx::query("INSERT INTO service_secrets (name, value) VALUES ('ack_links', $1) ON CONFLICT (name) DO NOTHING")
         .bind(fresh)
@@ -26,7 +29,29 @@ pub async fn key(db: &Db) -> Result<Vec<u8>, sqlx::Error> {
         .fetch_one(&db.pool)
         .await?
         .try_get("value")?;
-    Ok(hex::decode(value).unwrap_or_default())
+    let key = hex::decode(value.trim())
+        .ok()
+        .filter(|k| k.len() == 32)
+        .context("service_secrets row 'ack_links' is not 64 hex digits (32 bytes); restore it from a backup, or delete the row to make a new key (links already sent stop working)")?;
+    Ok(key)
+}
+
+/// What links in emails need: the public address and the key that signs them.
+#[derive(Clone)]
+pub struct Links {
+    pub public_url: url::Url,
+    pub key: Vec<u8>,
+}
+
+impl Links {
+    /// The recipient's own link to acknowledge `subject`, valid for [`VALID_MS`] from now.
+    pub fn ack_url(&self, subject: Subject, email: &str) -> String {
+        format!(
+            "{}ack/{}",
+            self.public_url,
+            subject_token(&self.key, subject, email, now_millis())
+        )
+    }
 }
 
 fn sign(key: &[u8], payload: &str) -> String {
@@ -111,36 +136,6 @@ pub fn verify(key: &[u8], token: &str) -> Result<Claim, Invalid> {
         email: String::from_utf8(hex::decode(email).map_err(|_| Invalid::Malformed)?)
             .map_err(|_| Invalid::Malformed)?,
     })
-}
-
-/// Acknowledges a logger condition once.
-pub async fn acknowledge_device(db: &Db, id: i64, by: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE device_alerts SET acknowledged_at = $1, acknowledged_by = $2 WHERE id = $3 AND acknowledged_at IS NULL",
-    )
-    .bind(now_millis())
-    .bind(by)
-    .bind(id)
-    .execute(&db.pool)
-    .await?;
-    Ok(())
-}
-
-/// Acknowledges an excursion once; returns who and when it was acknowledged (now or before).
-pub async fn acknowledge(db: &Db, excursion_id: i64, by: &str) -> Result<(String, i64), sqlx::Error> {
-    sqlx::query(
-        "UPDATE excursions SET acknowledged_at = $1, acknowledged_by = $2 WHERE id = $3 AND acknowledged_at IS NULL",
-    )
-    .bind(now_millis())
-    .bind(by)
-    .bind(excursion_id)
-    .execute(&db.pool)
-    .await?;
-    let r = sqlx::query("SELECT acknowledged_at, acknowledged_by FROM excursions WHERE id = $1")
-        .bind(excursion_id)
-        .fetch_one(&db.pool)
-        .await?;
-    Ok((r.try_get("acknowledged_by")?, r.try_get("acknowledged_at")?))
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! The inventory's words as types (docs/domain.md, "Code sets" and "Inventory"): NDC, CVX, lot
-//! number, funding and a dose count. Raw strings stop here.
+//! The words of vaccines and doses as types (docs/domain.md, "Code sets", "Inventory" and "Doses
+//! administered over HL7"): NDC, CVX, lot number, funding, a dose count, a patient's eligibility
+//! and a dose's funding source. Raw strings stop here.
 
 use std::fmt;
 
@@ -144,6 +145,114 @@ impl Funding {
     }
 }
 
+/// A patient's VFC eligibility, HL7 table 0064 (OBX 64994-7). V06 is retired and not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+pub enum Eligibility {
+    /// Not VFC eligible: private stock.
+    V01,
+    /// Medicaid or Medicaid managed care.
+    V02,
+    /// Uninsured.
+    V03,
+    /// American Indian or Alaska Native.
+    V04,
+    /// Underinsured, at a federally qualified or rural health centre.
+    V05,
+    /// State-specific eligibility (e.g. S-CHIP), publicly funded.
+    V07,
+}
+
+impl Eligibility {
+    /// Every code the product takes, in table order.
+    pub const ALL: [Eligibility; 6] = [Self::V01, Self::V02, Self::V03, Self::V04, Self::V05, Self::V07];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::V01 => "V01",
+            Self::V02 => "V02",
+            Self::V03 => "V03",
+            Self::V04 => "V04",
+            Self::V05 => "V05",
+            Self::V07 => "V07",
+        }
+    }
+
+    /// Reads a code as an EHR writes it (any case, trimmed).
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        let code = raw.trim().to_ascii_uppercase();
+        Self::ALL.into_iter().find(|e| e.as_str() == code).ok_or_else(|| {
+            ParseError(format!(
+                "eligibility {raw:?} must be one of {} (HL7 table 0064)",
+                Self::ALL.map(Self::as_str).join(", ")
+            ))
+        })
+    }
+
+    /// The stock a dose for this patient should come from (docs/domain.md, "Inventory"): a V01
+    /// patient is given private stock; every other code, public (VFC or state) stock.
+    pub fn is_public(self) -> bool {
+        self != Self::V01
+    }
+
+    /// Whether giving this patient stock of `funding` is borrowing (docs/domain.md: a V01 patient
+    /// given public stock, or a V02–V05 patient given private stock; V07 is state-defined and
+    /// not counted).
+    pub fn borrows(self, funding: Funding) -> bool {
+        match self {
+            Self::V01 => funding.is_public(),
+            Self::V02 | Self::V03 | Self::V04 | Self::V05 => !funding.is_public(),
+            Self::V07 => false,
+        }
+    }
+}
+
+impl fmt::Display for Eligibility {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who paid for the dose, as the EHR says (OBX 30963-3, CDC's PHVS_VaccineFundingSource).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FundingSource {
+    /// VXC50: public (VFC).
+    Public,
+    /// VXC2: state funds.
+    State,
+    /// PHC70: private.
+    Private,
+}
+
+impl FundingSource {
+    pub const ALL: [FundingSource; 3] = [Self::Public, Self::State, Self::Private];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Public => "VXC50",
+            Self::State => "VXC2",
+            Self::Private => "PHC70",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        let code = raw.trim().to_ascii_uppercase();
+        Self::ALL.into_iter().find(|f| f.as_str() == code).ok_or_else(|| {
+            ParseError(format!(
+                "funding source {raw:?} must be VXC50 (public), VXC2 (state) or PHC70 (private)"
+            ))
+        })
+    }
+
+    /// The lot funding this source names.
+    pub fn funding(self) -> Funding {
+        match self {
+            Self::Public => Funding::Vfc,
+            Self::State => Funding::State,
+            Self::Private => Funding::Private,
+        }
+    }
+}
+
 /// A positive number of doses, as moved in one line of a receipt, wastage or transfer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Doses(i64);
@@ -165,10 +274,25 @@ impl Doses {
     }
 }
 
-/// A calendar date `YYYY-MM-DD` (expiration dates are days, not instants).
+/// The years a day of this product's records can fall in: vaccine records, expiration dates
+/// and daily logs are all well inside them. Anything else is a typo, and would overflow the
+/// arithmetic on instants further in.
+pub const YEARS: std::ops::RangeInclusive<i32> = 1900..=9999;
+
+/// A calendar date `YYYY-MM-DD` (expiration dates and daily records are days, not instants),
+/// in years 1900 to 9999.
 pub fn parse_date(name: &str, raw: &str) -> Result<chrono::NaiveDate, ParseError> {
-    chrono::NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d")
-        .map_err(|_| ParseError(format!("\"{name}\" {raw:?} must be a date such as 2027-01-31")))
+    let bad = || {
+        ParseError(format!(
+            "\"{name}\" {raw:?} must be a date from 1900-01-01 to 9999-12-31, such as 2027-01-31"
+        ))
+    };
+    let day = chrono::NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d").map_err(|_| bad())?;
+    if YEARS.contains(&chrono::Datelike::year(&day)) {
+        Ok(day)
+    } else {
+        Err(bad())
+    }
 }
 
 #[cfg(test)]
@@ -194,6 +318,37 @@ mod tests {
         assert_eq!(Cvx::parse(" 116 ").unwrap().as_str(), "116");
         assert!(Cvx::parse("11a").is_err());
         assert!(Cvx::parse("1160").is_err());
+    }
+
+    #[test]
+    fn dates_outside_four_digit_years_are_refused() {
+        assert!(parse_date("to", "2026-11-30").is_ok());
+        for bad in ["+262142-12-31", "0001-01-01", "2026-02-30", "20261130"] {
+            assert!(parse_date("to", bad).unwrap_err().0.contains("\"to\""), "{bad}");
+        }
+    }
+
+    #[test]
+    fn eligibility_reads_table_0064_and_says_who_borrows() {
+        assert_eq!(Eligibility::parse(" v02 ").unwrap(), Eligibility::V02);
+        assert!(Eligibility::parse("V06")
+            .unwrap_err()
+            .0
+            .contains("V01, V02, V03, V04, V05, V07"));
+        assert!(Eligibility::V01.borrows(Funding::Vfc));
+        assert!(Eligibility::V01.borrows(Funding::State));
+        assert!(!Eligibility::V01.borrows(Funding::Private));
+        assert!(Eligibility::V03.borrows(Funding::Private));
+        assert!(!Eligibility::V03.borrows(Funding::Vfc));
+        assert!(!Eligibility::V07.borrows(Funding::Private));
+    }
+
+    #[test]
+    fn funding_sources_name_the_stock_they_pay_for() {
+        assert_eq!(FundingSource::parse("vxc50").unwrap().funding(), Funding::Vfc);
+        assert_eq!(FundingSource::parse("VXC2").unwrap().funding(), Funding::State);
+        assert_eq!(FundingSource::parse("PHC70").unwrap().funding(), Funding::Private);
+        assert!(FundingSource::parse("VXC1").is_err());
     }
 
     #[test]

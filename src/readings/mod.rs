@@ -1,16 +1,129 @@
-//! Reading a unit's (or a logger's) temperature record.
+//! Readings: every temperature a logger took, stored once per (serial, ts), for years. This
+//! module owns the `readings` table and the evaluator's queue of new readings
+//! (`coldchain_dirty`, in [`dirty`]); the MQTT ingest and `vfc import` write through it, the
+//! registry and the cold chain read through it.
 //!
 //! A unit's readings are those its loggers took while they served it: each assignment is a
-//! [`Window`] on one serial, and a page is the time-ordered merge of the windows, so a swap
-//! for calibration shows as one continuous record.
+//! [`Window`] on one serial (the registry knows the assignments), and a page is the
+//! time-ordered merge of the windows, so a swap for calibration shows as one continuous record.
+
+pub mod dirty;
 
 use serde::Serialize;
-use sqlx::Row;
+use sqlx::{Any, AnyConnection, Row, Transaction};
 use utoipa::ToSchema;
 
-use super::{Error, Result};
 use crate::domain::LoggerRole;
-use crate::store::{rfc3339, Db};
+use crate::error::{Error, Result};
+use crate::store::{rfc3339, Db, Dialect};
+
+/// Rows per INSERT statement (5 parameters each stay under SQLite's and PostgreSQL's limits).
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// A reading ready to store.
+#[derive(Debug, Clone)]
+pub struct NewReading {
+    pub serial: String,
+    pub ts: i64,
+    pub temp_c: f64,
+    /// The gateway it came through, if any.
+    pub gateway: Option<String>,
+}
+
+/// Inserts readings, skipping (serial, ts) pairs already stored; returns how many were new.
+/// A database error is returned as it is, so the ingest can tell a passing one from the rest.
+pub async fn insert(
+    tx: &mut Transaction<'static, Any>,
+    rows: &[NewReading],
+    received_at: i64,
+) -> std::result::Result<u64, sqlx::Error> {
+    let dialect = Dialect::of(tx);
+    let mut stored = 0;
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = String::with_capacity(100 + chunk.len() * 32);
+        sql.push_str("INSERT INTO readings (serial, ts, temp_c, received_at, gateway) VALUES ");
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push(',');
+            }
+            let p = |k: usize| dialect.param(i * 5 + k);
+            sql.push_str(&format!("({}, {}, {}, {}, {})", p(1), p(2), p(3), p(4), p(5)));
+        }
+        sql.push_str(" ON CONFLICT (serial, ts) DO NOTHING");
+        let mut q = sqlx::query(&sql);
+        for r in chunk {
+            q = q
+                .bind(&r.serial)
+                .bind(r.ts)
+                .bind(r.temp_c)
+                .bind(received_at)
+                .bind(r.gateway.clone());
+        }
+        stored += q.execute(&mut **tx).await?.rows_affected();
+    }
+    Ok(stored)
+}
+
+/// One stored reading as the cold chain judges it: when taken, the temperature, and when it
+/// reached the service (to tell live from backfilled).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Taken {
+    pub ts: i64,
+    pub temp_c: f64,
+    pub received_at: i64,
+}
+
+/// A serial's readings in `[from, to)`, in time order.
+pub async fn taken_between(conn: &mut AnyConnection, serial: &str, from: i64, to: i64) -> Result<Vec<Taken>> {
+    let rows = sqlx::query(
+        "SELECT ts, temp_c, received_at FROM readings WHERE serial = $1 AND ts >= $2 AND ts < $3 ORDER BY ts",
+    )
+    .bind(serial)
+    .bind(from)
+    .bind(to)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Taken {
+                ts: r.try_get("ts")?,
+                temp_c: r.try_get("temp_c")?,
+                received_at: r.try_get("received_at")?,
+            })
+        })
+        .collect()
+}
+
+/// When a serial last took a reading, if ever.
+pub async fn last_taken_at(db: &Db, serial: &str) -> Result<Option<i64>> {
+    Ok(sqlx::query("SELECT MAX(ts) AS t FROM readings WHERE serial = $1")
+        .bind(serial)
+        .fetch_one(&db.pool)
+        .await?
+        .try_get::<Option<i64>, _>("t")?)
+}
+
+/// Whether a serial took any reading in `[from, to)`.
+pub async fn any_between(db: &Db, serial: &str, from: i64, to: i64) -> Result<bool> {
+    Ok(
+        sqlx::query("SELECT ts FROM readings WHERE serial = $1 AND ts >= $2 AND ts < $3 LIMIT 1")
+            .bind(serial)
+            .bind(from)
+            .bind(to)
+            .fetch_optional(&db.pool)
+            .await?
+            .is_some(),
+    )
+}
+
+/// The latest reading of a serial, as (ts, temp_c), read inside a transaction.
+pub async fn latest_in(conn: &mut AnyConnection, serial: &str) -> Result<Option<(i64, f64)>> {
+    let row = sqlx::query("SELECT ts, temp_c FROM readings WHERE serial = $1 ORDER BY ts DESC LIMIT 1")
+        .bind(serial)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.map(|r| Ok((r.try_get("ts")?, r.try_get("temp_c")?))).transpose()
+}
 
 /// Most readings in one page; `next` continues past it.
 pub const MAX_PAGE: usize = 100_000;
@@ -161,18 +274,4 @@ pub async fn page(
             .collect(),
         next,
     })
-}
-
-/// A unit's windows: every assignment it has had.
-pub async fn unit_windows(db: &Db, unit_id: i64) -> Result<Vec<Window>> {
-    Ok(super::loggers::unit_history(db, unit_id)
-        .await?
-        .into_iter()
-        .map(|a| Window {
-            serial: a.serial,
-            from: a.from_ms,
-            to: a.to_ms,
-            role: Some(a.role),
-        })
-        .collect())
 }

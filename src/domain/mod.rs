@@ -3,7 +3,11 @@
 //! Raw strings and floats stop at the edge: an HTTP body, an MQTT payload or a CLI flag is
 //! parsed into these, and everything past the edge can rely on them being well formed.
 
+pub mod codes;
+
 use std::fmt;
+
+pub use codes::{parse_date, Cvx, Doses, Eligibility, Funding, FundingSource, LotNumber, Ndc};
 
 use serde::{Deserialize, Serialize};
 

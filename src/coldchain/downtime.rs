@@ -1,0 +1,183 @@
+//! A unit out of service, or in maintenance (defrost, move, repair): readings are kept and
+//! excursions recorded, with the reason, but nobody is paged (docs/domain.md, "Excursions and
+//! alarm rules"). This module owns `unit_downtime`.
+
+use serde::{Deserialize, Serialize};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+use utoipa::ToSchema;
+
+use crate::error::{Error, Result};
+use crate::store::{now_millis, rfc3339, Db};
+
+/// The longest maintenance window; longer is out of service.
+const MAX_MAINTENANCE_MS: i64 = 14 * 86_400_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Not in use until someone ends it.
+    OutOfService,
+    /// For a stated while (at most 14 days).
+    Maintenance,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::OutOfService => "out_of_service",
+            Kind::Maintenance => "maintenance",
+        }
+    }
+    fn parse(raw: &str) -> Option<Kind> {
+        match raw {
+            "out_of_service" => Some(Kind::OutOfService),
+            "maintenance" => Some(Kind::Maintenance),
+            _ => None,
+        }
+    }
+}
+
+/// Body of `POST /api/v1/units/{id}/downtime`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewDowntime {
+    pub kind: Kind,
+    pub reason: String,
+    /// Start; default the start of this minute.
+    #[serde(default)]
+    pub from: Option<chrono::DateTime<chrono::FixedOffset>>,
+    /// End; required for maintenance, open-ended for out of service.
+    #[serde(default)]
+    pub until: Option<chrono::DateTime<chrono::FixedOffset>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Downtime {
+    pub id: i64,
+    pub kind: Kind,
+    pub reason: String,
+    pub from: String,
+    pub until: Option<String>,
+    pub created_by: String,
+}
+
+fn from_row(r: &AnyRow) -> Result<Downtime> {
+    let id: i64 = r.try_get("id")?;
+    let kind: String = r.try_get("kind")?;
+    Ok(Downtime {
+        id,
+        kind: Kind::parse(&kind).ok_or_else(|| Error::unreadable("unit_downtime", id, format!("kind {kind:?}")))?,
+        reason: r.try_get("reason")?,
+        from: rfc3339(r.try_get("from_ts")?),
+        until: r.try_get::<Option<i64>, _>("until_ts")?.map(rfc3339),
+        created_by: r.try_get("created_by")?,
+    })
+}
+
+/// Records a period for unit `unit_id` (the caller has checked the unit is in scope).
+pub async fn add(db: &Db, unit_id: i64, body: &NewDowntime, actor: &str) -> Result<Downtime> {
+    let reason = body.reason.trim();
+    if reason.is_empty() {
+        return Err(Error::Invalid(
+            "\"reason\" is required (e.g. \"defrost\", \"moving the unit\")".into(),
+        ));
+    }
+    let now = now_millis();
+    // Default: the start of this minute, so a reading stamped in whole seconds just now is covered.
+    let from = body
+        .from
+        .map(|t| t.timestamp_millis())
+        .unwrap_or(now - now.rem_euclid(60_000));
+    let until = body.until.map(|t| t.timestamp_millis());
+    match (body.kind, until) {
+        (Kind::Maintenance, None) => return Err(Error::Invalid("a maintenance window needs \"until\"".into())),
+        (_, Some(u)) if u <= from => return Err(Error::Invalid("\"until\" must be after \"from\"".into())),
+        (Kind::Maintenance, Some(u)) if u - from > MAX_MAINTENANCE_MS => {
+            return Err(Error::Invalid(
+                "a maintenance window lasts at most 14 days; use out_of_service for longer".into(),
+            ))
+        }
+        _ => {}
+    }
+    let id: i64 = sqlx::query(
+        "INSERT INTO unit_downtime (unit_id, kind, reason, from_ts, until_ts, created_by, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+    )
+    .bind(unit_id)
+    .bind(body.kind.as_str())
+    .bind(reason)
+    .bind(from)
+    .bind(until)
+    .bind(actor)
+    .bind(now)
+    .fetch_one(&db.pool)
+    .await?
+    .try_get("id")?;
+    Ok(Downtime {
+        id,
+        kind: body.kind,
+        reason: reason.to_string(),
+        from: rfc3339(from),
+        until: until.map(rfc3339),
+        created_by: actor.to_string(),
+    })
+}
+
+/// A unit's periods, latest first.
+pub async fn list(db: &Db, unit_id: i64) -> Result<Vec<Downtime>> {
+    let rows = sqlx::query(
+        "SELECT id, kind, reason, from_ts, until_ts, created_by FROM unit_downtime WHERE unit_id = $1 ORDER BY from_ts DESC",
+    )
+    .bind(unit_id)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Ends a period in force now: alerts page people again.
+pub async fn end(db: &Db, unit_id: i64, id: i64) -> Result<Downtime> {
+    let now = now_millis();
+    let done = sqlx::query(
+        "UPDATE unit_downtime SET until_ts = $1 WHERE id = $2 AND unit_id = $3 AND from_ts <= $1 AND (until_ts IS NULL OR until_ts > $1)",
+    )
+    .bind(now)
+    .bind(id)
+    .bind(unit_id)
+    .execute(&db.pool)
+    .await?
+    .rows_affected();
+    let r = sqlx::query(
+        "SELECT id, kind, reason, from_ts, until_ts, created_by FROM unit_downtime WHERE id = $1 AND unit_id = $2",
+    )
+    .bind(id)
+    .bind(unit_id)
+    .fetch_optional(&db.pool)
+    .await?
+    .ok_or_else(|| Error::NotFound(format!("no downtime {id} on unit {unit_id}")))?;
+    if done == 0 {
+        return Err(Error::Conflict(
+            "this period is not in force now (it ended, or has not begun)".into(),
+        ));
+    }
+    from_row(&r)
+}
+
+/// The period in force for a unit at `at`, as words for the record ("unit maintenance : defrost").
+pub async fn in_force(conn: &mut AnyConnection, unit_id: i64, at: i64) -> Result<Option<String>> {
+    let row = sqlx::query(
+        "SELECT kind, reason FROM unit_downtime WHERE unit_id = $1 AND from_ts <= $2 AND (until_ts IS NULL OR until_ts > $2) \
+         ORDER BY from_ts DESC LIMIT 1",
+    )
+    .bind(unit_id)
+    .bind(at)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row
+        .map(|d| {
+            let kind: String = d.try_get("kind")?;
+            let reason: String = d.try_get("reason")?;
+            Ok::<_, sqlx::Error>(format!("unit {} : {reason}", kind.replace('_', " ")))
+        })
+        .transpose()?)
+}

@@ -1,0 +1,183 @@
+//! Escalation: an alert nobody acknowledged goes to the backup coordinator, then to the
+//! program's state coordinators, with a reminder at a fixed interval until someone
+//! acknowledges (delays from the program's settings: 30 min, 2 h, every hour by default;
+//! docs/domain.md, "Alerts and escalation"). Logger conditions go the same way.
+//!
+//! Due items are taken with `FOR UPDATE SKIP LOCKED` on PostgreSQL, so with several instances
+//! each step is sent once; the step is recorded in the same transaction as its emails.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::notices::{self, Purpose};
+use super::{devices, excursions, settings};
+use crate::alerts::{Links, Recipient};
+use crate::store::{now_millis, Db, Dialect};
+
+/// Escalates whatever is due every second until cancelled; a pass that fails is an error the
+/// supervisor restarts the task on.
+pub async fn run(db: Db, links: Links, outbox: Arc<Notify>, cancel: CancellationToken) -> anyhow::Result<()> {
+    loop {
+        if escalate_due(&db, &links).await? > 0 {
+            outbox.notify_one();
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Sends every escalation step and reminder that is due; returns how many items moved.
+pub async fn escalate_due(db: &Db, links: &Links) -> anyhow::Result<usize> {
+    let program = settings::program(db).await?;
+    let minutes = |m: f64| (m * 60_000.0) as i64;
+    let delays = Delays {
+        backup: minutes(program.escalation.backup_after_minutes),
+        state: minutes(program.escalation.state_after_minutes),
+        reminder: minutes(program.escalation.reminder_every_minutes),
+    };
+    let state: Vec<Recipient> = program
+        .state_coordinators
+        .iter()
+        .map(|p| Recipient::new(p.name.clone(), p.email.clone()))
+        .collect();
+    let now = now_millis();
+    // Nothing can be due before the shortest delay has passed since the last email.
+    let quiet_since = now - delays.backup.min(delays.state).min(delays.reminder);
+    let mut tx = db.pool.begin().await?;
+    if db.dialect() == Dialect::Sqlite {
+        // Take SQLite's write lock first: a read-then-write transaction could otherwise find
+        // its snapshot outdated by the ingest's commits.
+        excursions::record::claim_writer(&mut tx).await?;
+    }
+    let mut moved = 0;
+    for e in excursions::record::unacknowledged(&mut tx, quiet_since).await? {
+        let elapsed = now - e.alerted_at;
+        let since_last = now - e.last_notified_at.unwrap_or(e.alerted_at);
+        let Some(step) = next_step(e.level, elapsed, since_last, &delays, !state.is_empty()) else {
+            continue;
+        };
+        let [primary, backup] = notices::coordinators(&mut tx, e.id).await?;
+        let (level, to) = step.recipients(e.level, primary, backup, &state);
+        let waited = elapsed / 60_000;
+        let purpose = match step {
+            Step::Reminder => Purpose::Reminder {
+                minutes_unacknowledged: waited,
+            },
+            _ => Purpose::Escalation {
+                minutes_unacknowledged: waited,
+            },
+        };
+        notices::excursion(&mut tx, links, e.id, purpose, &to).await?;
+        excursions::record::escalated(&mut tx, e.id, level, now).await?;
+        moved += 1;
+    }
+    for d in devices::unacknowledged(&mut tx, quiet_since).await? {
+        let elapsed = now - d.started_at;
+        let since_last = now - d.last_notified_at.unwrap_or(d.started_at);
+        let Some(step) = next_step(d.level, elapsed, since_last, &delays, !state.is_empty()) else {
+            continue;
+        };
+        let (level, to) = step.recipients(d.level, d.primary, d.backup, &state);
+        let waited = elapsed / 60_000;
+        let opening = match step {
+            Step::Reminder => format!("Reminder: still not acknowledged after {waited} minutes.\n"),
+            _ => format!("Nobody has acknowledged this in {waited} minutes; you are the next contact.\n"),
+        };
+        notices::device(&mut tx, links, d.id, &opening, &to).await?;
+        devices::escalated(&mut tx, d.id, level, now).await?;
+        moved += 1;
+    }
+    tx.commit().await?;
+    Ok(moved)
+}
+
+/// The program's delays, in ms: backup after, state after, a reminder every.
+struct Delays {
+    backup: i64,
+    state: i64,
+    reminder: i64,
+}
+
+/// The next person up, or a reminder to everyone told so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Backup,
+    State,
+    Reminder,
+}
+
+/// What is due for an alert at `level` (0 primary told, 1 backup, 2 state), `elapsed` after it
+/// began and `since_last` after its last email.
+fn next_step(level: i64, elapsed: i64, since_last: i64, delays: &Delays, has_state: bool) -> Option<Step> {
+    if level < 1 && elapsed >= delays.backup {
+        Some(Step::Backup)
+    } else if level < 2 && elapsed >= delays.state && has_state {
+        Some(Step::State)
+    } else if since_last >= delays.reminder {
+        Some(Step::Reminder)
+    } else {
+        None
+    }
+}
+
+impl Step {
+    /// The level after this step, and whom it emails.
+    fn recipients(
+        self,
+        level: i64,
+        primary: Recipient,
+        backup: Recipient,
+        state: &[Recipient],
+    ) -> (i64, Vec<Recipient>) {
+        match self {
+            Step::Backup => (1, vec![backup]),
+            Step::State => (2, state.to_vec()),
+            Step::Reminder => {
+                let mut to = vec![primary];
+                if level >= 1 {
+                    to.push(backup);
+                }
+                if level >= 2 {
+                    to.extend(state.iter().cloned());
+                }
+                (level, to)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DELAYS: Delays = Delays {
+        backup: 30,
+        state: 120,
+        reminder: 60,
+    };
+
+    #[test]
+    fn the_backup_is_told_after_its_delay_then_the_state_then_reminders() {
+        assert_eq!(next_step(0, 29, 29, &DELAYS, true), None);
+        assert_eq!(next_step(0, 30, 30, &DELAYS, true), Some(Step::Backup));
+        assert_eq!(next_step(1, 119, 89, &DELAYS, true), Some(Step::Reminder));
+        assert_eq!(next_step(1, 120, 10, &DELAYS, true), Some(Step::State));
+        assert_eq!(next_step(2, 500, 59, &DELAYS, true), None);
+        assert_eq!(next_step(2, 500, 60, &DELAYS, true), Some(Step::Reminder));
+    }
+
+    #[test]
+    fn without_state_coordinators_the_alert_keeps_reminding_the_clinic() {
+        assert_eq!(next_step(1, 500, 10, &DELAYS, false), None);
+        assert_eq!(next_step(1, 500, 60, &DELAYS, false), Some(Step::Reminder));
+        let p = Recipient::new("P", "p@x.org");
+        let b = Recipient::new("B", "b@x.org");
+        let (level, to) = Step::Reminder.recipients(1, p.clone(), b.clone(), &[]);
+        assert_eq!((level, to), (1, vec![p, b]));
+    }
+}

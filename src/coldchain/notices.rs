@@ -1,0 +1,218 @@
+//! What the cold chain's emails say, composed here and queued in the caller's transaction
+//! through the generic outbox (`crate::alerts`).
+//!
+//! An excursion alert says what docs/domain.md, "After an excursion" asks: which location and
+//! unit, the temperature now, since when, min/max so far, and what to do now — label the
+//! vaccine "Do Not Use", keep it at proper temperature, do not discard it, contact the
+//! manufacturer(s) and the program. A logger's own condition says what it is and to record
+//! temperatures by hand until it is fixed. Every email carries the recipient's own signed,
+//! expiring acknowledgement link.
+
+use chrono::TimeZone;
+use sqlx::AnyConnection;
+
+use super::devices;
+use super::excursions::{self, Facts};
+use super::rules::Rule;
+use crate::alerts::links::Subject;
+use crate::alerts::{outbox, About, Email, Links, Recipient};
+use crate::error::{Error, Result};
+use crate::store::rfc3339;
+
+type Tx = AnyConnection;
+
+fn local(tz: chrono_tz::Tz, ms: i64) -> String {
+    match tz.timestamp_millis_opt(ms).single() {
+        Some(t) => t.format("%Y-%m-%d %H:%M %Z").to_string(),
+        None => rfc3339(ms),
+    }
+}
+
+fn temp(c: f64) -> String {
+    format!("{c:.1} °C ({:.1} °F)", c * 9.0 / 5.0 + 32.0)
+}
+
+/// Why people are told about an excursion.
+pub enum Purpose<'a> {
+    /// The first alert, to the primary coordinator.
+    Alert(&'a Rule),
+    /// Nobody acknowledged: the next people up.
+    Escalation {
+        minutes_unacknowledged: i64,
+    },
+    /// Still nobody acknowledged.
+    Reminder {
+        minutes_unacknowledged: i64,
+    },
+    BackInRange,
+}
+
+impl Purpose<'_> {
+    fn key(&self) -> &'static str {
+        match self {
+            Purpose::Alert(_) => "alert",
+            Purpose::Escalation { .. } => "escalation",
+            Purpose::Reminder { .. } => "reminder",
+            Purpose::BackInRange => "back_in_range",
+        }
+    }
+}
+
+async fn facts_of(tx: &mut Tx, excursion_id: i64) -> Result<Facts> {
+    excursions::facts(tx, excursion_id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no excursion {excursion_id}")))
+}
+
+/// The location's primary and backup coordinators of an excursion's unit.
+pub async fn coordinators(tx: &mut Tx, excursion_id: i64) -> Result<[Recipient; 2]> {
+    let f = facts_of(tx, excursion_id).await?;
+    Ok([
+        Recipient::new(f.primary.0, f.primary.1),
+        Recipient::new(f.backup.0, f.backup.1),
+    ])
+}
+
+/// Queues one email per recipient about an excursion, each with its own acknowledgement link.
+pub async fn excursion(
+    tx: &mut Tx,
+    links: &Links,
+    excursion_id: i64,
+    purpose: Purpose<'_>,
+    recipients: &[Recipient],
+) -> Result<()> {
+    let f = facts_of(tx, excursion_id).await?;
+    let latest = crate::readings::latest_in(tx, &f.serial).await?;
+    let now_line = latest
+        .map(|(ts, t)| format!("{} at {}", temp(t), local(f.timezone, ts)))
+        .unwrap_or_else(|| "no reading yet".into());
+    let back = match f.ended_at {
+        Some(t) => format!("Back in range since: {}\n", local(f.timezone, t)),
+        None => String::new(),
+    };
+    let late = if f.detected_late {
+        format!(
+            "\nThis excursion was found in readings that reached us late (the logger was offline). \
+             It began at {}, not just now.\n",
+            local(f.timezone, f.started_at)
+        )
+    } else {
+        String::new()
+    };
+    let place = format!("{} {}", f.location_code, f.unit_name);
+    let since = local(f.timezone, f.started_at);
+    let (subject, opening) = match &purpose {
+        Purpose::Alert(rule) => (
+            format!("VFC temperature alert: {place} out of range since {since}"),
+            format!("Rule met: {}\n", rule.describe()),
+        ),
+        Purpose::Escalation { minutes_unacknowledged } => (
+            format!("VFC temperature alert, not acknowledged: {place} out of range since {since}"),
+            format!(
+                "Nobody has acknowledged this alert in {minutes_unacknowledged} minutes; you are the next contact.\n"
+            ),
+        ),
+        Purpose::Reminder { minutes_unacknowledged } => (
+            format!("Reminder, VFC temperature alert: {place} out of range since {since}"),
+            format!("Still not acknowledged after {minutes_unacknowledged} minutes.\n"),
+        ),
+        Purpose::BackInRange => (
+            format!("VFC temperature back in range: {place}"),
+            "The unit is back in range. Keep the affected vaccine labelled \"Do Not Use\" until the \
+             manufacturer's determination for each lot.\n"
+                .to_string(),
+        ),
+    };
+    for to in recipients {
+        let body = format!(
+            "{name},\n\n\
+             The {unit} at {loc_name} ({loc}) went out of its storage range ({lo:.1} to {hi:.1} °C).\n\
+             {opening}\n\
+             Temperature now:  {now_line}\n\
+             Out of range since: {since}\n{back}\
+             Lowest / highest so far: {min} / {max}\n{late}\n\
+             What to do now:\n\
+             1. Label the vaccine in this unit \"Do Not Use\" and keep it at the proper temperature\n   \
+                (move it to a working unit if this one cannot hold temperature).\n\
+             2. Do not discard any vaccine.\n\
+             3. Contact the manufacturer(s) of every affected lot and the VFC program; the manufacturer\n   \
+                decides per lot whether it can still be used.\n\
+             4. Record what happened: when found, temperature and room temperature, cause, actions.\n\n\
+             Acknowledge that you are handling it (this link is yours; it stops the escalation):\n{ack}\n\n\
+             — vfc-monitor\n",
+            name = to.name,
+            unit = f.unit_name,
+            loc_name = f.location_name,
+            loc = f.location_code,
+            lo = f.range.0,
+            hi = f.range.1,
+            min = temp(f.min_c),
+            max = temp(f.max_c),
+            ack = links.ack_url(Subject::Excursion(excursion_id), &to.email),
+        );
+        let email = Email {
+            about: About::Excursion(excursion_id),
+            purpose: purpose.key(),
+            to,
+            subject: &subject,
+            body: &body,
+        };
+        outbox::enqueue(tx, &email).await?;
+    }
+    Ok(())
+}
+
+/// Queues the first alert of an excursion to the location's primary coordinator.
+pub async fn alert(tx: &mut Tx, links: &Links, excursion_id: i64, rule: &Rule) -> Result<()> {
+    let [primary, _] = coordinators(tx, excursion_id).await?;
+    excursion(tx, links, excursion_id, Purpose::Alert(rule), &[primary]).await
+}
+
+/// Queues "back in range" to everyone the alert has reached so far.
+pub async fn back_in_range(tx: &mut Tx, links: &Links, excursion_id: i64, state: &[Recipient]) -> Result<()> {
+    let f = facts_of(tx, excursion_id).await?;
+    let mut to = vec![Recipient::new(f.primary.0, f.primary.1)];
+    if f.escalation_level >= 1 {
+        to.push(Recipient::new(f.backup.0, f.backup.1));
+    }
+    if f.escalation_level >= 2 {
+        to.extend(state.iter().cloned());
+    }
+    excursion(tx, links, excursion_id, Purpose::BackInRange, &to).await
+}
+
+/// Queues one email per recipient about a logger condition, each with its own acknowledgement
+/// link; `opening` says why they get it (empty for the first alert).
+pub async fn device(tx: &mut Tx, links: &Links, id: i64, opening: &str, recipients: &[Recipient]) -> Result<()> {
+    let d = devices::facts(tx, id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no logger condition {id}")))?;
+    let what = d.kind.as_str().replace('_', " ");
+    let subject = format!(
+        "VFC logger alert: {} {}: {what} ({})",
+        d.location_code, d.unit_name, d.serial
+    );
+    for to in recipients {
+        let body = format!(
+            "{name},\n\n{opening}The data logger {serial} in the {unit} at {code}: {detail}.\n\n\
+             Until it is fixed the unit's temperature is not being recorded reliably: check the unit's \
+             thermometer and record its temperature by hand, and keep the backup logger in place.\n\n\
+             Acknowledge that you are handling it (this link is yours; it stops the escalation):\n{url}\n\n— vfc-monitor\n",
+            name = to.name,
+            serial = d.serial,
+            unit = d.unit_name,
+            code = d.location_code,
+            detail = d.detail,
+            url = links.ack_url(Subject::Device(id), &to.email),
+        );
+        let email = Email {
+            about: About::Device(id),
+            purpose: d.kind.as_str(),
+            to,
+            subject: &subject,
+            body: &body,
+        };
+        outbox::enqueue(tx, &email).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! Units whose evaluation failed (docs/architecture.md, "Alarms that cannot silently stop").
+//!
+//! The evaluator judges every unit in its own savepoint. A unit that fails — its stored rules
+//! cannot be read, a bug meets its data — is kept here with the error and the earliest reading
+//! not judged yet, counted in `vfc_evaluation_failures_total`, shown to state coordinators
+//! (`GET /api/v1/evaluation-failures`) and retried with backoff, while every other unit is
+//! judged as usual. Judged again without error, its row goes. This module owns
+//! `evaluation_failures`.
+
+use serde::Serialize;
+use sqlx::{Any, Row, Transaction};
+use utoipa::ToSchema;
+
+use crate::error::Result;
+use crate::store::{rfc3339, Db};
+
+/// First retry after 5 s, doubling up to every 10 minutes.
+fn backoff_ms(attempts: i64) -> i64 {
+    (5_000i64 << (attempts - 1).clamp(0, 7)).min(600_000)
+}
+
+/// Units due for another try: (unit, earliest reading not judged yet).
+pub async fn due(db: &Db, now: i64) -> Result<Vec<(i64, i64)>> {
+    let rows = sqlx::query(
+        "SELECT unit_id, since_ts FROM evaluation_failures WHERE next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT 200",
+    )
+    .bind(now)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("unit_id")?, r.try_get("since_ts")?)))
+        .collect()
+}
+
+/// If the unit is waiting out its backoff, notes that readings from `since` wait too and
+/// returns true (the caller leaves it alone until it is due).
+pub async fn waiting(tx: &mut Transaction<'static, Any>, unit_id: i64, since: i64, now: i64) -> Result<bool> {
+    let waiting = sqlx::query(
+        "UPDATE evaluation_failures SET since_ts = CASE WHEN $2 < since_ts THEN $2 ELSE since_ts END \
+         WHERE unit_id = $1 AND next_attempt_at > $3",
+    )
+    .bind(unit_id)
+    .bind(since)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(waiting == 1)
+}
+
+/// Records a failure: the error, readings from `since` still to judge, the next try.
+pub async fn failed(tx: &mut Transaction<'static, Any>, unit_id: i64, since: i64, error: &str, now: i64) -> Result<()> {
+    let attempts: i64 = sqlx::query("SELECT attempts FROM evaluation_failures WHERE unit_id = $1")
+        .bind(unit_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|r| r.try_get("attempts"))
+        .transpose()?
+        .unwrap_or(0)
+        + 1;
+    sqlx::query(
+        "INSERT INTO evaluation_failures (unit_id, since_ts, error, attempts, first_failed_at, last_failed_at, next_attempt_at) \
+         VALUES ($1, $2, $3, $4, $5, $5, $6) ON CONFLICT (unit_id) DO UPDATE SET \
+         since_ts = CASE WHEN excluded.since_ts < evaluation_failures.since_ts THEN excluded.since_ts ELSE evaluation_failures.since_ts END, \
+         error = excluded.error, attempts = excluded.attempts, last_failed_at = excluded.last_failed_at, \
+         next_attempt_at = excluded.next_attempt_at",
+    )
+    .bind(unit_id)
+    .bind(since)
+    .bind(error)
+    .bind(attempts)
+    .bind(now)
+    .bind(now + backoff_ms(attempts))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The unit was judged: it is out of quarantine.
+pub async fn recovered(tx: &mut Transaction<'static, Any>, unit_id: i64) -> Result<bool> {
+    Ok(sqlx::query("DELETE FROM evaluation_failures WHERE unit_id = $1")
+        .bind(unit_id)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected()
+        == 1)
+}
+
+/// A unit the evaluator cannot judge now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Failure {
+    pub unit_id: i64,
+    pub location: String,
+    pub unit_name: String,
+    /// What went wrong, naming the row to fix.
+    pub error: String,
+    pub attempts: i64,
+    pub first_failed_at: String,
+    pub last_failed_at: String,
+    pub next_attempt_at: String,
+    /// The earliest reading not judged yet: its excursions wait until the unit is judged.
+    pub readings_waiting_since: String,
+}
+
+/// Every unit in quarantine, longest first.
+pub async fn list(db: &Db) -> Result<Vec<Failure>> {
+    let rows = sqlx::query(
+        "SELECT f.unit_id, p.location_code, p.unit_name, f.error, f.attempts, f.first_failed_at, f.last_failed_at, \
+         f.next_attempt_at, f.since_ts FROM evaluation_failures f JOIN unit_places p ON p.unit_id = f.unit_id \
+         ORDER BY f.first_failed_at, f.unit_id",
+    )
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Failure {
+                unit_id: r.try_get("unit_id")?,
+                location: r.try_get("location_code")?,
+                unit_name: r.try_get("unit_name")?,
+                error: r.try_get("error")?,
+                attempts: r.try_get("attempts")?,
+                first_failed_at: rfc3339(r.try_get("first_failed_at")?),
+                last_failed_at: rfc3339(r.try_get("last_failed_at")?),
+                next_attempt_at: rfc3339(r.try_get("next_attempt_at")?),
+                readings_waiting_since: rfc3339(r.try_get("since_ts")?),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_from_five_seconds_to_ten_minutes() {
+        assert_eq!(backoff_ms(1), 5_000);
+        assert_eq!(backoff_ms(2), 10_000);
+        assert_eq!(backoff_ms(5), 80_000);
+        assert_eq!(backoff_ms(8), 600_000);
+        assert_eq!(backoff_ms(50), 600_000);
+    }
+}

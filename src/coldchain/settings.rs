@@ -1,0 +1,325 @@
+//! Where the rules live: the program's settings (`program`), a unit's own rules (`unit_rules`)
+//! and every change to either or to a unit's range (`rule_changes`). This module owns those
+//! three tables.
+//!
+//! A stored settings document may be older than this version: a key added later takes its
+//! default when absent, but a value that is present and cannot be read is an error that names
+//! the row — never a silent default, which would change who gets paged without anyone knowing.
+
+use serde::Serialize;
+use sqlx::{Any, AnyConnection, Row, Transaction};
+use utoipa::ToSchema;
+
+use super::rules::{check_rules, ProgramSettings, Rule};
+use crate::accounts::Scope;
+use crate::domain::UnitKind;
+use crate::error::{Error, Result};
+use crate::registry::units::{self, Range, Unit, UnitUpdate};
+use crate::store::{now_millis, rfc3339, Db};
+
+/// Lays a stored document over the defaults: objects merge key by key, anything else in the
+/// stored document wins. Keys the stored document lacks keep their default.
+fn over_defaults(defaults: serde_json::Value, stored: serde_json::Value) -> serde_json::Value {
+    match (defaults, stored) {
+        (serde_json::Value::Object(mut d), serde_json::Value::Object(s)) => {
+            for (k, v) in s {
+                let merged = match d.remove(&k) {
+                    Some(dv) => over_defaults(dv, v),
+                    None => v,
+                };
+                d.insert(k, merged);
+            }
+            serde_json::Value::Object(d)
+        }
+        (_, stored) => stored,
+    }
+}
+
+/// Reads a stored program document: absent keys take their defaults, anything present must read.
+pub fn read_program(raw: &str) -> std::result::Result<ProgramSettings, String> {
+    let stored: serde_json::Value = serde_json::from_str(raw).map_err(|e| format!("not JSON: {e}"))?;
+    let defaults = serde_json::to_value(ProgramSettings::default()).expect("the defaults serialise");
+    let settings: ProgramSettings =
+        serde_json::from_value(over_defaults(defaults, stored)).map_err(|e| e.to_string())?;
+    settings.check()?;
+    Ok(settings)
+}
+
+/// The program's settings (the shipped defaults until someone saves them).
+pub async fn program(db: &Db) -> Result<ProgramSettings> {
+    let mut conn = db.pool.acquire().await?;
+    program_in(&mut conn).await
+}
+
+pub async fn program_in(conn: &mut AnyConnection) -> Result<ProgramSettings> {
+    let row = sqlx::query("SELECT settings FROM program WHERE id = 1")
+        .fetch_optional(&mut *conn)
+        .await?;
+    match row {
+        None => Ok(ProgramSettings::default()),
+        Some(r) => read_program(&r.try_get::<String, _>("settings")?).map_err(|e| {
+            Error::unreadable(
+                "program",
+                1,
+                format!("{e}; fix it with PUT /api/v1/program (the stored document is kept in the rule history)"),
+            )
+        }),
+    }
+}
+
+/// Saves the program's settings, recording the change with the document it replaced.
+pub async fn save_program(db: &Db, settings: &ProgramSettings, actor: &str) -> Result<()> {
+    settings.check().map_err(Error::Invalid)?;
+    let json = serde_json::to_string(settings).expect("settings serialise");
+    let now = now_millis();
+    let mut tx = db.pool.begin().await?;
+    // The document as stored, even if it could not be read: the history keeps what was there.
+    let before: Option<String> = sqlx::query("SELECT settings FROM program WHERE id = 1")
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| r.try_get("settings"))
+        .transpose()?;
+    let before = before.or_else(|| Some(serde_json::to_string(&ProgramSettings::default()).expect("defaults")));
+    sqlx::query(
+        "INSERT INTO program (id, settings, updated_by, updated_at) VALUES (1, $1, $2, $3) \
+         ON CONFLICT (id) DO UPDATE SET settings = excluded.settings, updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+    )
+    .bind(&json)
+    .bind(actor)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    let change = Change {
+        subject: "program",
+        unit_id: None,
+        before,
+        after: &json,
+        actor,
+        at: now,
+    };
+    record_change(&mut tx, &change).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A change to rules, a range or the program's settings.
+pub struct Change<'a> {
+    /// program | unit_rules | unit_range
+    pub subject: &'a str,
+    pub unit_id: Option<i64>,
+    pub before: Option<String>,
+    pub after: &'a str,
+    pub actor: &'a str,
+    pub at: i64,
+}
+
+async fn record_change(tx: &mut Transaction<'static, Any>, c: &Change<'_>) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO rule_changes (subject, unit_id, before, after, changed_by, changed_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(c.subject)
+    .bind(c.unit_id)
+    .bind(c.before.clone())
+    .bind(c.after)
+    .bind(c.actor)
+    .bind(c.at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A unit's own rules, if it has any. Stored rules that cannot be read are an error naming the
+/// unit (the evaluator quarantines the unit; `PUT /units/{id}/rules` replaces them).
+pub async fn unit_rules(conn: &mut AnyConnection, unit_id: i64) -> Result<Option<Vec<Rule>>> {
+    let row = sqlx::query("SELECT rules FROM unit_rules WHERE unit_id = $1")
+        .bind(unit_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(r) = row else { return Ok(None) };
+    let raw: String = r.try_get("rules")?;
+    let rules: Vec<Rule> = serde_json::from_str(&raw).map_err(|e| {
+        Error::unreadable(
+            "unit_rules",
+            unit_id,
+            format!("{e}; replace them with PUT /api/v1/units/{unit_id}/rules"),
+        )
+    })?;
+    check_rules(&rules).map_err(|e| Error::unreadable("unit_rules", unit_id, e))?;
+    Ok(Some(rules))
+}
+
+/// The rules that judge a unit, and whether they are its own ("unit") or the program's.
+pub async fn effective(
+    conn: &mut AnyConnection,
+    program: &ProgramSettings,
+    unit_id: i64,
+    kind: UnitKind,
+) -> Result<(Vec<Rule>, &'static str)> {
+    Ok(match unit_rules(conn, unit_id).await? {
+        Some(rules) => (rules, "unit"),
+        None => (program.rules.for_kind(kind).to_vec(), "program"),
+    })
+}
+
+/// The rules that judge a unit now, and where they come from ("unit" or "program").
+pub async fn effective_now(db: &Db, unit_id: i64, kind: UnitKind) -> Result<(Vec<Rule>, &'static str)> {
+    let program = program(db).await?;
+    let mut conn = db.pool.acquire().await?;
+    effective(&mut conn, &program, unit_id, kind).await
+}
+
+/// Sets (Some) or clears (None: back to the program's) a unit's rules.
+pub async fn save_unit_rules(db: &Db, unit_id: i64, rules: Option<&[Rule]>, actor: &str) -> Result<()> {
+    if let Some(r) = rules {
+        check_rules(r).map_err(Error::Invalid)?;
+    }
+    let now = now_millis();
+    let mut tx = db.pool.begin().await?;
+    // As stored, readable or not: the history keeps what was replaced.
+    let before: Option<String> = sqlx::query("SELECT rules FROM unit_rules WHERE unit_id = $1")
+        .bind(unit_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| r.try_get("rules"))
+        .transpose()?;
+    let after = match rules {
+        Some(rules) => {
+            let json = serde_json::to_string(rules).expect("rules serialise");
+            sqlx::query(
+                "INSERT INTO unit_rules (unit_id, rules, updated_by, updated_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (unit_id) DO UPDATE SET rules = excluded.rules, updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+            )
+            .bind(unit_id)
+            .bind(&json)
+            .bind(actor)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            json
+        }
+        None => {
+            sqlx::query("DELETE FROM unit_rules WHERE unit_id = $1")
+                .bind(unit_id)
+                .execute(&mut *tx)
+                .await?;
+            "null".to_string()
+        }
+    };
+    let change = Change {
+        subject: "unit_rules",
+        unit_id: Some(unit_id),
+        before,
+        after: &after,
+        actor,
+        at: now,
+    };
+    record_change(&mut tx, &change).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Renames a unit or changes its range. A range change is a rule change: it is recorded with
+/// who and when, in the same transaction.
+pub async fn update_unit(db: &Db, scope: &Scope, id: i64, upd: &UnitUpdate, actor: &str) -> Result<Unit> {
+    let unit = units::get(db, scope, id).await?;
+    let name = match &upd.name {
+        Some(n) if n.trim().is_empty() => return Err(Error::Invalid("name must not be empty".into())),
+        Some(n) => n.trim().to_string(),
+        None => unit.name.clone(),
+    };
+    let range = match upd.range {
+        Some(r) => units::check_range(unit.kind, Some(r))?,
+        None => unit.range,
+    };
+    let now = now_millis();
+    let mut tx = db.pool.begin().await?;
+    units::write(&mut tx, id, &name, range).await?;
+    if range.min_c != unit.range.min_c || range.max_c != unit.range.max_c {
+        let before = serde_json::to_string(&unit.range).expect("plain data");
+        let after = serde_json::to_string::<Range>(&range).expect("plain data");
+        let change = Change {
+            subject: "unit_range",
+            unit_id: Some(id),
+            before: Some(before),
+            after: &after,
+            actor,
+            at: now,
+        };
+        record_change(&mut tx, &change).await?;
+    }
+    tx.commit().await?;
+    units::get(db, scope, id).await
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RuleChange {
+    /// unit_rules | unit_range
+    pub subject: String,
+    /// As it was; null for none, or for a stored value this version cannot read.
+    pub before: Option<serde_json::Value>,
+    pub after: serde_json::Value,
+    pub changed_by: String,
+    pub changed_at: String,
+}
+
+/// Every change to a unit's rules and range, oldest first.
+pub async fn history(db: &Db, unit_id: i64) -> Result<Vec<RuleChange>> {
+    let rows = sqlx::query(
+        "SELECT id, subject, before, after, changed_by, changed_at FROM rule_changes WHERE unit_id = $1 ORDER BY changed_at, id",
+    )
+    .bind(unit_id)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let id: i64 = r.try_get("id")?;
+            let after: String = r.try_get("after")?;
+            Ok(RuleChange {
+                subject: r.try_get("subject")?,
+                // What was replaced may be exactly the unreadable value someone fixed.
+                before: r
+                    .try_get::<Option<String>, _>("before")?
+                    .and_then(|s| serde_json::from_str(&s).ok()),
+                after: serde_json::from_str(&after).map_err(|e| Error::unreadable("rule_changes", id, e))?,
+                changed_by: r.try_get("changed_by")?,
+                changed_at: rfc3339(r.try_get("changed_at")?),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_program_without_a_later_key_takes_its_default() {
+        let mut doc = serde_json::to_value(ProgramSettings::default()).unwrap();
+        doc.as_object_mut().unwrap().remove("late_page_limit_hours");
+        doc["name"] = serde_json::json!("Maryland VFC");
+        let p = read_program(&doc.to_string()).unwrap();
+        assert_eq!(p.name, "Maryland VFC");
+        assert_eq!(
+            p.late_page_limit_hours,
+            ProgramSettings::default().late_page_limit_hours
+        );
+    }
+
+    #[test]
+    fn a_stored_program_with_a_malformed_value_is_an_error_not_the_defaults() {
+        let mut doc = serde_json::to_value(ProgramSettings::default()).unwrap();
+        doc["escalation"]["backup_after_minutes"] = serde_json::json!("thirty");
+        let e = read_program(&doc.to_string()).unwrap_err();
+        assert!(e.contains("backup_after_minutes") || e.contains("invalid type"), "{e}");
+        assert!(read_program("{not json").unwrap_err().contains("not JSON"));
+    }
+
+    #[test]
+    fn a_stored_program_that_breaks_a_rule_is_an_error() {
+        let mut doc = serde_json::to_value(ProgramSettings::default()).unwrap();
+        doc["escalation"]["backup_after_minutes"] = serde_json::json!(500.0);
+        assert!(read_program(&doc.to_string())
+            .unwrap_err()
+            .contains("backup_after_minutes"));
+    }
+}

@@ -1,0 +1,97 @@
+//! Dead letters: payloads the ingest refused, with the reason (a bad payload never takes the
+//! service down and is never lost without a trace). This module owns `dead_letters`.
+
+use serde::Serialize;
+use sqlx::{Any, Row};
+use utoipa::ToSchema;
+
+use crate::error::Result;
+use crate::store::{rfc3339, Db};
+
+/// Dead letters keep the start of the payload: enough to see what was wrong, bounded in size.
+const KEEP: usize = 4096;
+
+/// A refused message, ready to store.
+pub struct Refused {
+    topic: String,
+    payload: String,
+    bytes: usize,
+    reason: String,
+}
+
+/// A refused message: its topic, the start of its payload, and why.
+pub fn dead(topic: &str, payload: &[u8], reason: String) -> Refused {
+    let keep = &payload[..payload.len().min(KEEP)];
+    // PostgreSQL text cannot hold NUL: show it as the replacement character.
+    let clean = |s: &str| s.replace('\0', "\u{FFFD}");
+    Refused {
+        topic: clean(topic),
+        payload: clean(&String::from_utf8_lossy(keep)),
+        bytes: payload.len(),
+        reason: clean(&reason),
+    }
+}
+
+pub async fn insert<'e, E: sqlx::Executor<'e, Database = Any>>(
+    exec: E,
+    d: &Refused,
+    at: i64,
+) -> std::result::Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO dead_letters (topic, payload, payload_bytes, reason, received_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&d.topic)
+    .bind(&d.payload)
+    .bind(d.bytes as i64)
+    .bind(&d.reason)
+    .bind(at)
+    .execute(exec)
+    .await?;
+    Ok(())
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub topic: String,
+    /// The payload's first 4 KiB, as text.
+    pub payload: String,
+    pub payload_bytes: i64,
+    pub reason: String,
+    pub received_at: String,
+}
+
+/// Most dead letters one page holds.
+pub const MAX_PAGE: i64 = 1000;
+
+/// Dead letters with an id below `before`, newest first, at most `limit` (1 to [`MAX_PAGE`]);
+/// and the `before` of the next page, if there is one.
+pub async fn page(db: &Db, before: Option<i64>, limit: i64) -> Result<(Vec<DeadLetter>, Option<i64>)> {
+    let limit = limit.clamp(1, MAX_PAGE);
+    let rows = sqlx::query(
+        "SELECT id, topic, payload, payload_bytes, reason, received_at FROM dead_letters \
+         WHERE id < $1 ORDER BY id DESC LIMIT $2",
+    )
+    .bind(before.unwrap_or(i64::MAX))
+    .bind(limit + 1)
+    .fetch_all(&db.pool)
+    .await?;
+    let mut out = rows
+        .iter()
+        .map(|r| {
+            Ok(DeadLetter {
+                id: r.try_get("id")?,
+                topic: r.try_get("topic")?,
+                payload: r.try_get("payload")?,
+                payload_bytes: r.try_get("payload_bytes")?,
+                reason: r.try_get("reason")?,
+                received_at: rfc3339(r.try_get("received_at")?),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let next = (out.len() as i64 > limit).then(|| {
+        out.truncate(limit as usize);
+        out.last().map(|d| d.id)
+    });
+    Ok((out, next.flatten()))
+}
