@@ -176,7 +176,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(cmd) => crate::bench::run(settings, cmd).await,
         Command::Catalog(CatalogCommand::Import { cvx, mvx, ndc }) => {
-            use crate::inventory::catalog::{import, CdcFile};
+            use crate::inventory::catalog::cdc::{import, CdcFile};
             if cvx.is_none() && mvx.is_none() && ndc.is_empty() {
                 anyhow::bail!("name at least one file: --cvx FILE, --mvx FILE or --ndc FILE");
             }

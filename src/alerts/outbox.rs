@@ -70,6 +70,85 @@ pub async fn enqueue(tx: &mut AnyConnection, email: &Email<'_>) -> Result<(), sq
     Ok(())
 }
 
+/// An email due to be sent, as the sender takes it.
+#[derive(Debug, Clone)]
+pub struct Due {
+    pub id: i64,
+    pub recipient_name: String,
+    pub recipient_email: String,
+    pub subject: String,
+    pub body: String,
+    /// Tries so far.
+    pub attempts: i64,
+}
+
+/// Takes up to 20 emails due at `now`, each reserved for `lease_ms` (after a crash mid-send it
+/// is due again). PostgreSQL takes them `FOR UPDATE SKIP LOCKED`, so two instances take
+/// different rows.
+pub async fn take_due(db: &Db, now: i64, lease_ms: i64) -> Result<Vec<Due>, sqlx::Error> {
+    let skip_locked = db.dialect().skip_locked(None);
+    let rows = sqlx::query(&format!(
+        "UPDATE outbox SET next_attempt_at = $2 WHERE id IN (SELECT id FROM outbox \
+         WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT 20{skip_locked}) \
+         RETURNING id, recipient_name, recipient_email, subject, body, attempts"
+    ))
+    .bind(now)
+    .bind(now + lease_ms)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Due {
+                id: r.try_get("id")?,
+                recipient_name: r.try_get("recipient_name")?,
+                recipient_email: r.try_get("recipient_email")?,
+                subject: r.try_get("subject")?,
+                body: r.try_get("body")?,
+                attempts: r.try_get("attempts")?,
+            })
+        })
+        .collect()
+}
+
+/// What became of a try.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    Sent,
+    /// Not now (server down, folder not writable): tried again with backoff.
+    Retry(String),
+    /// Refused for good (5xx, malformed address): recorded, not tried again.
+    Permanent(String),
+}
+
+/// Records a try: sent, failed for good, or due again after a backoff of 5 s, 10 s, 20 s … at
+/// most 5 minutes.
+pub async fn record(
+    tx: &mut AnyConnection,
+    id: i64,
+    delivery: Delivery,
+    attempts: i64,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let (status, error, next) = match delivery {
+        Delivery::Sent => ("sent", None, now),
+        Delivery::Permanent(e) => ("failed", Some(e), now),
+        Delivery::Retry(e) => ("pending", Some(e), now + (5_000i64 << attempts.min(6)).min(300_000)),
+    };
+    sqlx::query(
+        "UPDATE outbox SET status = $1, attempts = $2, last_error = $3, next_attempt_at = $4, \
+         sent_at = CASE WHEN $1 = 'sent' THEN $5 ELSE sent_at END WHERE id = $6",
+    )
+    .bind(status)
+    .bind(attempts)
+    .bind(error)
+    .bind(next)
+    .bind(now)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
 /// An email as the record of what it is about shows it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EmailRecord {

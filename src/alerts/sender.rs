@@ -19,10 +19,10 @@ use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use sqlx::Row;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::outbox::{self, Delivery, Due};
 use crate::config::Settings;
 use crate::store::{now_millis, Db};
 
@@ -96,12 +96,6 @@ pub fn message_id(row_id: i64, public_url: &url::Url) -> String {
     )
 }
 
-enum Outcome {
-    Sent,
-    Retry(String),
-    Permanent(String),
-}
-
 /// Sends due rows until cancelled; a pass that fails on the database is an error the
 /// supervisor restarts the task on.
 pub async fn run(
@@ -134,34 +128,23 @@ const LEASE_MS: i64 = 60_000;
 /// pooled connections, then recorded together.
 pub async fn send_due(db: &Db, mailer: &Mailer) -> anyhow::Result<usize> {
     let now = now_millis();
-    let skip_locked = db.dialect().skip_locked(None);
-    let rows = sqlx::query(&format!(
-        "UPDATE outbox SET next_attempt_at = $2 WHERE id IN (SELECT id FROM outbox \
-         WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT 20{skip_locked}) \
-         RETURNING id, recipient_name, recipient_email, subject, body, attempts"
-    ))
-    .bind(now)
-    .bind(now + LEASE_MS)
-    .fetch_all(&db.pool)
-    .await?;
-    if rows.is_empty() {
+    let due = outbox::take_due(db, now, LEASE_MS).await?;
+    if due.is_empty() {
         return Ok(0);
     }
-    let outcomes = join_all(rows.iter().map(|r| deliver(r, mailer))).await;
+    let outcomes = join_all(due.iter().map(|d| deliver(d, mailer))).await;
     let mut tx = db.pool.begin().await?;
-    for result in outcomes {
-        let (id, outcome, attempts) = result?;
-        record(&mut *tx, id, outcome, attempts).await?;
+    for (d, outcome) in due.iter().zip(outcomes) {
+        outbox::record(&mut tx, d.id, outcome, d.attempts + 1, now_millis()).await?;
     }
     tx.commit().await?;
-    Ok(rows.len())
+    Ok(due.len())
 }
 
-async fn deliver(r: &sqlx::any::AnyRow, mailer: &Mailer) -> anyhow::Result<(i64, Outcome, i64)> {
-    let id: i64 = r.try_get("id")?;
-    let attempts: i64 = r.try_get::<i64, _>("attempts")? + 1;
-    let outcome = match compose(r, id, mailer) {
-        Err(e) => Outcome::Permanent(e),
+async fn deliver(d: &Due, mailer: &Mailer) -> Delivery {
+    let (id, attempts) = (d.id, d.attempts + 1);
+    let outcome = match compose(d, mailer) {
+        Err(e) => Delivery::Permanent(e),
         Ok(message) => match &mailer.transport {
             Transport::Files(dir) => {
                 // One file per row, replaced atomically: a repeat writes the same file.
@@ -171,74 +154,46 @@ async fn deliver(r: &sqlx::any::AnyRow, mailer: &Mailer) -> anyhow::Result<(i64,
                     .await
                     .and(tokio::fs::rename(&tmp, &path).await)
                 {
-                    Ok(()) => Outcome::Sent,
-                    Err(e) => Outcome::Retry(format!("writing {}: {e}", path.display())),
+                    Ok(()) => Delivery::Sent,
+                    Err(e) => Delivery::Retry(format!("writing {}: {e}", path.display())),
                 }
             }
             Transport::Smtp(smtp) => match smtp.send(message).await {
-                Ok(_) => Outcome::Sent,
-                Err(e) if e.is_permanent() => Outcome::Permanent(e.to_string()),
-                Err(e) => Outcome::Retry(e.to_string()),
+                Ok(_) => Delivery::Sent,
+                Err(e) if e.is_permanent() => Delivery::Permanent(e.to_string()),
+                Err(e) => Delivery::Retry(e.to_string()),
             },
         },
     };
     match &outcome {
-        Outcome::Sent => {
+        Delivery::Sent => {
             metrics::counter!("vfc_emails_sent_total").increment(1);
             tracing::info!(outbox_id = id, "alert email delivered")
         }
-        Outcome::Retry(e) => {
+        Delivery::Retry(e) => {
             tracing::warn!(outbox_id = id, attempts, error = %e, "email not delivered yet; will retry")
         }
-        Outcome::Permanent(e) => {
+        Delivery::Permanent(e) => {
             metrics::counter!("vfc_emails_failed_total").increment(1);
             tracing::error!(outbox_id = id, error = %e, "email permanently refused")
         }
     }
-    Ok((id, outcome, attempts))
+    outcome
 }
 
-fn compose(r: &sqlx::any::AnyRow, id: i64, mailer: &Mailer) -> Result<Message, String> {
-    let get = |c: &str| r.try_get::<String, _>(c).map_err(|e| e.to_string());
-    let to_email = get("recipient_email")?;
+fn compose(d: &Due, mailer: &Mailer) -> Result<Message, String> {
     let to = Mailbox::new(
-        Some(get("recipient_name")?),
-        to_email.parse().map_err(|e| format!("recipient {to_email:?}: {e}"))?,
+        Some(d.recipient_name.clone()),
+        d.recipient_email
+            .parse()
+            .map_err(|e| format!("recipient {:?}: {e}", d.recipient_email))?,
     );
     Message::builder()
         .from(mailer.from.clone())
         .to(to)
-        .subject(get("subject")?)
-        .message_id(Some(message_id(id, &mailer.public_url)))
+        .subject(&d.subject)
+        .message_id(Some(message_id(d.id, &mailer.public_url)))
         .header(ContentType::TEXT_PLAIN)
-        .body(get("body")?)
+        .body(d.body.clone())
         .map_err(|e| e.to_string())
-}
-
-async fn record<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
-    exec: E,
-    id: i64,
-    outcome: Outcome,
-    attempts: i64,
-) -> anyhow::Result<()> {
-    let now = now_millis();
-    let (status, error, next) = match outcome {
-        Outcome::Sent => ("sent", None, now),
-        Outcome::Permanent(e) => ("failed", Some(e), now),
-        // 5 s, 10 s, 20 s … at most 5 minutes between tries.
-        Outcome::Retry(e) => ("pending", Some(e), now + (5_000i64 << attempts.min(6)).min(300_000)),
-    };
-    sqlx::query(
-        "UPDATE outbox SET status = $1, attempts = $2, last_error = $3, next_attempt_at = $4, \
-         sent_at = CASE WHEN $1 = 'sent' THEN $5 ELSE sent_at END WHERE id = $6",
-    )
-    .bind(status)
-    .bind(attempts)
-    .bind(error)
-    .bind(next)
-    .bind(now)
-    .bind(id)
-    .execute(exec)
-    .await?;
-    Ok(())
 }

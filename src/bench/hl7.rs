@@ -128,11 +128,7 @@ pub async fn run(base: Settings, args: Args) -> anyhow::Result<()> {
     latencies.sort_unstable();
     let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize].as_secs_f64() * 1000.0;
     let (p50, p99) = (pct(0.5), pct(0.99));
-    let decremented: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM administrations WHERE location_code = $1 AND status = 'decremented'")
-            .bind(&code)
-            .fetch_one(&db.pool)
-            .await?;
+    let decremented = crate::inventory::doses::decremented_at(&db, &code).await?;
     if decremented as usize != latencies.len() {
         bail!(
             "{} messages were accepted but {decremented} doses decremented",

@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
 use crate::accounts::Scope;
-use crate::alerts::{Links, Recipient};
+use crate::alerts::links::Subject;
+use crate::alerts::{outbox, About, Email, Links, Recipient};
 use crate::error::{Error, Result};
 use crate::registry::assignments::{self, Serving};
 use crate::store::{now_millis, rfc3339, Db};
@@ -206,7 +207,7 @@ async fn open(db: &Db, links: &Links, c: &Condition<'_>, to: &Recipient, now: i6
         tx.rollback().await?;
         return Ok(false);
     };
-    super::notices::device(&mut tx, links, row.try_get("id")?, "", std::slice::from_ref(to)).await?;
+    notify(&mut tx, links, row.try_get("id")?, "", std::slice::from_ref(to)).await?;
     tx.commit().await?;
     Ok(true)
 }
@@ -218,6 +219,48 @@ async fn close(db: &Db, serial: &str, kind: Kind, now: i64) -> Result<()> {
         .bind(kind.as_str())
         .execute(&db.pool)
         .await?;
+    Ok(())
+}
+
+/// Queues one email per recipient about a logger condition, each with its own acknowledgement
+/// link; `opening` says why they get it (empty for the first alert).
+pub async fn notify(
+    tx: &mut AnyConnection,
+    links: &Links,
+    id: i64,
+    opening: &str,
+    recipients: &[Recipient],
+) -> Result<()> {
+    let d = facts(tx, id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no logger condition {id}")))?;
+    let what = d.kind.as_str().replace('_', " ");
+    let subject = format!(
+        "VFC logger alert: {} {}: {what} ({})",
+        d.location_code, d.unit_name, d.serial
+    );
+    for to in recipients {
+        let body = format!(
+            "{name},\n\n{opening}The data logger {serial} in the {unit} at {code}: {detail}.\n\n\
+             Until it is fixed the unit's temperature is not being recorded reliably: check the unit's \
+             thermometer and record its temperature by hand, and keep the backup logger in place.\n\n\
+             Acknowledge that you are handling it (this link is yours; it stops the escalation):\n{url}\n\n— vfc-monitor\n",
+            name = to.name,
+            serial = d.serial,
+            unit = d.unit_name,
+            code = d.location_code,
+            detail = d.detail,
+            url = links.ack_url(Subject::Device(id), &to.email),
+        );
+        let email = Email {
+            about: About::Device(id),
+            purpose: d.kind.as_str(),
+            to,
+            subject: &subject,
+            body: &body,
+        };
+        outbox::enqueue(tx, &email).await?;
+    }
     Ok(())
 }
 
@@ -234,6 +277,12 @@ pub struct Facts {
     pub location_name: String,
     pub pin: String,
     pub acknowledged: Option<(String, i64)>,
+}
+
+/// The facts of one, on a connection of its own.
+pub async fn find(db: &Db, id: i64) -> Result<Option<Facts>> {
+    let mut conn = db.pool.acquire().await?;
+    facts(&mut conn, id).await
 }
 
 pub async fn facts(conn: &mut AnyConnection, id: i64) -> Result<Option<Facts>> {

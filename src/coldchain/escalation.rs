@@ -88,7 +88,7 @@ pub async fn escalate_due(db: &Db, links: &Links) -> anyhow::Result<usize> {
             Step::Reminder => format!("Reminder: still not acknowledged after {waited} minutes.\n"),
             _ => format!("Nobody has acknowledged this in {waited} minutes; you are the next contact.\n"),
         };
-        notices::device(&mut tx, links, d.id, &opening, &to).await?;
+        devices::notify(&mut tx, links, d.id, &opening, &to).await?;
         devices::escalated(&mut tx, d.id, level, now).await?;
         moved += 1;
     }

@@ -1,17 +1,15 @@
-//! What the cold chain's emails say, composed here and queued in the caller's transaction
+//! What an excursion's emails say, composed here and queued in the caller's transaction
 //! through the generic outbox (`crate::alerts`).
 //!
 //! An excursion alert says what docs/domain.md, "After an excursion" asks: which location and
 //! unit, the temperature now, since when, min/max so far, and what to do now — label the
 //! vaccine "Do Not Use", keep it at proper temperature, do not discard it, contact the
-//! manufacturer(s) and the program. A logger's own condition says what it is and to record
-//! temperatures by hand until it is fixed. Every email carries the recipient's own signed,
-//! expiring acknowledgement link.
+//! manufacturer(s) and the program. Every email carries the recipient's own signed, expiring
+//! acknowledgement link. (A logger's own conditions compose theirs in [`super::devices`].)
 
 use chrono::TimeZone;
 use sqlx::AnyConnection;
 
-use super::devices;
 use super::excursions::{self, Facts};
 use super::rules::Rule;
 use crate::alerts::links::Subject;
@@ -179,40 +177,4 @@ pub async fn back_in_range(tx: &mut Tx, links: &Links, excursion_id: i64, state:
         to.extend(state.iter().cloned());
     }
     excursion(tx, links, excursion_id, Purpose::BackInRange, &to).await
-}
-
-/// Queues one email per recipient about a logger condition, each with its own acknowledgement
-/// link; `opening` says why they get it (empty for the first alert).
-pub async fn device(tx: &mut Tx, links: &Links, id: i64, opening: &str, recipients: &[Recipient]) -> Result<()> {
-    let d = devices::facts(tx, id)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("no logger condition {id}")))?;
-    let what = d.kind.as_str().replace('_', " ");
-    let subject = format!(
-        "VFC logger alert: {} {}: {what} ({})",
-        d.location_code, d.unit_name, d.serial
-    );
-    for to in recipients {
-        let body = format!(
-            "{name},\n\n{opening}The data logger {serial} in the {unit} at {code}: {detail}.\n\n\
-             Until it is fixed the unit's temperature is not being recorded reliably: check the unit's \
-             thermometer and record its temperature by hand, and keep the backup logger in place.\n\n\
-             Acknowledge that you are handling it (this link is yours; it stops the escalation):\n{url}\n\n— vfc-monitor\n",
-            name = to.name,
-            serial = d.serial,
-            unit = d.unit_name,
-            code = d.location_code,
-            detail = d.detail,
-            url = links.ack_url(Subject::Device(id), &to.email),
-        );
-        let email = Email {
-            about: About::Device(id),
-            purpose: d.kind.as_str(),
-            to,
-            subject: &subject,
-            body: &body,
-        };
-        outbox::enqueue(tx, &email).await?;
-    }
-    Ok(())
 }

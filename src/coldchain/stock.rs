@@ -7,10 +7,64 @@
 //! commit together or not at all.
 
 use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
+use utoipa::ToSchema;
 
-use super::excursions::record::Alarmed;
-use super::excursions::review::Determination;
+use crate::domain::Funding;
+
+/// An excursion that met a rule, as the stock in its unit needs to know it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alarmed {
+    pub id: i64,
+    pub unit_id: i64,
+    pub location_code: String,
+    pub started_at: i64,
+    /// `None` while it lasts.
+    pub ended_at: Option<i64>,
+    pub above_range: bool,
+}
+
+/// Whether the lot may still be used, as the manufacturer determined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Viability {
+    Viable,
+    NotViable,
+}
+
+/// What becomes of a lot that is not viable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteOff {
+    /// Unopened, back to the distributor (the default).
+    Return,
+    /// Disposed of on site.
+    Waste,
+}
+
+/// One lot's determination in an excursion review.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Determination {
+    /// The lot, by id (as in the inventory) …
+    #[serde(default)]
+    pub lot_id: Option<i64>,
+    /// … or by lot number.
+    #[serde(default)]
+    pub lot: Option<String>,
+    /// When a lot number is held with more than one funding.
+    #[serde(default)]
+    pub funding: Option<Funding>,
+    pub determination: Viability,
+    /// For not_viable: return (the default) or waste.
+    #[serde(default)]
+    pub action: Option<WriteOff>,
+    #[serde(default)]
+    pub case_number: Option<String>,
+    #[serde(default)]
+    pub notes: Option<String>,
+}
 
 pub trait ExposedStock: Send + Sync {
     /// Puts every lot that had stock in the unit while the excursion lasted on "Do Not Use"

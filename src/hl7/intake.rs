@@ -11,10 +11,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::Context;
 use std::collections::HashMap;
 
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::ack::{self, AckCode};
+use super::messages::{self, kept, Kept, Key};
 use super::vxu::{self, Header};
 use super::Issue;
 use crate::accounts::Scope;
@@ -77,17 +78,6 @@ impl Lookups {
     }
 }
 
-/// An ACK to keep, so that the same message sent again gets it back.
-struct Kept {
-    key: Key,
-    sender: String,
-    code: &'static str,
-    ack: String,
-}
-
-/// A message is (MSH-3, MSH-4, MSH-10) within what its sender may report for.
-type Key = (String, String, String, String);
-
 fn key(sender: &Sender, h: &Header) -> Key {
     (
         sender.scope.key(),
@@ -115,7 +105,7 @@ pub async fn process(
     }
     let (ack, keep) = record(conn, &parsed, sender, seen).await?;
     if let Some(k) = keep {
-        store(conn, &[k]).await?;
+        messages::store(conn, &[k]).await?;
     }
     Ok(ack)
 }
@@ -127,83 +117,6 @@ fn refuse(refused: &vxu::Refused) -> String {
         AckCode::Rejected,
         std::slice::from_ref(&refused.issue),
     )
-}
-
-/// The ACKs already kept for these message keys.
-async fn kept(conn: &mut AnyConnection, keys: &[Key]) -> anyhow::Result<HashMap<Key, String>> {
-    if keys.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let cond = (0..keys.len())
-        .map(|i| {
-            let b = 4 * i;
-            format!(
-                "(sender_scope = ${} AND sending_app = ${} AND sending_facility = ${} AND control_id = ${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" OR ");
-    let sql =
-        format!("SELECT sender_scope, sending_app, sending_facility, control_id, ack FROM hl7_messages WHERE {cond}");
-    let mut q = sqlx::query(&sql);
-    for (s, a, f, c) in keys {
-        q = q.bind(s).bind(a).bind(f).bind(c);
-    }
-    let mut out = HashMap::new();
-    for r in q.fetch_all(&mut *conn).await? {
-        let k = (
-            r.try_get("sender_scope")?,
-            r.try_get("sending_app")?,
-            r.try_get("sending_facility")?,
-            r.try_get("control_id")?,
-        );
-        out.insert(k, r.try_get("ack")?);
-    }
-    Ok(out)
-}
-
-async fn store(conn: &mut AnyConnection, rows: &[Kept]) -> anyhow::Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let last = 7 * rows.len() + 1;
-    let values = (0..rows.len())
-        .map(|i| {
-            let b = 7 * i;
-            format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${last})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6,
-                b + 7
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = format!(
-        "INSERT INTO hl7_messages (sender_scope, sending_app, sending_facility, control_id, sender, ack_code, ack, received_at) \
-         VALUES {values}"
-    );
-    let mut q = sqlx::query(&sql);
-    for k in rows {
-        q = q
-            .bind(&k.key.0)
-            .bind(&k.key.1)
-            .bind(&k.key.2)
-            .bind(&k.key.3)
-            .bind(&k.sender)
-            .bind(k.code)
-            .bind(&k.ack);
-    }
-    q.bind(now_millis()).execute(&mut *conn).await?;
-    Ok(())
 }
 
 /// Records a message known not to be a duplicate: its ACK, and what to keep of it.
@@ -471,7 +384,7 @@ async fn run(db: &Db, batch: &[Job], seen: &mut Lookups) -> anyhow::Result<Vec<a
             }
         }
     }
-    if let Err(e) = store(&mut tx, &keep).await {
+    if let Err(e) = messages::store(&mut tx, &keep).await {
         tracing::warn!(error = ?e, "keeping the batch's ACKs failed; retrying its messages one by one");
         tx.rollback().await?;
         return one_by_one(db, batch).await;

@@ -7,7 +7,9 @@
 //! messages on a TCP connection for senders on an allowlist.
 
 pub mod ack;
+pub mod dates;
 pub mod intake;
+pub mod messages;
 pub mod mllp;
 pub mod vxu;
 

@@ -11,9 +11,7 @@ use utoipa::ToSchema;
 use super::ledger::{self, Entry, Kind};
 use super::{place, unit_of, Error, Result};
 use crate::accounts::Caller;
-use crate::coldchain::excursions::record::Alarmed;
-use crate::coldchain::excursions::review::{Determination, Viability, WriteOff};
-use crate::coldchain::stock::ExposedStock;
+use crate::coldchain::stock::{Alarmed, Determination, ExposedStock, Viability, WriteOff};
 use crate::store::{now_millis, rfc3339, Db};
 
 /// The inventory's side of an excursion: holds when it meets a rule, and the manufacturer's

@@ -84,6 +84,24 @@ pub struct LotRecord {
     pub expires_on: String,
 }
 
+/// A lot by id.
+pub async fn record(conn: &mut AnyConnection, id: i64) -> Result<Option<LotRecord>> {
+    let r = sqlx::query("SELECT id, ndc, lot_number, funding, expires_on FROM lots WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    r.map(|r| {
+        Ok(LotRecord {
+            id: r.try_get("id")?,
+            ndc: r.try_get("ndc")?,
+            lot: r.try_get("lot_number")?,
+            funding: r.try_get("funding")?,
+            expires_on: r.try_get("expires_on")?,
+        })
+    })
+    .transpose()
+}
+
 pub async fn correct_lot(db: &Db, caller: &Caller, id: i64, body: &LotCorrection) -> Result<LotRecord> {
     if !caller.is_state() {
         return Err(Error::Forbidden(

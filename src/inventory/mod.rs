@@ -14,7 +14,7 @@ pub mod ledger;
 pub mod lots;
 pub mod movements;
 pub mod reconcile;
-pub mod review;
+
 pub mod routing;
 pub mod stock;
 pub mod transfers;

@@ -51,17 +51,16 @@ fn refused(e: Invalid) -> Response {
 
 /// What the link is about, as HTML, and who acknowledged it (if anyone).
 async fn summary(s: &AppState, subject: Subject) -> Result<(String, Option<(String, i64)>), Response> {
-    let mut conn = s.db.pool.acquire().await.map_err(|e| failed(e.into()))?;
     match subject {
         Subject::Excursion(id) => {
-            let f = excursions::facts(&mut conn, id)
+            let f = excursions::find(&s.db, id)
                 .await
                 .map_err(failed)?
                 .ok_or_else(|| refused(Invalid::Malformed))?;
             Ok(excursion_summary(&f))
         }
         Subject::Device(id) => {
-            let f = devices::facts(&mut conn, id)
+            let f = devices::find(&s.db, id)
                 .await
                 .map_err(failed)?
                 .ok_or_else(|| refused(Invalid::Malformed))?;

@@ -15,8 +15,8 @@ use super::AppState;
 use crate::accounts::Caller;
 use crate::domain::{Cvx, LotNumber, Ndc};
 use crate::domain::{Eligibility, FundingSource};
+use crate::hl7::dates::{self, Given};
 use crate::hl7::intake::{self, Sender};
-use crate::hl7::vxu::{self, Given};
 use crate::inventory::catalog::Vaccine;
 use crate::inventory::doses::{self, Action, DoseReport, Outcome, Source};
 use crate::store::now_millis;
@@ -158,7 +158,7 @@ fn report(d: &JsonDose, tz: chrono_tz::Tz, now: i64) -> Result<DoseReport, Strin
         }
         _ => return Err("give exactly one of \"administered_at\" or \"administered_on\"".into()),
     };
-    let (administered_at, day) = vxu::dated(given, tz, now, field)?;
+    let (administered_at, day) = dates::dated(given, tz, now, field)?;
     let completion = d.completion.as_deref().unwrap_or("CP").to_ascii_uppercase();
     if !["CP", "PA", "RE", "NA"].contains(&completion.as_str()) {
         return Err(format!("\"completion\" {completion:?} must be CP, PA, RE or NA"));

@@ -6,6 +6,7 @@
 mod ack;
 pub mod auth;
 mod coldchain;
+mod doses;
 pub mod error;
 mod excursions;
 mod extract;
@@ -52,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .merge(coldchain::router())
         .merge(excursions::router())
         .merge(inventory::router())
+        .merge(doses::router())
         .merge(hl7::router());
     Router::new()
         .nest("/api/v1", api)

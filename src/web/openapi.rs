@@ -28,10 +28,10 @@ use super::AppState;
         super::inventory::transfer, super::inventory::get_transfer, super::inventory::approve_transfer,
         super::inventory::reject_transfer, super::inventory::list_reconciliations, super::inventory::reconcile,
         super::inventory::list_holds, super::inventory::place_hold, super::inventory::release_hold,
-        super::inventory::excursion_holds, super::inventory::product_units, super::inventory::set_product_unit,
-        super::inventory::facility_ids, super::inventory::set_facility_ids, super::inventory::exceptions,
-        super::inventory::resolve_exception, super::inventory::borrowing, super::inventory::complete_borrowing,
-        super::inventory::revaccination, super::hl7::hl7, super::hl7::administrations,
+        super::inventory::excursion_holds, super::doses::product_units, super::doses::set_product_unit,
+        super::doses::facility_ids, super::doses::set_facility_ids, super::doses::exceptions,
+        super::doses::resolve_exception, super::doses::borrowing, super::doses::complete_borrowing,
+        super::doses::revaccination, super::hl7::hl7, super::hl7::administrations,
     ),
     modifiers(&Bearer)
 )]

@@ -272,6 +272,12 @@ pub struct Facts {
 }
 
 /// The facts of one excursion, if it exists.
+/// The facts of one, on a connection of its own.
+pub async fn find(db: &Db, id: i64) -> Result<Option<Facts>> {
+    let mut conn = db.pool.acquire().await?;
+    facts(&mut conn, id).await
+}
+
 pub async fn facts(conn: &mut AnyConnection, id: i64) -> Result<Option<Facts>> {
     let Some(r) = sqlx::query(
         "SELECT e.id, e.unit_id, e.serial, e.started_at, e.ended_at, e.min_c, e.max_c, e.range_min_c, e.range_max_c, \

@@ -8,6 +8,7 @@ use sqlx::{AnyConnection, Row};
 
 use crate::coldchain::episodes::{Episode, Hit};
 use crate::coldchain::rules::Rule;
+use crate::coldchain::stock::Alarmed;
 use crate::error::Result;
 
 /// Takes SQLite's write lock at once (a write that matches no row still takes it), so a
@@ -215,18 +216,6 @@ pub async fn covered(tx: &mut AnyConnection, excursion_id: i64) -> Result<()> {
         .execute(&mut *tx)
         .await?;
     Ok(())
-}
-
-/// An excursion that met a rule, as the stock in its unit needs to know it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Alarmed {
-    pub id: i64,
-    pub unit_id: i64,
-    pub location_code: String,
-    pub started_at: i64,
-    /// `None` while it lasts.
-    pub ended_at: Option<i64>,
-    pub above_range: bool,
 }
 
 /// Excursions of the unit that met a rule, are not reviewed, and were running at or after

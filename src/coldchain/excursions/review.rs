@@ -11,51 +11,9 @@ use utoipa::ToSchema;
 
 use super::{visible_in, Excursion, Status};
 use crate::accounts::Scope;
-use crate::coldchain::stock::ExposedStock;
-use crate::domain::Funding;
+use crate::coldchain::stock::{Alarmed, Determination, ExposedStock};
 use crate::error::{Error, Result};
 use crate::store::{now_millis, rfc3339, Db};
-
-/// Whether the lot may still be used, as the manufacturer determined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Viability {
-    Viable,
-    NotViable,
-}
-
-/// What becomes of a lot that is not viable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum WriteOff {
-    /// Unopened, back to the distributor (the default).
-    Return,
-    /// Disposed of on site.
-    Waste,
-}
-
-/// One lot's determination in an excursion review.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Determination {
-    /// The lot, by id (as in the inventory) …
-    #[serde(default)]
-    pub lot_id: Option<i64>,
-    /// … or by lot number.
-    #[serde(default)]
-    pub lot: Option<String>,
-    /// When a lot number is held with more than one funding.
-    #[serde(default)]
-    pub funding: Option<Funding>,
-    pub determination: Viability,
-    /// For not_viable: return (the default) or waste.
-    #[serde(default)]
-    pub action: Option<WriteOff>,
-    #[serde(default)]
-    pub case_number: Option<String>,
-    #[serde(default)]
-    pub notes: Option<String>,
-}
 
 /// Body of `POST /api/v1/excursions/{id}/review`. Every lot the excursion put on hold needs
 /// its determination: viable releases it, not viable returns or wastes it (7A/7B).
@@ -176,7 +134,7 @@ pub async fn record(
     let f = super::facts(&mut tx, e.id)
         .await?
         .ok_or_else(|| Error::NotFound(format!("no excursion {id}")))?;
-    let alarmed = super::record::Alarmed {
+    let alarmed = Alarmed {
         id,
         unit_id: f.unit_id,
         location_code: f.location_code,

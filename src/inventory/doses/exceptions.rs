@@ -7,7 +7,7 @@ use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
-use super::super::Place;
+use super::super::{catalog, lots, Place};
 use super::decide::Status;
 use super::matching::{Match, NoMatch};
 use super::report::Outcome;
@@ -209,20 +209,19 @@ pub async fn resolve(
             .fetch_one(&mut *conn)
             .await?;
             // The lot must be of the dose's vaccine.
-            let product = sqlx::query(
-                "SELECT p.cvx, p.name, l.lot_number FROM lots l JOIN products p ON p.ndc = l.ndc WHERE l.id = $1",
-            )
-            .bind(lot_id)
-            .fetch_optional(&mut *conn)
-            .await?
-            .ok_or_else(|| Error::Invalid(format!("no lot {lot_id}; see the location's inventory")))?;
+            let lot = lots::record(conn, lot_id)
+                .await?
+                .ok_or_else(|| Error::Invalid(format!("no lot {lot_id}; see the location's inventory")))?;
+            let product = catalog::get(conn, &lot.ndc)
+                .await?
+                .ok_or_else(|| Error::unreadable("lots", lot_id, format!("NDC {} is not in the catalog", lot.ndc)))?;
             let dose_cvx: Option<String> = a.try_get("cvx")?;
-            let lot_cvx: String = product.try_get("cvx")?;
-            if dose_cvx.as_deref().is_some_and(|c| c != lot_cvx) {
+            if dose_cvx.as_deref().is_some_and(|c| c != product.cvx) {
                 return Err(Error::Invalid(format!(
-                    "lot {} is {} (CVX {lot_cvx}); the dose was CVX {}: assign a lot of that vaccine",
-                    product.try_get::<String, _>("lot_number")?,
-                    product.try_get::<String, _>("name")?,
+                    "lot {} is {} (CVX {}); the dose was CVX {}: assign a lot of that vaccine",
+                    lot.lot,
+                    product.name,
+                    product.cvx,
                     dose_cvx.unwrap_or_default()
                 )));
             }
@@ -260,7 +259,7 @@ pub async fn resolve(
             let m = Match {
                 unit_id: best.try_get("unit_id")?,
                 lot_id,
-                lot: product.try_get("lot_number")?,
+                lot: lot.lot.clone(),
                 funding: Funding::parse(&funding).map_err(|e| Error::unreadable("lots", lot_id, e))?,
                 expires_on: chrono::NaiveDate::parse_from_str(&expires, "%Y-%m-%d")
                     .map_err(|_| Error::unreadable("lots", lot_id, format!("expires_on {expires:?}")))?,

@@ -18,6 +18,7 @@ pub mod decide;
 pub mod exceptions;
 pub mod matching;
 pub mod report;
+pub mod review;
 pub mod write;
 
 use sqlx::AnyConnection;
@@ -49,6 +50,16 @@ pub async fn facility(conn: &mut AnyConnection, id: &str) -> Result<Option<Place
         },
         None => Ok(None),
     }
+}
+
+/// How many doses on record at location `code` took a dose off the shelf.
+pub async fn decremented_at(db: &Db, code: &str) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT COUNT(*) FROM administrations WHERE location_code = $1 AND status = 'decremented'")
+            .bind(code)
+            .fetch_one(&db.pool)
+            .await?,
+    )
 }
 
 /// Doses reported together for one location (the JSON route): one transaction, one report at

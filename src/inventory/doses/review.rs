@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use utoipa::ToSchema;
 
-use super::{place, Error, Result};
+use super::super::{place, Error, Result};
 use crate::accounts::Caller;
 use crate::store::{now_millis, rfc3339, Db};
 
