@@ -57,7 +57,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 }
 
 /// The addresses the service listens on, as bound.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Ports {
     pub http: SocketAddr,
     /// The embedded broker; absent with an external broker.

@@ -38,14 +38,14 @@ pub async fn run(mut args: SettingsArgs, demo: DemoArgs) -> anyhow::Result<()> {
     let dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from("./vfc-demo"));
     fresh(&dir)?;
     args.data_dir = Some(dir.clone());
-    // The usual ports may be taken (another service, a broker on 1883): the demo then takes free
-    // ones, unless they were set on purpose.
+    // The usual ports may be taken (another service, a broker on 1883): the demo then lets the
+    // service pick free ones (port 0), unless they were set on purpose.
     if args.http_addr.is_none() && !free("127.0.0.1:8080") {
-        args.http_addr = Some(format!("127.0.0.1:{}", any_port()?));
+        args.http_addr = Some("127.0.0.1:0".into());
     }
     let embedded = args.mqtt_url.as_deref().is_none_or(|u| u == "embedded");
     if embedded && args.mqtt_embedded_addr.is_none() && !free("127.0.0.1:1883") {
-        args.mqtt_embedded_addr = Some(format!("127.0.0.1:{}", any_port()?));
+        args.mqtt_embedded_addr = Some("127.0.0.1:0".into());
     }
     let settings = Settings::load(&args)?;
     let db = crate::app::open_database(&settings.database).await?;
@@ -54,7 +54,8 @@ pub async fn run(mut args: SettingsArgs, demo: DemoArgs) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     tokio::spawn(crate::app::stop_on_signal(cancel.clone()));
     let mut service = tokio::spawn(crate::app::serve_until(settings.clone(), cancel.clone()));
-    let base = format!("http://{}", settings.http_addr);
+    let ports = bound_ports(&dir, &mut service).await?;
+    let base = format!("http://{}", ports.http);
     let api = Api {
         http: reqwest::Client::new(),
         base: base.clone(),
@@ -64,12 +65,12 @@ pub async fn run(mut args: SettingsArgs, demo: DemoArgs) -> anyhow::Result<()> {
     let units = api.clinic().await?;
 
     // The gateway talks to the service's own broker.
-    let broker = match &settings.mqtt {
-        MqttBroker::Embedded => {
-            MqttUrl::parse(&format!("mqtt://{}", settings.mqtt_embedded_addr)).map_err(anyhow::Error::msg)?
-        }
-        MqttBroker::External(url) => url.clone(),
+    let broker = match (&settings.mqtt, ports.mqtt) {
+        (MqttBroker::Embedded, Some(addr)) => MqttUrl::parse(&format!("mqtt://{addr}")).map_err(anyhow::Error::msg)?,
+        (MqttBroker::Embedded, None) => bail!("the service did not say where its embedded broker listens"),
+        (MqttBroker::External(url), _) => url.clone(),
     };
+    let broker_shown = format!("mqtt://{}:{}", broker.host, broker.port);
     let mut cfg = Config::new(broker, "gw-012345-demo".into(), dir.join("gateway-spool"));
     cfg.ca_file = settings.mqtt_ca_file.clone();
     cfg.resend_after = Duration::from_secs(5);
@@ -106,6 +107,7 @@ pub async fn run(mut args: SettingsArgs, demo: DemoArgs) -> anyhow::Result<()> {
     println!(
         "\nvfc demo is running. Ctrl-C stops it.\n\n\
          \x20 API                {base}   (OpenAPI: {base}/api/openapi.json)\n\
+         \x20 MQTT broker        {broker_shown}   (the loggers' readings: vfc/loggers/+/readings)\n\
          \x20 state-coordinator token (Authorization: Bearer …):\n\
          \x20   {}\n\
          \x20 alert emails       {}\n\
@@ -200,8 +202,31 @@ fn free(addr: &str) -> bool {
     addr.parse::<SocketAddr>().is_ok_and(|a| TcpListener::bind(a).is_ok())
 }
 
-fn any_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// The addresses the service bound, from the `ports.json` it writes once it listens.
+async fn bound_ports(
+    dir: &Path,
+    service: &mut tokio::task::JoinHandle<anyhow::Result<()>>,
+) -> anyhow::Result<crate::app::Ports> {
+    let path = dir.join("ports.json");
+    let start = std::time::Instant::now();
+    loop {
+        if let Ok(bytes) = std::fs::read(&path) {
+            if let Ok(p) = serde_json::from_slice::<crate::app::Ports>(&bytes) {
+                return Ok(p);
+            }
+        }
+        if service.is_finished() {
+            return match service.await {
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(())) => Err(anyhow::anyhow!("the service stopped before it listened")),
+                Err(e) => Err(e.into()),
+            };
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            bail!("the service did not start listening within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn wait_healthy(

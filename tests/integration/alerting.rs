@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::{json, Value};
 
-use crate::harness::{free_port, Broker, Database, TestApp};
+use crate::harness::{unused_port, Broker, Database, TestApp};
 use crate::on_both_databases;
 
 async fn freezing_now(app: &TestApp) {
@@ -61,8 +61,13 @@ async fn a_unit_in_a_maintenance_window_records_without_paging(db: Database) {
         .await;
     assert_eq!(list[0]["alerted"], false);
     assert!(list[0]["suppressed"].as_str().unwrap().contains("defrost"), "{list:?}");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(app.emails().is_empty(), "nobody is paged");
+    // The outbox rows are written with the excursion: none means nobody is paged.
+    assert!(app.excursion_emails(list[0]["id"].as_i64().unwrap()).await.is_empty());
+    // And the evaluator and the sender are alive: another unit's freezing reading alerts, alone.
+    app.other_fridge("LT-2").await;
+    app.freezing("LT-2").await;
+    let mail = app.wait_email_with("Fridge of LT-2").await;
+    assert_eq!(mail.len(), 1, "only the other unit's alert: {mail:?}");
     // The defrost is over early: end the window.
     let windows = app.get(&format!("/api/v1/units/{unit}/downtime")).await;
     let id = windows["downtime"][0]["id"].as_i64().unwrap();
@@ -145,10 +150,38 @@ async fn escalation_reaches_the_backup_then_the_state_and_a_posted_ack_stops_it(
     let e = &app.get(&format!("/api/v1/excursions?unit={unit}")).await["excursions"][0];
     assert_eq!(e["acknowledged_by"], "backup.012345A@example.org");
 
-    // No reminder after the acknowledgement (one would be due 12 s after the last email).
-    let before = app.emails().len();
-    tokio::time::sleep(Duration::from_secs(15)).await;
-    assert_eq!(app.emails().len(), before, "escalation stopped");
+    // No reminder after the acknowledgement (one would be due 12 s after the last email). A
+    // second alarm that starts now reaches its own reminder later than that: once it has, the
+    // acknowledged one has had its chance.
+    app.other_fridge("LT-2").await;
+    app.freezing("LT-2").await;
+    app.eventually_within(
+        Duration::from_secs(60),
+        "the second alarm's reminder",
+        String::new,
+        || async {
+            match app
+                .emails_with("Reminder, VFC temperature alert: 012345A Fridge of LT-2")
+                .len()
+            {
+                0 => Err("no reminder yet".to_string()),
+                _ => Ok(()),
+            }
+        },
+    )
+    .await;
+    let id = e["id"].as_i64().unwrap();
+    let purposes: Vec<Value> = app
+        .excursion_emails(id)
+        .await
+        .iter()
+        .map(|m| m["purpose"].clone())
+        .collect();
+    assert_eq!(
+        purposes,
+        [json!("alert"), json!("escalation"), json!("escalation")],
+        "escalation stopped"
+    );
 
     // A forged link is refused.
     let forged = link.replace("/ack/", "/ack/1");
@@ -169,7 +202,7 @@ async fn smtp_sink(port: u16) -> Arc<Mutex<Vec<String>>> {
 }
 
 async fn email_waits_out_an_smtp_outage_and_arrives_once(db: Database) {
-    let port = free_port();
+    let port = unused_port();
     let url = format!("smtp://127.0.0.1:{port}");
     let app = TestApp::spawn_with(
         db,
@@ -209,10 +242,27 @@ async fn email_waits_out_an_smtp_outage_and_arrives_once(db: Database) {
         }
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Another alert after it: once that arrives, a second copy of the first would have too.
+    app.other_fridge("LT-2").await;
+    app.freezing("LT-2").await;
+    app.eventually("the second alert delivered", || async {
+        match got.lock().unwrap().len() {
+            n if n >= 2 => Ok(()),
+            n => Err(format!("{n}")),
+        }
+    })
+    .await;
     let got = got.lock().unwrap().clone();
-    assert_eq!(got.len(), 1, "delivered once");
-    assert!(got[0].contains("Message-ID: <vfc-outbox-"), "{}", got[0]);
+    assert_eq!(got.len(), 2, "each delivered once");
+    let first_id = got[0]
+        .lines()
+        .find(|l| l.starts_with("Message-ID: <vfc-outbox-"))
+        .unwrap_or_else(|| panic!("{}", got[0]));
+    assert_eq!(
+        got.iter().filter(|m| m.contains(first_id)).count(),
+        1,
+        "the first alert once"
+    );
     assert!(got[0].contains("From: alerts@vfc.example"));
     let d = app.get(&format!("/api/v1/excursions/{id}")).await;
     assert_eq!(d["emails"][0]["status"], "sent");
@@ -261,8 +311,17 @@ async fn a_quiet_logger_a_low_battery_and_an_expiring_certificate_each_email_onc
         }
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    assert_eq!(app.emails().len(), 3, "one email per episode, not per check");
+    // A new condition on another logger: once its email is out, every check since the episodes
+    // opened has run, and each sent nothing again.
+    let other = app.create_unit("012345A", "Freezer", "freezer").await;
+    app.assign(other, json!({"serial": "LT-10", "from": "2020-01-01T00:00:00Z"}))
+        .await;
+    p.publish("vfc/loggers/LT-10/status", json!({"battery_pct": 12}).to_string())
+        .await;
+    p.wait_acked(4).await;
+    let mail = app.wait_email_with("(LT-10)").await;
+    assert_eq!(mail.len(), 4, "one email per episode, not per check: {mail:?}");
+    assert_eq!(app.emails_with("no reading since").len(), 1);
     let clinic = app.create_token(&["--role", "clinic", "--pin", "067890", "--name", "other"]);
     let l = app.get_as(&clinic, "/api/v1/device-alerts").await.1;
     assert!(
@@ -306,9 +365,34 @@ async fn a_logger_condition_escalates_until_acknowledged(db: Database) {
     assert_eq!(app.http.post(&link).send().await.unwrap().status(), 200);
     let l = app.get("/api/v1/device-alerts?open=true").await;
     assert_eq!(l["device_alerts"][0]["acknowledged_by"], "backup.012345A@example.org");
-    let before = app.emails().len();
-    tokio::time::sleep(Duration::from_secs(12)).await;
-    assert_eq!(app.emails().len(), before, "no reminder once acknowledged");
+    // A second quiet logger, now: its reminder comes later than LT-Q's would have been due.
+    let other = app.create_unit("012345A", "Freezer", "freezer").await;
+    app.assign(
+        other,
+        json!({"serial": "LT-R", "reading_interval_s": 300, "from": "2020-01-01T00:00:00Z"}),
+    )
+    .await;
+    p.reading("LT-R", &(Utc::now() - chrono::Duration::hours(2)).to_rfc3339(), -20.0)
+        .await;
+    p.wait_acked(2).await;
+    app.eventually_within(Duration::from_secs(60), "LT-R's reminder", String::new, || async {
+        match app
+            .emails_with("Reminder: still not acknowledged")
+            .iter()
+            .filter(|m| m.contains("(LT-R)"))
+            .count()
+        {
+            0 => Err("no reminder yet".to_string()),
+            _ => Ok(()),
+        }
+    })
+    .await;
+    let reminders_for_q = app
+        .emails_with("Reminder: still not acknowledged")
+        .iter()
+        .filter(|m| m.contains("(LT-Q)"))
+        .count();
+    assert_eq!(reminders_for_q, 0, "no reminder once acknowledged");
 }
 
 on_both_databases!(

@@ -135,10 +135,21 @@ async fn a_broker_outage_loses_nothing(broker: Broker) {
         Broker::Embedded => assert!(app.stop().success()),
     }
     append_lines(&file, 100..250);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_for(
+        &app,
+        &gw,
+        Duration::from_secs(20),
+        "the gateway says it lost the broker",
+        || async {
+            if gw.log().contains("lost the broker") {
+                Ok(())
+            } else {
+                Err("not yet".to_string())
+            }
+        },
+    )
+    .await;
     append_lines(&file, 250..300);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(gw.log().contains("lost the broker"), "{}", gw.log());
     match broker {
         Broker::Mosquitto => app.mosquitto.as_mut().unwrap().resume(),
         Broker::Embedded => app.start().await,
@@ -199,22 +210,26 @@ async fn a_broker_restarted_without_persistence_costs_nothing() {
     }
     drop(watch);
     app.mosquitto.as_mut().unwrap().restart_without_persistence();
-    // The gateway reconnects and publishes its unconfirmed readings at once, to a broker that
-    // no longer knows the service's session: they reach nobody.
-    wait_for(
-        &app,
-        &gw,
-        Duration::from_secs(20),
-        "the gateway reconnected",
-        || async {
-            match gw.log().matches("connected to the broker").count() {
-                n if n >= 2 => Ok(()),
-                n => Err(format!("{n} connections")),
-            }
-        },
-    )
-    .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The gateway reconnects (after its backoff, from 500 ms) and publishes its unconfirmed
+    // readings at once, to a broker that no longer knows the service's session: they reach
+    // nobody — but this watcher, subscribed first, which sees them go by.
+    let mut watch = Subscriber::connect(app.mqtt_port, "vfc/loggers/LT-1/readings").await;
+    let mut again = 0;
+    while again < 150 {
+        let (_, batch) = watch
+            .next(Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|| panic!("the gateway did not publish again after reconnecting:\n{}", gw.log()));
+        again = batch["readings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["seq"].as_u64())
+            .max()
+            .unwrap_or(0)
+            .max(again);
+    }
+    drop(watch);
     app.start().await;
 
     // Nothing confirmed those 100 readings, so the gateway sends them again after its timeout.

@@ -1,7 +1,5 @@
 //! Cold chain: excursions from readings, rules met, and the alert email in the outbox.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
@@ -19,6 +17,26 @@ async fn publish(app: &TestApp, start: DateTime<Utc>, temps: &[f64]) {
     p.publish("vfc/loggers/LT-1/readings", json!({ "readings": readings }).to_string())
         .await;
     p.wait_acked(1).await;
+}
+
+/// Sends LT-1's readings again, waits until the service has stored them as duplicates, then
+/// waits for another unit's freezing alarm: the evaluator judges the resent readings no later
+/// than that alarm, so whatever they would email is in the outbox by then.
+async fn resend_then_barrier(app: &TestApp, start: DateTime<Utc>, temps: &[f64]) {
+    let before = app.metric("vfc_readings_duplicate_total").await;
+    publish(app, start, temps).await;
+    app.eventually("the resent readings stored as duplicates", || async {
+        let now = app.metric("vfc_readings_duplicate_total").await;
+        if now == before + temps.len() as f64 {
+            Ok(())
+        } else {
+            Err(format!("{now} duplicates, {before} before"))
+        }
+    })
+    .await;
+    app.other_fridge("LT-2").await;
+    app.freezing("LT-2").await;
+    app.wait_email_with("Fridge of LT-2").await;
 }
 
 async fn excursions(app: &TestApp, unit: i64, n: usize, what: &str) -> Vec<Value> {
@@ -102,10 +120,10 @@ async fn warm_short_of_60_minutes_is_recorded_and_60_alerts_once(db: Database) {
     hot["room_temp_c"] = json!(21.0);
     hot["lot_determinations"] = json!([1]);
     assert_eq!(app.send_as(&app.token, "POST", &other, hot).await.0, 400);
-    // Re-sending the same readings changes nothing and sends nothing.
-    publish(&app, t0 + chrono::Duration::hours(26), &warm(13)).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(app.emails().len(), 1);
+    // Re-sending the same readings changes nothing and sends nothing: once they are judged again
+    // (another unit's alarm, sent after them, is out), the excursion's record holds one email.
+    resend_then_barrier(&app, t0 + chrono::Duration::hours(26), &warm(13)).await;
+    assert_eq!(app.excursion_emails(list[0]["id"].as_i64().unwrap()).await.len(), 1);
     assert_eq!(excursions(&app, unit, 2, "still two").await.len(), 2);
 }
 
@@ -139,8 +157,7 @@ async fn a_door_opening_and_three_short_episodes_meet_the_cumulative_rule(db: Da
     publish(&app, t0, &[5.0, 9.0, 9.0, 5.0]).await;
     let list = excursions(&app, unit, 1, "the door opening").await;
     assert_eq!(list[0]["alerted"], false);
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert!(app.emails().is_empty());
+    assert!(app.excursion_emails(list[0]["id"].as_i64().unwrap()).await.is_empty());
     // Three 25-minute warm spells an hour apart: 10 + 75 minutes out of range within 24 h.
     let mut temps = vec![];
     for _ in 0..3 {
@@ -175,9 +192,8 @@ async fn six_hours_of_backfilled_readings_find_the_excursion_late_and_email_once
     let mail = app.wait_emails(1).await;
     assert!(mail[0].contains("reached us late"), "{}", mail[0]);
     // The gateway resends the same buffer: nothing new.
-    publish(&app, start, &temps).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(app.emails().len(), 1);
+    resend_then_barrier(&app, start, &temps).await;
+    assert_eq!(app.excursion_emails(list[0]["id"].as_i64().unwrap()).await.len(), 1);
 }
 
 async fn readings_taken_before_the_logger_was_assigned_are_judged_when_it_is(db: Database) {
@@ -190,8 +206,6 @@ async fn readings_taken_before_the_logger_was_assigned_are_judged_when_it_is(db:
     temps.extend(std::iter::repeat_n(10.5, 15));
     temps.extend(vec![5.0; 10]);
     publish(&app, start, &temps).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(app.emails().is_empty(), "nobody to tell while no unit has it");
     let from = (start - chrono::Duration::minutes(5)).to_rfc3339();
     app.assign(unit, json!({"serial": "LT-1", "reading_interval_s": 300, "from": from}))
         .await;
@@ -210,8 +224,11 @@ async fn readings_older_than_a_day_record_without_paging(db: Database) {
     let list = excursions(&app, unit, 1, "the old excursion").await;
     assert_eq!(list[0]["alerted"], false);
     assert!(list[0]["suppressed"].as_str().unwrap().contains("late"), "{list:?}");
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert!(app.emails().is_empty());
+    assert!(app.excursion_emails(list[0]["id"].as_i64().unwrap()).await.is_empty());
+    // The evaluator and sender are alive: a freezing reading elsewhere alerts, and alone.
+    app.other_fridge("LT-2").await;
+    app.freezing("LT-2").await;
+    assert_eq!(app.wait_email_with("Fridge of LT-2").await.len(), 1);
 }
 
 async fn rules_are_the_programs_until_a_unit_has_its_own(db: Database) {

@@ -5,14 +5,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::free_port;
-
-fn demo(data: &std::path::Path, out: &std::path::Path, http_port: u16) -> std::process::Child {
+/// `vfc demo` on ports the service picks (port 0), its summary on `out`.
+fn demo(data: &std::path::Path, out: &std::path::Path) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_vfc"))
         .args(["demo", "--timeline", "8"])
         .env("VFC_DATA_DIR", data)
-        .env("VFC_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
-        .env("VFC_MQTT_EMBEDDED_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("VFC_HTTP_ADDR", "127.0.0.1:0")
+        .env("VFC_MQTT_EMBEDDED_ADDR", "127.0.0.1:0")
         .env_remove("VFC_DATABASE_URL")
         .env_remove("VFC_MQTT_URL")
         .env_remove("VFC_SMTP_URL")
@@ -28,8 +27,7 @@ async fn the_demo_reaches_an_excursion_and_writes_its_email() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
     let out = dir.path().join("demo.out");
-    let http_port = free_port();
-    let mut child = demo(&data, &out, http_port);
+    let mut child = demo(&data, &out);
     let read = || std::fs::read_to_string(&out).unwrap_or_default();
     let logs = || std::fs::read_to_string(out.with_extension("log")).unwrap_or_default();
 
@@ -53,7 +51,12 @@ async fn the_demo_reaches_an_excursion_and_writes_its_email() {
         .position(|l| l.contains("state-coordinator token"))
         .map(|i| lines[i + 1].trim().to_string())
         .expect("the token is printed");
-    assert!(text.contains(&format!("http://127.0.0.1:{http_port}")), "{text}");
+    // The summary names where the service listens, as it bound it (port 0: a free port).
+    let ports: Value = serde_json::from_slice(&std::fs::read(data.join("ports.json")).unwrap()).unwrap();
+    let (http, mqtt) = (ports["http"].as_str().unwrap(), ports["mqtt"].as_str().unwrap());
+    assert!(!http.ends_with(":0") && !mqtt.ends_with(":0"), "{ports}");
+    assert!(text.contains(&format!("http://{http}")), "{text}");
+    assert!(text.contains(&format!("MQTT broker        mqtt://{mqtt}")), "{text}");
 
     // The email is the refrigerator's temperature alert, to location A's primary coordinator.
     let emails: Vec<String> = std::fs::read_dir(data.join("outbox"))
@@ -73,9 +76,7 @@ async fn the_demo_reaches_an_excursion_and_writes_its_email() {
 
     // The API, with the printed token, shows the excursion.
     let list: Value = reqwest::Client::new()
-        .get(format!(
-            "http://127.0.0.1:{http_port}/api/v1/excursions?location=012345A"
-        ))
+        .get(format!("http://{http}/api/v1/excursions?location=012345A"))
         .bearer_auth(&token)
         .send()
         .await

@@ -25,8 +25,36 @@ pub enum Broker {
     Mosquitto,
 }
 
-pub fn free_port() -> u16 {
+/// A port nothing listens on right now, for a test that needs a server to be down ("the SMTP
+/// server is unreachable") before it comes up there. The service itself never gets its ports
+/// this way: it binds port 0 and says where in `ports.json` ([`TestApp::start`]).
+pub fn unused_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The addresses a `vfc serve` bound, from `$VFC_DATA_DIR/ports.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ports {
+    pub http: u16,
+    pub mqtt: Option<u16>,
+    pub mllp: Option<u16>,
+}
+
+impl Ports {
+    fn read(data_dir: &Path) -> Option<Ports> {
+        let path = data_dir.join("ports.json");
+        let v: Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+        let port = |k: &str| {
+            v[k].as_str()
+                .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+                .map(|a| a.port())
+        };
+        Some(Ports {
+            http: port("http")?,
+            mqtt: port("mqtt"),
+            mllp: port("mllp"),
+        })
+    }
 }
 
 /// The PostgreSQL server the tests use; `VFC_TEST_POSTGRES_URL` overrides the machine's.
@@ -58,8 +86,19 @@ pub struct Mosquitto {
 }
 
 impl Mosquitto {
+    /// Starts Mosquitto on a port the system says is free, and on another if it could not bind
+    /// that one after all (another process took it in between).
     pub fn start(dir: &Path) -> Mosquitto {
-        let port = free_port();
+        for _ in 0..5 {
+            let mut m = Self::configure(dir, unused_port());
+            if m.try_resume() {
+                return m;
+            }
+        }
+        panic!("Mosquitto could not listen on any of 5 free ports");
+    }
+
+    fn configure(dir: &Path, port: u16) -> Mosquitto {
         let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/mosquitto.conf")).unwrap();
         let mut conf: String = shipped
             .lines()
@@ -74,30 +113,55 @@ impl Mosquitto {
         ));
         let conf_path = dir.join("mosquitto.conf");
         std::fs::write(&conf_path, conf).unwrap();
-        let mut m = Mosquitto {
+        Mosquitto {
             port,
             conf: conf_path,
             child: None,
-        };
-        m.resume();
-        m
+        }
     }
 
     /// Starts (again) with the same configuration and port.
     pub fn resume(&mut self) {
+        assert!(
+            self.try_resume(),
+            "Mosquitto could not listen on port {} again",
+            self.port
+        );
+    }
+
+    /// Starts it; false when it exits at once (its port is taken).
+    fn try_resume(&mut self) -> bool {
         let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
             .into_iter()
             .find(|p| Path::new(p).exists())
             .expect("Mosquitto is required for this test: apt-get install mosquitto");
-        let child = Command::new(bin)
+        let mut child = Command::new(bin)
             .arg("-c")
             .arg(&self.conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("starting mosquitto");
-        self.child = Some(child);
-        wait_for_port(self.port, Duration::from_secs(10));
+        let start = Instant::now();
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                return false;
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                // Ours answers only while it runs: one that exited could not bind.
+                if child.try_wait().unwrap().is_none() {
+                    self.child = Some(child);
+                    return true;
+                }
+                return false;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "Mosquitto not listening on port {} after 10 s",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// A crash that loses the broker's state: SIGKILL, its persistence files removed, started
@@ -132,17 +196,6 @@ impl Drop for Mosquitto {
             let _ = c.kill();
             let _ = c.wait();
         }
-    }
-}
-
-pub fn wait_for_port(port: u16, limit: Duration) {
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < limit,
-            "nothing listens on port {port} after {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -264,6 +317,8 @@ pub struct TestApp {
     pub token: String,
     pub http: reqwest::Client,
     pub mqtt_port: u16,
+    /// The MLLP listener, when `VFC_HL7_MLLP_ADDR` was given.
+    pub mllp_port: Option<u16>,
     pub database: Database,
     pub dir: tempfile::TempDir,
     env: Vec<(String, String)>,
@@ -280,17 +335,17 @@ impl TestApp {
     /// Like `spawn`, with extra `VFC_*` settings.
     pub async fn spawn_with(database: Database, broker: Broker, extra: &[(&str, &str)]) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
-        let http_port = free_port();
         let mut env = vec![
             (
                 "VFC_DATA_DIR".to_string(),
                 dir.path().join("data").display().to_string(),
             ),
-            ("VFC_HTTP_ADDR".to_string(), format!("127.0.0.1:{http_port}")),
+            // Port 0: the service binds a free port and says which in ports.json.
+            ("VFC_HTTP_ADDR".to_string(), "127.0.0.1:0".to_string()),
             ("VFC_MQTT_CLIENT_ID".to_string(), unique("vfc-test-")),
             (
                 "VFC_LOG".to_string(),
-                "info,rumqttd=warn,rumqttc=warn,sqlx=warn".to_string(),
+                "info,rumqttd=warn,rumqttd::router::routing=off,rumqttc=warn,sqlx=warn".to_string(),
             ),
         ];
         let pg_name = if database == Database::Postgres {
@@ -308,9 +363,8 @@ impl TestApp {
         };
         let (mqtt_port, mosquitto) = match broker {
             Broker::Embedded => {
-                let port = free_port();
-                env.push(("VFC_MQTT_EMBEDDED_ADDR".to_string(), format!("127.0.0.1:{port}")));
-                (port, None)
+                env.push(("VFC_MQTT_EMBEDDED_ADDR".to_string(), "127.0.0.1:0".to_string()));
+                (0, None)
             }
             Broker::Mosquitto => {
                 let m = Mosquitto::start(dir.path());
@@ -320,10 +374,11 @@ impl TestApp {
         };
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let mut app = TestApp {
-            base: format!("http://127.0.0.1:{http_port}"),
+            base: String::new(),
             token: String::new(),
             http: reqwest::Client::new(),
             mqtt_port,
+            mllp_port: None,
             database,
             dir,
             env,
@@ -367,8 +422,22 @@ impl TestApp {
             .to_string()
     }
 
-    /// Starts the service and waits until it is subscribed to the broker.
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn set_env(&mut self, key: &str, value: String) {
+        match self.env.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = value,
+            None => self.env.push((key.to_string(), value)),
+        }
+    }
+
+    /// Starts the service, learns its ports from `ports.json`, and waits until it is healthy
+    /// (subscribed to the broker, every task running). Started again, it keeps the ports it had,
+    /// so gateways and publishers find it where they left it.
     pub async fn start(&mut self) {
+        let _ = std::fs::remove_file(self.data_dir().join("ports.json"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -383,6 +452,30 @@ impl TestApp {
             .unwrap();
         self.child = Some(child);
         let start = Instant::now();
+        let ports = loop {
+            if let Some(p) = Ports::read(&self.data_dir()) {
+                break p;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("vfc serve exited with {status}:\n{}", self.log());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no ports.json after 20 s:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        self.base = format!("http://127.0.0.1:{}", ports.http);
+        self.set_env("VFC_HTTP_ADDR", format!("127.0.0.1:{}", ports.http));
+        if let Some(mqtt) = ports.mqtt {
+            self.mqtt_port = mqtt;
+            self.set_env("VFC_MQTT_EMBEDDED_ADDR", format!("127.0.0.1:{mqtt}"));
+        }
+        if let Some(mllp) = ports.mllp {
+            self.mllp_port = Some(mllp);
+            self.set_env("VFC_HL7_MLLP_ADDR", format!("127.0.0.1:{mllp}"));
+        }
         loop {
             if let Ok(r) = self.http.get(format!("{}/healthz", self.base)).send().await {
                 if r.status() == 200 {
@@ -404,24 +497,41 @@ impl TestApp {
     /// Another `vfc serve` on the same database and broker, with its own HTTP port and MQTT
     /// client id (a second instance of a scaled-out deployment).
     pub async fn sibling(&self) -> Sibling {
-        let http_port = free_port();
+        assert!(
+            self.mosquitto.is_some() && self.database == Database::Postgres,
+            "a sibling shares an external broker and PostgreSQL"
+        );
+        let data = self.dir.path().join("sibling-data");
         let mut env = self.env.clone();
         for (k, v) in env.iter_mut() {
             match k.as_str() {
-                "VFC_HTTP_ADDR" => *v = format!("127.0.0.1:{http_port}"),
+                "VFC_HTTP_ADDR" => *v = "127.0.0.1:0".into(),
                 "VFC_MQTT_CLIENT_ID" => v.push_str("-sibling"),
+                "VFC_DATA_DIR" => *v = data.display().to_string(),
                 _ => {}
             }
         }
         let log = std::fs::File::create(self.dir.path().join("sibling.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_vfc"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vfc"))
             .arg("serve")
             .envs(env)
             .stderr(log)
             .spawn()
             .unwrap();
+        let start = Instant::now();
+        let ports = loop {
+            if let Some(p) = Ports::read(&data) {
+                break p;
+            }
+            assert!(child.try_wait().unwrap().is_none(), "the sibling exited");
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no ports.json from the sibling"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         let sibling = Sibling {
-            base: format!("http://127.0.0.1:{http_port}"),
+            base: format!("http://127.0.0.1:{}", ports.http),
             child,
         };
         let start = Instant::now();
@@ -633,6 +743,91 @@ impl TestApp {
         .await
     }
 
+    /// Runs one SQL statement on the service's database directly, as an operator (or a bug)
+    /// might: to break a row on purpose and see what the service does about it.
+    pub async fn sql(&self, statement: &str) {
+        sqlx::any::install_default_drivers();
+        use sqlx::Connection;
+        let url = match self.database {
+            Database::Sqlite => format!("sqlite://{}", self.data_dir().join("vfc.db").display()),
+            Database::Postgres => self
+                .env
+                .iter()
+                .find(|(k, _)| k == "VFC_DATABASE_URL")
+                .map(|(_, v)| v.clone())
+                .expect("the PostgreSQL URL"),
+        };
+        let mut conn = sqlx::AnyConnection::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
+        sqlx::query(statement)
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        let _ = conn.close().await;
+    }
+
+    /// The value of one series in `/metrics` (0 when it was never counted).
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric(&self.http, &self.base, series).await
+    }
+
+    /// `/healthz`: its status code and body.
+    pub async fn health(&self) -> (u16, Value) {
+        let r = self.http.get(self.url("/healthz")).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A second refrigerator at 012345A, watched by logger `serial` since 2020; its id. Tests use
+    /// it as a barrier: its alarm must reach the outbox after whatever the test waits out.
+    pub async fn other_fridge(&self, serial: &str) -> i64 {
+        let unit = self
+            .create_unit("012345A", &format!("Fridge of {serial}"), "refrigerator")
+            .await;
+        self.assign(
+            unit,
+            json!({"serial": serial, "reading_interval_s": 300, "from": "2020-01-01T00:00:00Z"}),
+        )
+        .await;
+        unit
+    }
+
+    /// A freezing reading of `serial` now (after one in range): it must alert at once.
+    pub async fn freezing(&self, serial: &str) {
+        let mut p = self.publisher(&format!("freezing-{serial}")).await;
+        let now = chrono::Utc::now();
+        p.reading(serial, &(now - chrono::Duration::minutes(5)).to_rfc3339(), 4.8)
+            .await;
+        p.reading(serial, &now.to_rfc3339(), 0.2).await;
+        p.wait_acked(2).await;
+    }
+
+    /// The emails of the outbox folder that contain `needle`.
+    pub fn emails_with(&self, needle: &str) -> Vec<String> {
+        self.emails().into_iter().filter(|m| m.contains(needle)).collect()
+    }
+
+    /// Waits until an email containing `needle` is in the outbox folder; all emails then.
+    pub async fn wait_email_with(&self, needle: &str) -> Vec<String> {
+        self.eventually(&format!("an email with {needle:?}"), || async {
+            let all = self.emails();
+            if all.iter().any(|m| m.contains(needle)) {
+                Ok(all)
+            } else {
+                Err(format!("{} emails, none with it", all.len()))
+            }
+        })
+        .await
+    }
+
+    /// The outbox rows of an excursion (sent or not yet): what its record says was emailed.
+    pub async fn excursion_emails(&self, id: i64) -> Vec<Value> {
+        self.get(&format!("/api/v1/excursions/{id}")).await["emails"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
     pub async fn publisher(&self, id: &str) -> Publisher {
         Publisher::connect(self.mqtt_port, id).await
     }
@@ -668,8 +863,9 @@ impl Drop for Sibling {
     }
 }
 
-/// The value of a counter in a Prometheus text page.
-pub async fn metric(http: &reqwest::Client, base: &str, name: &str) -> f64 {
+/// The value of one series in a Prometheus text page: `name` or `name{label="value"}`, matched
+/// whole (so `x_total` is not `x_total_more`); 0 when it was never counted.
+pub async fn metric(http: &reqwest::Client, base: &str, series: &str) -> f64 {
     let text = http
         .get(format!("{base}/metrics"))
         .send()
@@ -679,7 +875,11 @@ pub async fn metric(http: &reqwest::Client, base: &str, name: &str) -> f64 {
         .await
         .unwrap();
     text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().unwrap_or_else(|_| panic!("{series}: {value:?}")))
+        })
         .unwrap_or(0.0)
 }
 

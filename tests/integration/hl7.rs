@@ -7,7 +7,7 @@ use chrono::Utc;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{free_port, Broker, Database, TestApp};
+use crate::harness::{Broker, Database, TestApp};
 use crate::inventory::{line, on_hand, receive, MMR, ROTATEQ};
 use crate::on_both_databases;
 
@@ -451,19 +451,19 @@ async fn a_clinic_cannot_report_doses_for_another_pin(db: Database) {
 }
 
 async fn mllp_frames_round_trip_for_allowed_senders_only(db: Database) {
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
     let app = TestApp::spawn_with(
         db,
         Broker::Embedded,
         &[
-            ("VFC_HL7_MLLP_ADDR", addr.as_str()),
+            ("VFC_HL7_MLLP_ADDR", "127.0.0.1:0"),
             ("VFC_HL7_MLLP_ALLOW", "127.0.0.1=012345A"),
         ],
     )
     .await;
+    let addr = format!("127.0.0.1:{}", app.mllp_port.expect("the MLLP port in ports.json"));
     let (fridge, lot) = stocked(&app).await;
     let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    conn.set_nodelay(true).unwrap();
     for (i, control) in ["L1", "L2"].iter().enumerate() {
         let mut d = dose("X123456");
         d.orc = Some(if i == 0 { "M-1" } else { "M-2" });
@@ -471,9 +471,10 @@ async fn mllp_frames_round_trip_for_allowed_senders_only(db: Database) {
         framed.extend(vxu(control, &[d]).as_bytes());
         framed.extend([0x1C, 0x0D]);
         // Split across writes: framing, not packets, delimits a message.
+        // (The unit tests split frames byte by byte; here two writes, sent as they are.)
         let (a, b) = framed.split_at(framed.len() / 2);
         conn.write_all(a).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        conn.flush().await.unwrap();
         conn.write_all(b).await.unwrap();
         let ack = read_frame(&mut conn).await.expect("an ACK frame");
         assert_eq!(msa(&ack), format!("MSA|AA|{control}"), "{ack}");
@@ -488,35 +489,55 @@ async fn mllp_frames_round_trip_for_allowed_senders_only(db: Database) {
     framed.extend(vxu("L3", &[dose("X123456")]).as_bytes());
     framed.extend([0x1C, 0x0D]);
     let _ = other.write_all(&framed).await;
-    assert!(read_frame(&mut other).await.is_none());
+    assert_eq!(
+        read_frame(&mut other).await,
+        Err(Ended::Closed),
+        "closed without an answer"
+    );
     assert_eq!(on_hand(&app, fridge, lot).await, 8);
     assert!(app.log().contains("not on VFC_HL7_MLLP_ALLOW"));
 }
 
-async fn read_frame(conn: &mut tokio::net::TcpStream) -> Option<String> {
+/// How a connection ended without a whole frame.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// The service closed it (or reset it).
+    Closed,
+    /// Nothing came for 10 s.
+    Silent,
+}
+
+async fn read_frame(conn: &mut tokio::net::TcpStream) -> Result<String, Ended> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut chunk))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
+        let n = match tokio::time::timeout(Duration::from_secs(10), conn.read(&mut chunk)).await {
+            Err(_) => return Err(Ended::Silent),
+            Ok(Err(_)) | Ok(Ok(0)) => return Err(Ended::Closed),
+            Ok(Ok(n)) => n,
+        };
         buf.extend_from_slice(&chunk[..n]);
         if buf.ends_with(&[0x1C, 0x0D]) {
             assert_eq!(buf[0], 0x0B);
-            return Some(String::from_utf8(buf[1..buf.len() - 2].to_vec()).unwrap());
+            return Ok(String::from_utf8(buf[1..buf.len() - 2].to_vec()).unwrap());
         }
     }
+}
+
+/// Today where the clinic is (the test locations are in New York): a date-only dose of today,
+/// reported at any hour of the day.
+fn today_in_new_york() -> String {
+    Utc::now()
+        .with_timezone(&chrono_tz::America::New_York)
+        .format("%Y-%m-%d")
+        .to_string()
 }
 
 async fn json_doses_follow_the_same_rules(db: Database) {
     let app = TestApp::spawn(db, Broker::Embedded).await;
     let (fridge, lot) = stocked(&app).await;
     let body = json!({"doses": [
-        {"dose_id": "J1", "dose_id_namespace": "EHR", "patient_id": "P1", "cvx": "116", "lot": "X123456", "administered_on": Utc::now().format("%Y-%m-%d").to_string(), "eligibility": "V02"},
+        {"dose_id": "J1", "dose_id_namespace": "EHR", "patient_id": "P1", "cvx": "116", "lot": "X123456", "administered_on": today_in_new_york(), "eligibility": "V02"},
         {"patient_id": "P2", "ndc": "0006-4047-41", "lot": "X123456", "administered_at": Utc::now().to_rfc3339(), "historical": true},
         {"patient_id": "P3", "cvx": "116", "lot": "X123456"}
     ]});
@@ -556,107 +577,170 @@ on_both_databases!(
     a_clinic_cannot_report_doses_for_another_pin,
     mllp_frames_round_trip_for_allowed_senders_only,
     json_doses_follow_the_same_rules,
-    review_findings_stay_fixed,
+    another_pins_message_with_the_same_id_neither_swallows_nor_reads_ours,
+    a_location_code_cannot_be_registered_as_another_locations_facility_id,
+    a_dose_resent_as_historical_does_not_undo_its_decrement,
+    a_body_with_two_messages_is_refused_whole,
+    a_training_message_is_refused,
+    a_dose_dated_in_the_future_is_an_error_and_a_message_without_doses_is_accepted,
+    a_queued_dose_cannot_be_assigned_to_a_lot_of_another_vaccine,
+    a_dismissed_exception_stays_dismissed_when_the_history_comes_again,
+    an_update_that_fixes_the_eligibility_takes_the_borrowing_record_away,
 );
 
-async fn review_findings_stay_fixed(db: Database) {
+/// 012345's EHR and another PIN's (067890) with a location each, and 012345A's fridge stocked.
+struct TwoSenders {
+    app: TestApp,
+    fridge: i64,
+    lot: i64,
+    mine: String,
+    theirs: String,
+}
+
+async fn two_senders(db: Database) -> TwoSenders {
     let app = TestApp::spawn(db, Broker::Embedded).await;
     let (fridge, lot) = stocked(&app).await;
     app.create_location("067890", "A").await;
     let mine = app.create_token(&["--role", "clinic", "--pin", "012345", "--name", "Bayview EHR"]);
     let theirs = app.create_token(&["--role", "clinic", "--pin", "067890", "--name", "Other EHR"]);
+    TwoSenders {
+        app,
+        fridge,
+        lot,
+        mine,
+        theirs,
+    }
+}
 
-    // Another PIN's sender using the same (MSH-3, MSH-4, MSH-10) neither swallows nor reads ours.
+async fn another_pins_message_with_the_same_id_neither_swallows_nor_reads_ours(db: Database) {
+    let t = two_senders(db).await;
     let mut squat = dose("X123456");
     (squat.facility, squat.orc) = ("067890A", Some("Q-1"));
-    let (_, their_ack) = post(&app, &theirs, &vxu("SAME1", &[squat])).await;
-    let (_, ack) = post(&app, &mine, &vxu("SAME1", &[dose("X123456")])).await;
+    let (_, their_ack) = post(&t.app, &t.theirs, &vxu("SAME1", &[squat])).await;
+    let (_, ack) = post(&t.app, &t.mine, &vxu("SAME1", &[dose("X123456")])).await;
     assert_eq!(msa(&ack), "MSA|AA|SAME1", "{ack}");
     assert_ne!(ack, their_ack);
-    assert_eq!(on_hand(&app, fridge, lot).await, 9);
-    // A location code cannot be registered as another location's alias.
-    let (s, _) = app
+    assert_eq!(on_hand(&t.app, t.fridge, t.lot).await, 9);
+}
+
+async fn a_location_code_cannot_be_registered_as_another_locations_facility_id(db: Database) {
+    let t = two_senders(db).await;
+    let (s, body) = t
+        .app
         .send_as(
-            &theirs,
+            &t.theirs,
             "PUT",
             "/api/v1/locations/067890A/facility-ids",
             json!({"facility_ids": ["012345A"]}),
         )
         .await;
-    assert_eq!(s, 400);
+    assert_eq!(s, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("reads as a location code"),
+        "{body}"
+    );
+}
 
+async fn a_dose_resent_as_historical_does_not_undo_its_decrement(db: Database) {
+    let t = two_senders(db).await;
+    assert_eq!(msa(&send(&t.app, &vxu("G1", &[dose("X123456")])).await), "MSA|AA|G1");
+    assert_eq!(on_hand(&t.app, t.fridge, t.lot).await, 9);
     // Only U or D corrects a dose: the same dose resent as historical (action A) changes nothing.
     let mut hist = dose("X123456");
     hist.source = "01";
-    assert_eq!(msa(&send(&app, &vxu("H1", &[hist])).await), "MSA|AA|H1");
-    assert_eq!(on_hand(&app, fridge, lot).await, 9);
+    assert_eq!(msa(&send(&t.app, &vxu("H1", &[hist])).await), "MSA|AA|H1");
+    assert_eq!(on_hand(&t.app, t.fridge, t.lot).await, 9);
+}
 
-    // One message per body; training messages and future days are refused; no RXA is fine.
+async fn a_body_with_two_messages_is_refused_whole(db: Database) {
+    let t = two_senders(db).await;
     let two = format!("{}{}", vxu("TWO1", &[dose("X123456")]), vxu("TWO2", &[dose("X123456")]));
-    let ack = send(&app, &two).await;
+    let ack = send(&t.app, &two).await;
     assert!(
         msa(&ack).starts_with("MSA|AR|TWO1") && ack.contains("second MSH"),
         "{ack}"
     );
-    let ack = send(&app, &vxu("T1", &[dose("X123456")]).replace("|T1|P|", "|T1|T|")).await;
+    assert_eq!(on_hand(&t.app, t.fridge, t.lot).await, 10);
+}
+
+async fn a_training_message_is_refused(db: Database) {
+    let t = two_senders(db).await;
+    let ack = send(&t.app, &vxu("T1", &[dose("X123456")]).replace("|T1|P|", "|T1|T|")).await;
     assert!(
         msa(&ack).starts_with("MSA|AR|") && ack.contains("|MSH^1^11|202^"),
         "{ack}"
     );
+    assert_eq!(on_hand(&t.app, t.fridge, t.lot).await, 10);
+}
+
+async fn a_dose_dated_in_the_future_is_an_error_and_a_message_without_doses_is_accepted(db: Database) {
+    let t = two_senders(db).await;
     let mut later = dose("X123456");
     (later.orc, later.date) = (Some("F-1"), "20991231".into());
-    let ack = send(&app, &vxu("F1", &[later])).await;
+    let ack = send(&t.app, &vxu("F1", &[later])).await;
     assert!(msa(&ack).starts_with("MSA|AE|F1") && ack.contains("future"), "{ack}");
-    assert_eq!(msa(&send(&app, &vxu("NORXA", &[])).await), "MSA|AA|NORXA");
-    assert_eq!(on_hand(&app, fridge, lot).await, 9);
+    assert_eq!(msa(&send(&t.app, &vxu("NORXA", &[])).await), "MSA|AA|NORXA");
+    assert_eq!(on_hand(&t.app, t.fridge, t.lot).await, 10);
+}
 
-    // A dismissed exception stays dismissed when the history comes again.
+async fn a_queued_dose_cannot_be_assigned_to_a_lot_of_another_vaccine(db: Database) {
+    let t = two_senders(db).await;
     let mut stray = dose("NOPE9");
     stray.orc = Some("D-1");
-    send(&app, &vxu("D1", &[stray.clone()])).await;
-    let queue = app.get("/api/v1/locations/012345A/decrement-exceptions").await;
+    send(&t.app, &vxu("D1", &[stray])).await;
+    let queue = t.app.get("/api/v1/locations/012345A/decrement-exceptions").await;
     let id = queue["exceptions"][0]["id"].as_i64().unwrap();
-    // Assigning it to a lot of another vaccine is refused.
     let mmr = receive(
-        &app,
-        fridge,
+        &t.app,
+        t.fridge,
         (MMR, "MMR7", "2099-01-31", "vfc"),
         2,
         Utc::now() - chrono::Duration::hours(1),
     )
     .await;
     let path = format!("/api/v1/decrement-exceptions/{id}/resolve");
-    let (s, out) = app.send_as(&app.token, "POST", &path, json!({"lot_id": mmr})).await;
+    let (s, out) = t.app.send_as(&t.app.token, "POST", &path, json!({"lot_id": mmr})).await;
     assert_eq!(s, 400, "{out}");
-    let (s, _) = app
+    assert!(out["error"]["message"].as_str().unwrap().contains("CVX"), "{out}");
+    assert_eq!(on_hand(&t.app, t.fridge, mmr).await, 2);
+}
+
+async fn a_dismissed_exception_stays_dismissed_when_the_history_comes_again(db: Database) {
+    let t = two_senders(db).await;
+    let mut stray = dose("NOPE9");
+    stray.orc = Some("D-1");
+    send(&t.app, &vxu("D1", &[stray.clone()])).await;
+    let queue = t.app.get("/api/v1/locations/012345A/decrement-exceptions").await;
+    let id = queue["exceptions"][0]["id"].as_i64().unwrap();
+    let path = format!("/api/v1/decrement-exceptions/{id}/resolve");
+    let (s, out) = t
+        .app
         .send_as(
-            &app.token,
+            &t.app.token,
             "POST",
             &path,
             json!({"dismiss": "private stock, not tracked"}),
         )
         .await;
-    assert_eq!(s, 200);
-    send(&app, &vxu("D2", &[stray])).await;
-    let queue = app.get("/api/v1/locations/012345A/decrement-exceptions").await;
-    assert!(queue["exceptions"].as_array().unwrap().is_empty(), "{queue}");
+    assert_eq!(s, 200, "{out}");
+    assert_eq!(msa(&send(&t.app, &vxu("D2", &[stray])).await), "MSA|AA|D2");
+    let queue = t.app.get("/api/v1/locations/012345A/decrement-exceptions").await;
+    assert_eq!(queue["exceptions"], json!([]), "{queue}");
+}
 
-    // An update that fixes the eligibility takes the borrowing record away.
+async fn an_update_that_fixes_the_eligibility_takes_the_borrowing_record_away(db: Database) {
+    let t = two_senders(db).await;
     let mut v01 = dose("X123456");
     (v01.orc, v01.eligibility) = (Some("B-1"), Some("V01"));
-    send(&app, &vxu("B1", &[v01.clone()])).await;
-    assert_eq!(
-        app.get("/api/v1/locations/012345A/borrowing").await["borrowing"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    send(&t.app, &vxu("B1", &[v01.clone()])).await;
+    let borrowing = t.app.get("/api/v1/locations/012345A/borrowing").await;
+    assert_eq!(borrowing["borrowing"].as_array().unwrap().len(), 1, "{borrowing}");
     (v01.action, v01.eligibility) = ("U", Some("V02"));
-    assert_eq!(msa(&send(&app, &vxu("B2", &[v01])).await), "MSA|AA|B2");
-    assert!(app.get("/api/v1/locations/012345A/borrowing").await["borrowing"]
-        .as_array()
-        .unwrap()
-        .is_empty());
-    assert_eq!(on_hand(&app, fridge, lot).await, 8, "moved, not taken twice");
+    assert_eq!(msa(&send(&t.app, &vxu("B2", &[v01])).await), "MSA|AA|B2");
+    let borrowing = t.app.get("/api/v1/locations/012345A/borrowing").await;
+    assert_eq!(borrowing["borrowing"], json!([]), "{borrowing}");
+    assert_eq!(on_hand(&t.app, t.fridge, t.lot).await, 9, "moved, not taken twice");
 }

@@ -1,8 +1,6 @@
 //! Real logger export files: the service's figures, computed from the readings, agree with the
 //! devices' own.
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
 
 use crate::harness::{location_body, Broker, Database, TestApp};
@@ -19,10 +17,13 @@ fn read(path: &str) -> String {
 
 /// A unit in a location whose clock is the device's (the files carry no zone).
 async fn unit(app: &TestApp, kind: &str, range: Option<(f64, f64)>) -> i64 {
-    let mut body = location_body("012345", "A");
-    body["timezone"] = json!("UTC");
-    let (status, out) = app.send_as(&app.token, "POST", "/api/v1/locations", body).await;
-    assert!(status == 201 || status == 409, "{out}");
+    // The location once, in UTC: the files carry no zone.
+    if app.get_as(&app.token, "/api/v1/locations/012345A").await.0 == 404 {
+        let mut body = location_body("012345", "A");
+        body["timezone"] = json!("UTC");
+        let (status, out) = app.send_as(&app.token, "POST", "/api/v1/locations", body).await;
+        assert_eq!(status, 201, "{out}");
+    }
     let mut u = json!({"name": format!("{kind} with a data logger"), "kind": kind});
     if let Some((lo, hi)) = range {
         u["range"] = json!({"min_c": lo, "max_c": hi});
@@ -150,7 +151,7 @@ async fn every_q_tag_single_event_alarm_has_an_excursion(db: Database) {
             }
         })
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // (One pass of the evaluator judges the whole file in one commit: what is seen is all.)
     let starts: Vec<i64> = excursions
         .iter()
         .map(|e| {

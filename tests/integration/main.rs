@@ -14,3 +14,4 @@ mod import;
 mod ingest;
 mod inventory;
 mod registry;
+mod safety;

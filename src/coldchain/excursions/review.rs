@@ -91,6 +91,9 @@ pub async fn record(
 ) -> Result<Excursion> {
     review.check()?;
     let mut tx = db.pool.begin().await?;
+    // SQLite: be the one writer before reading, or a review that read while another committed
+    // could not write at all (its snapshot is outdated) instead of finding it reviewed.
+    super::record::claim_writer(&mut tx).await?;
     let e = visible_in(&mut tx, scope, id).await?;
     let mut stored = serde_json::to_value(review).expect("a review serialises");
     stored["recorded_by"] = serde_json::Value::String(actor.to_string());
