@@ -28,6 +28,27 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// A caller who is a state coordinator; anyone else is refused (403) before the request's body
+/// is read, so a clinic learns nothing from how its body would have been judged.
+pub struct StateCoordinator(pub Caller);
+
+impl FromRequestParts<AppState> for StateCoordinator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        if caller.is_state() {
+            Ok(StateCoordinator(caller))
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "{} {} is for state VFC coordinators only",
+                parts.method,
+                parts.uri.path()
+            )))
+        }
+    }
+}
+
 /// Refuses callers who are not state coordinators.
 pub fn require_state(caller: &Caller, what: &str) -> Result<(), ApiError> {
     if caller.is_state() {

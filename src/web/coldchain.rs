@@ -9,7 +9,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::auth::require_state;
+use super::auth::{require_state, StateCoordinator};
 use super::error::ApiError;
 use super::extract::{Body, Id, Params};
 use super::AppState;
@@ -49,10 +49,9 @@ async fn get_program(State(s): State<AppState>, caller: Caller) -> Result<Json<P
     request_body = ProgramSettings, responses((status = 200, body = ProgramSettings), (status = 400), (status = 403)))]
 async fn put_program(
     State(s): State<AppState>,
-    caller: Caller,
+    StateCoordinator(caller): StateCoordinator,
     Body(body): Body<ProgramSettings>,
 ) -> Result<Json<ProgramSettings>, ApiError> {
-    require_state(&caller, "changing the program's settings")?;
     settings::save_program(&s.db, &body, &caller.actor()).await?;
     Ok(Json(body))
 }

@@ -83,3 +83,37 @@ fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::R
     metrics::counter!("vfc_http_panics_total").increment(1);
     error::ApiError::Internal(anyhow::anyhow!("a request handler panicked: {what}")).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_handler_that_panics_answers_500_in_the_apis_error_shape() {
+        let app: Router = Router::new()
+            .route(
+                "/boom",
+                get(|| async {
+                    if true {
+                        panic!("a bug");
+                    }
+                    "unreachable"
+                }),
+            )
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked));
+        let request = axum::http::Request::get("/boom")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), 500);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], "internal");
+        assert!(
+            !v["error"]["message"].as_str().unwrap().contains("a bug"),
+            "nothing internal shown: {v}"
+        );
+    }
+}

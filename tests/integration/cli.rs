@@ -105,3 +105,84 @@ fn the_embedded_broker_refuses_a_taken_port_clearly() {
         "{err}"
     );
 }
+
+#[test]
+fn a_token_for_a_location_not_registered_yet_says_so_and_is_still_the_last_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = vfc(
+        dir.path(),
+        &[
+            "token",
+            "create",
+            "--role",
+            "clinic",
+            "--location",
+            "012345B",
+            "--name",
+            "EHR",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("location 012345B is not registered yet") && err.contains("sees nothing"),
+        "{err}"
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.lines().last().unwrap().starts_with("vfc_"), "{stdout}");
+}
+
+#[test]
+fn a_log_filter_that_cannot_be_read_stops_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = vfc(dir.path(), &["migrate"], &[("VFC_LOG", "info,vfc_monitor=loud")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("VFC_LOG") && err.contains("not valid"), "{err}");
+    assert!(!dir.path().join("data/vfc.db").exists(), "nothing was done");
+}
+
+#[test]
+fn an_smtp_option_that_is_not_understood_stops_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = vfc(
+        dir.path(),
+        &["serve"],
+        &[
+            ("VFC_SMTP_URL", "smtp://mail.example.org:587?tls=yes"),
+            ("VFC_HTTP_ADDR", "127.0.0.1:0"),
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("VFC_SMTP_URL") && err.contains("tls=yes"), "{err}");
+}
+
+#[test]
+fn a_serve_that_cannot_start_leaves_no_database_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = vfc(
+        dir.path(),
+        &["serve"],
+        &[("VFC_HTTP_ADDR", &addr), ("VFC_MQTT_EMBEDDED_ADDR", "127.0.0.1:0")],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("VFC_HTTP_ADDR"));
+    assert!(
+        !dir.path().join("data/vfc.db").exists(),
+        "a fresh data directory stays fresh"
+    );
+}
+
+#[test]
+fn a_commands_help_shows_its_own_options_before_the_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let help = String::from_utf8(vfc(dir.path(), &["import", "--help"], &[]).stdout).unwrap();
+    let own = help.find("--as-serial").unwrap_or_else(|| panic!("{help}"));
+    let settings = help.find("Settings (").unwrap_or_else(|| panic!("{help}"));
+    let data_dir = help.find("--data-dir").unwrap_or_else(|| panic!("{help}"));
+    assert!(own < settings && settings < data_dir, "{help}");
+}

@@ -78,6 +78,39 @@ async fn admin_exec(sql: &str) {
     let _ = conn.close().await;
 }
 
+/// A fresh PostgreSQL database on the test server, dropped when this is.
+pub struct ScratchPostgres {
+    pub url: String,
+    name: String,
+}
+
+impl ScratchPostgres {
+    pub async fn create() -> ScratchPostgres {
+        let name = unique("vfc_s_");
+        admin_exec(&format!("CREATE DATABASE {name}")).await;
+        let base = postgres_admin_url();
+        let url = match base.rfind('/') {
+            Some(i) => format!("{}/{name}", &base[..i]),
+            None => panic!("VFC_TEST_POSTGRES_URL must end in /database"),
+        };
+        ScratchPostgres { url, name }
+    }
+}
+
+impl Drop for ScratchPostgres {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(admin_exec(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")));
+        })
+        .join();
+    }
+}
+
 /// A Mosquitto process with `deploy/mosquitto.conf`, on a free port, persisting to a temp dir.
 pub struct Mosquitto {
     pub port: u16,

@@ -83,9 +83,11 @@ async fn the_same_reading_three_times_is_stored_once(db: Database) {
     .await;
     // The broker may hand the five messages to the ingest in any order: wait for all five.
     app.eventually("three duplicates counted", || async {
-        match app.metric("vfc_readings_duplicate_total").await {
-            n if n == 3.0 => Ok(()),
-            n => Err(format!("{n}")),
+        let n = app.metric("vfc_readings_duplicate_total").await;
+        if n == 3.0 {
+            Ok(())
+        } else {
+            Err(format!("{n}"))
         }
     })
     .await;

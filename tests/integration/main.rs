@@ -13,5 +13,7 @@ mod hl7;
 mod import;
 mod ingest;
 mod inventory;
+mod matrix;
 mod registry;
 mod safety;
+mod schema;
