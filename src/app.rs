@@ -76,8 +76,8 @@ fn write_ports(dir: &Path, ports: &Ports) -> anyhow::Result<()> {
 
 /// Serves until `cancel` (or the HTTP server fails); work in hand is finished before it returns.
 pub async fn serve_until(mut settings: Settings, cancel: CancellationToken) -> anyhow::Result<()> {
-    // Everything that can refuse to start is tried before the database is touched, so a serve
-    // that cannot start leaves nothing behind.
+    // Every setting that can refuse to start is tried before the database or the email folder
+    // is touched, so a serve with wrong settings leaves the data directory as it found it.
     let listener = tokio::net::TcpListener::bind(settings.http_addr)
         .await
         .with_context(|| {
@@ -106,6 +106,7 @@ pub async fn serve_until(mut settings: Settings, cancel: CancellationToken) -> a
     };
 
     let db = open_database(&settings.database).await?;
+    mailer.open_folder().await?;
     let links = Links {
         public_url,
         key: crate::alerts::links::key(&db)
@@ -189,10 +190,14 @@ impl Background {
         let committed = Arc::new(Notify::new());
         let outbox = Arc::new(Notify::new());
         let (intake, intake_worker) = intake::Intake::new(db.clone());
+        // One view of the program's settings for the evaluator and the escalation: both go on
+        // with the last readable settings should the stored document become unreadable.
+        let program = crate::coldchain::settings::InForce::default();
         let evaluator = Evaluator {
             db: db.clone(),
             links: links.clone(),
             stock: Arc::new(crate::inventory::holds::ExcursionHolds),
+            program: program.clone(),
         };
         let mut handles = Vec::new();
         {
@@ -222,7 +227,7 @@ impl Background {
         {
             let (db, links, outbox, c) = (db.clone(), links.clone(), outbox.clone(), cancel.clone());
             handles.push(tasks.spawn("escalation", cancel.clone(), move || {
-                escalation::run(db.clone(), links.clone(), outbox.clone(), c.clone())
+                escalation::run(db.clone(), links.clone(), program.clone(), outbox.clone(), c.clone())
             }));
         }
         {
@@ -237,7 +242,10 @@ impl Background {
                 sender::run(db.clone(), mailer.clone(), outbox.clone(), c.clone())
             }));
         }
-        handles.push(tasks.spawn("hl7-intake", cancel.clone(), move || intake_worker.clone().run()));
+        handles.push(tasks.spawn("hl7-intake", cancel.clone(), {
+            let c = cancel.clone();
+            move || intake_worker.clone().run(c.clone())
+        }));
         if let Some((listener, allow)) = mllp {
             let listener = Arc::new(listener);
             let (intake, c) = (intake.clone(), cancel.clone());

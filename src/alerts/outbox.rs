@@ -33,6 +33,8 @@ pub enum About {
     Excursion(i64),
     /// A logger condition (`device_alerts`).
     Device(i64),
+    /// A storage unit as a whole: its monitoring stopped or resumed.
+    Unit(i64),
 }
 
 /// A composed email, ready to queue.
@@ -48,17 +50,19 @@ pub struct Email<'a> {
 
 /// Queues an email in the caller's transaction: it is sent if and only if that commits.
 pub async fn enqueue(tx: &mut AnyConnection, email: &Email<'_>) -> Result<(), sqlx::Error> {
-    let (excursion_id, device_alert_id) = match email.about {
-        About::Excursion(id) => (Some(id), None),
-        About::Device(id) => (None, Some(id)),
+    let (excursion_id, device_alert_id, unit_id) = match email.about {
+        About::Excursion(id) => (Some(id), None, None),
+        About::Device(id) => (None, Some(id), None),
+        About::Unit(id) => (None, None, Some(id)),
     };
     let now = now_millis();
     sqlx::query(
-        "INSERT INTO outbox (excursion_id, device_alert_id, purpose, recipient_name, recipient_email, subject, body, \
-         status, attempts, next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $8)",
+        "INSERT INTO outbox (excursion_id, device_alert_id, unit_id, purpose, recipient_name, recipient_email, subject, body, \
+         status, attempts, next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, $9)",
     )
     .bind(excursion_id)
     .bind(device_alert_id)
+    .bind(unit_id)
     .bind(email.purpose)
     .bind(&email.to.name)
     .bind(&email.to.email)
@@ -166,6 +170,7 @@ pub async fn about(db: &Db, about: About) -> Result<Vec<EmailRecord>, sqlx::Erro
     let (column, id) = match about {
         About::Excursion(id) => ("excursion_id", id),
         About::Device(id) => ("device_alert_id", id),
+        About::Unit(id) => ("unit_id", id),
     };
     let rows = sqlx::query(&format!(
         "SELECT purpose, recipient_email, status, attempts, last_error, sent_at FROM outbox WHERE {column} = $1 ORDER BY id"

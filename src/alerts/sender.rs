@@ -7,8 +7,9 @@
 //! Rows are taken with a lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL), so two instances
 //! never send the same row.
 //!
-//! [`Mailer::prepare`] checks everything sending needs (the SMTP settings, the `.eml` folder)
-//! when the service starts: a sender that cannot start stops the service at once.
+//! [`Mailer::prepare`] checks the SMTP settings and the sender address before the service
+//! touches its database, and [`Mailer::open_folder`] creates the `.eml` folder once it has: a
+//! sender that cannot start stops the service at once.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,15 +36,10 @@ pub struct Mailer {
 }
 
 impl Mailer {
-    /// The transport from the settings, the `.eml` folder created when there is no SMTP server.
+    /// The transport and sender address from the settings; touches nothing on disk, so a
+    /// service whose settings are wrong stops before it writes anything.
     pub async fn prepare(settings: &Settings, public_url: url::Url) -> anyhow::Result<Mailer> {
         let transport = Transport::from_settings(settings)?;
-        if let Transport::Files(dir) = &transport {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .with_context(|| format!("creating the email folder {}", dir.display()))?;
-            tracing::info!(folder = %dir.display(), "no VFC_SMTP_URL: alert emails are written as .eml files");
-        }
         let from = settings
             .mail_from
             .parse()
@@ -53,6 +49,17 @@ impl Mailer {
             from,
             public_url,
         })
+    }
+
+    /// Creates the `.eml` folder when there is no SMTP server (nothing to do otherwise).
+    pub async fn open_folder(&self) -> anyhow::Result<()> {
+        if let Transport::Files(dir) = &self.transport {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .with_context(|| format!("creating the email folder {}", dir.display()))?;
+            tracing::info!(folder = %dir.display(), "no VFC_SMTP_URL: alert emails are written as .eml files");
+        }
+        Ok(())
     }
 }
 

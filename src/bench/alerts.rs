@@ -73,6 +73,7 @@ pub async fn run(base: Settings, args: Args) -> anyhow::Result<()> {
         key: links::key(&db).await?,
     };
     let mailer = Arc::new(Mailer::prepare(&settings, public_url).await?);
+    mailer.open_folder().await?;
     let background = Background::start(&db, &settings, &links, mailer, None, &cancel);
     let health = background.health.clone();
     let started = Instant::now();

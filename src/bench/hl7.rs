@@ -66,7 +66,10 @@ pub async fn run(base: Settings, args: Args) -> anyhow::Result<()> {
     let (intake, worker) = crate::hl7::intake::Intake::new(db.clone());
     let tasks = crate::supervise::Tasks::new();
     let cancel = tokio_util::sync::CancellationToken::new();
-    let _intake = tasks.spawn("hl7-intake", cancel.clone(), move || worker.clone().run());
+    let _intake = tasks.spawn("hl7-intake", cancel.clone(), {
+        let c = cancel.clone();
+        move || worker.clone().run(c.clone())
+    });
     let state = AppState {
         db: db.clone(),
         settings: Arc::new(settings.clone()),

@@ -80,26 +80,36 @@ pub async fn run(db: Db, links: Links, outbox: Arc<Notify>, cancel: Cancellation
 
 /// Whether each condition holds for a logger now: `Some(true)` opens (or keeps) an episode,
 /// `Some(false)` closes it, `None` leaves it as it is.
-fn conditions(s: &Serving, last: Option<i64>, now: i64, today: NaiveDate) -> Result<Vec<(Kind, Option<bool>, String)>> {
+fn conditions(s: &Serving, last: Option<i64>, now: i64, today: NaiveDate) -> Vec<(Kind, Option<bool>, String)> {
     let interval = s.reading_interval_s.unwrap_or(300) * 1000;
     // A logger registered with a past "from" has been watched only since it was registered.
     let watched_since = s.from_ms.max(s.created_at);
     // docs/domain.md: no data for max(2 × the logging interval, 60 min).
     let quiet_after = (2 * interval).max(60 * MIN);
     let since = last.unwrap_or(watched_since);
-    let expires = match &s.calibration_expires_on {
-        None => None,
-        Some(d) => Some(NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| {
-            Error::unreadable(
-                "loggers",
-                &s.serial,
-                format!("calibration_expires_on {d:?} is not YYYY-MM-DD"),
-            )
-        })?),
+    // A certificate date that cannot be read is no proof of calibration: it is its own
+    // "calibration expired" condition, naming the stored value, and the other conditions are
+    // checked as usual.
+    let (expired, expiring) = match &s.calibration_expires_on {
+        None => ((None, String::new()), (None, String::new())),
+        Some(d) => match NaiveDate::parse_from_str(d, "%Y-%m-%d") {
+            Ok(expires) => {
+                let days_left = (expires - today).num_days();
+                (
+                    (
+                        Some(days_left < 0),
+                        format!("calibration certificate expired on {expires}: the logger is not compliant"),
+                    ),
+                    (
+                        Some((0..=CALIBRATION_WARNING_DAYS).contains(&days_left)),
+                        format!("calibration certificate expires on {expires}: arrange recalibration or a replacement"),
+                    ),
+                )
+            }
+            Err(_) => (unreadable_calibration(s, d), (Some(false), String::new())),
+        },
     };
-    let days_left = expires.map(|d| (d - today).num_days());
-    let expiry = expires.map(|d| d.to_string()).unwrap_or_default();
-    Ok(vec![
+    vec![
         (
             Kind::NoData,
             Some(now - since > quiet_after),
@@ -130,17 +140,25 @@ fn conditions(s: &Serving, last: Option<i64>, now: i64, today: NaiveDate) -> Res
             s.probe_connected.map(|p| !p),
             "the probe is disconnected: readings are not the vaccine's temperature".into(),
         ),
-        (
-            Kind::CalibrationExpired,
-            days_left.map(|d| d < 0),
-            format!("calibration certificate expired on {expiry}: the logger is not compliant"),
-        ),
-        (
-            Kind::CalibrationExpiring,
-            days_left.map(|d| (0..=CALIBRATION_WARNING_DAYS).contains(&d)),
-            format!("calibration certificate expires on {expiry}: arrange recalibration or a replacement"),
-        ),
-    ])
+        (Kind::CalibrationExpired, expired.0, expired.1),
+        (Kind::CalibrationExpiring, expiring.0, expiring.1),
+    ]
+}
+
+/// A logger whose stored calibration expiry cannot be read: its calibration counts as expired,
+/// the detail naming the value.
+fn unreadable_calibration(s: &Serving, stored: &str) -> (Option<bool>, String) {
+    let why = Error::unreadable(
+        "loggers",
+        &s.serial,
+        format!("calibration_expires_on {stored:?} is not YYYY-MM-DD"),
+    );
+    metrics::counter!("vfc_device_check_failures_total").increment(1);
+    tracing::error!(error = %why, "treating the logger's calibration as expired");
+    (
+        Some(true),
+        format!("{why}: no valid calibration certificate is on record; record its expiry date again when you assign the logger"),
+    )
 }
 
 /// Opens and closes condition episodes for every logger serving a unit; returns how many
@@ -150,32 +168,46 @@ pub async fn check(db: &Db, links: &Links, now: i64) -> anyhow::Result<usize> {
     let today = crate::store::from_millis(now).date_naive();
     let mut opened = 0;
     for s in assignments::serving_now(db).await? {
-        let last = crate::readings::last_taken_at(db, &s.serial).await?;
-        let found = match conditions(&s, last, now, today) {
-            Ok(c) => c,
+        let s = match s {
+            Ok(s) => s,
             Err(e) => {
                 metrics::counter!("vfc_device_check_failures_total").increment(1);
-                tracing::error!(serial = %s.serial, error = %e, "cannot check this logger's conditions");
+                tracing::error!(error = %e, "cannot check this logger's conditions; the others go on");
                 continue;
             }
         };
-        for (kind, holds, detail) in found {
-            match holds {
-                Some(true) => {
-                    let new = Condition {
-                        serial: &s.serial,
-                        unit_id: s.unit_id,
-                        kind,
-                        detail: &detail,
-                    };
-                    let to = Recipient::new(s.primary_name.clone(), s.primary_email.clone());
-                    if open(db, links, &new, &to, now).await? {
-                        opened += 1;
-                    }
-                }
-                Some(false) => close(db, &s.serial, kind, now).await?,
-                None => {}
+        match check_one(db, links, &s, now, today).await {
+            Ok(n) => opened += n,
+            Err(e) if db.dialect().is_transient_error(&e) => return Err(e),
+            Err(e) => {
+                metrics::counter!("vfc_device_check_failures_total").increment(1);
+                tracing::error!(serial = %s.serial, error = ?e, "cannot check this logger's conditions; the others go on");
             }
+        }
+    }
+    Ok(opened)
+}
+
+/// Opens and closes one logger's condition episodes; how many opened.
+async fn check_one(db: &Db, links: &Links, s: &Serving, now: i64, today: NaiveDate) -> anyhow::Result<usize> {
+    let last = crate::readings::last_taken_at(db, &s.serial).await?;
+    let mut opened = 0;
+    for (kind, holds, detail) in conditions(s, last, now, today) {
+        match holds {
+            Some(true) => {
+                let new = Condition {
+                    serial: &s.serial,
+                    unit_id: s.unit_id,
+                    kind,
+                    detail: &detail,
+                };
+                let to = Recipient::new(s.primary_name.clone(), s.primary_email.clone());
+                if open(db, links, &new, &to, now).await? {
+                    opened += 1;
+                }
+            }
+            Some(false) => close(db, &s.serial, kind, now).await?,
+            None => {}
         }
     }
     Ok(opened)

@@ -4,7 +4,10 @@
 //! docs/domain.md, "Alerts and escalation"). Logger conditions go the same way.
 //!
 //! Due items are taken with `FOR UPDATE SKIP LOCKED` on PostgreSQL, so with several instances
-//! each step is sent once; the step is recorded in the same transaction as its emails.
+//! each step is sent once; the step is recorded in the same transaction as its emails. Each item
+//! has its own savepoint: one that cannot be composed (a row this version cannot read) is
+//! logged, counted in `vfc_escalation_failures_total` and tried again on the next pass, while
+//! every other alert escalates as usual.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,14 +17,23 @@ use tokio_util::sync::CancellationToken;
 
 use super::notices::{self, Purpose};
 use super::{devices, excursions, settings};
+use sqlx::Acquire;
+
 use crate::alerts::{Links, Recipient};
+use crate::error::Error;
 use crate::store::{now_millis, Db, Dialect};
 
 /// Escalates whatever is due every second until cancelled; a pass that fails is an error the
 /// supervisor restarts the task on.
-pub async fn run(db: Db, links: Links, outbox: Arc<Notify>, cancel: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    db: Db,
+    links: Links,
+    program: settings::InForce,
+    outbox: Arc<Notify>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     loop {
-        if escalate_due(&db, &links).await? > 0 {
+        if escalate_due(&db, &links, &program).await? > 0 {
             outbox.notify_one();
         }
         tokio::select! {
@@ -32,8 +44,8 @@ pub async fn run(db: Db, links: Links, outbox: Arc<Notify>, cancel: Cancellation
 }
 
 /// Sends every escalation step and reminder that is due; returns how many items moved.
-pub async fn escalate_due(db: &Db, links: &Links) -> anyhow::Result<usize> {
-    let program = settings::program(db).await?;
+pub async fn escalate_due(db: &Db, links: &Links, program: &settings::InForce) -> anyhow::Result<usize> {
+    let program = program.get(db).await?;
     let minutes = |m: f64| (m * 60_000.0) as i64;
     let delays = Delays {
         backup: minutes(program.escalation.backup_after_minutes),
@@ -61,20 +73,26 @@ pub async fn escalate_due(db: &Db, links: &Links) -> anyhow::Result<usize> {
         let Some(step) = next_step(e.level, elapsed, since_last, &delays, !state.is_empty()) else {
             continue;
         };
-        let [primary, backup] = notices::coordinators(&mut tx, e.id).await?;
-        let (level, to) = step.recipients(e.level, primary, backup, &state);
         let waited = elapsed / 60_000;
-        let purpose = match step {
-            Step::Reminder => Purpose::Reminder {
-                minutes_unacknowledged: waited,
-            },
-            _ => Purpose::Escalation {
-                minutes_unacknowledged: waited,
-            },
-        };
-        notices::excursion(&mut tx, links, e.id, purpose, &to).await?;
-        excursions::record::escalated(&mut tx, e.id, level, now).await?;
-        moved += 1;
+        let mut sp = tx.begin().await?;
+        let done: crate::error::Result<()> = async {
+            let [primary, backup] = notices::coordinators(&mut sp, e.id).await?;
+            let (level, to) = step.recipients(e.level, primary, backup, &state);
+            let purpose = match step {
+                Step::Reminder => Purpose::Reminder {
+                    minutes_unacknowledged: waited,
+                },
+                _ => Purpose::Escalation {
+                    minutes_unacknowledged: waited,
+                },
+            };
+            notices::excursion(&mut sp, links, e.id, purpose, &to).await?;
+            excursions::record::escalated(&mut sp, e.id, level, now).await
+        }
+        .await;
+        if settle(sp, done, db.dialect(), "excursion", e.id).await? {
+            moved += 1;
+        }
     }
     for d in devices::unacknowledged(&mut tx, quiet_since).await? {
         let elapsed = now - d.started_at;
@@ -88,12 +106,42 @@ pub async fn escalate_due(db: &Db, links: &Links) -> anyhow::Result<usize> {
             Step::Reminder => format!("Reminder: still not acknowledged after {waited} minutes.\n"),
             _ => format!("Nobody has acknowledged this in {waited} minutes; you are the next contact.\n"),
         };
-        devices::notify(&mut tx, links, d.id, &opening, &to).await?;
-        devices::escalated(&mut tx, d.id, level, now).await?;
-        moved += 1;
+        let mut sp = tx.begin().await?;
+        let done: crate::error::Result<()> = async {
+            devices::notify(&mut sp, links, d.id, &opening, &to).await?;
+            devices::escalated(&mut sp, d.id, level, now).await
+        }
+        .await;
+        if settle(sp, done, db.dialect(), "device alert", d.id).await? {
+            moved += 1;
+        }
     }
     tx.commit().await?;
     Ok(moved)
+}
+
+/// Commits one item's savepoint, or rolls it back and logs why; a passing database failure ends
+/// the pass instead (the supervisor retries it). Whether the item moved.
+async fn settle(
+    sp: sqlx::Transaction<'_, sqlx::Any>,
+    done: crate::error::Result<()>,
+    dialect: Dialect,
+    what: &str,
+    id: i64,
+) -> anyhow::Result<bool> {
+    match done {
+        Ok(()) => {
+            sp.commit().await?;
+            Ok(true)
+        }
+        Err(Error::Database(e)) if dialect.is_transient(&e) => Err(e.into()),
+        Err(e) => {
+            sp.rollback().await?;
+            metrics::counter!("vfc_escalation_failures_total").increment(1);
+            tracing::error!(item = what, id, error = %e, "cannot escalate this one; tried again next pass, the others go on");
+            Ok(false)
+        }
+    }
 }
 
 /// The program's delays, in ms: backup after, state after, a reminder every.

@@ -9,8 +9,14 @@
 //!
 //! **Alarms that cannot silently stop.** Each unit is judged in its own savepoint: a unit that
 //! fails (its stored rules cannot be read, a bug meets its data, even a panic) is rolled back
-//! alone and put in [`super::quarantine`] with the error, and every other unit is judged as
-//! usual. The unit's row lock (PostgreSQL) or SQLite's one writer serialise instances.
+//! alone and put in [`super::quarantine`] with the error — its coordinators are emailed — and
+//! every other unit is judged as usual. Within a unit, each alarm and each excursion's holds
+//! have a savepoint of their own: one that fails costs neither the excursions on record nor the
+//! other alarms and holds, and the unit is retried. A passing database error (deadlock, lost
+//! connection, SQLite busy) is not the unit's fault: the whole pass is retried instead. The
+//! program's settings come through [`settings::InForce`], so an unreadable program document
+//! never stops judging. The unit's row lock (PostgreSQL) or SQLite's one writer serialise
+//! instances.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
@@ -28,7 +34,7 @@ use super::rules::{ProgramSettings, Rule};
 use super::stock::ExposedStock;
 use super::{downtime, notices, primary, quarantine, settings};
 use crate::alerts::{Links, Recipient};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::readings::dirty;
 use crate::registry::{assignments, units};
 use crate::store::{now_millis, Db};
@@ -48,6 +54,7 @@ pub struct Evaluator {
     pub links: Links,
     /// What an alarmed excursion does to the stock in its unit (the inventory's holds).
     pub stock: Arc<dyn ExposedStock>,
+    pub program: settings::InForce,
 }
 
 /// What one pass did.
@@ -55,6 +62,8 @@ pub struct Evaluator {
 pub struct Pass {
     pub judged: usize,
     pub failed: usize,
+    /// More dirty serials were waiting than one pass takes.
+    pub more: bool,
 }
 
 /// Judges whatever is dirty, then waits for the ingest's nudge (`wake`) or a second, until
@@ -70,7 +79,7 @@ pub async fn run(
         if pass.judged > 0 {
             outbox.notify_one();
         }
-        if pass.judged + pass.failed == 0 {
+        if pass.judged + pass.failed == 0 && !pass.more {
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
                 _ = wake.notified() => {}
@@ -96,7 +105,12 @@ impl Evaluator {
         if marks.is_empty() && retries.is_empty() {
             return Ok(Pass::default());
         }
-        let program = settings::program(&self.db).await?;
+        let program = self.program.get(&self.db).await?;
+        let state: Vec<Recipient> = program
+            .state_coordinators
+            .iter()
+            .map(|p| Recipient::new(p.name.clone(), p.email.clone()))
+            .collect();
         // Each unit once, from the earliest new reading of any of its serials, in id order so
         // two instances lock units in the same order.
         let mut units: BTreeMap<i64, i64> = BTreeMap::new();
@@ -111,29 +125,47 @@ impl Evaluator {
             let e = units.entry(u).or_insert(since);
             *e = (*e).min(since);
         }
-        let mut pass = Pass::default();
+        let mut pass = Pass {
+            more: marks.len() as i64 >= PASS_LIMIT,
+            ..Pass::default()
+        };
         let mut tx = self.db.pool.begin().await?;
         for (unit_id, since) in units {
             if !due.contains(&unit_id) && quarantine::waiting(&mut tx, unit_id, since, now).await? {
                 continue;
             }
             let mut sp = (&mut *tx).begin().await?;
-            let judged = AssertUnwindSafe(self.judge(&mut sp, &program, unit_id, since))
+            let judged = AssertUnwindSafe(self.judge(&mut sp, &program, &state, unit_id, since))
                 .catch_unwind()
                 .await;
             match judged {
-                Ok(Ok(())) => {
+                Ok(Ok(problems)) if problems.is_empty() => {
                     sp.commit().await?;
-                    if quarantine::recovered(&mut tx, unit_id).await? {
+                    if quarantine::recovered(&mut tx, unit_id, &state).await? {
                         tracing::info!(unit = unit_id, "unit judged again after failures; out of quarantine");
                     }
                     pass.judged += 1;
+                }
+                Ok(Ok(problems)) => {
+                    // What was judged stays (excursions, the alarms and holds that worked); the
+                    // unit is retried for the rest.
+                    sp.commit().await?;
+                    let error = problems.join("; ");
+                    tracing::error!(unit = unit_id, %error, "part of this unit's judgement failed; it is retried with backoff");
+                    quarantine::failed(&mut tx, unit_id, since, &error, now, &state).await?;
+                    metrics::counter!("vfc_evaluation_failures_total").increment(1);
+                    pass.failed += 1;
+                }
+                Ok(Err(e)) if self.db.dialect().is_transient_error(&e) => {
+                    // Not the unit's fault: the pass is retried as a whole (the supervisor
+                    // restarts the task) and no unit is quarantined for it.
+                    return Err(e.context(format!("judging unit {unit_id}")));
                 }
                 Ok(Err(e)) => {
                     sp.rollback().await?;
                     let error = format!("{e:#}");
                     tracing::error!(unit = unit_id, %error, "cannot judge this unit; it is retried with backoff, the others go on");
-                    quarantine::failed(&mut tx, unit_id, since, &error, now).await?;
+                    quarantine::failed(&mut tx, unit_id, since, &error, now, &state).await?;
                     metrics::counter!("vfc_evaluation_failures_total").increment(1);
                     pass.failed += 1;
                 }
@@ -145,7 +177,7 @@ impl Evaluator {
                     let error = format!("the evaluation panicked: {}", panic_text(&panic));
                     tracing::error!(unit = unit_id, %error, "cannot judge this unit; it is retried with backoff, the others go on");
                     let mut alone = self.db.pool.begin().await?;
-                    quarantine::failed(&mut alone, unit_id, since, &error, now).await?;
+                    quarantine::failed(&mut alone, unit_id, since, &error, now, &state).await?;
                     alone.commit().await?;
                     metrics::counter!("vfc_evaluation_failures_total").increment(1);
                     pass.failed += 1;
@@ -164,8 +196,16 @@ impl Evaluator {
         Ok(pass)
     }
 
-    /// Re-judges a unit's readings from `since` (minus the longest rule window).
-    async fn judge(&self, tx: &mut Tx, program: &ProgramSettings, unit_id: i64, since: i64) -> anyhow::Result<()> {
+    /// Re-judges a unit's readings from `since` (minus the longest rule window). Returns what
+    /// failed in an alarm's or a hold's own savepoint (the rest of the judgement stands).
+    async fn judge(
+        &self,
+        tx: &mut Tx,
+        program: &ProgramSettings,
+        state: &[Recipient],
+        unit_id: i64,
+        since: i64,
+    ) -> anyhow::Result<Vec<String>> {
         // Takes the unit's row lock (PostgreSQL) or the write lock (SQLite) before reading, so
         // two evaluators never interleave on one unit.
         let unit = units::lock_for_judging(tx, unit_id).await?;
@@ -182,16 +222,13 @@ impl Evaluator {
             start = start.min(s);
         }
         let primary = primary::record(tx, unit_id, start, i64::MAX).await?;
-        let Some(serial) = primary.serial else { return Ok(()) };
+        let Some(serial) = primary.serial else {
+            return Ok(Vec::new());
+        };
         let range = (unit.range.min_c, unit.range.max_c);
         let found = episodes::episodes(&primary.samples, range, primary.gap_ms);
         let hits = episodes::hits(&primary.samples, range, &rules, primary.gap_ms);
         let now = now_millis();
-        let state: Vec<Recipient> = program
-            .state_coordinators
-            .iter()
-            .map(|p| Recipient::new(p.name.clone(), p.email.clone()))
-            .collect();
         let late_ms = primary.gap_ms.max(LATE_AFTER_MS);
 
         let mut ids = Vec::with_capacity(found.len());
@@ -199,7 +236,7 @@ impl Evaluator {
             let w = record::upsert(tx, unit_id, &serial, ep, range, late_ms, now).await?;
             ids.push(w.id);
             if w.was_open_and_alerted && ep.ended_at.is_some() {
-                notices::back_in_range(tx, &self.links, w.id, &state).await?;
+                notices::back_in_range(tx, &self.links, w.id, state).await?;
             }
         }
         let starts: Vec<i64> = found.iter().map(|e| e.started_at).collect();
@@ -213,11 +250,28 @@ impl Evaluator {
             late_limit_ms: (program.late_page_limit_hours * 3_600_000.0) as i64,
             now,
         };
+        let mut problems = Vec::new();
         for hit in &hits {
             let Some(rule) = rules.iter().find(|r| r.id == hit.rule_id) else {
                 anyhow::bail!("rule {} was met but is not among the unit's rules", hit.rule_id);
             };
-            judgement.alarm(tx, rule, hit).await?;
+            // In its own savepoint: an alarm that cannot be recorded or emailed is rolled back
+            // alone and tried again when the unit is retried; the excursions stay on record.
+            let mut sp = tx.begin().await?;
+            match judgement.alarm(&mut sp, rule, hit).await {
+                Ok(()) => sp.commit().await?,
+                Err(e) => {
+                    sp.rollback().await?;
+                    if matches!(&e, Error::Database(d) if self.db.dialect().is_transient(d)) {
+                        return Err(e.into());
+                    }
+                    problems.push(format!(
+                        "rule {} met at {}: {e}",
+                        rule.id,
+                        crate::store::rfc3339(hit.met_at)
+                    ));
+                }
+            }
         }
         // Lots in the unit during an excursion that met a rule go on hold ("Do Not Use"), in
         // this transaction; stock that arrives while it lasts is held too.
@@ -229,11 +283,17 @@ impl Evaluator {
                 Ok(_) => sp.commit().await?,
                 Err(e) => {
                     sp.rollback().await?;
-                    tracing::error!(excursion = alarmed.id, error = ?e, "could not put the excursion's lots on hold; will retry");
+                    if self.db.dialect().is_transient_error(&e) {
+                        return Err(e);
+                    }
+                    problems.push(format!(
+                        "the lots of excursion {} could not be put on hold: {e:#}",
+                        alarmed.id
+                    ));
                 }
             }
         }
-        Ok(())
+        Ok(problems)
     }
 }
 

@@ -26,3 +26,19 @@ pub mod quarantine;
 pub mod rules;
 pub mod settings;
 pub mod stock;
+
+/// What needs a person though the service runs: units the evaluator cannot judge, a program
+/// document that cannot be read (alarms go on with the last readable one). Shown on `/healthz`.
+pub async fn warnings(db: &crate::store::Db) -> crate::error::Result<Vec<String>> {
+    let mut warnings = Vec::new();
+    let stuck = quarantine::count(db).await?;
+    if stuck > 0 {
+        warnings.push(format!(
+            "{stuck} storage unit(s) cannot be judged; see GET /api/v1/evaluation-failures"
+        ));
+    }
+    if let Err(crate::error::Error::Unreadable(why)) = settings::program(db).await {
+        warnings.push(format!("{why}; alarms run on the last settings that read"));
+    }
+    Ok(warnings)
+}

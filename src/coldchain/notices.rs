@@ -97,6 +97,10 @@ pub async fn excursion(
     } else {
         String::new()
     };
+    let late = match &f.timezone_unreadable {
+        Some(_) => format!("{late}\nTimes are in UTC: the location's time zone cannot be read (fix it under the location's settings).\n"),
+        None => late,
+    };
     let place = format!("{} {}", f.location_code, f.unit_name);
     let since = local(f.timezone, f.started_at);
     let (subject, opening) = match &purpose {

@@ -6,11 +6,17 @@
 //! (`GET /api/v1/evaluation-failures`) and retried with backoff, while every other unit is
 //! judged as usual. Judged again without error, its row goes. This module owns
 //! `evaluation_failures`.
+//!
+//! Nobody has to poll for it: when a unit enters quarantine the location's primary coordinator
+//! and the state coordinators are emailed (check the unit's thermometer by hand until told
+//! otherwise), and again when it is judged once more; `/healthz` names the count. A change to
+//! the program's settings, the unit's rules or its range retries it at once ([`retry_now`]).
 
 use serde::Serialize;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, AnyConnection, Row, Transaction};
 use utoipa::ToSchema;
 
+use crate::alerts::{outbox, About, Email, Recipient};
 use crate::error::Result;
 use crate::store::{rfc3339, Db};
 
@@ -48,11 +54,19 @@ pub async fn waiting(tx: &mut Transaction<'static, Any>, unit_id: i64, since: i6
     Ok(waiting == 1)
 }
 
-/// Records a failure: the error, readings from `since` still to judge, the next try.
-pub async fn failed(tx: &mut Transaction<'static, Any>, unit_id: i64, since: i64, error: &str, now: i64) -> Result<()> {
+/// Records a failure: the error, readings from `since` still to judge, the next try. The first
+/// failure of a spell tells the location's primary coordinator and `state`.
+pub async fn failed(
+    tx: &mut AnyConnection,
+    unit_id: i64,
+    since: i64,
+    error: &str,
+    now: i64,
+    state: &[Recipient],
+) -> Result<()> {
     let attempts: i64 = sqlx::query("SELECT attempts FROM evaluation_failures WHERE unit_id = $1")
         .bind(unit_id)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *tx)
         .await?
         .map(|r| r.try_get("attempts"))
         .transpose()?
@@ -71,19 +85,106 @@ pub async fn failed(tx: &mut Transaction<'static, Any>, unit_id: i64, since: i64
     .bind(attempts)
     .bind(now)
     .bind(now + backoff_ms(attempts))
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
+    if attempts == 1 {
+        tell(tx, unit_id, Told::Failed(error), state).await?;
+    }
     Ok(())
 }
 
-/// The unit was judged: it is out of quarantine.
-pub async fn recovered(tx: &mut Transaction<'static, Any>, unit_id: i64) -> Result<bool> {
-    Ok(sqlx::query("DELETE FROM evaluation_failures WHERE unit_id = $1")
+/// The unit was judged: it is out of quarantine, and whoever was told it went in is told so.
+pub async fn recovered(tx: &mut AnyConnection, unit_id: i64, state: &[Recipient]) -> Result<bool> {
+    let gone = sqlx::query("DELETE FROM evaluation_failures WHERE unit_id = $1")
         .bind(unit_id)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?
         .rows_affected()
-        == 1)
+        == 1;
+    if gone {
+        tell(tx, unit_id, Told::Recovered, state).await?;
+    }
+    Ok(gone)
+}
+
+/// Makes quarantined units (one, or all with `None`) due now: their settings just changed.
+pub async fn retry_now(tx: &mut AnyConnection, unit_id: Option<i64>, now: i64) -> Result<()> {
+    sqlx::query("UPDATE evaluation_failures SET next_attempt_at = $1 WHERE $2 IS NULL OR unit_id = $2")
+        .bind(now)
+        .bind(unit_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// How many units cannot be judged now.
+pub async fn count(db: &Db) -> Result<i64> {
+    Ok(sqlx::query("SELECT COUNT(*) AS n FROM evaluation_failures")
+        .fetch_one(&db.pool)
+        .await?
+        .try_get("n")?)
+}
+
+enum Told<'a> {
+    Failed(&'a str),
+    Recovered,
+}
+
+/// Emails the location's primary coordinator and the state coordinators about the unit.
+async fn tell(tx: &mut AnyConnection, unit_id: i64, told: Told<'_>, state: &[Recipient]) -> Result<()> {
+    let Some(r) = sqlx::query(
+        "SELECT location_code, location_name, unit_name, primary_name, primary_email FROM unit_places WHERE unit_id = $1",
+    )
+    .bind(unit_id)
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Ok(());
+    };
+    let code: String = r.try_get("location_code")?;
+    let location: String = r.try_get("location_name")?;
+    let unit: String = r.try_get("unit_name")?;
+    let primary = Recipient::new(
+        r.try_get::<String, _>("primary_name")?,
+        r.try_get::<String, _>("primary_email")?,
+    );
+    let mut to = vec![primary.clone()];
+    to.extend(state.iter().filter(|s| s.email != primary.email).cloned());
+    let (purpose, subject, what) = match told {
+        Told::Failed(error) => (
+            "monitoring_stopped",
+            format!("VFC monitoring problem: {code} {unit} is not being checked"),
+            format!(
+                "vfc-monitor cannot judge the readings of the {unit} at {location} ({code}), so it cannot \
+                 alert you about this unit's temperature until this is fixed. Its readings are still \
+                 recorded, and will be judged as soon as it is.\n\n\
+                 What went wrong: {error}\n\n\
+                 Until you hear that monitoring is back, check and record the unit's temperature by hand \
+                 at the start and the end of every clinic day. The state coordinators see this unit under \
+                 GET /api/v1/evaluation-failures."
+            ),
+        ),
+        Told::Recovered => (
+            "monitoring_resumed",
+            format!("VFC monitoring back: {code} {unit} is checked again"),
+            format!(
+                "vfc-monitor judges the readings of the {unit} at {location} ({code}) again, including \
+                 those recorded while it could not; any excursion among them is alerted as usual."
+            ),
+        ),
+    };
+    for person in &to {
+        let body = format!("{},\n\n{what}\n\n— vfc-monitor\n", person.name);
+        let email = Email {
+            about: About::Unit(unit_id),
+            purpose,
+            to: person,
+            subject: &subject,
+            body: &body,
+        };
+        outbox::enqueue(tx, &email).await?;
+    }
+    Ok(())
 }
 
 /// A unit the evaluator cannot judge now.

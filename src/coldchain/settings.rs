@@ -18,16 +18,30 @@ use crate::registry::units::{self, Range, Unit, UnitUpdate};
 use crate::store::{now_millis, rfc3339, Db};
 
 /// Lays a stored document over the defaults: objects merge key by key, anything else in the
-/// stored document wins. Keys the stored document lacks keep their default.
-fn over_defaults(defaults: serde_json::Value, stored: serde_json::Value) -> serde_json::Value {
+/// stored document wins. Keys the stored document lacks keep their default; keys this version
+/// no longer knows (a later release dropped them) are left out and named in `dropped`, so a
+/// release that retires a setting never leaves the stored document unreadable.
+fn over_defaults(
+    defaults: serde_json::Value,
+    stored: serde_json::Value,
+    path: &str,
+    dropped: &mut Vec<String>,
+) -> serde_json::Value {
     match (defaults, stored) {
         (serde_json::Value::Object(mut d), serde_json::Value::Object(s)) => {
             for (k, v) in s {
-                let merged = match d.remove(&k) {
-                    Some(dv) => over_defaults(dv, v),
-                    None => v,
+                let at = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
                 };
-                d.insert(k, merged);
+                match d.remove(&k) {
+                    Some(dv) => {
+                        let merged = over_defaults(dv, v, &at, dropped);
+                        d.insert(k, merged);
+                    }
+                    None => dropped.push(at),
+                }
             }
             serde_json::Value::Object(d)
         }
@@ -35,14 +49,64 @@ fn over_defaults(defaults: serde_json::Value, stored: serde_json::Value) -> serd
     }
 }
 
-/// Reads a stored program document: absent keys take their defaults, anything present must read.
+/// Reads a stored program document: absent keys take their defaults, keys this version does not
+/// know are ignored (and logged), anything present and known must read.
 pub fn read_program(raw: &str) -> std::result::Result<ProgramSettings, String> {
     let stored: serde_json::Value = serde_json::from_str(raw).map_err(|e| format!("not JSON: {e}"))?;
     let defaults = serde_json::to_value(ProgramSettings::default()).expect("the defaults serialise");
-    let settings: ProgramSettings =
-        serde_json::from_value(over_defaults(defaults, stored)).map_err(|e| e.to_string())?;
+    let mut dropped = Vec::new();
+    let merged = over_defaults(defaults, stored, "", &mut dropped);
+    if !dropped.is_empty() {
+        tracing::warn!(keys = ?dropped, "the stored program settings have keys this version does not know; they are ignored");
+    }
+    let settings: ProgramSettings = serde_json::from_value(merged).map_err(|e| e.to_string())?;
     settings.check()?;
     Ok(settings)
+}
+
+/// The program's settings the alarms run on: read afresh on every pass, and should the stored
+/// document become unreadable (a bad hand edit, a release that reads it more strictly), the last
+/// document that read — or, before any did, the shipped defaults — so no unit goes unjudged and
+/// no alert unescalated while someone fixes it. The problem is logged when it starts, counted in
+/// `vfc_program_unreadable_passes_total` and shown on `/healthz` ([`problems`]).
+#[derive(Clone, Default)]
+pub struct InForce(std::sync::Arc<std::sync::Mutex<InForceState>>);
+
+#[derive(Default)]
+struct InForceState {
+    last_good: Option<ProgramSettings>,
+    unreadable: bool,
+}
+
+impl InForce {
+    pub async fn get(&self, db: &Db) -> Result<ProgramSettings> {
+        let read = program(db).await;
+        let mut state = self.0.lock().expect("the lock is never held across a panic");
+        match read {
+            Ok(p) => {
+                if state.unreadable {
+                    tracing::info!("the program's settings read again; alarms run on them");
+                    state.unreadable = false;
+                }
+                state.last_good = Some(p.clone());
+                Ok(p)
+            }
+            Err(Error::Unreadable(why)) => {
+                if !state.unreadable {
+                    let fallback = if state.last_good.is_some() {
+                        "the last settings that read"
+                    } else {
+                        "the shipped defaults"
+                    };
+                    tracing::error!(error = %why, using = fallback, "the program's settings cannot be read; alarms go on with {fallback}");
+                    state.unreadable = true;
+                }
+                metrics::counter!("vfc_program_unreadable_passes_total").increment(1);
+                Ok(state.last_good.clone().unwrap_or_default())
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// The program's settings (the shipped defaults until someone saves them).
@@ -98,6 +162,8 @@ pub async fn save_program(db: &Db, settings: &ProgramSettings, actor: &str) -> R
         at: now,
     };
     record_change(&mut tx, &change).await?;
+    // Units that could not be judged are tried again at once on the new settings.
+    super::quarantine::retry_now(&mut tx, None, now).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -214,6 +280,7 @@ pub async fn save_unit_rules(db: &Db, unit_id: i64, rules: Option<&[Rule]>, acto
         at: now,
     };
     record_change(&mut tx, &change).await?;
+    super::quarantine::retry_now(&mut tx, Some(unit_id), now).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -247,6 +314,7 @@ pub async fn update_unit(db: &Db, scope: &Scope, id: i64, upd: &UnitUpdate, acto
         };
         record_change(&mut tx, &change).await?;
     }
+    super::quarantine::retry_now(&mut tx, Some(id), now).await?;
     tx.commit().await?;
     units::get(db, scope, id).await
 }
@@ -303,6 +371,16 @@ mod tests {
             p.late_page_limit_hours,
             ProgramSettings::default().late_page_limit_hours
         );
+    }
+
+    #[test]
+    fn a_stored_program_with_a_key_this_version_retired_still_reads() {
+        let mut doc = serde_json::to_value(ProgramSettings::default()).unwrap();
+        doc["pager_number"] = serde_json::json!("410-555-0100");
+        doc["escalation"]["sms_after_minutes"] = serde_json::json!(10);
+        doc["name"] = serde_json::json!("Maryland VFC");
+        let p = read_program(&doc.to_string()).unwrap();
+        assert_eq!(p.name, "Maryland VFC");
     }
 
     #[test]

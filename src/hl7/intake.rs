@@ -2,11 +2,13 @@
 //! original ACK and changes nothing — and every dose through `inventory::doses`.
 //!
 //! Messages from concurrent senders are committed together: one worker takes what is waiting,
-//! records each message inside its own savepoint (one bad message never undoes another), and
-//! commits once. Durability stays as the store sets it (SQLite `synchronous=FULL`); the ACK
+//! records the batch in one transaction and commits once. Should any message fail on the
+//! database, the batch is rolled back and replayed message by message, each in its own
+//! transaction, so one bad message never undoes another. Durability stays as the store sets it (SQLite `synchronous=FULL`); the ACK
 //! goes out only after that commit.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use tokio_util::sync::CancellationToken;
 
 use anyhow::Context;
 use std::collections::HashMap;
@@ -302,17 +304,27 @@ impl Intake {
 
 impl Worker {
     /// Takes what is waiting (at most [`BATCH`] messages), records it in one commit, answers
-    /// each sender; until every [`Intake`] is gone.
-    pub async fn run(self) -> anyhow::Result<()> {
+    /// each sender; until `cancel` fires, and then what was already queued is still recorded
+    /// (new submissions are refused) so no sender that was accepted goes unanswered.
+    pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
         let mut rx = self.jobs.lock().await;
-        work(&self.db, &mut rx).await;
+        work(&self.db, &mut rx, &cancel).await;
         Ok(())
     }
 }
 
-async fn work(db: &Db, rx: &mut mpsc::Receiver<Job>) {
+async fn work(db: &Db, rx: &mut mpsc::Receiver<Job>, cancel: &CancellationToken) {
     let mut seen = Lookups::default();
-    while let Some(first) = rx.recv().await {
+    loop {
+        let first = tokio::select! {
+            biased;
+            job = rx.recv() => job,
+            _ = cancel.cancelled() => {
+                rx.close();
+                rx.recv().await
+            }
+        };
+        let Some(first) = first else { return };
         let mut batch = vec![first];
         while batch.len() < BATCH {
             match rx.try_recv() {
@@ -407,12 +419,44 @@ async fn one_by_one(db: &Db, batch: &[Job]) -> anyhow::Result<Vec<anyhow::Result
             }
             Err(e) => {
                 tx.rollback().await?;
-                tracing::warn!(error = ?e, "HL7 message not recorded");
-                out.push(Err(e));
+                // A stored row this version cannot read is no passing failure: resending will
+                // not help until someone fixes it, so the sender is told what, not "again".
+                let unreadable = e.chain().find_map(|c| match c.downcast_ref::<crate::error::Error>() {
+                    Some(crate::error::Error::Unreadable(why)) => Some(why.clone()),
+                    _ => None,
+                });
+                match unreadable {
+                    Some(why) => {
+                        tracing::error!(error = %why, "HL7 message refused: a stored row it needs cannot be read");
+                        metrics::counter!("vfc_hl7_messages_total", "ack" => "AE").increment(1);
+                        out.push(Ok(cannot_read(&job.raw, &why)));
+                    }
+                    None => {
+                        tracing::warn!(error = ?e, "HL7 message not recorded");
+                        out.push(Err(e));
+                    }
+                }
             }
         }
     }
     Ok(out)
+}
+
+/// The ACK for a message that needs a stored row this version cannot read: AE naming the row.
+fn cannot_read(raw: &str, why: &str) -> String {
+    let header = vxu::parse(raw).ok().map(|p| p.header);
+    reply(
+        header.as_ref(),
+        AckCode::Error,
+        &[Issue::error(
+            None,
+            207,
+            format!(
+                "nothing in this message was recorded: {why}. The VFC program must correct that record; \
+                 send the message again after they have"
+            ),
+        )],
+    )
 }
 
 /// The ACK for a message that could not be recorded now (the database failed): AE, resend.

@@ -171,9 +171,11 @@ fn hold_row(r: &sqlx::any::AnyRow) -> sqlx::Result<Hold> {
         ended_at: r.try_get::<Option<i64>, _>("ended_at")?.map(rfc3339),
         ended_by: r.try_get("ended_by")?,
         outcome: r.try_get("outcome")?,
+        // Shown as stored: a determination is a manufacturer's word, kept verbatim even if this
+        // version could not parse it (then as a string, never as null).
         determination: r
             .try_get::<Option<String>, _>("determination")?
-            .and_then(|d| serde_json::from_str(&d).ok()),
+            .map(|d| serde_json::from_str(&d).unwrap_or(serde_json::Value::String(d))),
     })
 }
 

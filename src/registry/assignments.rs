@@ -461,8 +461,9 @@ pub struct Serving {
     pub primary_email: String,
 }
 
-/// Every logger serving a unit now.
-pub async fn serving_now(db: &Db) -> Result<Vec<Serving>> {
+/// Every logger serving a unit now; a row that cannot be read is an error of its own, so one
+/// logger never keeps the others from being checked.
+pub async fn serving_now(db: &Db) -> Result<Vec<Result<Serving>>> {
     let rows = sqlx::query(
         "SELECT a.serial, a.unit_id, a.role, a.from_ts, a.created_at, g.reading_interval_s, g.battery_pct, g.probe_connected, \
          g.calibration_expires_on, l.primary_name, l.primary_email \
@@ -471,13 +472,16 @@ pub async fn serving_now(db: &Db) -> Result<Vec<Serving>> {
     )
     .fetch_all(&db.pool)
     .await?;
-    rows.iter()
+    Ok(rows
+        .iter()
         .map(|r| {
             let role: String = r.try_get("role")?;
+            let serial: String = r.try_get("serial")?;
             Ok(Serving {
-                serial: r.try_get("serial")?,
+                role: LoggerRole::parse(&role)
+                    .map_err(|e| Error::unreadable("logger_assignments", format!("of {serial}"), e.0))?,
+                serial,
                 unit_id: r.try_get("unit_id")?,
-                role: LoggerRole::parse(&role)?,
                 from_ms: r.try_get("from_ts")?,
                 created_at: r.try_get("created_at")?,
                 reading_interval_s: r.try_get("reading_interval_s")?,
@@ -488,5 +492,5 @@ pub async fn serving_now(db: &Db) -> Result<Vec<Serving>> {
                 primary_email: r.try_get("primary_email")?,
             })
         })
-        .collect()
+        .collect())
 }

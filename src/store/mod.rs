@@ -97,6 +97,15 @@ impl Dialect {
             _ => false,
         }
     }
+
+    /// [`Self::is_transient`] for an error from anywhere: whether its chain holds a passing
+    /// database failure, bare or inside [`crate::error::Error::Database`].
+    pub fn is_transient_error(self, e: &anyhow::Error) -> bool {
+        e.chain().any(|c| {
+            c.downcast_ref::<sqlx::Error>().is_some_and(|d| self.is_transient(d))
+                || matches!(c.downcast_ref::<crate::error::Error>(), Some(crate::error::Error::Database(d)) if self.is_transient(d))
+        })
+    }
 }
 
 /// A pool and the dialect behind it.
@@ -189,4 +198,22 @@ pub fn now_millis() -> i64 {
 /// Whether an error is a unique-constraint violation (same row inserted twice).
 pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+
+    #[test]
+    fn a_lost_connection_deep_in_an_error_is_passing_and_an_unreadable_row_is_not() {
+        let lost = anyhow::Error::from(Error::Database(sqlx::Error::PoolTimedOut)).context("judging unit 7");
+        assert!(Dialect::Postgres.is_transient_error(&lost));
+        let bare = anyhow::Error::from(sqlx::Error::WorkerCrashed).context("a pass");
+        assert!(Dialect::Sqlite.is_transient_error(&bare));
+        let unreadable = anyhow::Error::from(Error::unreadable("unit_rules", 7, "not JSON")).context("judging unit 7");
+        assert!(!Dialect::Postgres.is_transient_error(&unreadable));
+        let missing = anyhow::Error::from(Error::Database(sqlx::Error::RowNotFound));
+        assert!(!Dialect::Sqlite.is_transient_error(&missing));
+    }
 }

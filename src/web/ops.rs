@@ -17,6 +17,9 @@ pub fn router() -> Router<AppState> {
 
 /// 200 when the database answers, the MQTT subscription is live and every background task is
 /// running; 503 with the failing part named otherwise (`"tasks":{"evaluator":"restarting",…}`).
+/// What needs a person while the service runs — units that cannot be judged, program settings
+/// that cannot be read — is listed in `warnings` with status `attention` (still 200: the
+/// service itself is up, and every other unit is judged).
 async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
     let database = match tokio::time::timeout(std::time::Duration::from_secs(3), s.db.ping()).await {
         Ok(Ok(())) => "ok",
@@ -28,6 +31,11 @@ async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
         _ => "disconnected",
     };
     let tasks = s.tasks.states();
+    let warnings =
+        match tokio::time::timeout(std::time::Duration::from_secs(3), crate::coldchain::warnings(&s.db)).await {
+            Ok(Ok(w)) => w,
+            _ => Vec::new(),
+        };
     let ok = database == "ok" && broker == "subscribed" && s.tasks.down().is_empty();
     let status = if ok {
         StatusCode::OK
@@ -37,7 +45,12 @@ async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
     (
         status,
         Json(json!({
-            "status": if ok { "ok" } else { "degraded" },
+            "status": match (ok, warnings.is_empty()) {
+                (false, _) => "degraded",
+                (true, true) => "ok",
+                (true, false) => "attention",
+            },
+            "warnings": warnings,
             "database": database,
             "database_kind": s.db.dialect().as_str(),
             "broker": broker,

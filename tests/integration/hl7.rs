@@ -586,6 +586,7 @@ on_both_databases!(
     a_queued_dose_cannot_be_assigned_to_a_lot_of_another_vaccine,
     a_dismissed_exception_stays_dismissed_when_the_history_comes_again,
     an_update_that_fixes_the_eligibility_takes_the_borrowing_record_away,
+    a_lot_whose_stored_funding_cannot_be_read_gets_ae_naming_the_row_not_a_resend,
 );
 
 /// 012345's EHR and another PIN's (067890) with a location each, and 012345A's fridge stocked.
@@ -743,4 +744,25 @@ async fn an_update_that_fixes_the_eligibility_takes_the_borrowing_record_away(db
     let borrowing = t.app.get("/api/v1/locations/012345A/borrowing").await;
     assert_eq!(borrowing["borrowing"], json!([]), "{borrowing}");
     assert_eq!(on_hand(&t.app, t.fridge, t.lot).await, 9, "moved, not taken twice");
+}
+
+async fn a_lot_whose_stored_funding_cannot_be_read_gets_ae_naming_the_row_not_a_resend(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let (fridge, lot) = stocked(&app).await;
+    app.sql(&format!("UPDATE lots SET funding = 'grant' WHERE id = {lot}"))
+        .await;
+    let ack = send(&app, &vxu("BAD1", &[dose("X123456")])).await;
+    assert!(msa(&ack).starts_with("MSA|AE|BAD1"), "{ack}");
+    let err = errs(&ack);
+    assert!(
+        err.iter()
+            .any(|e| e.contains(&format!("lots row {lot} cannot be read")) && e.contains("must correct")),
+        "names the row and who fixes it, not a passing failure: {err:?}"
+    );
+    assert_eq!(on_hand(&app, fridge, lot).await, 10, "nothing recorded");
+    // Corrected, the same message is recorded: the refusal was not kept as its answer.
+    app.sql(&format!("UPDATE lots SET funding = 'vfc' WHERE id = {lot}"))
+        .await;
+    assert_eq!(msa(&send(&app, &vxu("BAD1", &[dose("X123456")])).await), "MSA|AA|BAD1");
+    assert_eq!(on_hand(&app, fridge, lot).await, 9);
 }

@@ -1,4 +1,5 @@
-//! Alarms that cannot silently stop: one unit that cannot be judged never stops the others, a
+//! Alarms that cannot silently stop: one unit that cannot be judged never stops the others and
+//! its coordinators are told, an unreadable program document never stops the alarms, a
 //! background task that fails is named by `/healthz` and comes back, two reviews of one
 //! excursion are recorded once, and no date or panic takes a handler down.
 
@@ -9,54 +10,41 @@ use crate::harness::{Broker, Database, TestApp};
 use crate::inventory::{on_hand, receive, ROTATEQ};
 use crate::on_both_databases;
 
-/// A second refrigerator at 012345A with its own logger; its id.
-async fn second_fridge(app: &TestApp, serial: &str) -> i64 {
-    let unit = app.create_unit("012345A", "Second refrigerator", "refrigerator").await;
-    app.assign(
-        unit,
-        json!({"serial": serial, "reading_interval_s": 300, "from": "2020-01-01T00:00:00Z"}),
-    )
+/// Rules stored by an older version, or damaged by hand: not JSON this version can read.
+async fn break_rules(app: &TestApp, unit: i64) {
+    app.sql(&format!(
+        "INSERT INTO unit_rules (unit_id, rules, updated_by, updated_at) VALUES ({unit}, '[{{\"id\": \"warm\"', 'hand', 0)"
+    ))
     .await;
-    unit
 }
 
-async fn freezing_now(app: &TestApp, serial: &str) {
-    let mut p = app.publisher(&format!("pub-{serial}")).await;
-    p.reading(serial, &(Utc::now() - Duration::minutes(5)).to_rfc3339(), 4.8)
-        .await;
-    p.reading(serial, &Utc::now().to_rfc3339(), 0.2).await;
-    p.wait_acked(2).await;
+/// The units the evaluator cannot judge, once there are `n`.
+async fn quarantined(app: &TestApp, n: usize) -> Vec<Value> {
+    app.eventually(&format!("{n} unit(s) in quarantine"), || async {
+        let l = app.get("/api/v1/evaluation-failures").await;
+        let l = l["evaluation_failures"].as_array().unwrap().clone();
+        if l.len() == n {
+            Ok(l)
+        } else {
+            Err(format!("{l:?}"))
+        }
+    })
+    .await
 }
 
 async fn a_unit_whose_rules_cannot_be_read_is_quarantined_and_another_units_freezing_still_emails(db: Database) {
     let app = TestApp::spawn(db, Broker::Embedded).await;
     let broken = app.fridge().await;
-    let fine = second_fridge(&app, "LT-2").await;
-    // Rules stored by an older version, or damaged by hand: not JSON this version can read.
-    app.sql(&format!(
-        "INSERT INTO unit_rules (unit_id, rules, updated_by, updated_at) VALUES ({broken}, '[{{\"id\": \"warm\"', 'hand', 0)"
-    ))
-    .await;
-    freezing_now(&app, "LT-1").await;
-    freezing_now(&app, "LT-2").await;
+    let fine = app.other_fridge("LT-2").await;
+    break_rules(&app, broken).await;
+    app.freezing("LT-1").await;
+    app.freezing("LT-2").await;
 
-    let mail = app.wait_emails(1).await;
-    assert!(
-        mail[0].contains("Second refrigerator"),
-        "the other unit's alert: {}",
-        mail[0]
-    );
-    let failures = app
-        .eventually("the broken unit in quarantine", || async {
-            let l = app.get("/api/v1/evaluation-failures").await;
-            match l["evaluation_failures"].as_array().unwrap().as_slice() {
-                [one] => Ok(one.clone()),
-                other => Err(format!("{other:?}")),
-            }
-        })
+    app.wait_email_with("VFC temperature alert: 012345A Fridge of LT-2")
         .await;
-    assert_eq!(failures["unit_id"], broken);
-    let error = failures["error"].as_str().unwrap();
+    let failures = quarantined(&app, 1).await;
+    assert_eq!(failures[0]["unit_id"], broken);
+    let error = failures[0]["error"].as_str().unwrap();
     assert!(
         error.contains(&format!("unit_rules row {broken}")) && error.contains("PUT /api/v1/units"),
         "names the row and what fixes it: {error}"
@@ -64,8 +52,41 @@ async fn a_unit_whose_rules_cannot_be_read_is_quarantined_and_another_units_free
     assert!(app.metric("vfc_evaluation_failures_total").await >= 1.0);
     let excursions = app.get(&format!("/api/v1/excursions?unit={fine}")).await;
     assert_eq!(excursions["excursions"].as_array().unwrap().len(), 1);
+    let (status, health) = app.health().await;
+    assert_eq!((status, &health["status"]), (200, &json!("attention")), "{health}");
+    assert!(
+        health["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("1 storage unit(s) cannot be judged"),
+        "{health}"
+    );
+}
 
-    // Fixed (back to the program's rules), the unit is judged: its freezing reading alarms too.
+async fn the_coordinators_are_told_when_a_unit_stops_being_judged_and_again_when_it_is(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let broken = app.fridge().await;
+    let mut program = app.get("/api/v1/program").await;
+    program["state_coordinators"] = json!([{"name": "Morgan State", "email": "vfc.state@health.example"}]);
+    assert_eq!(app.send_as(&app.token, "PUT", "/api/v1/program", program).await.0, 200);
+    break_rules(&app, broken).await;
+    app.freezing("LT-1").await;
+
+    let mail = app.wait_email_with("VFC monitoring problem").await;
+    let stopped: Vec<&String> = mail.iter().filter(|m| m.contains("VFC monitoring problem")).collect();
+    let to: Vec<bool> = ["primary.012345A@example.org", "vfc.state@health.example"]
+        .iter()
+        .map(|who| stopped.iter().any(|m| m.contains(who)))
+        .collect();
+    assert_eq!(to, [true, true], "the clinic's primary and the state: {stopped:?}");
+    assert!(
+        stopped[0].contains(&format!("unit_rules row {broken}")) && stopped[0].contains("by hand"),
+        "what went wrong, and what to do meanwhile: {}",
+        stopped[0]
+    );
+
+    // Fixed (back to the program's rules), the unit is judged: its freezing reading alarms,
+    // and whoever was told it stopped is told it is back.
     let (status, body) = app
         .send_as(
             &app.token,
@@ -75,10 +96,18 @@ async fn a_unit_whose_rules_cannot_be_read_is_quarantined_and_another_units_free
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let mail = app.wait_emails(2).await;
-    assert!(mail[1].contains("Main refrigerator"), "{}", mail[1]);
-    let l = app.get("/api/v1/evaluation-failures").await;
-    assert_eq!(l["evaluation_failures"], json!([]), "out of quarantine");
+    app.wait_email_with("VFC temperature alert: 012345A Main refrigerator")
+        .await;
+    app.eventually("both told it is back", || async {
+        match app.emails_with("VFC monitoring back").len() {
+            2 => Ok(()),
+            n => Err(format!("{n} told")),
+        }
+    })
+    .await;
+    assert_eq!(quarantined(&app, 0).await, Vec::<Value>::new());
+    let (status, health) = app.health().await;
+    assert_eq!((status, &health["status"]), (200, &json!("ok")), "{health}");
 }
 
 async fn the_list_of_units_that_cannot_be_judged_is_the_states(db: Database) {
@@ -90,8 +119,53 @@ async fn the_list_of_units_that_cannot_be_judged_is_the_states(db: Database) {
     assert_eq!(l, json!({"evaluation_failures": []}));
 }
 
-/// A program document that cannot be read stops escalation loudly (never the defaults): the
-/// task fails, `/healthz` names it, and it runs again once the document is fixed.
+/// A program document that cannot be read is named, loudly, but never stops the alarms: they
+/// go on with the last settings that read.
+async fn an_unreadable_program_document_is_named_and_the_alarms_go_on(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let unit = app.fridge().await;
+    let program = app.get("/api/v1/program").await;
+    app.sql(
+        "INSERT INTO program (id, settings, updated_by, updated_at) VALUES (1, '{\"escalation\": \"soon\"}', 'hand', 0) \
+         ON CONFLICT (id) DO UPDATE SET settings = excluded.settings",
+    )
+    .await;
+    let named = app
+        .eventually("healthz names the program document", || async {
+            match app.health().await {
+                (200, h) if h["status"] == "attention" => Ok(h),
+                (s, h) => Err(format!("{s} {h}")),
+            }
+        })
+        .await;
+    assert!(
+        named["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("program row 1 cannot be read"),
+        "{named}"
+    );
+    assert_eq!(named["tasks"]["escalation"], "running", "{named}");
+
+    app.freezing("LT-1").await;
+    app.wait_email_with("VFC temperature alert: 012345A Main refrigerator")
+        .await;
+    let list = app.get(&format!("/api/v1/excursions?unit={unit}")).await;
+    assert_eq!(list["excursions"][0]["alerted"], true, "{list}");
+    assert!(app.metric("vfc_program_unreadable_passes_total").await >= 1.0);
+    assert!(
+        app.log().contains("program row 1 cannot be read"),
+        "the log names the row"
+    );
+
+    let (status, body) = app.send_as(&app.token, "PUT", "/api/v1/program", program).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, health) = app.health().await;
+    assert_eq!((status, &health["warnings"]), (200, &json!([])), "{health}");
+}
+
+/// A background task that fails is named by `/healthz` (503) and runs again once the cause
+/// is gone: here the escalation's table is taken away from under it and put back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_background_task_that_fails_turns_healthz_red_until_it_runs_again() {
     let app = TestApp::spawn(Database::Sqlite, Broker::Embedded).await;
@@ -107,9 +181,7 @@ async fn a_background_task_that_fails_turns_healthz_red_until_it_runs_again() {
     ] {
         assert_eq!(healthy["tasks"][task], "running", "{healthy}");
     }
-    let program = app.get("/api/v1/program").await;
-    app.sql("INSERT INTO program (id, settings, updated_by, updated_at) VALUES (1, '{\"escalation\": \"soon\"}', 'hand', 0)")
-        .await;
+    app.sql("ALTER TABLE device_alerts RENAME TO device_alerts_away").await;
     let down = app
         .eventually("escalation named as down", || async {
             match app.health().await {
@@ -119,14 +191,10 @@ async fn a_background_task_that_fails_turns_healthz_red_until_it_runs_again() {
         })
         .await;
     assert_eq!(down["status"], "degraded");
-    assert!(
-        app.log().contains("program row 1 cannot be read"),
-        "the log names the row"
-    );
+    assert!(app.log().contains("device_alerts"), "the log names the cause");
     assert!(app.metric("vfc_task_restarts_total{task=\"escalation\"}").await >= 1.0);
 
-    let (status, body) = app.send_as(&app.token, "PUT", "/api/v1/program", program).await;
-    assert_eq!(status, 200, "{body}");
+    app.sql("ALTER TABLE device_alerts_away RENAME TO device_alerts").await;
     app.eventually("every task running again", || async {
         match app.health().await {
             (200, h) => Ok(h),
@@ -134,6 +202,90 @@ async fn a_background_task_that_fails_turns_healthz_red_until_it_runs_again() {
         }
     })
     .await;
+}
+
+async fn an_escalation_that_cannot_be_composed_never_stops_the_others(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let unit = app.fridge().await;
+    let mut program = app.get("/api/v1/program").await;
+    program["escalation"] =
+        json!({"backup_after_minutes": 0.05, "state_after_minutes": 0.1, "reminder_every_minutes": 0.2});
+    assert_eq!(app.send_as(&app.token, "PUT", "/api/v1/program", program).await.0, 200);
+    // A logger condition this version cannot read, due for escalation long ago.
+    let past = (Utc::now() - Duration::hours(2)).timestamp_millis();
+    app.sql(&format!(
+        "INSERT INTO device_alerts (serial, unit_id, kind, detail, started_at, last_notified_at) \
+         VALUES ('LT-1', {unit}, 'smoke', 'from a later version', {past}, {past})"
+    ))
+    .await;
+    app.freezing("LT-1").await;
+    app.eventually("the backup told of the excursion", || async {
+        match app.emails_with("backup.012345A@example.org").as_slice() {
+            [m, ..] if m.contains("not acknowledged") => Ok(()),
+            other => Err(format!("{} to the backup", other.len())),
+        }
+    })
+    .await;
+    assert!(app.metric("vfc_escalation_failures_total").await >= 1.0);
+    assert!(app.log().contains("device_alerts row"), "the log names the row");
+    assert_eq!(app.health().await.1["tasks"]["escalation"], "running");
+}
+
+async fn an_alert_for_a_location_whose_time_zone_cannot_be_read_goes_out_in_utc(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    app.fridge().await;
+    app.sql("UPDATE locations SET timezone = 'Mars/Olympus_Mons' WHERE code = '012345A'")
+        .await;
+    app.freezing("LT-1").await;
+    let mail = app
+        .wait_email_with("VFC temperature alert: 012345A Main refrigerator")
+        .await;
+    let alert = mail.iter().find(|m| m.contains("VFC temperature alert")).unwrap();
+    assert!(
+        alert.contains("Times are in UTC") && alert.contains(" UTC"),
+        "says which clock it reads: {alert}"
+    );
+}
+
+async fn a_logger_whose_calibration_date_cannot_be_read_counts_as_expired_and_is_checked_for_the_rest(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    app.create_location("012345", "A").await;
+    let unit = app.create_unit("012345A", "Main refrigerator", "refrigerator").await;
+    app.assign(
+        unit,
+        json!({"serial": "LT-9", "reading_interval_s": 300, "calibration_expires_on": "2031-06-30", "from": "2020-01-01T00:00:00Z"}),
+    )
+    .await;
+    app.sql("UPDATE loggers SET calibration_expires_on = 'next June' WHERE serial = 'LT-9'")
+        .await;
+    let mut p = app.publisher("logger").await;
+    p.reading("LT-9", &(Utc::now() - Duration::hours(3)).to_rfc3339(), 5.0)
+        .await;
+    p.publish("vfc/loggers/LT-9/status", json!({"battery_pct": 12}).to_string())
+        .await;
+    p.wait_acked(2).await;
+    let alerts = app
+        .eventually("three conditions", || async {
+            let l = app.get("/api/v1/device-alerts?open=true").await;
+            let l = l["device_alerts"].as_array().unwrap().clone();
+            if l.len() == 3 {
+                Ok(l)
+            } else {
+                Err(format!("{l:?}"))
+            }
+        })
+        .await;
+    let mut kinds: Vec<&str> = alerts.iter().map(|a| a["kind"].as_str().unwrap()).collect();
+    kinds.sort();
+    assert_eq!(kinds, ["battery_low", "calibration_expired", "no_data"]);
+    let expired = alerts.iter().find(|a| a["kind"] == "calibration_expired").unwrap();
+    assert!(
+        expired["detail"]
+            .as_str()
+            .unwrap()
+            .contains("\"next June\" is not YYYY-MM-DD"),
+        "{expired}"
+    );
 }
 
 async fn two_reviews_sent_at_once_are_recorded_once(db: Database) {
@@ -240,8 +392,13 @@ async fn a_date_beyond_any_record_is_refused_not_a_panic(db: Database) {
 }
 
 on_both_databases!(
+    an_escalation_that_cannot_be_composed_never_stops_the_others,
+    an_alert_for_a_location_whose_time_zone_cannot_be_read_goes_out_in_utc,
+    a_logger_whose_calibration_date_cannot_be_read_counts_as_expired_and_is_checked_for_the_rest,
     a_unit_whose_rules_cannot_be_read_is_quarantined_and_another_units_freezing_still_emails,
+    the_coordinators_are_told_when_a_unit_stops_being_judged_and_again_when_it_is,
     the_list_of_units_that_cannot_be_judged_is_the_states,
+    an_unreadable_program_document_is_named_and_the_alarms_go_on,
     two_reviews_sent_at_once_are_recorded_once,
     a_date_beyond_any_record_is_refused_not_a_panic,
 );

@@ -255,7 +255,10 @@ pub struct Facts {
     pub location_code: String,
     pub location_name: String,
     pub pin: String,
+    /// The location's time zone; UTC when the stored zone cannot be read (see
+    /// `timezone_unreadable`): an alert in UTC that says so beats no alert.
     pub timezone: chrono_tz::Tz,
+    pub timezone_unreadable: Option<String>,
     pub unit_name: String,
     pub started_at: i64,
     pub ended_at: Option<i64>,
@@ -292,20 +295,28 @@ pub async fn facts(conn: &mut AnyConnection, id: i64) -> Result<Option<Facts>> {
         return Ok(None);
     };
     let tz: String = r.try_get("timezone")?;
+    let location_code: String = r.try_get("location_code")?;
+    let (timezone, timezone_unreadable) = match tz.parse::<chrono_tz::Tz>() {
+        Ok(z) => (z, None),
+        Err(_) => {
+            let e = Error::unreadable(
+                "locations",
+                &location_code,
+                format!("time zone {tz:?} is not an IANA zone; fix it with PUT /api/v1/locations/{location_code}"),
+            );
+            tracing::error!(error = %e, "showing this location's times in UTC");
+            (chrono_tz::UTC, Some(e.to_string()))
+        }
+    };
     Ok(Some(Facts {
         id,
         unit_id: r.try_get("unit_id")?,
         serial: r.try_get("serial")?,
-        location_code: r.try_get("location_code")?,
+        location_code,
         location_name: r.try_get("location_name")?,
         pin: r.try_get("pin")?,
-        timezone: tz.parse().map_err(|_| {
-            Error::unreadable(
-                "locations",
-                r.try_get::<String, _>("location_code").unwrap_or_default(),
-                format!("time zone {tz:?} is not an IANA zone"),
-            )
-        })?,
+        timezone,
+        timezone_unreadable,
         unit_name: r.try_get("unit_name")?,
         started_at: r.try_get("started_at")?,
         ended_at: r.try_get("ended_at")?,

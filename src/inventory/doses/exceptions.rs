@@ -237,14 +237,14 @@ pub async fn resolve(
             .bind(body.unit_id.unwrap_or(0))
             .fetch_all(&mut *conn)
             .await?;
-            let best = stock
+            let ranked = stock
                 .iter()
-                .max_by_key(|s| {
-                    (
-                        s.try_get::<i64, _>("preferred").unwrap_or(0),
-                        s.try_get::<i64, _>("on_hand").unwrap_or(0),
-                    )
-                })
+                .map(|s| Ok(((s.try_get::<i64, _>("preferred")?, s.try_get::<i64, _>("on_hand")?), s)))
+                .collect::<std::result::Result<Vec<_>, sqlx::Error>>()?;
+            let best = ranked
+                .into_iter()
+                .max_by_key(|(rank, _)| *rank)
+                .map(|(_, s)| s)
                 .ok_or_else(|| {
                     Error::Conflict(format!(
                         "lot {lot_id} has no doses on hand at {}{}; receive or adjust it first",
