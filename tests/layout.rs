@@ -372,3 +372,38 @@ fn every_module_says_what_it_owns() {
         );
     }
 }
+
+/// utoipa keys the API document's schemas by name: two types of one name become one schema, and
+/// the document then describes one of them wrongly. `#[schema(as = …)]` renames.
+#[test]
+fn no_two_api_types_share_a_schema_name() {
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    let mut clashes = Vec::new();
+    for s in sources() {
+        let lines: Vec<&str> = s.code.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if !(line.trim_start().starts_with("#[derive(") && line.contains("ToSchema")) {
+                continue;
+            }
+            let mut renamed = None;
+            for next in &lines[i + 1..] {
+                let t = next.trim();
+                if let Some(rest) = t.strip_prefix("#[schema(as = ") {
+                    renamed = rest.split([')', ',']).next().map(str::to_string);
+                }
+                let declared = ["pub struct ", "pub enum ", "struct ", "enum "]
+                    .iter()
+                    .find_map(|k| t.strip_prefix(k));
+                if let Some(rest) = declared {
+                    let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                    let name = renamed.take().unwrap_or(name);
+                    if let Some(other) = seen.insert(name.clone(), s.rel.clone()) {
+                        clashes.push(format!("{name}: {other} and {}", s.rel));
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    assert!(clashes.is_empty(), "schemas of one name: {clashes:?}");
+}

@@ -13,7 +13,10 @@ use crate::store::{now_millis, rfc3339, Db};
 /// The longest maintenance window; longer is out of service.
 const MAX_MAINTENANCE_MS: i64 = 14 * 86_400_000;
 
+/// Why a unit is not watched for a while. (Named apart from a logger's condition in the API
+/// document: two schemas of one name would silently become one.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = DowntimeKind)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// Not in use until someone ends it.

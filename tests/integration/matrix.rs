@@ -14,7 +14,7 @@ enum Other {
     Listed,
     /// 403: the state coordinator's (or, creating a location, another PIN's).
     Forbidden,
-    /// 404: it cannot learn that the thing exists (400 when its body is refused before that).
+    /// 404: it cannot learn that the thing exists.
     Hidden,
     /// 200 with an HL7 ACK that records nothing of 012345.
     Ack,
@@ -90,19 +90,171 @@ const MATRIX: &[(&str, &str, Other)] = &[
     ("POST", "/api/v1/locations/{code}/administrations", Hidden),
 ];
 
-/// The route with PIN 012345's things in it.
-fn concrete(path: &str, excursion: i64) -> String {
-    let path = path
-        .replace("{code}", "012345A")
-        .replace("{serial}", "LT-1")
-        .replace("{lot_id}", "1")
-        .replace("{downtime_id}", "1")
-        .replace("{date}", "2026-11-01");
-    if path.starts_with("/api/v1/excursions/{id}") {
-        path.replace("{id}", &excursion.to_string())
-    } else {
-        path.replace("{id}", "1")
+/// One real thing of each kind at PIN 012345, so a 404 to another PIN is the scope speaking,
+/// not an empty table.
+struct Things {
+    unit: i64,
+    second_unit: i64,
+    lot: i64,
+    excursion: i64,
+    hold: i64,
+    downtime: i64,
+    device_alert: i64,
+    transfer: i64,
+    stock_event: i64,
+    exception: i64,
+    borrowing: i64,
+}
+
+/// A VXU of one dose at 012345A; `eligibility` V02 (VFC) matches the VFC lot, V01 borrows it,
+/// `lot` unknown queues it.
+fn vxu(control: &str, lot: &str, eligibility: &str) -> String {
+    format!(
+        "MSH|^~\\&|EHR|012345A|VFCMON|MDIIS|20261101093000-0500||VXU^V04^VXU_V04|{control}|P|2.5.1\r\
+         PID|1||P-{control}^^^EHR^MR||Doe^Avery||20241105|F\r\
+         ORC|RE||{control}^EHR\r\
+         RXA|0|1|{}||116^Rotavirus^CVX|2|mL^mL^UCUM||00^New^NIP001||^^^012345A||||{lot}|20991231|MSD^Merck^MVX|||CP|A\r\
+         OBX|1|CE|64994-7^Vaccine Funding Program Eligibility^LN|1|{eligibility}^x^HL70064||||||F\r",
+        chrono::Utc::now().format("%Y%m%d%H%M%S+0000")
+    )
+}
+
+async fn hl7(app: &TestApp, token: &str, body: String) -> (u16, String) {
+    let r = app
+        .http
+        .post(app.url("/api/v1/hl7"))
+        .bearer_auth(token)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+async fn first_id(app: &TestApp, what: &str, path: &str, list: &str) -> i64 {
+    app.eventually(what, || async {
+        let l = app.get(path).await;
+        l[list][0]["id"].as_i64().ok_or_else(|| l.to_string())
+    })
+    .await
+}
+
+async fn things(app: &TestApp) -> Things {
+    let unit = app.fridge().await;
+    let second_unit = app.create_unit("012345A", "Second refrigerator", "refrigerator").await;
+    let lot = receive(
+        app,
+        unit,
+        (ROTATEQ, "X123456", "2099-01-31", "vfc"),
+        10,
+        chrono::Utc::now() - chrono::Duration::hours(1),
+    )
+    .await;
+    let ledger = app.get(&format!("/api/v1/locations/012345A/lots/{lot}/ledger")).await;
+    let stock_event = ledger["events"][0]["id"].as_i64().expect("the receipt");
+    let (status, t) = app
+        .send_as(
+            &app.token,
+            "POST",
+            "/api/v1/locations/012345A/transfers",
+            json!({"from_unit_id": unit, "to_unit_id": second_unit, "reason": "rebalance", "lines": [{"lot_id": lot, "doses": 1}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{t}");
+    let transfer = t["id"].as_i64().unwrap();
+    let (status, d) = app
+        .send_as(
+            &app.token,
+            "POST",
+            &format!("/api/v1/units/{second_unit}/downtime"),
+            json!({"kind": "maintenance", "reason": "defrost", "until": (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339()}),
+        )
+        .await;
+    assert_eq!(status, 201, "{d}");
+    let downtime = d["id"].as_i64().unwrap();
+    for (control, lot, eligibility) in [("Q-1", "NOPE42", "V02"), ("B-1", "X123456", "V01")] {
+        let (status, ack) = hl7(app, &app.token, vxu(control, lot, eligibility)).await;
+        assert!(status == 200 && !ack.contains("MSA|AR"), "{ack}");
     }
+    let exception = first_id(
+        app,
+        "a queued dose",
+        "/api/v1/locations/012345A/decrement-exceptions",
+        "exceptions",
+    )
+    .await;
+    let borrowing = first_id(
+        app,
+        "a borrowing record",
+        "/api/v1/locations/012345A/borrowing",
+        "borrowing",
+    )
+    .await;
+    let mut p = app.publisher("matrix-status").await;
+    p.publish("vfc/loggers/LT-1/status", json!({"battery_pct": 12}).to_string())
+        .await;
+    p.wait_acked(1).await;
+    let device_alert = first_id(app, "a low battery", "/api/v1/device-alerts?open=true", "device_alerts").await;
+    app.freezing("LT-1").await;
+    let excursion = first_id(app, "an excursion of 012345A", "/api/v1/excursions", "excursions").await;
+    let hold = first_id(
+        app,
+        "the excursion's hold",
+        &format!("/api/v1/excursions/{excursion}/holds"),
+        "holds",
+    )
+    .await;
+    Things {
+        unit,
+        second_unit,
+        lot,
+        excursion,
+        hold,
+        downtime,
+        device_alert,
+        transfer,
+        stock_event,
+        exception,
+        borrowing,
+    }
+}
+
+/// The route with PIN 012345's things in it.
+fn concrete(path: &str, t: &Things) -> String {
+    let id = if path.starts_with("/api/v1/units/") {
+        t.unit
+    } else if path.starts_with("/api/v1/excursions/") {
+        t.excursion
+    } else if path.starts_with("/api/v1/holds/") {
+        t.hold
+    } else if path.starts_with("/api/v1/device-alerts/") {
+        t.device_alert
+    } else if path.starts_with("/api/v1/transfers/") {
+        t.transfer
+    } else if path.contains("/stock-events/") {
+        t.stock_event
+    } else if path.starts_with("/api/v1/decrement-exceptions/") {
+        t.exception
+    } else if path.starts_with("/api/v1/borrowing/") {
+        t.borrowing
+    } else {
+        t.lot
+    };
+    // Downtime belongs to the second unit.
+    let unit = if path.contains("{downtime_id}") {
+        t.second_unit
+    } else {
+        id
+    };
+    path.replace("{code}", "012345A")
+        .replace("{serial}", "LT-1")
+        .replace("{lot_id}", &t.lot.to_string())
+        .replace("{downtime_id}", &t.downtime.to_string())
+        .replace("{date}", "2026-11-01")
+        .replace(
+            "{id}",
+            &if path.starts_with("/api/v1/units/") { unit } else { id }.to_string(),
+        )
 }
 
 fn query(path: &str) -> &'static str {
@@ -115,54 +267,109 @@ fn query(path: &str) -> &'static str {
     }
 }
 
-/// A body for the HL7 route: a dose at 012345A.
-fn vxu() -> String {
-    "MSH|^~\\&|EHR|012345A|VFCMON|MDIIS|20261101093000-0500||VXU^V04^VXU_V04|M-1|P|2.5.1\r\
-     PID|1||P1^^^EHR^MR||Doe^Avery||20241105|F\r\
-     RXA|0|1|20261101||116^Rotavirus^CVX|2|mL^mL^UCUM||00^New^NIP001||^^^012345A||||X123456|20991231|MSD^Merck^MVX|||CP|A\r"
-        .to_string()
+/// A body its route accepts, so that what refuses another PIN is the scope, not the body.
+fn body(method: &str, path: &str, t: &Things) -> Option<Value> {
+    let (unit, lot) = (t.unit, t.lot);
+    let removal = json!({"unit_id": unit, "lot_id": lot, "doses": 1, "reason_code": "12A"});
+    let b = match (method, path) {
+        ("GET" | "DELETE", _) => return None,
+        ("POST", "/api/v1/locations") => crate::harness::location_body("012345", "C"),
+        ("PUT", "/api/v1/locations/{code}") => {
+            let mut b = crate::harness::location_body("012345", "A");
+            let o = b.as_object_mut().unwrap();
+            o.remove("pin");
+            o.remove("suffix");
+            b
+        }
+        ("POST", "/api/v1/locations/{code}/units") => json!({"name": "Matrix fridge", "kind": "refrigerator"}),
+        ("PUT", "/api/v1/units/{id}") => json!({"name": "Renamed"}),
+        ("PUT", "/api/v1/units/{id}/logger") => {
+            json!({"serial": "LT-M", "role": "backup", "from": "2026-01-01T00:00:00Z"})
+        }
+        ("PUT", "/api/v1/units/{id}/rules") => json!({"rules": null}),
+        ("POST", "/api/v1/units/{id}/downtime") => json!({"kind": "out_of_service", "reason": "broken"}),
+        ("POST", "/api/v1/units/{id}/daily/{date}/sign") => json!({"note": "checked"}),
+        ("PUT", "/api/v1/program") => json!({}),
+        ("POST", "/api/v1/excursions/{id}/review") => {
+            json!({"reviewed_by": "Pat Primary", "cause": "door", "corrective_action": "closed it"})
+        }
+        ("POST", "/api/v1/catalog/products") => json!({"ndc": "99999-9999-99", "name": "Test", "cvx": "116"}),
+        ("POST", "/api/v1/locations/{code}/receipts") => json!({"unit_id": unit, "lines": [
+            {"ndc": ROTATEQ, "lot": "M-1", "expires_on": "2099-01-31", "funding": "vfc", "doses": 1}]}),
+        ("POST", "/api/v1/locations/{code}/wastage" | "/api/v1/locations/{code}/returns") => removal,
+        ("POST", "/api/v1/locations/{code}/adjustments") => {
+            json!({"unit_id": unit, "lot_id": lot, "doses": -1, "reason": "recount"})
+        }
+        ("POST", "/api/v1/locations/{code}/stock-events/{id}/reverse") => json!({"reason": "entered twice"}),
+        ("PUT", "/api/v1/lots/{id}") => json!({"expires_on": "2099-02-28", "reason": "label"}),
+        ("POST", "/api/v1/locations/{code}/transfers") => json!({"from_unit_id": unit, "to_unit_id": t.second_unit,
+            "reason": "rebalance", "lines": [{"lot_id": lot, "doses": 1}]}),
+        ("POST", "/api/v1/locations/{code}/reconciliations") => json!({"as_of": chrono::Utc::now().to_rfc3339(),
+            "counted_by": "Pat", "counts": [{"unit_id": unit, "lot_id": lot, "counted": 9}]}),
+        ("POST", "/api/v1/locations/{code}/holds") => json!({"unit_id": unit, "lot_id": lot, "reason": "label torn"}),
+        ("POST", "/api/v1/holds/{id}/release") => json!({"note": "viable"}),
+        ("PUT", "/api/v1/locations/{code}/product-units") => json!({"ndc": ROTATEQ, "unit_id": unit}),
+        ("PUT", "/api/v1/locations/{code}/facility-ids") => json!({"facility_ids": ["EHR-9"]}),
+        ("POST", "/api/v1/decrement-exceptions/{id}/resolve") => json!({"dismiss": "private stock"}),
+        ("PUT", "/api/v1/borrowing/{id}") => json!({"reason": "vfc_order_delayed"}),
+        ("POST", "/api/v1/locations/{code}/administrations") => json!({"doses": [{"patient_id": "P-9",
+            "cvx": "116", "lot": "X123456", "administered_on": "2026-11-01", "eligibility": "V02"}]}),
+        // Routes that take no body.
+        _ => json!({}),
+    };
+    Some(b)
 }
 
-async fn call(app: &TestApp, token: Option<&str>, method: &str, path: &str) -> (u16, String) {
+/// Calls one route of the matrix with PIN 012345's things in its path and a body it accepts.
+async fn call(app: &TestApp, token: Option<&str>, method: &str, route: &str, t: &Things) -> (String, u16, String) {
+    let target = format!("{}{}", concrete(route, t), query(route));
     let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut req = app.http.request(m, app.url(path));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
+    let mut req = app.http.request(m, app.url(&target));
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
     }
-    req = if path.ends_with("/hl7") {
-        req.body(vxu())
-    } else if method == "POST" && path == "/api/v1/locations" {
-        req.json(&crate::harness::location_body("012345", "C"))
-    } else if method != "GET" && method != "DELETE" {
-        req.json(&json!({}))
+    req = if route.ends_with("/hl7") {
+        req.body(vxu("M-1", "X123456", "V02"))
+    } else if let Some(b) = body(method, route, t) {
+        req.json(&b)
     } else {
         req
     };
     let r = req.send().await.unwrap();
-    (r.status().as_u16(), r.text().await.unwrap_or_default())
+    (target, r.status().as_u16(), r.text().await.unwrap_or_default())
+}
+
+/// What the state coordinator sees of 012345: it must be the same after another PIN tried
+/// every route.
+async fn snapshot(app: &TestApp) -> Vec<Value> {
+    let mut out = Vec::new();
+    for path in [
+        "/api/v1/locations/012345A",
+        "/api/v1/locations/012345A/units",
+        "/api/v1/locations/012345A/inventory",
+        "/api/v1/locations/012345A/holds",
+        "/api/v1/locations/012345A/transfers",
+        "/api/v1/locations/012345A/decrement-exceptions",
+        "/api/v1/locations/012345A/borrowing",
+        "/api/v1/locations/012345A/facility-ids",
+        "/api/v1/locations/012345A/product-units",
+        "/api/v1/locations/012345A/reconciliations",
+        "/api/v1/excursions",
+        "/api/v1/device-alerts",
+        "/api/v1/catalog/products",
+    ] {
+        out.push(app.get(path).await);
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_refuses_a_missing_token_and_hides_one_pin_from_another() {
     let app = TestApp::spawn(Database::Sqlite, Broker::Embedded).await;
-    let unit = app.fridge().await;
-    receive(
-        &app,
-        unit,
-        (ROTATEQ, "X123456", "2099-01-31", "vfc"),
-        10,
-        chrono::Utc::now(),
-    )
-    .await;
-    app.freezing("LT-1").await;
-    let excursion = app
-        .eventually("an excursion of 012345A", || async {
-            let l = app.get("/api/v1/excursions").await;
-            l["excursions"][0]["id"].as_i64().ok_or_else(|| l.to_string())
-        })
-        .await;
+    let t = things(&app).await;
     app.create_location("067890", "A").await;
     let other = app.create_token(&["--role", "clinic", "--pin", "067890", "--name", "another PIN"]);
+    let owner = app.create_token(&["--role", "clinic", "--pin", "012345", "--name", "the clinic"]);
 
     // Every route of the OpenAPI document is in the matrix, and every row is a route.
     let doc = app.openapi().await;
@@ -184,30 +391,35 @@ async fn every_route_refuses_a_missing_token_and_hides_one_pin_from_another() {
         "a row of the matrix is not a route any more"
     );
 
+    let before = snapshot(&app).await;
     for (method, path, expect) in MATRIX {
-        let target = format!("{}{}", concrete(path, excursion), query(path));
-        let (status, body) = call(&app, None, method, &target).await;
+        let (target, status, body) = call(&app, None, method, path, &t).await;
         assert_eq!(status, 401, "{method} {target} without a token: {body}");
-        let (status, body) = call(&app, Some(&other), method, &target).await;
+        let (target, status, body) = call(&app, Some(&other), method, path, &t).await;
         let ok = match expect {
             Listed => status == 200 && !body.contains("012345") && !body.contains("LT-1"),
             Forbidden => status == 403,
-            Hidden => status == 404 || (status == 400 && *method != "GET"),
+            Hidden => status == 404,
             Ack => status == 200 && body.starts_with("MSH|") && !body.contains("MSA|AA"),
         };
         assert!(
             ok,
             "{method} {target} as another PIN: expected {expect:?}, got {status}: {body}"
         );
-        if status == 400 {
-            let v: Value = serde_json::from_str(&body).unwrap();
-            assert!(
-                !v["error"]["message"].as_str().unwrap_or("").contains("012345"),
-                "a refused body says nothing of 012345: {body}"
-            );
-        }
     }
-    // Nothing of 012345 changed: its lot still has its ten doses.
-    let inv = app.get("/api/v1/locations/012345A/inventory").await;
-    assert_eq!(inv["lots"][0]["on_hand"], 10, "{inv}");
+    assert_eq!(snapshot(&app).await, before, "nothing of 012345 changed");
+
+    // The control: 012345's own clinic reaches every one of those things, so each 404 above
+    // was the scope and each empty list hid something.
+    for (method, path, expect) in MATRIX {
+        let (target, status, body) = call(&app, Some(&owner), method, path, &t).await;
+        let reached = match expect {
+            Hidden => !matches!(status, 401 | 403 | 404),
+            Listed if path.contains("/catalog/") => status == 200,
+            Listed => status == 200 && (body.contains("012345") || body.contains("LT-1")),
+            Ack => status == 200 && body.contains("MSA|AA"),
+            Forbidden => true,
+        };
+        assert!(reached, "{method} {target} as 012345's clinic: {status}: {body}");
+    }
 }
