@@ -126,22 +126,37 @@ async fn settle(
     sp: sqlx::Transaction<'_, sqlx::Any>,
     done: crate::error::Result<()>,
     dialect: Dialect,
-    what: &str,
+    what: &'static str,
     id: i64,
 ) -> anyhow::Result<bool> {
     match done {
         Ok(()) => {
             sp.commit().await?;
+            if failing().remove(&(what, id)) {
+                tracing::info!(item = what, id, "escalated after earlier failures");
+            }
             Ok(true)
         }
         Err(Error::Database(e)) if dialect.is_transient(&e) => Err(e.into()),
         Err(e) => {
             sp.rollback().await?;
             metrics::counter!("vfc_escalation_failures_total").increment(1);
-            tracing::error!(item = what, id, error = %e, "cannot escalate this one; tried again next pass, the others go on");
+            // Once per item as an error, not once a second: the counter keeps the pace.
+            if failing().insert((what, id)) {
+                tracing::error!(item = what, id, error = %e, "cannot escalate this one; tried again every pass, the others go on");
+            } else {
+                tracing::debug!(item = what, id, error = %e, "still cannot escalate this one");
+            }
             Ok(false)
         }
     }
+}
+
+/// The items whose escalation is failing now, so each is logged as an error once.
+fn failing() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<(&'static str, i64)>> {
+    static FAILING: std::sync::Mutex<std::collections::BTreeSet<(&'static str, i64)>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    FAILING.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The program's delays, in ms: backup after, state after, a reminder every.

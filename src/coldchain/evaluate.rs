@@ -18,7 +18,7 @@
 //! never stops judging. The unit's row lock (PostgreSQL) or SQLite's one writer serialise
 //! instances.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,8 +101,8 @@ impl Evaluator {
     /// behind each other.
     pub async fn pass(&self, now: i64) -> anyhow::Result<Pass> {
         let marks = dirty::pending(&self.db, PASS_LIMIT).await?;
-        let retries = quarantine::due(&self.db, now).await?;
-        if marks.is_empty() && retries.is_empty() {
+        let quarantined = quarantine::now(&self.db, now).await?;
+        if marks.is_empty() && quarantined.due.is_empty() {
             return Ok(Pass::default());
         }
         let program = self.program.get(&self.db).await?;
@@ -120,8 +120,7 @@ impl Evaluator {
                 *e = (*e).min(m.since);
             }
         }
-        let due: BTreeSet<i64> = retries.iter().map(|(u, _)| *u).collect();
-        for (u, since) in retries {
+        for (&u, &since) in &quarantined.due {
             let e = units.entry(u).or_insert(since);
             *e = (*e).min(since);
         }
@@ -131,7 +130,7 @@ impl Evaluator {
         };
         let mut tx = self.db.pool.begin().await?;
         for (unit_id, since) in units {
-            if !due.contains(&unit_id) && quarantine::waiting(&mut tx, unit_id, since, now).await? {
+            if quarantined.waiting.contains(&unit_id) && quarantine::waiting(&mut tx, unit_id, since, now).await? {
                 continue;
             }
             let mut sp = (&mut *tx).begin().await?;
@@ -141,7 +140,7 @@ impl Evaluator {
             match judged {
                 Ok(Ok(problems)) if problems.is_empty() => {
                     sp.commit().await?;
-                    if quarantine::recovered(&mut tx, unit_id, &state).await? {
+                    if quarantined.contains(unit_id) && quarantine::recovered(&mut tx, unit_id, &state).await? {
                         tracing::info!(unit = unit_id, "unit judged again after failures; out of quarantine");
                     }
                     pass.judged += 1;
@@ -251,7 +250,14 @@ impl Evaluator {
             now,
         };
         let mut problems = Vec::new();
+        let recorded = match hits.iter().map(|h| h.anchor_ts).min() {
+            Some(from) => record::alarm_keys(tx, unit_id, from).await?,
+            None => Default::default(),
+        };
         for hit in &hits {
+            if recorded.contains(&(hit.rule_id.clone(), hit.anchor_ts)) {
+                continue;
+            }
             let Some(rule) = rules.iter().find(|r| r.id == hit.rule_id) else {
                 anyhow::bail!("rule {} was met but is not among the unit's rules", hit.rule_id);
             };

@@ -25,17 +25,37 @@ fn backoff_ms(attempts: i64) -> i64 {
     (5_000i64 << (attempts - 1).clamp(0, 7)).min(600_000)
 }
 
-/// Units due for another try: (unit, earliest reading not judged yet).
-pub async fn due(db: &Db, now: i64) -> Result<Vec<(i64, i64)>> {
-    let rows = sqlx::query(
-        "SELECT unit_id, since_ts FROM evaluation_failures WHERE next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT 200",
-    )
-    .bind(now)
-    .fetch_all(&db.pool)
-    .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get("unit_id")?, r.try_get("since_ts")?)))
-        .collect()
+/// The units in quarantine now, read once per pass so that a healthy unit costs no statement
+/// of this module.
+#[derive(Debug, Default)]
+pub struct Now {
+    /// Due for another try: unit → earliest reading not judged yet (at most 200).
+    pub due: std::collections::BTreeMap<i64, i64>,
+    /// Waiting out their backoff.
+    pub waiting: std::collections::BTreeSet<i64>,
+}
+
+impl Now {
+    pub fn contains(&self, unit_id: i64) -> bool {
+        self.due.contains_key(&unit_id) || self.waiting.contains(&unit_id)
+    }
+}
+
+pub async fn now(db: &Db, now: i64) -> Result<Now> {
+    let rows =
+        sqlx::query("SELECT unit_id, since_ts, next_attempt_at FROM evaluation_failures ORDER BY next_attempt_at")
+            .fetch_all(&db.pool)
+            .await?;
+    let mut out = Now::default();
+    for r in &rows {
+        let unit: i64 = r.try_get("unit_id")?;
+        if r.try_get::<i64, _>("next_attempt_at")? <= now && out.due.len() < 200 {
+            out.due.insert(unit, r.try_get("since_ts")?);
+        } else {
+            out.waiting.insert(unit);
+        }
+    }
+    Ok(out)
 }
 
 /// If the unit is waiting out its backoff, notes that readings from `since` wait too and

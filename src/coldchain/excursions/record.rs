@@ -173,6 +173,23 @@ pub async fn new_alarm(
     Ok(row.map(|r| r.try_get("id")).transpose()?)
 }
 
+/// The (rule, anchor) keys of a unit's alarms anchored at or after `from`: a rule met again on
+/// re-judging is already on record and costs nothing more.
+pub async fn alarm_keys(
+    tx: &mut AnyConnection,
+    unit_id: i64,
+    from: i64,
+) -> Result<std::collections::HashSet<(String, i64)>> {
+    let rows = sqlx::query("SELECT rule_id, anchor_ts FROM alarms WHERE unit_id = $1 AND anchor_ts >= $2")
+        .bind(unit_id)
+        .bind(from)
+        .fetch_all(&mut *tx)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("rule_id")?, r.try_get("anchor_ts")?)))
+        .collect()
+}
+
 /// Links an alarm to an excursion its readings fall in.
 pub async fn link(tx: &mut AnyConnection, alarm_id: i64, excursion_id: i64) -> Result<()> {
     sqlx::query("INSERT INTO alarm_excursions (alarm_id, excursion_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
