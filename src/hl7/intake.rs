@@ -444,31 +444,25 @@ async fn one_by_one(db: &Db, batch: &[Job]) -> anyhow::Result<Vec<anyhow::Result
 
 /// The ACK for a message that needs a stored row this version cannot read: AE naming the row.
 fn cannot_read(raw: &str, why: &str) -> String {
-    let header = vxu::parse(raw).ok().map(|p| p.header);
-    reply(
-        header.as_ref(),
-        AckCode::Error,
-        &[Issue::error(
-            None,
-            207,
-            format!(
-                "nothing in this message was recorded: {why}. The VFC program must correct that record; \
-                 send the message again after they have"
-            ),
-        )],
+    nothing_recorded(
+        raw,
+        format!(
+            "nothing in this message was recorded: {why}. The VFC program must correct that record; \
+             send the message again after they have"
+        ),
     )
 }
 
 /// The ACK for a message that could not be recorded now (the database failed): AE, resend.
 pub fn temporary_failure(raw: &str) -> String {
-    let header = vxu::parse(raw).ok().map(|p| p.header);
-    reply(
-        header.as_ref(),
-        AckCode::Error,
-        &[Issue::error(
-            None,
-            207,
-            "the message could not be stored just now; nothing was recorded, send it again",
-        )],
+    nothing_recorded(
+        raw,
+        "the message could not be stored just now; nothing was recorded, send it again".into(),
     )
+}
+
+/// AE with one ERR (207, application internal error) for a message nothing of which was kept.
+fn nothing_recorded(raw: &str, text: String) -> String {
+    let header = vxu::parse(raw).ok().map(|p| p.header);
+    reply(header.as_ref(), AckCode::Error, &[Issue::error(None, 207, text)])
 }
