@@ -74,6 +74,24 @@ where
         .await
 }
 
+/// Waits (20 s at most) until the gateway's log says `needle`.
+async fn gateway_says(app: &TestApp, gw: &GatewayProcess, needle: &str) {
+    wait_for(
+        app,
+        gw,
+        Duration::from_secs(20),
+        &format!("the gateway says {needle:?}"),
+        || async {
+            if gw.log().contains(needle) {
+                Ok(())
+            } else {
+                Err("not yet".to_string())
+            }
+        },
+    )
+    .await
+}
+
 /// Readings the gateway has taken into its spool (its log's `T` lines), confirmed or not.
 fn spooled(spool: &Path) -> usize {
     let text = std::fs::read_to_string(spool.join("spool.log")).unwrap_or_default();
@@ -135,20 +153,7 @@ async fn a_broker_outage_loses_nothing(broker: Broker) {
         Broker::Embedded => assert!(app.stop().success()),
     }
     append_lines(&file, 100..250);
-    wait_for(
-        &app,
-        &gw,
-        Duration::from_secs(20),
-        "the gateway says it lost the broker",
-        || async {
-            if gw.log().contains("lost the broker") {
-                Ok(())
-            } else {
-                Err("not yet".to_string())
-            }
-        },
-    )
-    .await;
+    gateway_says(&app, &gw, "lost the broker").await;
     append_lines(&file, 250..300);
     match broker {
         Broker::Mosquitto => app.mosquitto.as_mut().unwrap().resume(),
@@ -419,20 +424,7 @@ async fn export_files_are_read_and_published_once() {
     })
     .await;
     std::fs::copy(&qtag, drop_dir.join("qtag again.txt")).unwrap();
-    wait_for(
-        &app,
-        &gw,
-        Duration::from_secs(20),
-        "the second drop noticed",
-        || async {
-            if gw.log().contains("published before") {
-                Ok(())
-            } else {
-                Err("not yet".into())
-            }
-        },
-    )
-    .await;
+    gateway_says(&app, &gw, "published before").await;
     assert_eq!(
         mark(app.mqtt_port, "gw-files", "RCPJ00010").await,
         Some(before),
