@@ -17,6 +17,10 @@ pub enum Error {
     /// The caller may see the thing but not do this to it.
     #[error("{0}")]
     Forbidden(String),
+    /// A clinic asked for something that weakens the program's safeguards (looser alarm rules,
+    /// a wider range, a stocked unit out of service): the state VFC coordinator may do it.
+    #[error("{0}")]
+    StateApprovalRequired(String),
     /// A stored row this version cannot read; the message names the row. Never replaced by a
     /// default: a setting read wrong would change who gets paged without anyone noticing.
     #[error("{0}")]

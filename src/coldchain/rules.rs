@@ -55,7 +55,7 @@ pub enum RuleKind {
     Cumulative,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Warning,
@@ -288,9 +288,154 @@ pub fn check_rules(rules: &[Rule]) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether a set of rules is at least as strict as the rules a unit has now: every rule of
+/// `now` is still there under its id, with the same condition type and kind, a threshold no
+/// further out from the range, a duration no longer, a window no shorter (a cumulative rule
+/// adds up more in a longer window) and a severity no lower. Rules may be added. The error
+/// names the first rule loosened, in words a clinic can act on.
+///
+/// Only the state may weaken a unit's alarms (docs/domain.md, "Excursions and alarm rules":
+/// the program sets them; a clinic may only be stricter).
+pub fn no_looser(now: &[Rule], new: &[Rule]) -> Result<(), String> {
+    for was in now {
+        let Some(is) = new.iter().find(|r| r.id == was.id) else {
+            return Err(format!("rule {} would be removed", was.id));
+        };
+        let id = &was.id;
+        if std::mem::discriminant(&is.condition) != std::mem::discriminant(&was.condition) || is.kind != was.kind {
+            return Err(format!(
+                "rule {id} would change what it watches ({} → {})",
+                was.describe(),
+                is.describe()
+            ));
+        }
+        let further_out = match (was.condition, is.condition) {
+            (Condition::Above { temp_c: a }, Condition::Above { temp_c: b }) => b > a,
+            (Condition::Below { temp_c: a }, Condition::Below { temp_c: b })
+            | (Condition::AtOrBelow { temp_c: a }, Condition::AtOrBelow { temp_c: b }) => b < a,
+            _ => false,
+        };
+        if further_out {
+            return Err(format!(
+                "rule {id} would fire later: {} instead of {}",
+                is.condition.describe(),
+                was.condition.describe()
+            ));
+        }
+        if is.minutes > was.minutes {
+            return Err(format!(
+                "rule {id} would wait longer: {} minutes instead of {}",
+                is.minutes, was.minutes
+            ));
+        }
+        if is.window_minutes.unwrap_or(0) < was.window_minutes.unwrap_or(0) {
+            return Err(format!(
+                "rule {id} would add up over a shorter window: {} minutes instead of {}",
+                is.window_minutes.unwrap_or(0),
+                was.window_minutes.unwrap_or(0)
+            ));
+        }
+        if is.severity < was.severity {
+            return Err(format!(
+                "rule {id} would be {} instead of {}",
+                is.severity.as_str(),
+                was.severity.as_str()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a range a clinic sets is no wider than it may be: inside the kind's storage range
+/// (docs/domain.md, "Storage units and temperature ranges"), or, for a kind without one, inside
+/// the unit's range now.
+pub fn range_no_looser(kind: UnitKind, now: Option<(f64, f64)>, new: (f64, f64)) -> Result<(), String> {
+    let Some((lo, hi)) = kind.default_range().or(now) else {
+        return Ok(());
+    };
+    if new.0 < lo || new.1 > hi {
+        return Err(format!(
+            "the range {:.1} to {:.1} °C would be wider than {lo:.1} to {hi:.1} °C",
+            new.0, new.1
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fridge() -> Vec<Rule> {
+        default_rules(UnitKind::Refrigerator)
+    }
+
+    #[test]
+    fn the_same_rules_a_stricter_threshold_a_shorter_wait_and_an_added_rule_are_no_looser() {
+        assert_eq!(no_looser(&fridge(), &fridge()), Ok(()));
+        let mut tighter = fridge();
+        tighter[0].condition = Condition::Above { temp_c: 7.5 };
+        tighter[0].minutes = 30;
+        tighter[1].condition = Condition::Below { temp_c: 2.5 };
+        tighter[3].window_minutes = Some(48 * 60);
+        tighter.push(rule(
+            "warm-now",
+            Condition::Above { temp_c: 12.0 },
+            RuleKind::Consecutive,
+            0,
+            None,
+            Severity::Warning,
+        ));
+        assert_eq!(no_looser(&fridge(), &tighter), Ok(()));
+    }
+
+    /// One way to change the shipped refrigerator rules.
+    type Loosen = fn(&mut Vec<Rule>);
+
+    #[test]
+    fn each_way_of_loosening_a_rule_is_named() {
+        let cases: [(Loosen, &str); 9] = [
+            (|r| r.clear(), "warm-60 would be removed"),
+            (
+                |r| r[0].condition = Condition::Above { temp_c: 9.0 },
+                "warm-60 would fire later",
+            ),
+            (
+                |r| r[1].condition = Condition::Below { temp_c: 1.0 },
+                "cold-15 would fire later",
+            ),
+            (
+                |r| r[2].condition = Condition::AtOrBelow { temp_c: 0.0 },
+                "freezing would fire later",
+            ),
+            (|r| r[0].minutes = 90, "warm-60 would wait longer"),
+            (|r| r[3].window_minutes = Some(60), "shorter window"),
+            (|r| r[0].severity = Severity::Warning, "warm-60 would be warning"),
+            (
+                |r| r[0].condition = Condition::OutsideRange,
+                "would change what it watches",
+            ),
+            (|r| r[0].kind = RuleKind::Cumulative, "would change what it watches"),
+        ];
+        for (change, named) in cases {
+            let mut looser = fridge();
+            change(&mut looser);
+            let e = no_looser(&fridge(), &looser).unwrap_err();
+            assert!(e.contains(named), "{e} should name {named:?}");
+        }
+    }
+
+    #[test]
+    fn a_clinic_range_stays_inside_the_kinds_storage_range() {
+        let fridge = UnitKind::Refrigerator;
+        assert_eq!(range_no_looser(fridge, Some((2.0, 8.0)), (3.0, 7.0)), Ok(()));
+        assert_eq!(range_no_looser(fridge, Some((3.0, 7.0)), (2.0, 8.0)), Ok(()));
+        assert!(range_no_looser(fridge, Some((2.0, 8.0)), (-90.0, 90.0))
+            .unwrap_err()
+            .contains("wider than 2.0 to 8.0"));
+        assert!(range_no_looser(UnitKind::Other, Some((10.0, 20.0)), (5.0, 20.0)).is_err());
+        assert_eq!(range_no_looser(UnitKind::Other, None, (5.0, 20.0)), Ok(()));
+    }
 
     #[test]
     fn shipped_defaults_are_valid_and_match_domain_md() {

@@ -10,8 +10,8 @@ use serde::Serialize;
 use sqlx::{Any, AnyConnection, Row, Transaction};
 use utoipa::ToSchema;
 
-use super::rules::{check_rules, ProgramSettings, Rule};
-use crate::accounts::Scope;
+use super::rules::{check_rules, no_looser, range_no_looser, ProgramSettings, Rule};
+use crate::accounts::Caller;
 use crate::domain::UnitKind;
 use crate::error::{Error, Result};
 use crate::registry::units::{self, Range, Unit, UnitUpdate};
@@ -168,6 +168,14 @@ pub async fn save_program(db: &Db, settings: &ProgramSettings, actor: &str) -> R
     Ok(())
 }
 
+/// What a clinic is told when it asks to weaken a unit's alarms.
+fn looser(unit_id: i64, why: String) -> Error {
+    Error::StateApprovalRequired(format!(
+        "{why}: only the state VFC coordinator may weaken unit {unit_id}'s alarms; a clinic may add rules, \
+         tighten them and narrow the range"
+    ))
+}
+
 /// A change to rules, a range or the program's settings.
 pub struct Change<'a> {
     /// program | unit_rules | unit_range
@@ -234,13 +242,25 @@ pub async fn effective_now(db: &Db, unit_id: i64, kind: UnitKind) -> Result<(Vec
     effective(&mut conn, &program, unit_id, kind).await
 }
 
-/// Sets (Some) or clears (None: back to the program's) a unit's rules.
-pub async fn save_unit_rules(db: &Db, unit_id: i64, rules: Option<&[Rule]>, actor: &str) -> Result<()> {
+/// Sets (Some) or clears (None: back to the program's) a unit's rules. A clinic may only make
+/// them stricter ([`no_looser`] against the rules that judge the unit now); the state may do
+/// anything.
+pub async fn save_unit_rules(db: &Db, unit: &Unit, rules: Option<&[Rule]>, caller: &Caller) -> Result<()> {
     if let Some(r) = rules {
         check_rules(r).map_err(Error::Invalid)?;
     }
+    let (unit_id, actor) = (unit.id, caller.actor());
+    let actor = actor.as_str();
     let now = now_millis();
     let mut tx = db.pool.begin().await?;
+    if !caller.is_state() {
+        let program = program_in(&mut tx).await?;
+        let (judging, _) = effective(&mut tx, &program, unit_id, unit.kind).await?;
+        let asked = rules
+            .map(<[Rule]>::to_vec)
+            .unwrap_or_else(|| program.rules.for_kind(unit.kind).to_vec());
+        no_looser(&judging, &asked).map_err(|why| looser(unit_id, why))?;
+    }
     // As stored, readable or not: the history keeps what was replaced.
     let before: Option<String> = sqlx::query("SELECT rules FROM unit_rules WHERE unit_id = $1")
         .bind(unit_id)
@@ -286,8 +306,11 @@ pub async fn save_unit_rules(db: &Db, unit_id: i64, rules: Option<&[Rule]>, acto
 }
 
 /// Renames a unit or changes its range. A range change is a rule change: it is recorded with
-/// who and when, in the same transaction.
-pub async fn update_unit(db: &Db, scope: &Scope, id: i64, upd: &UnitUpdate, actor: &str) -> Result<Unit> {
+/// who and when, in the same transaction. A clinic may only narrow the range
+/// ([`range_no_looser`]).
+pub async fn update_unit(db: &Db, caller: &Caller, id: i64, upd: &UnitUpdate) -> Result<Unit> {
+    let (scope, actor) = (&caller.scope, caller.actor());
+    let actor = actor.as_str();
     let unit = units::get(db, scope, id).await?;
     let name = match &upd.name {
         Some(n) if n.trim().is_empty() => return Err(Error::Invalid("name must not be empty".into())),
@@ -298,6 +321,14 @@ pub async fn update_unit(db: &Db, scope: &Scope, id: i64, upd: &UnitUpdate, acto
         Some(r) => units::check_range(unit.kind, Some(r))?,
         None => unit.range,
     };
+    if !caller.is_state() && range != unit.range {
+        range_no_looser(
+            unit.kind,
+            Some((unit.range.min_c, unit.range.max_c)),
+            (range.min_c, range.max_c),
+        )
+        .map_err(|why| looser(id, why))?;
+    }
     let now = now_millis();
     let mut tx = db.pool.begin().await?;
     units::write(&mut tx, id, &name, range).await?;

@@ -13,7 +13,7 @@ use crate::domain::{Celsius, UnitKind};
 use crate::readings::{self, Reading};
 use crate::store::{now_millis, rfc3339, Db};
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Range {
     pub min_c: f64,
     pub max_c: f64,

@@ -89,14 +89,14 @@ pub struct PutUnitRules {
 
 #[utoipa::path(put, path = "/api/v1/units/{id}/rules", tag = "coldchain", security(("bearer" = [])),
     params(("id" = i64, Path)), request_body = PutUnitRules,
-    responses((status = 200, body = UnitRules), (status = 400), (status = 404)))]
+    responses((status = 200, body = UnitRules), (status = 400), (status = 403), (status = 404)))]
 async fn put_unit_rules(
     State(s): State<AppState>,
     caller: Caller,
     Id(id): Id<i64>,
     Body(raw): Body<serde_json::Value>,
 ) -> Result<Json<UnitRules>, ApiError> {
-    units::get(&s.db, &caller.scope, id).await?;
+    let unit = units::get(&s.db, &caller.scope, id).await?;
     // "rules" must be there: absent is a mistake, null is the explicit way back to the program's.
     if raw.get("rules").is_none() {
         return Err(ApiError::bad_request(
@@ -105,7 +105,7 @@ async fn put_unit_rules(
     }
     let body: PutUnitRules =
         serde_json::from_value(raw).map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
-    settings::save_unit_rules(&s.db, id, body.rules.as_deref(), &caller.actor()).await?;
+    settings::save_unit_rules(&s.db, &unit, body.rules.as_deref(), &caller).await?;
     get_unit_rules(State(s), caller, Id(id)).await
 }
 

@@ -10,6 +10,7 @@ use serde_json::json;
 pub enum ApiError {
     Unauthorized,
     Forbidden(String),
+    StateApprovalRequired(String),
     NotFound(String),
     BadRequest(String),
     Conflict(String),
@@ -35,6 +36,7 @@ impl IntoResponse for ApiError {
                     .to_string(),
             ),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m),
+            ApiError::StateApprovalRequired(m) => (StatusCode::FORBIDDEN, "state_approval_required", m),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "invalid_request", m),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m),
@@ -67,6 +69,7 @@ impl From<crate::error::Error> for ApiError {
             E::Invalid(m) => ApiError::BadRequest(m),
             E::Conflict(m) => ApiError::Conflict(m),
             E::Forbidden(m) => ApiError::Forbidden(m),
+            E::StateApprovalRequired(m) => ApiError::StateApprovalRequired(m),
             // A stored row this version cannot read: the log names it; the caller is told
             // nothing internal.
             E::Unreadable(m) => ApiError::Internal(anyhow::anyhow!(m)),

@@ -107,16 +107,25 @@ async fn list_units(
     }))
 }
 
-/// Adds a storage unit; its range defaults to the CDC range of its kind.
+/// Adds a storage unit; its range defaults to the CDC range of its kind. A clinic's unit may
+/// have a narrower range than its kind's, not a wider one (403 `state_approval_required`).
 #[utoipa::path(post, path = "/api/v1/locations/{code}/units", tag = "registry", security(("bearer" = [])),
     params(("code" = String, Path)), request_body = NewUnit,
-    responses((status = 201, body = Unit), (status = 400), (status = 404)))]
+    responses((status = 201, body = Unit), (status = 400), (status = 403), (status = 404)))]
 async fn create_unit(
     State(s): State<AppState>,
     caller: Caller,
     Id(code): Id<String>,
     Body(body): Body<NewUnit>,
 ) -> Result<(StatusCode, Json<Unit>), ApiError> {
+    if let (false, Some(r)) = (caller.is_state(), body.range) {
+        locations::get(&s.db, &caller.scope, &code).await?;
+        crate::coldchain::rules::range_no_looser(body.kind, None, (r.min_c, r.max_c)).map_err(|why| {
+            ApiError::StateApprovalRequired(format!(
+                "{why}: only the state VFC coordinator may give a unit a range wider than its kind's"
+            ))
+        })?;
+    }
     Ok((
         StatusCode::CREATED,
         Json(units::create(&s.db, &caller.scope, &code, &body).await?),
@@ -133,7 +142,7 @@ async fn get_unit(State(s): State<AppState>, caller: Caller, Id(id): Id<i64>) ->
 /// Renames a unit or overrides its temperature range; range changes are recorded.
 #[utoipa::path(put, path = "/api/v1/units/{id}", tag = "registry", security(("bearer" = [])),
     params(("id" = i64, Path)), request_body = crate::registry::units::UnitUpdate,
-    responses((status = 200, body = Unit), (status = 400), (status = 404)))]
+    responses((status = 200, body = Unit), (status = 400), (status = 403), (status = 404)))]
 async fn update_unit(
     State(s): State<AppState>,
     caller: Caller,
@@ -141,7 +150,7 @@ async fn update_unit(
     Body(body): Body<crate::registry::units::UnitUpdate>,
 ) -> Result<Json<Unit>, ApiError> {
     Ok(Json(
-        crate::coldchain::settings::update_unit(&s.db, &caller.scope, id, &body, &caller.actor()).await?,
+        crate::coldchain::settings::update_unit(&s.db, &caller, id, &body).await?,
     ))
 }
 

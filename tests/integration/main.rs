@@ -17,3 +17,4 @@ mod matrix;
 mod registry;
 mod safety;
 mod schema;
+mod trust;

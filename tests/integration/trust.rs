@@ -1,0 +1,138 @@
+//! Trust: what a clinic's token may do to the safeguards of its own units. Alarms only the
+//! state can weaken (docs/domain.md, "Excursions and alarm rules", "Who may change them").
+
+use serde_json::{json, Value};
+
+use crate::harness::{Broker, Database, TestApp};
+use crate::on_both_databases;
+
+/// A token of the clinic at 012345A, the owner of the fridge.
+fn clinic(app: &TestApp) -> String {
+    app.create_token(&["--role", "clinic", "--location", "012345A", "--name", "front desk"])
+}
+
+/// Sends as `token` and expects 403 `state_approval_required` naming `why`.
+async fn refused(app: &TestApp, token: &str, method: &str, path: &str, body: Value, why: &str) {
+    let (status, out) = app.send_as(token, method, path, body).await;
+    assert_eq!(
+        (status, out["error"]["code"].as_str()),
+        (403, Some("state_approval_required")),
+        "{method} {path}: {out}"
+    );
+    let message = out["error"]["message"].as_str().unwrap();
+    assert!(message.contains(why), "{message} should say {why:?}");
+}
+
+async fn a_clinic_cannot_loosen_or_remove_a_units_rules_and_its_freezing_still_alerts(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let unit = app.fridge().await;
+    let token = clinic(&app);
+    let path = format!("/api/v1/units/{unit}/rules");
+    refused(
+        &app,
+        &token,
+        "PUT",
+        &path,
+        json!({"rules": []}),
+        "rule warm-60 would be removed",
+    )
+    .await;
+    let mut rules = app.get(&path).await["rules"].clone();
+    rules[2]["condition"]["temp_c"] = json!(-5.0);
+    refused(
+        &app,
+        &token,
+        "PUT",
+        &path,
+        json!({ "rules": rules }),
+        "rule freezing would fire later",
+    )
+    .await;
+
+    app.freezing("LT-1").await;
+    app.wait_email_with("VFC temperature alert: 012345A Main refrigerator")
+        .await;
+    let history = app.get(&format!("/api/v1/units/{unit}/rules/history")).await;
+    assert_eq!(history["changes"], json!([]), "nothing was changed: {history}");
+}
+
+async fn a_clinic_may_tighten_a_units_rules_and_not_go_back_to_looser_ones(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let unit = app.fridge().await;
+    let token = clinic(&app);
+    let path = format!("/api/v1/units/{unit}/rules");
+    let mut rules = app.get(&path).await["rules"].clone();
+    rules[0]["condition"]["temp_c"] = json!(7.5);
+    rules[0]["minutes"] = json!(30);
+    rules
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"id": "warm-now", "condition": {"type": "above", "temp_c": 12.0},
+        "kind": "consecutive", "minutes": 0, "severity": "critical"}));
+    let (status, out) = app.send_as(&token, "PUT", &path, json!({ "rules": rules })).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["source"], "unit", "{out}");
+    // Back to the program's rules would alarm only above 8 °C again: the state's to decide.
+    refused(
+        &app,
+        &token,
+        "PUT",
+        &path,
+        json!({"rules": null}),
+        "rule warm-60 would fire later",
+    )
+    .await;
+    let (status, out) = app.send_as(&app.token, "PUT", &path, json!({"rules": null})).await;
+    assert_eq!((status, &out["source"]), (200, &json!("program")), "{out}");
+}
+
+async fn a_clinic_may_narrow_a_units_range_but_not_widen_it(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let unit = app.fridge().await;
+    let token = clinic(&app);
+    let path = format!("/api/v1/units/{unit}");
+    refused(
+        &app,
+        &token,
+        "PUT",
+        &path,
+        json!({"range": {"min_c": -90.0, "max_c": 90.0}}),
+        "wider than 2.0 to 8.0",
+    )
+    .await;
+    let (status, out) = app
+        .send_as(&token, "PUT", &path, json!({"range": {"min_c": 3.0, "max_c": 7.0}}))
+        .await;
+    assert_eq!(
+        (status, &out["range"]),
+        (200, &json!({"min_c": 3.0, "max_c": 7.0})),
+        "{out}"
+    );
+    let (status, out) = app
+        .send_as(&app.token, "PUT", &path, json!({"range": {"min_c": 1.0, "max_c": 9.0}}))
+        .await;
+    assert_eq!(status, 200, "the state may: {out}");
+}
+
+async fn a_clinic_cannot_create_a_unit_with_a_range_wider_than_its_kinds(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    app.fridge().await;
+    let token = clinic(&app);
+    let path = "/api/v1/locations/012345A/units";
+    let wide = json!({"name": "Wide fridge", "kind": "refrigerator", "range": {"min_c": -20.0, "max_c": 30.0}});
+    refused(&app, &token, "POST", path, wide.clone(), "wider than 2.0 to 8.0").await;
+    let narrow = json!({"name": "Narrow fridge", "kind": "refrigerator", "range": {"min_c": 3.0, "max_c": 7.0}});
+    assert_eq!(app.send_as(&token, "POST", path, narrow).await.0, 201);
+    assert_eq!(
+        app.send_as(&app.token, "POST", path, wide).await.0,
+        201,
+        "the state may"
+    );
+}
+
+on_both_databases!(
+    a_clinic_cannot_loosen_or_remove_a_units_rules_and_its_freezing_still_alerts,
+    a_clinic_may_tighten_a_units_rules_and_not_go_back_to_looser_ones,
+    a_clinic_may_narrow_a_units_range_but_not_widen_it,
+    a_clinic_cannot_create_a_unit_with_a_range_wider_than_its_kinds,
+);
