@@ -1,12 +1,17 @@
 //! A unit out of service, or in maintenance (defrost, move, repair): readings are kept and
 //! excursions recorded, with the reason, but nobody is paged (docs/domain.md, "Excursions and
 //! alarm rules"). This module owns `unit_downtime`.
+//!
+//! Downtime silences a unit's alarms, so a clinic's is bounded: it may not take a unit out of
+//! service while vaccine is stored in it, and its maintenance windows last at most the
+//! program's `clinic_maintenance_max_hours` (24 h by default). The state may do either.
 
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
+use crate::accounts::Caller;
 use crate::error::{Error, Result};
 use crate::store::{now_millis, rfc3339, Db};
 
@@ -78,8 +83,11 @@ fn from_row(r: &AnyRow) -> Result<Downtime> {
     })
 }
 
-/// Records a period for unit `unit_id` (the caller has checked the unit is in scope).
-pub async fn add(db: &Db, unit_id: i64, body: &NewDowntime, actor: &str) -> Result<Downtime> {
+/// Records a period for unit `unit_id` (the caller has checked the unit is in scope);
+/// `stocked`: vaccine is stored in the unit now.
+pub async fn add(db: &Db, unit_id: i64, body: &NewDowntime, caller: &Caller, stocked: bool) -> Result<Downtime> {
+    let actor = caller.actor();
+    let actor = actor.as_str();
     let reason = body.reason.trim();
     if reason.is_empty() {
         return Err(Error::Invalid(
@@ -102,6 +110,26 @@ pub async fn add(db: &Db, unit_id: i64, body: &NewDowntime, actor: &str) -> Resu
             ))
         }
         _ => {}
+    }
+    if !caller.is_state() {
+        match (body.kind, until) {
+            (Kind::OutOfService, _) if stocked => {
+                return Err(Error::StateApprovalRequired(format!(
+                    "unit {unit_id} stores vaccine: move it to a working unit first (vaccine may not sit in a unit \
+                     that is out of service), or ask the state VFC coordinator"
+                )))
+            }
+            (Kind::Maintenance, Some(u)) => {
+                let hours = super::settings::program(db).await?.clinic_maintenance_max_hours;
+                if (u - from) as f64 > hours * 3_600_000.0 {
+                    return Err(Error::StateApprovalRequired(format!(
+                        "a clinic's maintenance window lasts at most {hours} hours (no alerts meanwhile); \
+                         a longer one is for the state VFC coordinator"
+                    )));
+                }
+            }
+            _ => {}
+        }
     }
     let id: i64 = sqlx::query(
         "INSERT INTO unit_downtime (unit_id, kind, reason, from_ts, until_ts, created_by, created_at) \

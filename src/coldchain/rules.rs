@@ -210,6 +210,14 @@ pub struct ProgramSettings {
     /// Readings this much older than now, when they arrive, are recorded but do not page the
     /// clinic as if happening now; they go to the coordinators' review list.
     pub late_page_limit_hours: f64,
+    /// The longest maintenance window a clinic may set on its own (no paging meanwhile);
+    /// longer needs the state. Added later: absent from a request, it keeps 24 hours.
+    #[serde(default = "default_clinic_maintenance_max_hours")]
+    pub clinic_maintenance_max_hours: f64,
+}
+
+fn default_clinic_maintenance_max_hours() -> f64 {
+    24.0
 }
 
 impl Default for ProgramSettings {
@@ -229,6 +237,7 @@ impl Default for ProgramSettings {
                 other: default_rules(UnitKind::Other),
             },
             late_page_limit_hours: 24.0,
+            clinic_maintenance_max_hours: default_clinic_maintenance_max_hours(),
         }
     }
 }
@@ -272,6 +281,9 @@ impl ProgramSettings {
         }
         if !(self.late_page_limit_hours.is_finite() && self.late_page_limit_hours > 0.0) {
             return Err("late_page_limit_hours must be positive".into());
+        }
+        if !(self.clinic_maintenance_max_hours > 0.0 && self.clinic_maintenance_max_hours <= 336.0) {
+            return Err("clinic_maintenance_max_hours must be more than 0 and at most 336 (14 days)".into());
         }
         Ok(())
     }

@@ -123,6 +123,16 @@ fn keep(status: Option<&str>) -> Result<impl Fn(&StockLine) -> bool + '_> {
     Ok(move |l: &StockLine| status.is_none_or(|s| s == l.status))
 }
 
+/// Whether vaccine is stored in a unit now (held or not).
+pub async fn in_unit(db: &Db, unit_id: i64) -> Result<bool> {
+    let lots: i64 = sqlx::query("SELECT COUNT(*) AS n FROM stock WHERE unit_id = $1 AND on_hand > 0")
+        .bind(unit_id)
+        .fetch_one(&db.pool)
+        .await?
+        .try_get("n")?;
+    Ok(lots > 0)
+}
+
 /// A location's stock.
 pub async fn of_location(
     db: &Db,

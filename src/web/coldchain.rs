@@ -137,7 +137,7 @@ pub struct DowntimeList {
 /// with the reason, but nobody is paged.
 #[utoipa::path(post, path = "/api/v1/units/{id}/downtime", tag = "coldchain", security(("bearer" = [])),
     params(("id" = i64, Path)), request_body = NewDowntime,
-    responses((status = 201, body = Downtime), (status = 400), (status = 404)))]
+    responses((status = 201, body = Downtime), (status = 400), (status = 403), (status = 404)))]
 async fn add_downtime(
     State(s): State<AppState>,
     caller: Caller,
@@ -145,9 +145,10 @@ async fn add_downtime(
     Body(body): Body<NewDowntime>,
 ) -> Result<(StatusCode, Json<Downtime>), ApiError> {
     units::get(&s.db, &caller.scope, id).await?;
+    let stocked = crate::inventory::stock::in_unit(&s.db, id).await?;
     Ok((
         StatusCode::CREATED,
-        Json(downtime::add(&s.db, id, &body, &caller.actor()).await?),
+        Json(downtime::add(&s.db, id, &body, &caller, stocked).await?),
     ))
 }
 

@@ -287,7 +287,8 @@ fn body(method: &str, path: &str, t: &Things) -> Option<Value> {
             json!({"serial": "LT-M", "role": "backup", "from": "2026-01-01T00:00:00Z"})
         }
         ("PUT", "/api/v1/units/{id}/rules") => json!({"rules": null}),
-        ("POST", "/api/v1/units/{id}/downtime") => json!({"kind": "out_of_service", "reason": "broken"}),
+        ("POST", "/api/v1/units/{id}/downtime") => json!({"kind": "maintenance", "reason": "defrost",
+            "until": (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339()}),
         ("POST", "/api/v1/units/{id}/daily/{date}/sign") => json!({"note": "checked"}),
         ("PUT", "/api/v1/program") => json!({}),
         ("POST", "/api/v1/excursions/{id}/review") => {

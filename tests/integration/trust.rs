@@ -4,6 +4,7 @@
 use serde_json::{json, Value};
 
 use crate::harness::{Broker, Database, TestApp};
+use crate::inventory::{receive, ROTATEQ};
 use crate::on_both_databases;
 
 /// A token of the clinic at 012345A, the owner of the fridge.
@@ -130,7 +131,65 @@ async fn a_clinic_cannot_create_a_unit_with_a_range_wider_than_its_kinds(db: Dat
     );
 }
 
+async fn a_clinic_cannot_take_a_unit_that_stores_vaccine_out_of_service(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let unit = app.fridge().await;
+    let empty = app.create_unit("012345A", "Empty refrigerator", "refrigerator").await;
+    receive(
+        &app,
+        unit,
+        (ROTATEQ, "X123456", "2099-01-31", "vfc"),
+        10,
+        chrono::Utc::now() - chrono::Duration::hours(1),
+    )
+    .await;
+    let token = clinic(&app);
+    let off = json!({"kind": "out_of_service", "reason": "compressor noise"});
+    refused(
+        &app,
+        &token,
+        "POST",
+        &format!("/api/v1/units/{unit}/downtime"),
+        off.clone(),
+        "stores vaccine",
+    )
+    .await;
+    let path = format!("/api/v1/units/{empty}/downtime");
+    assert_eq!(
+        app.send_as(&token, "POST", &path, off.clone()).await.0,
+        201,
+        "an empty unit may"
+    );
+    let path = format!("/api/v1/units/{unit}/downtime");
+    assert_eq!(
+        app.send_as(&app.token, "POST", &path, off).await.0,
+        201,
+        "the state may"
+    );
+}
+
+async fn a_clinics_maintenance_window_is_capped_by_the_program(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let unit = app.fridge().await;
+    let token = clinic(&app);
+    let path = format!("/api/v1/units/{unit}/downtime");
+    let window = |hours: i64| {
+        json!({"kind": "maintenance", "reason": "defrost",
+            "until": (chrono::Utc::now() + chrono::Duration::hours(hours)).to_rfc3339()})
+    };
+    refused(&app, &token, "POST", &path, window(30), "at most 24 hours").await;
+    assert_eq!(app.send_as(&token, "POST", &path, window(20)).await.0, 201);
+    // The program may allow clinics longer windows.
+    let mut program = app.get("/api/v1/program").await;
+    assert_eq!(program["clinic_maintenance_max_hours"], 24.0);
+    program["clinic_maintenance_max_hours"] = json!(48.0);
+    assert_eq!(app.send_as(&app.token, "PUT", "/api/v1/program", program).await.0, 200);
+    assert_eq!(app.send_as(&token, "POST", &path, window(30)).await.0, 201);
+}
+
 on_both_databases!(
+    a_clinic_cannot_take_a_unit_that_stores_vaccine_out_of_service,
+    a_clinics_maintenance_window_is_capped_by_the_program,
     a_clinic_cannot_loosen_or_remove_a_units_rules_and_its_freezing_still_alerts,
     a_clinic_may_tighten_a_units_rules_and_not_go_back_to_looser_ones,
     a_clinic_may_narrow_a_units_range_but_not_widen_it,
