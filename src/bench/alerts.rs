@@ -192,7 +192,7 @@ async fn setup(db: &Db, run: &str, n: usize) -> anyhow::Result<Vec<String>> {
         let body = serde_json::from_value(
             json!({"serial": serial, "from": "2020-01-01T00:00:00Z", "reading_interval_s": 300}),
         )?;
-        assignments::assign(db, &caller, unit.id, &body)
+        assignments::assign(db, &caller, unit.id, &body, &crate::coldchain::changes::PrimaryLoggers)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         serials.push(serial);

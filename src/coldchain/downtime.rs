@@ -60,7 +60,7 @@ pub struct NewDowntime {
     pub until: Option<chrono::DateTime<chrono::FixedOffset>>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Downtime {
     pub id: i64,
     pub kind: Kind,
@@ -131,6 +131,7 @@ pub async fn add(db: &Db, unit_id: i64, body: &NewDowntime, caller: &Caller, sto
             _ => {}
         }
     }
+    let mut tx = db.pool.begin().await?;
     let id: i64 = sqlx::query(
         "INSERT INTO unit_downtime (unit_id, kind, reason, from_ts, until_ts, created_by, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
@@ -142,17 +143,42 @@ pub async fn add(db: &Db, unit_id: i64, body: &NewDowntime, caller: &Caller, sto
     .bind(until)
     .bind(actor)
     .bind(now)
-    .fetch_one(&db.pool)
+    .fetch_one(&mut *tx)
     .await?
     .try_get("id")?;
-    Ok(Downtime {
+    let added = Downtime {
         id,
         kind: body.kind,
         reason: reason.to_string(),
         from: rfc3339(from),
         until: until.map(rfc3339),
         created_by: actor.to_string(),
-    })
+    };
+    told(&mut tx, unit_id, None, &added, actor, now).await?;
+    tx.commit().await?;
+    Ok(added)
+}
+
+/// Records a period set or ended among the unit's changes, and tells its coordinators.
+async fn told(
+    tx: &mut AnyConnection,
+    unit_id: i64,
+    before: Option<&Downtime>,
+    after: &Downtime,
+    actor: &str,
+    now: i64,
+) -> Result<()> {
+    let json = |d: &Downtime| serde_json::to_string(d).expect("plain data");
+    let after = json(after);
+    let change = super::changes::Change {
+        subject: super::changes::Subject::Downtime,
+        unit_id: Some(unit_id),
+        before: before.map(json),
+        after: &after,
+        actor,
+        at: now,
+    };
+    super::changes::record(tx, &change).await
 }
 
 /// A unit's periods, latest first.
@@ -167,31 +193,42 @@ pub async fn list(db: &Db, unit_id: i64) -> Result<Vec<Downtime>> {
 }
 
 /// Ends a period in force now: alerts page people again.
-pub async fn end(db: &Db, unit_id: i64, id: i64) -> Result<Downtime> {
+pub async fn end(db: &Db, unit_id: i64, id: i64, caller: &Caller) -> Result<Downtime> {
     let now = now_millis();
+    let mut tx = db.pool.begin().await?;
+    let before = sqlx::query(
+        "SELECT id, kind, reason, from_ts, until_ts, created_by FROM unit_downtime WHERE id = $1 AND unit_id = $2",
+    )
+    .bind(id)
+    .bind(unit_id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .map(|r| from_row(&r))
+    .transpose()?;
     let done = sqlx::query(
         "UPDATE unit_downtime SET until_ts = $1 WHERE id = $2 AND unit_id = $3 AND from_ts <= $1 AND (until_ts IS NULL OR until_ts > $1)",
     )
     .bind(now)
     .bind(id)
     .bind(unit_id)
-    .execute(&db.pool)
+    .execute(&mut *tx)
     .await?
     .rows_affected();
-    let r = sqlx::query(
-        "SELECT id, kind, reason, from_ts, until_ts, created_by FROM unit_downtime WHERE id = $1 AND unit_id = $2",
-    )
-    .bind(id)
-    .bind(unit_id)
-    .fetch_optional(&db.pool)
-    .await?
-    .ok_or_else(|| Error::NotFound(format!("no downtime {id} on unit {unit_id}")))?;
+    let Some(before) = before else {
+        return Err(Error::NotFound(format!("no downtime {id} on unit {unit_id}")));
+    };
     if done == 0 {
         return Err(Error::Conflict(
             "this period is not in force now (it ended, or has not begun)".into(),
         ));
     }
-    from_row(&r)
+    let ended = Downtime {
+        until: Some(rfc3339(now)),
+        ..before.clone()
+    };
+    told(&mut tx, unit_id, Some(&before), &ended, &caller.actor(), now).await?;
+    tx.commit().await?;
+    Ok(ended)
 }
 
 /// The period in force for a unit at `at`, as words for the record ("unit maintenance : defrost").

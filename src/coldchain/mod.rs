@@ -2,7 +2,7 @@
 //! "Excursions and alarm rules", "Alerts and escalation", "After an excursion").
 //!
 //! - [`rules`]: alarm rules and the program's settings as values; [`settings`]: where they are
-//!   kept, with every change;
+//!   kept; [`changes`]: every change to what guards a unit, recorded and told;
 //! - [`episodes`]: pure functions from readings to excursions and rules met; [`primary`]: the
 //!   unit's record those are computed from;
 //! - [`evaluate`]: the evaluator task, one savepoint per unit, failures to [`quarantine`];
@@ -12,6 +12,7 @@
 //! - [`daily`]: the daily min/max record and its sign-offs; [`import`]: logger export files;
 //! - [`stock`]: what an excursion asks of the inventory, without knowing it.
 
+pub mod changes;
 pub mod daily;
 pub mod devices;
 pub mod downtime;

@@ -1,21 +1,20 @@
-//! Where the rules live: the program's settings (`program`), a unit's own rules (`unit_rules`)
-//! and every change to either or to a unit's range (`rule_changes`). This module owns those
-//! three tables.
+//! Where the rules live: the program's settings (`program`) and a unit's own rules
+//! (`unit_rules`); every change to either, or to a unit's range, is recorded and told through
+//! [`super::changes`]. This module owns `program` and `unit_rules`.
 //!
 //! A stored settings document may be older than this version: a key added later takes its
 //! default when absent, but a value that is present and cannot be read is an error that names
 //! the row — never a silent default, which would change who gets paged without anyone knowing.
 
-use serde::Serialize;
-use sqlx::{Any, AnyConnection, Row, Transaction};
-use utoipa::ToSchema;
+use sqlx::{AnyConnection, Row};
 
+use super::changes::{self, Subject};
 use super::rules::{check_rules, no_looser, range_no_looser, ProgramSettings, Rule};
 use crate::accounts::Caller;
 use crate::domain::UnitKind;
 use crate::error::{Error, Result};
 use crate::registry::units::{self, Range, Unit, UnitUpdate};
-use crate::store::{now_millis, rfc3339, Db};
+use crate::store::{now_millis, Db};
 
 /// Lays a stored document over the defaults: objects merge key by key, anything else in the
 /// stored document wins. Keys the stored document lacks keep their default; keys this version
@@ -153,15 +152,15 @@ pub async fn save_program(db: &Db, settings: &ProgramSettings, actor: &str) -> R
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    let change = Change {
-        subject: "program",
+    let change = changes::Change {
+        subject: Subject::Program,
         unit_id: None,
         before,
         after: &json,
         actor,
         at: now,
     };
-    record_change(&mut tx, &change).await?;
+    changes::record(&mut tx, &change).await?;
     // Units that could not be judged are tried again at once on the new settings.
     super::quarantine::retry_now(&mut tx, None, now).await?;
     tx.commit().await?;
@@ -174,32 +173,6 @@ fn looser(unit_id: i64, why: String) -> Error {
         "{why}: only the state VFC coordinator may weaken unit {unit_id}'s alarms; a clinic may add rules, \
          tighten them and narrow the range"
     ))
-}
-
-/// A change to rules, a range or the program's settings.
-pub struct Change<'a> {
-    /// program | unit_rules | unit_range
-    pub subject: &'a str,
-    pub unit_id: Option<i64>,
-    pub before: Option<String>,
-    pub after: &'a str,
-    pub actor: &'a str,
-    pub at: i64,
-}
-
-async fn record_change(tx: &mut Transaction<'static, Any>, c: &Change<'_>) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO rule_changes (subject, unit_id, before, after, changed_by, changed_at) VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(c.subject)
-    .bind(c.unit_id)
-    .bind(c.before.clone())
-    .bind(c.after)
-    .bind(c.actor)
-    .bind(c.at)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 /// A unit's own rules, if it has any. Stored rules that cannot be read are an error naming the
@@ -291,15 +264,15 @@ pub async fn save_unit_rules(db: &Db, unit: &Unit, rules: Option<&[Rule]>, calle
             "null".to_string()
         }
     };
-    let change = Change {
-        subject: "unit_rules",
+    let change = changes::Change {
+        subject: Subject::UnitRules,
         unit_id: Some(unit_id),
         before,
         after: &after,
         actor,
         at: now,
     };
-    record_change(&mut tx, &change).await?;
+    changes::record(&mut tx, &change).await?;
     super::quarantine::retry_now(&mut tx, Some(unit_id), now).await?;
     tx.commit().await?;
     Ok(())
@@ -335,56 +308,19 @@ pub async fn update_unit(db: &Db, caller: &Caller, id: i64, upd: &UnitUpdate) ->
     if range.min_c != unit.range.min_c || range.max_c != unit.range.max_c {
         let before = serde_json::to_string(&unit.range).expect("plain data");
         let after = serde_json::to_string::<Range>(&range).expect("plain data");
-        let change = Change {
-            subject: "unit_range",
+        let change = changes::Change {
+            subject: Subject::UnitRange,
             unit_id: Some(id),
             before: Some(before),
             after: &after,
             actor,
             at: now,
         };
-        record_change(&mut tx, &change).await?;
+        changes::record(&mut tx, &change).await?;
     }
     super::quarantine::retry_now(&mut tx, Some(id), now).await?;
     tx.commit().await?;
     units::get(db, scope, id).await
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RuleChange {
-    /// unit_rules | unit_range
-    pub subject: String,
-    /// As it was; null for none, or for a stored value this version cannot read.
-    pub before: Option<serde_json::Value>,
-    pub after: serde_json::Value,
-    pub changed_by: String,
-    pub changed_at: String,
-}
-
-/// Every change to a unit's rules and range, oldest first.
-pub async fn history(db: &Db, unit_id: i64) -> Result<Vec<RuleChange>> {
-    let rows = sqlx::query(
-        "SELECT id, subject, before, after, changed_by, changed_at FROM rule_changes WHERE unit_id = $1 ORDER BY changed_at, id",
-    )
-    .bind(unit_id)
-    .fetch_all(&db.pool)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            let id: i64 = r.try_get("id")?;
-            let after: String = r.try_get("after")?;
-            Ok(RuleChange {
-                subject: r.try_get("subject")?,
-                // What was replaced may be exactly the unreadable value someone fixed.
-                before: r
-                    .try_get::<Option<String>, _>("before")?
-                    .and_then(|s| serde_json::from_str(&s).ok()),
-                after: serde_json::from_str(&after).map_err(|e| Error::unreadable("rule_changes", id, e))?,
-                changed_by: r.try_get("changed_by")?,
-                changed_at: rfc3339(r.try_get("changed_at")?),
-            })
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -11,15 +11,16 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{require_state, StateCoordinator};
 use super::error::ApiError;
-use super::extract::{Body, Id, Params};
+use super::extract::{query_time, Body, Id, Params};
 use super::AppState;
 use crate::accounts::Caller;
+use crate::coldchain::changes::{self, RuleChange};
 use crate::coldchain::daily::{self, Day, SignOff};
 use crate::coldchain::devices::{self, DeviceAlert};
 use crate::coldchain::downtime::{self, Downtime, NewDowntime};
 use crate::coldchain::quarantine::{self, Failure};
 use crate::coldchain::rules::{ProgramSettings, Rule};
-use crate::coldchain::settings::{self, RuleChange};
+use crate::coldchain::settings;
 use crate::domain::parse_date;
 use crate::registry::units;
 
@@ -35,6 +36,7 @@ pub fn router() -> Router<AppState> {
         .route("/device-alerts", get(device_alerts))
         .route("/device-alerts/{id}/acknowledge", post(acknowledge_device))
         .route("/evaluation-failures", get(evaluation_failures))
+        .route("/rule-changes", get(rule_changes))
 }
 
 /// The program's defaults per unit kind, state coordinators and escalation delays.
@@ -114,7 +116,8 @@ pub struct RuleHistory {
     pub changes: Vec<RuleChange>,
 }
 
-/// Every change to the unit's rules and range: who, when, before and after.
+/// Every change to what guards the unit — its rules, range, downtime and primary logger: who,
+/// when, before and after.
 #[utoipa::path(get, path = "/api/v1/units/{id}/rules/history", tag = "coldchain", security(("bearer" = [])),
     params(("id" = i64, Path)), responses((status = 200, body = RuleHistory), (status = 404)))]
 async fn rule_history(
@@ -124,7 +127,7 @@ async fn rule_history(
 ) -> Result<Json<RuleHistory>, ApiError> {
     units::get(&s.db, &caller.scope, id).await?;
     Ok(Json(RuleHistory {
-        changes: settings::history(&s.db, id).await?,
+        changes: changes::history(&s.db, id).await?,
     }))
 }
 
@@ -174,7 +177,7 @@ async fn end_downtime(
     Id((id, downtime_id)): Id<(i64, i64)>,
 ) -> Result<Json<Downtime>, ApiError> {
     units::get(&s.db, &caller.scope, id).await?;
-    Ok(Json(downtime::end(&s.db, id, downtime_id).await?))
+    Ok(Json(downtime::end(&s.db, id, downtime_id, &caller).await?))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -281,6 +284,51 @@ async fn acknowledge_device(
 #[derive(Serialize, ToSchema)]
 pub struct FailureList {
     pub evaluation_failures: Vec<Failure>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ChangesParams {
+    /// Changes made at or after this time (RFC 3339); default 30 days ago.
+    from: Option<String>,
+    /// At most this many (1 to 1000, default 100).
+    limit: Option<i64>,
+    /// `next` of the previous page.
+    cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ChangeList {
+    pub changes: Vec<RuleChange>,
+    /// The cursor of the next page, when there is one.
+    pub next: Option<String>,
+}
+
+/// Every change to a unit's rules, range, downtime or primary logger, and to the program's
+/// settings, oldest first (state coordinators).
+#[utoipa::path(get, path = "/api/v1/rule-changes", tag = "coldchain", security(("bearer" = [])),
+    params(ChangesParams), responses((status = 200, body = ChangeList), (status = 400), (status = 403)))]
+async fn rule_changes(
+    State(s): State<AppState>,
+    _state: StateCoordinator,
+    Params(p): Params<ChangesParams>,
+) -> Result<Json<ChangeList>, ApiError> {
+    let from = query_time("from", p.from.as_deref())?.unwrap_or_else(|| crate::store::now_millis() - 30 * 86_400_000);
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("\"limit\" must be 1 to 1000"));
+    }
+    let after = match p.cursor.as_deref() {
+        None => 0,
+        Some(c) => c
+            .parse::<i64>()
+            .map_err(|_| ApiError::bad_request("\"cursor\" is not one this service gave (use \"next\" as it came)"))?,
+    };
+    let (changes, next) = changes::since(&s.db, from, after, limit).await?;
+    Ok(Json(ChangeList {
+        changes,
+        next: next.map(|n| n.to_string()),
+    }))
 }
 
 /// Units the evaluator cannot judge now, with the error that names what to fix; each is retried

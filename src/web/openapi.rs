@@ -21,7 +21,7 @@ use super::AppState;
         super::coldchain::put_unit_rules, super::excursions::list_excursions, super::excursions::get_excursion,
         super::excursions::acknowledge, super::excursions::review, super::coldchain::add_downtime, super::coldchain::list_downtime, super::coldchain::end_downtime,
         super::coldchain::daily, super::coldchain::sign_day, super::coldchain::device_alerts, super::coldchain::rule_history, super::coldchain::acknowledge_device,
-        super::coldchain::evaluation_failures,
+        super::coldchain::evaluation_failures, super::coldchain::rule_changes,
         super::inventory::list_products, super::inventory::add_product, super::inventory::inventory,
         super::inventory::inventory_across, super::inventory::receive, super::inventory::waste, super::inventory::give_back,
         super::inventory::adjust, super::inventory::reverse, super::inventory::lot_ledger, super::inventory::correct_lot, super::inventory::list_transfers,

@@ -165,7 +165,8 @@ async fn assign_logger(
     Id(id): Id<i64>,
     Body(body): Body<AssignLogger>,
 ) -> Result<Json<Assignment>, ApiError> {
-    Ok(Json(assignments::assign(&s.db, &caller, id, &body).await?))
+    let watcher = crate::coldchain::changes::PrimaryLoggers;
+    Ok(Json(assignments::assign(&s.db, &caller, id, &body, &watcher).await?))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -186,7 +187,15 @@ async fn unassign_logger(
     Params(p): Params<AtParams>,
 ) -> Result<Json<Assignment>, ApiError> {
     Ok(Json(
-        assignments::unassign(&s.db, &caller.scope, id, &serial, p.at).await?,
+        assignments::unassign(
+            &s.db,
+            &caller,
+            id,
+            &serial,
+            p.at,
+            &crate::coldchain::changes::PrimaryLoggers,
+        )
+        .await?,
     ))
 }
 

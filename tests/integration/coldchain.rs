@@ -274,12 +274,12 @@ async fn rules_are_the_programs_until_a_unit_has_its_own(db: Database) {
         .iter()
         .map(|c| c["subject"].as_str().unwrap())
         .collect();
-    assert_eq!(subjects, ["unit_rules", "unit_range"]);
-    assert!(history["changes"][1]["changed_by"]
+    assert_eq!(subjects, ["primary_logger", "unit_rules", "unit_range"]);
+    assert!(history["changes"][2]["changed_by"]
         .as_str()
         .unwrap()
         .contains("test state coordinator"));
-    assert_eq!(history["changes"][1]["before"]["max_c"], 8.0);
+    assert_eq!(history["changes"][2]["before"]["max_c"], 8.0);
     let (status, body) = app
         .send_as(&app.token, "PUT", &format!("/api/v1/units/{unit}/rules"), json!({}))
         .await;

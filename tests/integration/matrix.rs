@@ -51,6 +51,7 @@ const MATRIX: &[(&str, &str, Other)] = &[
     ("GET", "/api/v1/device-alerts", Listed),
     ("POST", "/api/v1/device-alerts/{id}/acknowledge", Hidden),
     ("GET", "/api/v1/evaluation-failures", Forbidden),
+    ("GET", "/api/v1/rule-changes", Forbidden),
     ("GET", "/api/v1/excursions", Listed),
     ("GET", "/api/v1/excursions/{id}", Hidden),
     ("POST", "/api/v1/excursions/{id}/acknowledge", Hidden),

@@ -54,7 +54,13 @@ async fn a_clinic_cannot_loosen_or_remove_a_units_rules_and_its_freezing_still_a
     app.wait_email_with("VFC temperature alert: 012345A Main refrigerator")
         .await;
     let history = app.get(&format!("/api/v1/units/{unit}/rules/history")).await;
-    assert_eq!(history["changes"], json!([]), "nothing was changed: {history}");
+    let subjects: Vec<&str> = history["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(subjects, ["primary_logger"], "only its first logger: {history}");
 }
 
 async fn a_clinic_may_tighten_a_units_rules_and_not_go_back_to_looser_ones(db: Database) {
@@ -187,7 +193,99 @@ async fn a_clinics_maintenance_window_is_capped_by_the_program(db: Database) {
     assert_eq!(app.send_as(&token, "POST", &path, window(30)).await.0, 201);
 }
 
+/// The change emails of unit `what` ("alarm rules", …) sent so far, once both coordinators have
+/// theirs.
+async fn told(app: &TestApp, what: &str) -> Vec<String> {
+    let needle = format!("Main refrigerator, {what}");
+    app.eventually(&format!("both coordinators told of the {what}"), || async {
+        let mail = app.emails_with(&needle);
+        let to = |who: &str| mail.iter().filter(|m| m.contains(who)).count();
+        match (to("primary.012345A@example.org"), to("backup.012345A@example.org")) {
+            (1, 1) => Ok(mail.clone()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+}
+
+async fn every_change_to_what_guards_a_unit_is_told_to_its_coordinators_and_listed_for_the_state(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let unit = app.fridge().await;
+    let token = clinic(&app);
+    let rules_path = format!("/api/v1/units/{unit}/rules");
+    let mut rules = app.get(&rules_path).await["rules"].clone();
+    rules[0]["minutes"] = json!(30);
+    assert_eq!(
+        app.send_as(&token, "PUT", &rules_path, json!({ "rules": rules }))
+            .await
+            .0,
+        200
+    );
+    let mail = told(&app, "alarm rules").await;
+    assert!(
+        mail[0].contains("warm-60: above 8.0 =C2=B0C for 30 consecutive minutes")
+            || mail[0].contains("warm-60: above 8.0 °C for 30 consecutive minutes"),
+        "before and after in words: {}",
+        mail[0]
+    );
+    assert!(mail[0].contains("front desk"), "who: {}", mail[0]);
+
+    let path = format!("/api/v1/units/{unit}");
+    let narrow = json!({"range": {"min_c": 3.0, "max_c": 7.0}});
+    assert_eq!(app.send_as(&token, "PUT", &path, narrow).await.0, 200);
+    told(&app, "temperature range").await;
+
+    let window = json!({"kind": "maintenance", "reason": "defrost",
+        "until": (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339()});
+    let path = format!("/api/v1/units/{unit}/downtime");
+    assert_eq!(app.send_as(&token, "POST", &path, window).await.0, 201);
+    let mail = told(&app, "downtime").await;
+    assert!(mail[0].contains("maintenance from"), "{}", mail[0]);
+
+    app.assign(unit, json!({"serial": "LT-2", "reading_interval_s": 300}))
+        .await;
+    let mail = told(&app, "primary data logger").await;
+    assert!(
+        mail[0].contains("logger LT-1") && mail[0].contains("logger LT-2"),
+        "{}",
+        mail[0]
+    );
+
+    let (status, _) = app.get_as(&token, "/api/v1/rule-changes").await;
+    assert_eq!(status, 403, "the state's list");
+    let list = app.get("/api/v1/rule-changes").await;
+    let subjects: Vec<&str> = list["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        subjects,
+        [
+            "primary_logger",
+            "unit_rules",
+            "unit_range",
+            "downtime",
+            "primary_logger"
+        ],
+        "{list}"
+    );
+    assert_eq!(list["changes"][1]["location"], "012345A");
+    assert_eq!(list["next"], Value::Null);
+    let page = app.get("/api/v1/rule-changes?limit=2").await;
+    assert_eq!(page["changes"].as_array().unwrap().len(), 2);
+    let rest = app
+        .get(&format!(
+            "/api/v1/rule-changes?cursor={}",
+            page["next"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(rest["changes"].as_array().unwrap().len(), 3, "{rest}");
+}
+
 on_both_databases!(
+    every_change_to_what_guards_a_unit_is_told_to_its_coordinators_and_listed_for_the_state,
     a_clinic_cannot_take_a_unit_that_stores_vaccine_out_of_service,
     a_clinics_maintenance_window_is_capped_by_the_program,
     a_clinic_cannot_loosen_or_remove_a_units_rules_and_its_freezing_still_alerts,

@@ -11,11 +11,14 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Row, Transaction};
 use utoipa::ToSchema;
 
-use super::{loggers, units, Error, Result};
-use crate::accounts::{Caller, Scope};
-use crate::domain::{LoggerRole, LoggerSerial};
+mod change;
+
+pub use change::{assign, unassign, PrimaryChange, Watcher};
+
+use super::{Error, Result};
+use crate::domain::LoggerRole;
 use crate::readings;
-use crate::store::{millis, now_millis, rfc3339, Db};
+use crate::store::{rfc3339, Db};
 
 /// Body of `PUT /api/v1/units/{id}/logger`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -124,198 +127,6 @@ pub(super) async fn serial_history(db: &Db, serial: &str) -> Result<Vec<(Assignm
     rows.iter()
         .map(|r| Ok((assignment_from_row(r)?, r.try_get("pin")?)))
         .collect()
-}
-
-/// Puts a logger on a unit (registering the logger if new). The unit's current logger in the
-/// same role, and the logger's current unit, end where this begins.
-pub async fn assign(db: &Db, caller: &Caller, unit_id: i64, body: &AssignLogger) -> Result<Assignment> {
-    let unit = units::get(db, &caller.scope, unit_id).await?;
-    let serial = LoggerSerial::parse(&body.serial)?;
-    let role = body.role.unwrap_or(LoggerRole::Primary);
-    let now = now_millis();
-    // Default: the start of this minute, so a reading stamped in whole seconds just now is the
-    // unit's.
-    let from = body.from.map(millis).unwrap_or(now - now.rem_euclid(60_000));
-    if from > now + 60_000 {
-        return Err(Error::Invalid("\"from\" may not be in the future".into()));
-    }
-    if let Some(i) = body.reading_interval_s {
-        if !(1..=86_400).contains(&i) {
-            return Err(Error::Invalid(
-                "reading_interval_s must be 1 to 86400 seconds (CDC: at most 1800)".into(),
-            ));
-        }
-    }
-    if let (Some(on), Some(exp)) = (body.calibrated_on, body.calibration_expires_on) {
-        if exp <= on {
-            return Err(Error::Invalid(
-                "calibration_expires_on must come after calibrated_on".into(),
-            ));
-        }
-    }
-
-    let history = serial_history(db, serial.as_str()).await?;
-    // Where the logger serves now: moving it needs the right to see that unit too.
-    if let Some((open, pin)) = history.iter().find(|(a, _)| a.to_ms.is_none()) {
-        if !caller.scope.covers_code(pin, &open.location) {
-            return Err(Error::Forbidden(format!(
-                "logger {serial} serves a unit outside this token's scope; the state VFC coordinator can release it"
-            )));
-        }
-        if open.unit_id == unit_id && open.role == role {
-            loggers::update_details(db, &serial, body).await?;
-            return Ok(open.clone());
-        }
-        if from < open.from_ms {
-            return Err(Error::Conflict(format!(
-                "logger {serial} has served unit {} since {}; \"from\" must not be earlier",
-                open.unit_id, open.from
-            )));
-        }
-    }
-    if let Some((closed, pin)) = history.iter().rev().find(|(a, _)| a.to_ms.is_some_and(|t| t > from)) {
-        // Name the unit only to whoever may see it.
-        let unit = if caller.scope.covers_code(pin, &closed.location) {
-            format!(" unit {}", closed.unit_id)
-        } else {
-            String::new()
-        };
-        return Err(Error::Conflict(format!(
-            "logger {serial} served{unit} until {}; \"from\" must be at or after that",
-            closed.to.as_deref().unwrap_or_default()
-        )));
-    }
-    // A unit's record has one logger per role at a time, past spans included.
-    if let Some(prev) = unit_history(db, unit_id)
-        .await?
-        .into_iter()
-        .rev()
-        .find(|a| a.role == role && a.to_ms.is_some_and(|t| t > from))
-    {
-        return Err(Error::Conflict(format!(
-            "unit {unit_id} had {} logger {} until {}; \"from\" must be at or after that",
-            role.as_str(),
-            prev.serial,
-            prev.to.as_deref().unwrap_or_default()
-        )));
-    }
-    // Readings a serial took while no unit had it are the state coordinator's: a clinic may
-    // not claim them by backdating "from".
-    if !caller.is_state()
-        && from < now - 15 * 60_000
-        && readings::any_between(db, serial.as_str(), from, now - 15 * 60_000).await?
-    {
-        return Err(Error::Forbidden(format!(
-            "logger {serial} has readings from before now that no unit of yours had; \
-             backdating \"from\" over them is for the state VFC coordinator"
-        )));
-    }
-    let replaced = current_assignments(db, unit_id)
-        .await?
-        .into_iter()
-        .find(|a| a.role == role);
-    if let Some(r) = &replaced {
-        if from < r.from_ms {
-            return Err(Error::Conflict(format!(
-                "unit {unit_id}'s {} logger {} has served since {}; \"from\" must not be earlier",
-                role.as_str(),
-                r.serial,
-                r.from
-            )));
-        }
-    }
-
-    let mut tx = db.pool.begin().await?;
-    let named = loggers::Registration {
-        serial: &serial,
-        make: None,
-        model: None,
-        reading_interval_s: None,
-    };
-    loggers::register(&mut tx, &named, now).await?;
-    // End the logger's current assignment (it moves) and the unit's current one in this role
-    // (it is replaced); both end exactly where the new one begins.
-    sqlx::query("UPDATE logger_assignments SET to_ts = $1 WHERE to_ts IS NULL AND (serial = $2 OR (unit_id = $3 AND role = $4))")
-        .bind(from)
-        .bind(serial.as_str())
-        .bind(unit_id)
-        .bind(role.as_str())
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(
-        "INSERT INTO logger_assignments (unit_id, serial, role, from_ts, to_ts, created_by, created_at) \
-         VALUES ($1, $2, $3, $4, NULL, $5, $6)",
-    )
-    .bind(unit_id)
-    .bind(serial.as_str())
-    .bind(role.as_str())
-    .bind(from)
-    .bind(caller.actor())
-    .bind(now)
-    .execute(&mut *tx)
-    .await
-    .map_err(|e| {
-        if crate::store::is_unique_violation(&e) {
-            Error::Conflict(format!(
-                "logger {serial} was assigned elsewhere at the same moment; try again"
-            ))
-        } else {
-            e.into()
-        }
-    })?;
-    // Readings it took before this assignment was made are now the unit's record: they are
-    // judged like new ones (an excursion among them opens, late, and alarms by the rules).
-    if from < now - 60_000 {
-        readings::dirty::mark(&mut tx, &[(serial.to_string(), from)]).await?;
-    }
-    tx.commit().await?;
-    loggers::update_details(db, &serial, body).await?;
-    Ok(Assignment {
-        unit_id,
-        location: unit.location,
-        serial: serial.to_string(),
-        role,
-        from: rfc3339(from),
-        to: None,
-        from_ms: from,
-        to_ms: None,
-    })
-}
-
-/// Takes a logger off a unit at `at` (default now).
-pub async fn unassign(
-    db: &Db,
-    scope: &Scope,
-    unit_id: i64,
-    serial: &str,
-    at: Option<DateTime<Utc>>,
-) -> Result<Assignment> {
-    units::get(db, scope, unit_id).await?;
-    let mut current = current_assignments(db, unit_id)
-        .await?
-        .into_iter()
-        .find(|a| a.serial == serial)
-        .ok_or_else(|| Error::NotFound(format!("logger {serial} does not serve unit {unit_id} now")))?;
-    let now = now_millis();
-    let to = at.map(millis).unwrap_or(now);
-    if to > now + 60_000 {
-        return Err(Error::Invalid("\"at\" may not be in the future".into()));
-    }
-    if to < current.from_ms {
-        return Err(Error::Conflict(format!(
-            "logger {serial} began serving at {}; it cannot end before",
-            current.from
-        )));
-    }
-    sqlx::query("UPDATE logger_assignments SET to_ts = $1 WHERE unit_id = $2 AND serial = $3 AND to_ts IS NULL")
-        .bind(to)
-        .bind(unit_id)
-        .bind(serial)
-        .execute(&db.pool)
-        .await?;
-    current.to_ms = Some(to);
-    current.to = Some(rfc3339(to));
-    Ok(current)
 }
 
 /// A span of time, `[from, to)`, epoch ms.
