@@ -193,10 +193,11 @@ impl Background {
         // One view of the program's settings for the evaluator and the escalation: both go on
         // with the last readable settings should the stored document become unreadable.
         let program = crate::coldchain::settings::InForce::default();
+        let stock: Arc<dyn crate::coldchain::stock::ExposedStock> = Arc::new(crate::inventory::holds::ExcursionHolds);
         let evaluator = Evaluator {
             db: db.clone(),
             links: links.clone(),
-            stock: Arc::new(crate::inventory::holds::ExcursionHolds),
+            stock: stock.clone(),
             program: program.clone(),
         };
         let mut handles = Vec::new();
@@ -233,7 +234,7 @@ impl Background {
         {
             let (db, links, outbox, c) = (db.clone(), links.clone(), outbox.clone(), cancel.clone());
             handles.push(tasks.spawn("device-checks", cancel.clone(), move || {
-                devices::run(db.clone(), links.clone(), outbox.clone(), c.clone())
+                devices::run(db.clone(), links.clone(), stock.clone(), outbox.clone(), c.clone())
             }));
         }
         {

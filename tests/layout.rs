@@ -23,7 +23,7 @@ const OWNERS: &[(&str, &[&str])] = &[
     ("coldchain/excursions/", &["excursions", "alarms", "alarm_excursions"]),
     ("coldchain/downtime.rs", &["unit_downtime"]),
     ("coldchain/daily.rs", &["daily_signoffs"]),
-    ("coldchain/devices.rs", &["device_alerts"]),
+    ("coldchain/devices/", &["device_alerts"]),
     ("coldchain/import.rs", &["logger_imports"]),
     ("coldchain/quarantine.rs", &["evaluation_failures"]),
     ("alerts/outbox.rs", &["outbox"]),

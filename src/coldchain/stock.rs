@@ -12,6 +12,7 @@ use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
 use crate::domain::Funding;
+use crate::store::Db;
 
 /// An excursion that met a rule, as the stock in its unit needs to know it.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,6 +72,9 @@ pub trait ExposedStock: Send + Sync {
     /// hold (docs/domain.md, "After an excursion"); returns how many holds are new. Holding
     /// again changes nothing.
     fn hold<'a>(&'a self, conn: &'a mut AnyConnection, excursion: &'a Alarmed) -> BoxFuture<'a, anyhow::Result<usize>>;
+
+    /// The units that store vaccine now: a unit that does must be watched by a logger.
+    fn stocked_units<'a>(&'a self, db: &'a Db) -> BoxFuture<'a, anyhow::Result<Vec<i64>>>;
 
     /// Acts on the manufacturer's determinations: viable releases a lot, not viable returns or
     /// wastes it. Every open hold of the excursion needs one; the error says which are missing.

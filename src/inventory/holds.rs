@@ -19,6 +19,10 @@ use crate::store::{now_millis, rfc3339, Db};
 pub struct ExcursionHolds;
 
 impl ExposedStock for ExcursionHolds {
+    fn stocked_units<'a>(&'a self, db: &'a Db) -> BoxFuture<'a, anyhow::Result<Vec<i64>>> {
+        Box::pin(async move { Ok(super::stock::stocked_units(db).await?) })
+    }
+
     fn hold<'a>(&'a self, conn: &'a mut AnyConnection, excursion: &'a Alarmed) -> BoxFuture<'a, anyhow::Result<usize>> {
         Box::pin(hold_for_excursion(conn, excursion))
     }

@@ -123,6 +123,14 @@ fn keep(status: Option<&str>) -> Result<impl Fn(&StockLine) -> bool + '_> {
     Ok(move |l: &StockLine| status.is_none_or(|s| s == l.status))
 }
 
+/// Every unit that stores vaccine now (held or not).
+pub async fn stocked_units(db: &Db) -> Result<Vec<i64>> {
+    let rows = sqlx::query("SELECT DISTINCT unit_id FROM stock WHERE on_hand > 0 ORDER BY unit_id")
+        .fetch_all(&db.pool)
+        .await?;
+    rows.iter().map(|r| Ok(r.try_get("unit_id")?)).collect()
+}
+
 /// Whether vaccine is stored in a unit now (held or not).
 pub async fn in_unit(db: &Db, unit_id: i64) -> Result<bool> {
     let lots: i64 = sqlx::query("SELECT COUNT(*) AS n FROM stock WHERE unit_id = $1 AND on_hand > 0")

@@ -284,7 +284,63 @@ async fn every_change_to_what_guards_a_unit_is_told_to_its_coordinators_and_list
     assert_eq!(rest["changes"].as_array().unwrap().len(), 3, "{rest}");
 }
 
+async fn a_unit_that_stores_vaccine_without_a_logger_is_as_unwatched_as_a_silent_one(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let unit = app.fridge().await;
+    receive(
+        &app,
+        unit,
+        (ROTATEQ, "X123456", "2099-01-31", "vfc"),
+        10,
+        chrono::Utc::now() - chrono::Duration::hours(3),
+    )
+    .await;
+    // Its logger was taken off two hours ago and none replaced it.
+    let at = (chrono::Utc::now() - chrono::Duration::hours(2)).format("%Y-%m-%dT%H:%M:%SZ");
+    let (status, out) = app
+        .send_as(
+            &app.token,
+            "DELETE",
+            &format!("/api/v1/units/{unit}/logger/LT-1?at={at}"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let open = |want: usize| {
+        let app = &app;
+        async move {
+            app.eventually(&format!("{want} open condition(s)"), || async {
+                let l = app.get("/api/v1/device-alerts?open=true").await;
+                let l = l["device_alerts"].as_array().unwrap().clone();
+                if l.len() == want {
+                    Ok(l)
+                } else {
+                    Err(format!("{l:?}"))
+                }
+            })
+            .await
+        }
+    };
+    let alerts = open(1).await;
+    assert_eq!(
+        (&alerts[0]["kind"], &alerts[0]["serial"], &alerts[0]["unit_id"]),
+        (&json!("no_data"), &Value::Null, &json!(unit))
+    );
+    let mail = app.wait_email_with("no data (no logger)").await;
+    let alert = mail.iter().find(|m| m.contains("no data (no logger)")).unwrap();
+    assert!(
+        alert.contains("No data logger watches the Main refrigerator"),
+        "{alert}"
+    );
+
+    // A logger serves it again: the condition ends.
+    app.assign(unit, json!({"serial": "LT-3", "reading_interval_s": 300}))
+        .await;
+    open(0).await;
+}
+
 on_both_databases!(
+    a_unit_that_stores_vaccine_without_a_logger_is_as_unwatched_as_a_silent_one,
     every_change_to_what_guards_a_unit_is_told_to_its_coordinators_and_listed_for_the_state,
     a_clinic_cannot_take_a_unit_that_stores_vaccine_out_of_service,
     a_clinics_maintenance_window_is_capped_by_the_program,

@@ -272,6 +272,21 @@ pub struct Serving {
     pub primary_email: String,
 }
 
+/// Units with no primary logger now, each with since when: the end of its last primary's
+/// service, or its creation when it never had one.
+pub async fn without_primary(db: &Db) -> Result<Vec<(i64, i64)>> {
+    let rows = sqlx::query(
+        "SELECT u.id, COALESCE((SELECT MAX(a.to_ts) FROM logger_assignments a WHERE a.unit_id = u.id AND a.role = 'primary'), \
+         u.created_at) AS since FROM units u WHERE NOT EXISTS (SELECT 1 FROM logger_assignments a WHERE a.unit_id = u.id \
+         AND a.role = 'primary' AND a.to_ts IS NULL) ORDER BY u.id",
+    )
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("id")?, r.try_get("since")?)))
+        .collect()
+}
+
 /// Every logger serving a unit now; a row that cannot be read is an error of its own, so one
 /// logger never keeps the others from being checked.
 pub async fn serving_now(db: &Db) -> Result<Vec<Result<Serving>>> {

@@ -1,233 +1,39 @@
-//! The logger's own conditions: no data (power or network loss), battery low, probe
-//! disconnected, calibration certificate expiring within 30 days or expired (docs/domain.md,
-//! "Data loggers": an expired certificate makes the logger non-compliant; a logger that goes
-//! quiet is itself an alarm). Each episode is one row of `device_alerts` (owned here) and one
-//! email to the location's primary coordinator when it opens — not one per reading; it closes
-//! when the condition clears, and escalates like an excursion until someone acknowledges it.
+//! The record of logger conditions: opening and closing episodes, what their emails say, and
+//! who acknowledged them. One row of `device_alerts` per episode.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use chrono::NaiveDate;
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
+use super::Kind;
 use crate::accounts::Scope;
 use crate::alerts::links::Subject;
 use crate::alerts::{outbox, About, Email, Links, Recipient};
 use crate::error::{Error, Result};
-use crate::registry::assignments::{self, Serving};
 use crate::store::{now_millis, rfc3339, Db};
 
-const MIN: i64 = 60_000;
-/// Battery below this is low; it clears a little above, so a flickering reading does not
-/// open and close episodes.
-const BATTERY_LOW_PCT: f64 = 20.0;
-const BATTERY_OK_PCT: f64 = 25.0;
-const CALIBRATION_WARNING_DAYS: i64 = 30;
-
-/// A logger's condition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    NoData,
-    BatteryLow,
-    ProbeDisconnected,
-    CalibrationExpired,
-    CalibrationExpiring,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 5] = [
-        Kind::NoData,
-        Kind::BatteryLow,
-        Kind::ProbeDisconnected,
-        Kind::CalibrationExpired,
-        Kind::CalibrationExpiring,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::NoData => "no_data",
-            Kind::BatteryLow => "battery_low",
-            Kind::ProbeDisconnected => "probe_disconnected",
-            Kind::CalibrationExpired => "calibration_expired",
-            Kind::CalibrationExpiring => "calibration_expiring",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.as_str() == raw)
-    }
-}
-
-/// Runs the checks every few seconds until cancelled; a pass that fails is an error the
-/// supervisor restarts the task on.
-pub async fn run(db: Db, links: Links, outbox: Arc<Notify>, cancel: CancellationToken) -> anyhow::Result<()> {
-    loop {
-        if check(&db, &links, now_millis()).await? > 0 {
-            outbox.notify_one();
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-        }
-    }
-}
-
-/// Whether each condition holds for a logger now: `Some(true)` opens (or keeps) an episode,
-/// `Some(false)` closes it, `None` leaves it as it is.
-fn conditions(s: &Serving, last: Option<i64>, now: i64, today: NaiveDate) -> Vec<(Kind, Option<bool>, String)> {
-    let interval = s.reading_interval_s.unwrap_or(300) * 1000;
-    // A logger registered with a past "from" has been watched only since it was registered.
-    let watched_since = s.from_ms.max(s.created_at);
-    // docs/domain.md: no data for max(2 × the logging interval, 60 min).
-    let quiet_after = (2 * interval).max(60 * MIN);
-    let since = last.unwrap_or(watched_since);
-    // A certificate date that cannot be read is no proof of calibration: it is its own
-    // "calibration expired" condition, naming the stored value, and the other conditions are
-    // checked as usual.
-    let (expired, expiring) = match &s.calibration_expires_on {
-        None => ((None, String::new()), (None, String::new())),
-        Some(d) => match NaiveDate::parse_from_str(d, "%Y-%m-%d") {
-            Ok(expires) => {
-                let days_left = (expires - today).num_days();
-                (
-                    (
-                        Some(days_left < 0),
-                        format!("calibration certificate expired on {expires}: the logger is not compliant"),
-                    ),
-                    (
-                        Some((0..=CALIBRATION_WARNING_DAYS).contains(&days_left)),
-                        format!("calibration certificate expires on {expires}: arrange recalibration or a replacement"),
-                    ),
-                )
-            }
-            Err(_) => (unreadable_calibration(s, d), (Some(false), String::new())),
-        },
-    };
-    vec![
-        (
-            Kind::NoData,
-            Some(now - since > quiet_after),
-            format!(
-                "no reading since {}: check the logger's power and network",
-                rfc3339(since)
-            ),
-        ),
-        (
-            Kind::BatteryLow,
-            // Between the two thresholds nothing changes: an open episode stays open.
-            s.battery_pct.and_then(|b| {
-                if b < BATTERY_LOW_PCT {
-                    Some(true)
-                } else if b >= BATTERY_OK_PCT {
-                    Some(false)
-                } else {
-                    None
-                }
-            }),
-            format!(
-                "battery at {:.0} %: replace or charge it",
-                s.battery_pct.unwrap_or_default()
-            ),
-        ),
-        (
-            Kind::ProbeDisconnected,
-            s.probe_connected.map(|p| !p),
-            "the probe is disconnected: readings are not the vaccine's temperature".into(),
-        ),
-        (Kind::CalibrationExpired, expired.0, expired.1),
-        (Kind::CalibrationExpiring, expiring.0, expiring.1),
-    ]
-}
-
-/// A logger whose stored calibration expiry cannot be read: its calibration counts as expired,
-/// the detail naming the value.
-fn unreadable_calibration(s: &Serving, stored: &str) -> (Option<bool>, String) {
-    let why = Error::unreadable(
-        "loggers",
-        &s.serial,
-        format!("calibration_expires_on {stored:?} is not YYYY-MM-DD"),
-    );
-    metrics::counter!("vfc_device_check_failures_total").increment(1);
-    tracing::error!(error = %why, "treating the logger's calibration as expired");
-    (
-        Some(true),
-        format!("{why}: no valid calibration certificate is on record; record its expiry date again when you assign the logger"),
-    )
-}
-
-/// Opens and closes condition episodes for every logger serving a unit; returns how many
-/// opened. One logger whose record cannot be read is logged and counted, and the rest are
-/// checked as usual.
-pub async fn check(db: &Db, links: &Links, now: i64) -> anyhow::Result<usize> {
-    let today = crate::store::from_millis(now).date_naive();
-    let mut opened = 0;
-    for s in assignments::serving_now(db).await? {
-        let s = match s {
-            Ok(s) => s,
-            Err(e) => {
-                metrics::counter!("vfc_device_check_failures_total").increment(1);
-                tracing::error!(error = %e, "cannot check this logger's conditions; the others go on");
-                continue;
-            }
-        };
-        match check_one(db, links, &s, now, today).await {
-            Ok(n) => opened += n,
-            Err(e) if db.dialect().is_transient_error(&e) => return Err(e),
-            Err(e) => {
-                metrics::counter!("vfc_device_check_failures_total").increment(1);
-                tracing::error!(serial = %s.serial, error = ?e, "cannot check this logger's conditions; the others go on");
-            }
-        }
-    }
-    Ok(opened)
-}
-
-/// Opens and closes one logger's condition episodes; how many opened.
-async fn check_one(db: &Db, links: &Links, s: &Serving, now: i64, today: NaiveDate) -> anyhow::Result<usize> {
-    let last = crate::readings::last_taken_at(db, &s.serial).await?;
-    let mut opened = 0;
-    for (kind, holds, detail) in conditions(s, last, now, today) {
-        match holds {
-            Some(true) => {
-                let new = Condition {
-                    serial: &s.serial,
-                    unit_id: s.unit_id,
-                    kind,
-                    detail: &detail,
-                };
-                let to = Recipient::new(s.primary_name.clone(), s.primary_email.clone());
-                if open(db, links, &new, &to, now).await? {
-                    opened += 1;
-                }
-            }
-            Some(false) => close(db, &s.serial, kind, now).await?,
-            None => {}
-        }
-    }
-    Ok(opened)
-}
-
 /// A condition found on a logger serving a unit.
-struct Condition<'a> {
-    serial: &'a str,
-    unit_id: i64,
-    kind: Kind,
-    detail: &'a str,
+pub(super) struct Condition<'a> {
+    pub serial: &'a str,
+    pub unit_id: i64,
+    pub kind: Kind,
+    pub detail: &'a str,
 }
 
 /// Opens an episode unless one is open; emails the primary coordinator in the same transaction.
-async fn open(db: &Db, links: &Links, c: &Condition<'_>, to: &Recipient, now: i64) -> anyhow::Result<bool> {
+pub(super) async fn open(db: &Db, links: &Links, c: &Condition<'_>, to: &Recipient, now: i64) -> anyhow::Result<bool> {
     let mut tx = db.pool.begin().await?;
-    let inserted = sqlx::query(
+    // One open episode per logger and kind, or, for a unit without a logger, per unit and kind:
+    // the conflict targets name the partial unique indexes exactly.
+    let target = if c.serial.is_empty() {
+        "(unit_id, kind) WHERE ended_at IS NULL AND serial = ''"
+    } else {
+        "(serial, kind) WHERE ended_at IS NULL AND serial <> ''"
+    };
+    let inserted = sqlx::query(&format!(
         "INSERT INTO device_alerts (serial, unit_id, kind, detail, started_at, last_notified_at) VALUES ($1, $2, $3, $4, $5, $5) \
-         ON CONFLICT (serial, kind) WHERE ended_at IS NULL DO NOTHING RETURNING id",
-    )
+         ON CONFLICT {target} DO NOTHING RETURNING id"
+    ))
     .bind(c.serial)
     .bind(c.unit_id)
     .bind(c.kind.as_str())
@@ -244,7 +50,7 @@ async fn open(db: &Db, links: &Links, c: &Condition<'_>, to: &Recipient, now: i6
     Ok(true)
 }
 
-async fn close(db: &Db, serial: &str, kind: Kind, now: i64) -> Result<()> {
+pub(super) async fn close(db: &Db, serial: &str, kind: Kind, now: i64) -> Result<()> {
     sqlx::query("UPDATE device_alerts SET ended_at = $1 WHERE serial = $2 AND kind = $3 AND ended_at IS NULL")
         .bind(now)
         .bind(serial)
@@ -267,18 +73,21 @@ pub async fn notify(
         .await?
         .ok_or_else(|| Error::NotFound(format!("no logger condition {id}")))?;
     let what = d.kind.as_str().replace('_', " ");
+    let (logger, which) = match d.serial.as_str() {
+        "" => ("no logger".to_string(), "No data logger watches".to_string()),
+        serial => (serial.to_string(), format!("The data logger {serial} in")),
+    };
     let subject = format!(
-        "VFC logger alert: {} {}: {what} ({})",
-        d.location_code, d.unit_name, d.serial
+        "VFC logger alert: {} {}: {what} ({logger})",
+        d.location_code, d.unit_name
     );
     for to in recipients {
         let body = format!(
-            "{name},\n\n{opening}The data logger {serial} in the {unit} at {code}: {detail}.\n\n\
+            "{name},\n\n{opening}{which} the {unit} at {code}: {detail}.\n\n\
              Until it is fixed the unit's temperature is not being recorded reliably: check the unit's \
              thermometer and record its temperature by hand, and keep the backup logger in place.\n\n\
              Acknowledge that you are handling it (this link is yours; it stops the escalation):\n{url}\n\n— vfc-monitor\n",
             name = to.name,
-            serial = d.serial,
             unit = d.unit_name,
             code = d.location_code,
             detail = d.detail,
@@ -375,7 +184,8 @@ pub async fn acknowledge(db: &Db, id: i64, by: &str) -> Result<()> {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeviceAlert {
     pub id: i64,
-    pub serial: String,
+    /// The logger; null when no logger watches the unit (a unit that stores vaccine without one).
+    pub serial: Option<String>,
     pub unit_id: i64,
     pub location: String,
     pub kind: Kind,
@@ -407,7 +217,7 @@ pub async fn list(db: &Db, scope: &Scope, open_only: bool) -> Result<Vec<DeviceA
             let kind: String = r.try_get("kind")?;
             Ok(DeviceAlert {
                 id,
-                serial: r.try_get("serial")?,
+                serial: Some(r.try_get::<String, _>("serial")?).filter(|s| !s.is_empty()),
                 unit_id: r.try_get("unit_id")?,
                 location: r.try_get("location_code")?,
                 kind: Kind::parse(&kind)
@@ -473,6 +283,24 @@ pub async fn escalated(tx: &mut AnyConnection, id: i64, level: i64, now: i64) ->
         .bind(now)
         .bind(id)
         .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Units whose own "no data" episode (no logger watches them) is open.
+pub(super) async fn unwatched_now(db: &Db) -> Result<Vec<i64>> {
+    let rows = sqlx::query("SELECT unit_id FROM device_alerts WHERE serial = '' AND ended_at IS NULL")
+        .fetch_all(&db.pool)
+        .await?;
+    rows.iter().map(|r| Ok(r.try_get("unit_id")?)).collect()
+}
+
+/// Closes a unit's own "no data" episode: a logger watches it again, or it stores nothing.
+pub(super) async fn close_unwatched(db: &Db, unit_id: i64, now: i64) -> Result<()> {
+    sqlx::query("UPDATE device_alerts SET ended_at = $1 WHERE serial = '' AND unit_id = $2 AND ended_at IS NULL")
+        .bind(now)
+        .bind(unit_id)
+        .execute(&db.pool)
         .await?;
     Ok(())
 }
