@@ -134,7 +134,7 @@ async fn record(
         return Ok((reply(Some(h), AckCode::Error, &parsed.errors), None));
     }
 
-    // Where each dose was given; a facility outside the sender's scope refuses the message.
+    // Where each dose was given, as far as this sender may report.
     let mut places = Vec::with_capacity(parsed.doses.len());
     for d in &parsed.doses {
         let Ok(d) = d else {
@@ -151,26 +151,9 @@ async fn record(
                 p
             }
         };
-        if let Some(p) = &place {
-            if !sender.scope.covers_code(&p.pin, &p.code) {
-                metrics::counter!("vfc_hl7_messages_total", "ack" => "AR").increment(1);
-                return Ok((
-                    reply(
-                        Some(h),
-                        AckCode::Rejected,
-                        &[Issue::error(
-                            Some(d.facility_at),
-                            204,
-                            format!(
-                                "facility {} is outside what this sender may report for; nothing was recorded",
-                                d.facility
-                            ),
-                        )],
-                    ),
-                    None,
-                ));
-            }
-        }
+        // A facility outside the sender's scope is, to the sender, no facility at all: the same
+        // answer as an unknown one, so no sender learns another PIN's facilities.
+        let place = place.filter(|p| sender.scope.covers_code(&p.pin, &p.code));
         places.push(Some(place));
     }
 
@@ -190,8 +173,8 @@ async fn record(
                 Some(d.facility_at),
                 204,
                 format!(
-                    "facility {} is not a registered VFC location: use the location code (e.g. 012345A) or register \
-                     the EHR's id with PUT /api/v1/locations/{{code}}/facility-ids",
+                    "facility {} is not a registered VFC location for this sender: use the location code (e.g. 012345A) \
+                     or register the EHR's id with PUT /api/v1/locations/{{code}}/facility-ids",
                     d.facility
                 ),
             ));

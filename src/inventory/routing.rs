@@ -122,9 +122,14 @@ pub async fn set_facility_ids(db: &Db, caller: &Caller, code: &str, body: &Facil
             .await?;
         if let Some(t) = taken {
             let other: String = t.try_get("location_code")?;
+            // Facility ids are unique across the program: outside the caller's scope this says
+            // the id is taken, and nothing more.
             let sees = crate::domain::LocationCode::parse(&other).is_ok_and(|c| caller.scope.covers(&c));
-            let named = if sees { other } else { "another location".into() };
-            return Err(Error::Conflict(format!("facility id {id} already names {named}")));
+            return Err(Error::Conflict(if sees {
+                format!("facility id {id} already names {other}")
+            } else {
+                format!("facility id {id} is already in use elsewhere")
+            }));
         }
         sqlx::query("INSERT INTO facility_ids (facility_id, location_code) VALUES ($1, $2)")
             .bind(&id)

@@ -1,5 +1,11 @@
-//! Transfers of doses between units and locations (docs/domain.md, "Inventory"): within a PIN
-//! at once, to another PIN after the state approves. This module owns `transfers`.
+//! Transfers of doses between units and locations (docs/domain.md, "Inventory"): within what the
+//! caller's token covers at once, to another PIN after the state approves. This module owns
+//! `transfers`.
+//!
+//! A token scoped to one location moves doses between that location's units; to a sibling
+//! location (same PIN) it needs a token for the PIN, or the state. A request to another PIN may
+//! name any well-formed location code: it is recorded whether or not that location exists — the
+//! sender learns nothing of another PIN — and the state approves or rejects it.
 
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row};
@@ -9,7 +15,7 @@ use super::ledger::{self, Entry, Kind};
 use super::movements::stock_row;
 use super::{place, today, unit_of, Error, Place, Result};
 use crate::accounts::{Caller, Scope};
-use crate::domain::Doses;
+use crate::domain::{Doses, LocationCode};
 use crate::store::{now_millis, rfc3339, Db};
 
 /// Body of `POST /api/v1/locations/{code}/transfers`.
@@ -177,21 +183,36 @@ pub async fn transfer(db: &Db, caller: &Caller, code: &str, body: &NewTransfer) 
     for line in &body.lines {
         check_movable(&mut tx, &from, body.from_unit_id, line).await?;
     }
-    // The receiving location is looked up whatever the caller's scope: a clinic may send to
-    // another provider, and learns no more than that the code exists.
-    let to = match &body.to_location {
-        None => from.clone(),
-        Some(c) => place(&mut tx, &Scope::Program, c).await?,
+    let to_code = match &body.to_location {
+        None => LocationCode::parse(&from.code)?,
+        Some(c) => LocationCode::parse(c)?,
     };
-    let cross_pin = to.pin != from.pin;
-    let to_unit = match body.to_unit_id {
-        Some(u) if !cross_pin || caller.scope.covers_code(&to.pin, &to.code) => {
-            unit_of(&mut tx, &to, u).await?;
+    let to_pin = to_code.pin().as_str().to_string();
+    let to_code = to_code.to_string();
+    let cross_pin = to_pin != from.pin;
+    let covered = caller.scope.covers_code(&to_pin, &to_code);
+    if !covered && !cross_pin {
+        return Err(Error::Forbidden(format!(
+            "a transfer to {to_code}, another location of PIN {to_pin}, needs a token for the whole PIN or the state \
+             VFC coordinator; this token covers {} only",
+            from.code
+        )));
+    }
+    // Outside the caller's scope the receiving location is not looked up: the request is kept as
+    // named, and the state finds out whether it exists.
+    let to = match covered {
+        true => Some(place(&mut tx, &caller.scope, &to_code).await?),
+        false => None,
+    };
+    let to_unit = match (&to, body.to_unit_id) {
+        (Some(to), Some(u)) => {
+            unit_of(&mut tx, to, u).await?;
             Some(u)
         }
-        Some(_) => None,
-        None if cross_pin => None,
-        None => Some(receiving_unit(&mut tx, &to, body.from_unit_id, body.lines[0].lot_id).await?),
+        (Some(to), None) if !cross_pin => {
+            Some(receiving_unit(&mut tx, to, body.from_unit_id, body.lines[0].lot_id).await?)
+        }
+        _ => None,
     };
     if to_unit == Some(body.from_unit_id) {
         return Err(Error::Invalid("the doses are already in that unit".into()));
@@ -202,7 +223,7 @@ pub async fn transfer(db: &Db, caller: &Caller, code: &str, body: &NewTransfer) 
          VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8) RETURNING id",
     )
     .bind(&from.code)
-    .bind(&to.code)
+    .bind(&to_code)
     .bind(body.from_unit_id)
     .bind(to_unit)
     .bind(serde_json::to_string(&body.lines).map_err(|e| Error::Invalid(e.to_string()))?)
@@ -295,7 +316,12 @@ pub async fn decide(db: &Db, caller: &Caller, id: i64, approve: bool, body: &Dec
     let now = now_millis();
     if approve {
         let from = place(&mut tx, &Scope::Program, &t.from_location).await?;
-        let to = place(&mut tx, &Scope::Program, &t.to_location).await?;
+        let to = place(&mut tx, &Scope::Program, &t.to_location).await.map_err(|_| {
+            Error::Conflict(format!(
+                "{} is not a registered VFC location: reject the request with a note for the sender",
+                t.to_location
+            ))
+        })?;
         for line in &t.lines {
             check_movable(&mut tx, &from, t.from_unit_id, line).await?;
         }

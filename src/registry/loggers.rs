@@ -239,13 +239,35 @@ pub async fn detail(db: &Db, caller: &Caller, serial: &str) -> Result<LoggerDeta
     }
     let mut logger = logger_from_row(&row)?;
     logger.assignment = history.iter().find(|a| a.to_ms.is_none()).cloned();
-    // A clinic sees the latest reading only from a time the logger served it.
-    let since = if caller.is_state() {
-        i64::MIN
-    } else {
-        history.iter().map(|a| a.from_ms).min().unwrap_or(i64::MAX)
-    };
-    logger.last_reading = readings::latest(db, serial, since).await?;
+    if caller.is_state() {
+        logger.last_reading = readings::latest(db, serial, i64::MIN).await?;
+        return Ok(LoggerDetail { logger, history });
+    }
+    // A clinic sees only what the logger said while it served the clinic's units: a logger that
+    // moved to another PIN reports its readings, battery and gateway to its new owner alone.
+    let mut last: Option<Reading> = None;
+    for a in &history {
+        if let Some(r) = readings::latest_between(db, serial, a.from_ms, a.to_ms).await? {
+            if last.as_ref().is_none_or(|l| r.ts > l.ts) {
+                last = Some(r);
+            }
+        }
+    }
+    logger.last_reading = last;
+    let status_at = row.try_get::<Option<i64>, _>("status_at")?;
+    let ours = status_at.is_some_and(|t| {
+        history
+            .iter()
+            .any(|a| a.from_ms <= t && a.to_ms.is_none_or(|to| t < to))
+    });
+    if !ours {
+        logger.battery_pct = None;
+        logger.probe_connected = None;
+        logger.firmware = None;
+        logger.gateway = None;
+        logger.spool_depth = None;
+        logger.status_at = None;
+    }
     Ok(LoggerDetail { logger, history })
 }
 

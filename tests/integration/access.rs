@@ -106,7 +106,11 @@ async fn a_clinic_token_never_sees_another_pin(db: Database) {
             json!({"serial": "THEIRS-1"}),
         )
         .await;
-    assert_eq!(status, 403, "taking another PIN's logger: {body}");
+    assert_eq!(status, 409, "taking another PIN's logger: {body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("already in use elsewhere"),
+        "says it is taken, and no more: {body}"
+    );
     let (status, _) = app
         .send_as(&pin, "POST", "/api/v1/locations", location_body("067890", "B"))
         .await;

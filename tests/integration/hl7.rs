@@ -412,13 +412,20 @@ async fn a_clinic_cannot_report_doses_for_another_pin(db: Database) {
     foreign.facility = "067890A";
     let (s, ack) = post(&app, &clinic, &vxu("S1", &[dose("X123456"), foreign])).await;
     assert_eq!(s, 200);
-    assert!(msa(&ack).starts_with("MSA|AR|S1"), "{ack}");
-    assert!(ack.contains("outside what this sender may report for"), "{ack}");
-    assert_eq!(
-        on_hand(&app, fridge, lot).await,
-        10,
-        "refused whole: not even its own dose"
-    );
+    assert!(msa(&ack).starts_with("MSA|AE|S1"), "{ack}");
+    // Another PIN's facility gets word for word what a facility that does not exist gets.
+    let mut unknown = dose("X123456");
+    (unknown.facility, unknown.orc) = ("099999Z", Some("ORD-U"));
+    let (_, other) = post(&app, &clinic, &vxu("S9", &[unknown])).await;
+    let text = |ack: &str| {
+        errs(ack).iter().find_map(|e| {
+            let at = e.find("is not a registered VFC location for this sender")?;
+            Some(e[at..].split('|').next().unwrap_or_default().to_string())
+        })
+    };
+    assert_eq!(text(&ack), text(&other), "{ack}\n{other}");
+    assert!(text(&ack).is_some(), "{ack}");
+    assert_eq!(on_hand(&app, fridge, lot).await, 9, "its own dose is recorded");
     let inv = app.get("/api/v1/locations/067890A/inventory").await;
     assert_eq!(inv["lots"][0]["on_hand"], 10);
     // The JSON path is scoped the same way.
@@ -445,9 +452,10 @@ async fn a_clinic_cannot_report_doses_for_another_pin(db: Database) {
     assert_eq!(s, 200);
     let mut named = dose("X123456");
     named.facility = "BAYVIEW-MAIN";
+    named.orc = Some("ORD-2");
     let (_, ack) = post(&app, &clinic, &vxu("S2", &[named])).await;
     assert_eq!(msa(&ack), "MSA|AA|S2", "{ack}");
-    assert_eq!(on_hand(&app, fridge, lot).await, 9);
+    assert_eq!(on_hand(&app, fridge, lot).await, 8);
 }
 
 async fn mllp_frames_round_trip_for_allowed_senders_only(db: Database) {

@@ -339,7 +339,227 @@ async fn a_unit_that_stores_vaccine_without_a_logger_is_as_unwatched_as_a_silent
     open(0).await;
 }
 
+/// A lot of Rotateq received into `unit` at `code`, an hour ago; its id.
+async fn stock_at(app: &TestApp, code: &str, unit: i64, lot: &str) -> i64 {
+    let body = json!({"unit_id": unit, "received_at": (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339(),
+        "lines": [{"ndc": ROTATEQ, "lot": lot, "expires_on": "2099-01-31", "funding": "vfc", "doses": 10}]});
+    let (status, out) = app
+        .send_as(&app.token, "POST", &format!("/api/v1/locations/{code}/receipts"), body)
+        .await;
+    assert_eq!(status, 201, "{out}");
+    out["events"][0]["lot_id"].as_i64().unwrap()
+}
+
+async fn a_location_token_transfers_between_its_own_units_and_needs_the_pin_for_a_sibling(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let unit = app.fridge().await;
+    let second = app.create_unit("012345A", "Second refrigerator", "refrigerator").await;
+    app.create_location("012345", "B").await;
+    let sibling = app.create_unit("012345B", "B refrigerator", "refrigerator").await;
+    let lot = stock_at(&app, "012345A", unit, "X123456").await;
+    let token = clinic(&app);
+    let path = "/api/v1/locations/012345A/transfers";
+    let to = |code: &str, to_unit: i64| {
+        json!({"from_unit_id": unit, "to_location": code, "to_unit_id": to_unit, "reason": "rebalance",
+            "lines": [{"lot_id": lot, "doses": 1}]})
+    };
+    let (status, out) = app.send_as(&token, "POST", path, to("012345A", second)).await;
+    assert_eq!((status, &out["status"]), (201, &json!("completed")), "{out}");
+    let (status, out) = app.send_as(&token, "POST", path, to("012345B", sibling)).await;
+    assert_eq!(status, 403, "{out}");
+    assert!(
+        out["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("a token for the whole PIN"),
+        "{out}"
+    );
+    let b = app.get("/api/v1/locations/012345B/inventory").await;
+    assert_eq!(b["lots"], json!([]), "nothing reached 012345B: {b}");
+    let pin = app.create_token(&["--role", "clinic", "--pin", "012345", "--name", "the practice"]);
+    let (status, out) = app.send_as(&pin, "POST", path, to("012345B", sibling)).await;
+    assert_eq!((status, &out["status"]), (201, &json!("completed")), "{out}");
+}
+
+async fn a_transfer_request_to_another_pin_reads_the_same_whether_or_not_that_location_exists(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let unit = app.fridge().await;
+    let lot = stock_at(&app, "012345A", unit, "X123456").await;
+    app.create_location("067890", "A").await;
+    let token = clinic(&app);
+    let path = "/api/v1/locations/012345A/transfers";
+    let to = |code: &str| json!({"from_unit_id": unit, "to_location": code, "reason": "closing", "lines": [{"lot_id": lot, "doses": 1}]});
+    let (s1, real) = app.send_as(&token, "POST", path, to("067890A")).await;
+    let (s2, none) = app.send_as(&token, "POST", path, to("099999Z")).await;
+    assert_eq!((s1, s2), (201, 201), "{real} {none}");
+    let shape = |t: &Value| (t["status"].clone(), t["to_unit_id"].clone(), t["decided_by"].clone());
+    assert_eq!(shape(&real), shape(&none));
+    assert_eq!(real["status"], "pending");
+    // The state finds out: approving a request to nowhere says so; it is rejected with a note.
+    let id = none["id"].as_i64().unwrap();
+    let (status, out) = app
+        .send_as(
+            &app.token,
+            "POST",
+            &format!("/api/v1/transfers/{id}/approve"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 409, "{out}");
+    assert!(
+        out["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("099999Z is not a registered"),
+        "{out}"
+    );
+    let (status, out) = app
+        .send_as(
+            &app.token,
+            "POST",
+            &format!("/api/v1/transfers/{id}/reject"),
+            json!({"note": "no such provider"}),
+        )
+        .await;
+    assert_eq!((status, &out["status"]), (200, &json!("rejected")), "{out}");
+}
+
+async fn a_logger_moved_to_another_pin_reports_to_its_new_owner_only(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    app.fridge().await;
+    let token = clinic(&app);
+    let mut p = app.publisher("lt-1").await;
+    let before = chrono::Utc::now() - chrono::Duration::minutes(30);
+    p.reading("LT-1", &before.to_rfc3339(), 5.0).await;
+    p.publish("vfc/loggers/LT-1/status", json!({"battery_pct": 80}).to_string())
+        .await;
+    p.wait_acked(2).await;
+    app.eventually("the status stored", || async {
+        let l = app.get("/api/v1/loggers/LT-1").await;
+        if l["battery_pct"] == 80.0 {
+            Ok(())
+        } else {
+            Err(l.to_string())
+        }
+    })
+    .await;
+    // The state moves it to PIN 054321, where it reports on.
+    app.create_location("054321", "A").await;
+    let theirs = app.create_unit("054321A", "Their refrigerator", "refrigerator").await;
+    let moved = (chrono::Utc::now() - chrono::Duration::minutes(10)).to_rfc3339();
+    app.assign(theirs, json!({"serial": "LT-1", "from": moved})).await;
+    p.reading("LT-1", &chrono::Utc::now().to_rfc3339(), 4.0).await;
+    p.publish(
+        "vfc/loggers/LT-1/status",
+        json!({"battery_pct": 12, "gateway": "gw-054321A-1"}).to_string(),
+    )
+    .await;
+    p.wait_acked(4).await;
+    app.eventually("the new status stored", || async {
+        let l = app.get("/api/v1/loggers/LT-1").await;
+        if l["battery_pct"] == 12.0 {
+            Ok(())
+        } else {
+            Err(l.to_string())
+        }
+    })
+    .await;
+    let (status, old) = app.get_as(&token, "/api/v1/loggers/LT-1").await;
+    assert_eq!(status, 200, "it served 012345: {old}");
+    assert_eq!(
+        old["last_reading"]["temp_c"], 5.0,
+        "only its reading while it was ours: {old}"
+    );
+    assert_eq!(
+        (&old["battery_pct"], &old["gateway"], &old["assignment"]),
+        (&Value::Null, &Value::Null, &Value::Null),
+        "{old}"
+    );
+}
+
+async fn another_pins_lot_and_a_lot_that_does_not_exist_get_the_same_answer(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    app.fridge().await;
+    app.create_location("067890", "A").await;
+    let theirs = app.create_unit("067890A", "Their refrigerator", "refrigerator").await;
+    let their_lot = stock_at(&app, "067890A", theirs, "Y999").await;
+    let token = clinic(&app);
+    let dose = json!({"doses": [{"patient_id": "P1", "cvx": "116", "lot": "NOPE42", "eligibility": "V02",
+        "administered_on": chrono::Utc::now().date_naive().to_string()}]});
+    let (status, out) = app
+        .send_as(&token, "POST", "/api/v1/locations/012345A/administrations", dose)
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let queue = app.get("/api/v1/locations/012345A/decrement-exceptions").await;
+    let id = queue["exceptions"][0]["id"].as_i64().expect("the queued dose");
+    let path = format!("/api/v1/decrement-exceptions/{id}/resolve");
+    let (s1, foreign) = app.send_as(&token, "POST", &path, json!({"lot_id": their_lot})).await;
+    let (s2, missing) = app.send_as(&token, "POST", &path, json!({"lot_id": 999_999})).await;
+    let said = |v: &Value, id: i64| {
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace(&format!("lot {id} "), "lot … ")
+    };
+    assert_eq!((s1, said(&foreign, their_lot)), (s2, said(&missing, 999_999)));
+    assert_eq!(s1, 400);
+}
+
+async fn a_serial_or_facility_id_taken_by_another_pin_is_already_in_use_elsewhere(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let unit = app.fridge().await;
+    app.create_location("067890", "A").await;
+    let theirs = app.create_unit("067890A", "Their refrigerator", "refrigerator").await;
+    app.assign(theirs, json!({"serial": "LT-9", "from": "2020-01-01T00:00:00Z"}))
+        .await;
+    let (status, out) = app
+        .send_as(
+            &app.token,
+            "PUT",
+            "/api/v1/locations/067890A/facility-ids",
+            json!({"facility_ids": ["CITY-PEDS"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let token = clinic(&app);
+    let (status, out) = app
+        .send_as(
+            &token,
+            "PUT",
+            &format!("/api/v1/units/{unit}/logger"),
+            json!({"serial": "LT-9"}),
+        )
+        .await;
+    assert_eq!(status, 409, "{out}");
+    assert!(
+        out["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already in use elsewhere"),
+        "{out}"
+    );
+    let (status, out) = app
+        .send_as(
+            &token,
+            "PUT",
+            "/api/v1/locations/012345A/facility-ids",
+            json!({"facility_ids": ["CITY-PEDS"]}),
+        )
+        .await;
+    assert_eq!(status, 409, "{out}");
+    let message = out["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("already in use elsewhere") && !message.contains("067890"),
+        "{out}"
+    );
+}
+
 on_both_databases!(
+    a_location_token_transfers_between_its_own_units_and_needs_the_pin_for_a_sibling,
+    a_transfer_request_to_another_pin_reads_the_same_whether_or_not_that_location_exists,
+    a_logger_moved_to_another_pin_reports_to_its_new_owner_only,
+    another_pins_lot_and_a_lot_that_does_not_exist_get_the_same_answer,
+    a_serial_or_facility_id_taken_by_another_pin_is_already_in_use_elsewhere,
     a_unit_that_stores_vaccine_without_a_logger_is_as_unwatched_as_a_silent_one,
     every_change_to_what_guards_a_unit_is_told_to_its_coordinators_and_listed_for_the_state,
     a_clinic_cannot_take_a_unit_that_stores_vaccine_out_of_service,

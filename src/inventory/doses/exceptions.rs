@@ -208,10 +208,25 @@ pub async fn resolve(
             .bind(x.administration_id)
             .fetch_one(&mut *conn)
             .await?;
-            // The lot must be of the dose's vaccine.
-            let lot = lots::record(conn, lot_id)
+            // A lot this location never held is, to the caller, no lot at all: the same answer
+            // whether it does not exist or another PIN holds it.
+            let no_lot = || {
+                Error::Invalid(format!(
+                    "no lot {lot_id} at {}; see the location's inventory",
+                    place.code
+                ))
+            };
+            let held_here = sqlx::query("SELECT 1 FROM stock WHERE location_code = $1 AND lot_id = $2")
+                .bind(&place.code)
+                .bind(lot_id)
+                .fetch_optional(&mut *conn)
                 .await?
-                .ok_or_else(|| Error::Invalid(format!("no lot {lot_id}; see the location's inventory")))?;
+                .is_some();
+            if !held_here {
+                return Err(no_lot());
+            }
+            // The lot must be of the dose's vaccine.
+            let lot = lots::record(conn, lot_id).await?.ok_or_else(no_lot)?;
             let product = catalog::get(conn, &lot.ndc)
                 .await?
                 .ok_or_else(|| Error::unreadable("lots", lot_id, format!("NDC {} is not in the catalog", lot.ndc)))?;

@@ -71,8 +71,9 @@ pub async fn assign(
     // Where the logger serves now: moving it needs the right to see that unit too.
     if let Some((open, pin)) = history.iter().find(|(a, _)| a.to_ms.is_none()) {
         if !caller.scope.covers_code(pin, &open.location) {
-            return Err(Error::Forbidden(format!(
-                "logger {serial} serves a unit outside this token's scope; the state VFC coordinator can release it"
+            // Serials are unique across the program: this says it exists, and nothing more.
+            return Err(Error::Conflict(format!(
+                "logger {serial} is already in use elsewhere; the state VFC coordinator can release it"
             )));
         }
         if open.unit_id == unit_id && open.role == role {
