@@ -108,7 +108,10 @@ async fn a_clinic_token_never_sees_another_pin(db: Database) {
         .await;
     assert_eq!(status, 409, "taking another PIN's logger: {body}");
     assert!(
-        body["error"]["message"].as_str().unwrap().contains("already in use elsewhere"),
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already in use elsewhere"),
         "says it is taken, and no more: {body}"
     );
     let (status, _) = app

@@ -1,5 +1,6 @@
 //! The authorization matrix: every route of the API, what a caller without a token gets, and
-//! what another PIN's clinic gets when it names this PIN's things. A route the OpenAPI document
+//! what another PIN's clinic and a sibling location's token get when they name PIN 012345A's
+//! things (and that 012345's own clinic reaches each of them). A route the OpenAPI document
 //! lists and this matrix does not is a failure: every new route is placed here on purpose.
 
 use serde_json::{json, Value};
@@ -372,6 +373,10 @@ async fn every_route_refuses_a_missing_token_and_hides_one_pin_from_another() {
     app.create_location("067890", "A").await;
     let other = app.create_token(&["--role", "clinic", "--pin", "067890", "--name", "another PIN"]);
     let owner = app.create_token(&["--role", "clinic", "--pin", "012345", "--name", "the clinic"]);
+    // A sibling location of the same PIN, with a token of its own: 012345A's things are as hidden
+    // from it as from another PIN.
+    app.create_location("012345", "B").await;
+    let sibling = app.create_token(&["--role", "clinic", "--location", "012345B", "--name", "sibling"]);
 
     // Every route of the OpenAPI document is in the matrix, and every row is a route.
     let doc = app.openapi().await;
@@ -394,20 +399,28 @@ async fn every_route_refuses_a_missing_token_and_hides_one_pin_from_another() {
     );
 
     let before = snapshot(&app).await;
+    let mut calls = 0;
     for (method, path, expect) in MATRIX {
         let (target, status, body) = call(&app, None, method, path, &t).await;
         assert_eq!(status, 401, "{method} {target} without a token: {body}");
-        let (target, status, body) = call(&app, Some(&other), method, path, &t).await;
-        let ok = match expect {
-            Listed => status == 200 && !body.contains("012345") && !body.contains("LT-1"),
-            Forbidden => status == 403,
-            Hidden => status == 404,
-            Ack => status == 200 && body.starts_with("MSH|") && !body.contains("MSA|AA"),
-        };
-        assert!(
-            ok,
-            "{method} {target} as another PIN: expected {expect:?}, got {status}: {body}"
-        );
+        calls += 1;
+        for (who, token, theirs) in [
+            ("another PIN", &other, "012345"),
+            ("location 012345B", &sibling, "012345A"),
+        ] {
+            let (target, status, body) = call(&app, Some(token), method, path, &t).await;
+            calls += 1;
+            let ok = match expect {
+                Listed => status == 200 && !body.contains(theirs) && !body.contains("LT-1"),
+                Forbidden => status == 403,
+                Hidden => status == 404,
+                Ack => status == 200 && body.starts_with("MSH|") && !body.contains("MSA|AA"),
+            };
+            assert!(
+                ok,
+                "{method} {target} as {who}: expected {expect:?}, got {status}: {body}"
+            );
+        }
     }
     assert_eq!(snapshot(&app).await, before, "nothing of 012345 changed");
 
@@ -423,5 +436,8 @@ async fn every_route_refuses_a_missing_token_and_hides_one_pin_from_another() {
             Forbidden => true,
         };
         assert!(reached, "{method} {target} as 012345's clinic: {status}: {body}");
+        calls += 1;
     }
+    // The matrix's size, for the record: routes × callers.
+    println!("authorization matrix: {} routes, {calls} calls", MATRIX.len());
 }
