@@ -67,9 +67,10 @@ pub struct Ports {
 
 /// Writes `ports.json` in the data directory, replacing it atomically.
 fn write_ports(dir: &Path, ports: &Ports) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating the data directory {}", dir.display()))?;
+    crate::files::private_dir(dir).with_context(|| format!("creating the data directory {}", dir.display()))?;
     let tmp = dir.join(".ports.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(ports)?).with_context(|| format!("writing {}", tmp.display()))?;
+    crate::files::write_private(&tmp, &serde_json::to_vec_pretty(ports)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, dir.join("ports.json")).context("writing ports.json")?;
     Ok(())
 }

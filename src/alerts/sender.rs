@@ -54,9 +54,7 @@ impl Mailer {
     /// Creates the `.eml` folder when there is no SMTP server (nothing to do otherwise).
     pub async fn open_folder(&self) -> anyhow::Result<()> {
         if let Transport::Files(dir) = &self.transport {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .with_context(|| format!("creating the email folder {}", dir.display()))?;
+            crate::files::private_dir(dir).with_context(|| format!("creating the email folder {}", dir.display()))?;
             tracing::info!(folder = %dir.display(), "no VFC_SMTP_URL: alert emails are written as .eml files");
         }
         Ok(())
@@ -157,7 +155,8 @@ async fn deliver(d: &Due, mailer: &Mailer) -> Delivery {
                 // One file per row, replaced atomically: a repeat writes the same file.
                 let tmp = dir.join(format!(".{id}.eml.tmp"));
                 let path = dir.join(format!("{id:08}.eml"));
-                match tokio::fs::write(&tmp, message.formatted())
+                // 0600: an .eml file carries live acknowledgement links.
+                match crate::files::write_private_async(tmp.clone(), message.formatted())
                     .await
                     .and(tokio::fs::rename(&tmp, &path).await)
                 {

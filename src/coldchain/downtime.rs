@@ -96,11 +96,14 @@ pub async fn add(db: &Db, unit_id: i64, body: &NewDowntime, caller: &Caller, sto
     }
     let now = now_millis();
     // Default: the start of this minute, so a reading stamped in whole seconds just now is covered.
-    let from = body
-        .from
-        .map(|t| t.timestamp_millis())
-        .unwrap_or(now - now.rem_euclid(60_000));
-    let until = body.until.map(|t| t.timestamp_millis());
+    let from = match body.from {
+        Some(t) => crate::domain::check_instant("from", t.timestamp_millis())?,
+        None => now - now.rem_euclid(60_000),
+    };
+    let until = body
+        .until
+        .map(|t| crate::domain::check_instant("until", t.timestamp_millis()))
+        .transpose()?;
     match (body.kind, until) {
         (Kind::Maintenance, None) => return Err(Error::Invalid("a maintenance window needs \"until\"".into())),
         (_, Some(u)) if u <= from => return Err(Error::Invalid("\"until\" must be after \"from\"".into())),

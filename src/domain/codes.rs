@@ -274,17 +274,17 @@ impl Doses {
     }
 }
 
-/// The years a day of this product's records can fall in: vaccine records, expiration dates
-/// and daily logs are all well inside them. Anything else is a typo, and would overflow the
-/// arithmetic on instants further in.
-pub const YEARS: std::ops::RangeInclusive<i32> = 1900..=9999;
+/// The years a date or time of this product's records can fall in: VFC children's doses,
+/// expiration dates, readings and daily logs are all well inside them. Anything else is a typo
+/// (or an attempt to overflow the arithmetic on instants further in), refused with 400.
+pub const YEARS: std::ops::RangeInclusive<i32> = 2000..=2100;
 
 /// A calendar date `YYYY-MM-DD` (expiration dates and daily records are days, not instants),
-/// in years 1900 to 9999.
+/// in years 2000 to 2100.
 pub fn parse_date(name: &str, raw: &str) -> Result<chrono::NaiveDate, ParseError> {
     let bad = || {
         ParseError(format!(
-            "\"{name}\" {raw:?} must be a date from 1900-01-01 to 9999-12-31, such as 2027-01-31"
+            "\"{name}\" {raw:?} must be a date from 2000-01-01 to 2100-12-31, such as 2027-01-31"
         ))
     };
     let day = chrono::NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d").map_err(|_| bad())?;
@@ -295,9 +295,29 @@ pub fn parse_date(name: &str, raw: &str) -> Result<chrono::NaiveDate, ParseError
     }
 }
 
+/// An instant (epoch ms) from a request, in years 2000 to 2100.
+pub fn check_instant(name: &str, ms: i64) -> Result<i64, ParseError> {
+    let year = chrono::DateTime::from_timestamp_millis(ms).map(|t| chrono::Datelike::year(&t));
+    match year {
+        Some(y) if YEARS.contains(&y) => Ok(ms),
+        _ => Err(ParseError(format!(
+            "\"{name}\" must be a time from 2000-01-01 to 2100-12-31, such as 2026-11-25T13:00:00Z"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_and_times_outside_2000_to_2100_are_refused() {
+        assert!(parse_date("d", "2000-01-01").is_ok() && parse_date("d", "2100-12-31").is_ok());
+        assert!(parse_date("d", "1999-12-31").is_err() && parse_date("d", "2101-01-01").is_err());
+        assert!(check_instant("t", 946_684_800_000).is_ok(), "2000-01-01T00:00:00Z");
+        assert!(check_instant("t", 946_684_799_999).is_err());
+        assert!(check_instant("t", i64::MAX).is_err());
+    }
 
     #[test]
     fn ndc10_shapes_normalise_to_ndc11() {

@@ -7,7 +7,7 @@ pub mod codes;
 
 use std::fmt;
 
-pub use codes::{parse_date, Cvx, Doses, Eligibility, Funding, FundingSource, LotNumber, Ndc};
+pub use codes::{check_instant, parse_date, Cvx, Doses, Eligibility, Funding, FundingSource, LotNumber, Ndc};
 
 use serde::{Deserialize, Serialize};
 

@@ -70,13 +70,14 @@ pub fn today(tz: Tz, now_ms: i64) -> chrono::NaiveDate {
 /// An optional RFC 3339 instant from a request body, as epoch ms.
 pub fn parse_time(name: &str, raw: Option<&str>) -> Result<Option<i64>> {
     raw.map(|raw| {
-        chrono::DateTime::parse_from_rfc3339(raw.trim())
+        let ms = chrono::DateTime::parse_from_rfc3339(raw.trim())
             .map(|t| t.timestamp_millis())
             .map_err(|_| {
                 Error::Invalid(format!(
                     "\"{name}\" {raw:?} is not an RFC 3339 time such as 2026-11-25T13:00:00Z"
                 ))
-            })
+            })?;
+        Ok(crate::domain::check_instant(name, ms)?)
     })
     .transpose()
 }

@@ -122,10 +122,13 @@ impl Db {
         sqlx::any::install_default_drivers();
         let (kind, conn_url, max) = match url {
             DatabaseUrl::Sqlite(path) => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)
+                // A folder made for it is the service's alone; one that was there is left as it is.
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+                    crate::files::private_dir(dir)
                         .with_context(|| format!("creating the data directory {}", dir.display()))?;
                 }
+                crate::files::touch_private(path)
+                    .with_context(|| format!("creating the database file {} (mode 0600)", path.display()))?;
                 // One writer at a time is SQLite's model; a few readers serve the API meanwhile.
                 (Dialect::Sqlite, format!("sqlite://{}?mode=rwc", path.display()), 8)
             }

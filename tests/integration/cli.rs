@@ -186,3 +186,49 @@ fn a_commands_help_shows_its_own_options_before_the_settings() {
     let data_dir = help.find("--data-dir").unwrap_or_else(|| panic!("{help}"));
     assert!(own < settings && settings < data_dir, "{help}");
 }
+
+#[test]
+fn a_serve_whose_acknowledgement_key_is_damaged_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("VFC_HTTP_ADDR", "127.0.0.1:0"),
+        ("VFC_MQTT_EMBEDDED_ADDR", "127.0.0.1:0"),
+    ];
+    let args = ["token", "create", "--role", "state-coordinator", "--name", "state"];
+    assert!(vfc(dir.path(), &args, &env).status.success());
+    // A key that reads as empty would let anyone sign acknowledgement links.
+    let db = dir.path().join("data/vfc.db");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO service_secrets (name, value) VALUES ('ack_links', 'not hex') ON CONFLICT (name) DO UPDATE SET value = excluded.value")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+    });
+    let out = vfc(dir.path(), &["serve"], &env);
+    assert!(!out.status.success(), "it must not serve");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("service_secrets row 'ack_links'"), "names the row: {err}");
+}
+
+#[cfg(unix)]
+#[test]
+fn the_database_and_the_data_directory_are_the_services_user_s_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["token", "create", "--role", "state-coordinator", "--name", "state"];
+    assert!(vfc(dir.path(), &args, &[]).status.success());
+    let mode = |p: &str| {
+        std::fs::metadata(dir.path().join(p))
+            .unwrap_or_else(|e| panic!("{p}: {e}"))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!((mode("data"), mode("data/vfc.db")), (0o700, 0o600));
+}

@@ -455,7 +455,7 @@ impl TestApp {
             .to_string()
     }
 
-    fn data_dir(&self) -> PathBuf {
+    pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
 

@@ -348,6 +348,7 @@ async fn a_date_beyond_any_record_is_refused_not_a_panic(db: Database) {
         "from=%2B262142-12-31&to=%2B262142-12-31",
         "from=2026-01-01&to=%2B262142-12-31",
         "from=0001-01-01&to=0001-01-02",
+        "from=1999-12-31&to=2000-01-02",
     ] {
         let (status, body) = app
             .get_as(&app.token, &format!("/api/v1/units/{unit}/daily?{query}"))
@@ -357,10 +358,41 @@ async fn a_date_beyond_any_record_is_refused_not_a_panic(db: Database) {
             body["error"]["message"]
                 .as_str()
                 .unwrap()
-                .contains("1900-01-01 to 9999-12-31"),
+                .contains("2000-01-01 to 2100-12-31"),
             "{body}"
         );
     }
+    // Times as well as days, in queries and in bodies.
+    let (status, body) = app
+        .get_as(
+            &app.token,
+            &format!("/api/v1/units/{unit}/readings?from=1970-01-01T00:00:00Z&to=2026-01-01T00:00:00Z"),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2000-01-01 to 2100-12-31"),
+        "{body}"
+    );
+    let (status, body) = app
+        .send_as(
+            &app.token,
+            "POST",
+            &format!("/api/v1/units/{unit}/downtime"),
+            json!({"kind": "maintenance", "reason": "defrost", "from": "1999-12-31T23:00:00Z", "until": "2000-01-01T01:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"from\" must be a time from 2000"),
+        "{body}"
+    );
     let (status, body) = app
         .send_as(
             &app.token,
@@ -372,6 +404,34 @@ async fn a_date_beyond_any_record_is_refused_not_a_panic(db: Database) {
     assert_eq!(status, 400, "{body}");
     assert_eq!(app.metric("vfc_http_panics_total").await, 0.0);
     assert_eq!(app.health().await.0, 200, "still serving");
+}
+
+/// An `.eml` file carries live acknowledgement links; the SQLite files every record.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emails_with_live_links_and_the_database_files_are_the_services_user_s_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = TestApp::spawn(Database::Sqlite, Broker::Embedded).await;
+    app.fridge().await;
+    app.freezing("LT-1").await;
+    app.wait_email_with("VFC temperature alert").await;
+    let data = app.data_dir();
+    let eml = std::fs::read_dir(data.join("outbox"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "eml"))
+        .expect("an email file");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        [
+            mode(&data),
+            mode(&data.join("outbox")),
+            mode(&eml),
+            mode(&data.join("vfc.db")),
+            mode(&data.join("vfc.db-wal"))
+        ],
+        [0o700, 0o700, 0o600, 0o600, 0o600]
+    );
 }
 
 on_both_databases!(

@@ -48,6 +48,9 @@ pub struct Review {
 
 impl Review {
     fn check(&self) -> Result<()> {
+        if let Some(t) = self.found_at {
+            crate::domain::check_instant("found_at", t.timestamp_millis())?;
+        }
         for (name, v, lo, hi) in [
             ("temp_when_found_c", self.temp_when_found_c, -100.0, 100.0),
             ("room_temp_c", self.room_temp_c, -40.0, 60.0),

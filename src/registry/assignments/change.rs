@@ -48,7 +48,10 @@ pub async fn assign(
     let now = now_millis();
     // Default: the start of this minute, so a reading stamped in whole seconds just now is the
     // unit's.
-    let from = body.from.map(millis).unwrap_or(now - now.rem_euclid(60_000));
+    let from = match body.from {
+        Some(t) => crate::domain::check_instant("from", millis(t))?,
+        None => now - now.rem_euclid(60_000),
+    };
     if from > now + 60_000 {
         return Err(Error::Invalid("\"from\" may not be in the future".into()));
     }
@@ -237,7 +240,10 @@ pub async fn unassign(
         .find(|a| a.serial == serial)
         .ok_or_else(|| Error::NotFound(format!("logger {serial} does not serve unit {unit_id} now")))?;
     let now = now_millis();
-    let to = at.map(millis).unwrap_or(now);
+    let to = match at {
+        Some(t) => crate::domain::check_instant("at", millis(t))?,
+        None => now,
+    };
     if to > now + 60_000 {
         return Err(Error::Invalid("\"at\" may not be in the future".into()));
     }
