@@ -1,5 +1,7 @@
 //! MLLP over TCP (frame: 0x0B, message, 0x1C 0x0D). There is no token on this path, so only
-//! senders on `VFC_HL7_MLLP_ALLOW` are heard, each with the scope it is listed with.
+//! senders on `VFC_HL7_MLLP_ALLOW` are heard, each with the scope it is listed with. A
+//! connection silent for [`Limits::idle`] is closed, and at most [`Limits::connections`] are
+//! open at once: a sender that opens and forgets connections cannot take the listener down.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -81,12 +83,41 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("listening for HL7 MLLP on {addr}"))
 }
 
+/// How long a connection may stay silent, and how many may be open at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub idle: std::time::Duration,
+    pub connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // An EHR's interface engine keeps one or two connections open and sends every few
+        // seconds to minutes; it reconnects when closed.
+        Limits {
+            idle: std::time::Duration::from_secs(300),
+            connections: 64,
+        }
+    }
+}
+
 pub async fn serve(
     listener: std::sync::Arc<TcpListener>,
     allow: Allow,
     intake: Intake,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    serve_with(listener, allow, intake, cancel, Limits::default()).await
+}
+
+pub async fn serve_with(
+    listener: std::sync::Arc<TcpListener>,
+    allow: Allow,
+    intake: Intake,
+    cancel: CancellationToken,
+    limits: Limits,
+) -> anyhow::Result<()> {
+    let open = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.connections));
     let allow = allow.0;
     if allow.is_empty() {
         tracing::warn!("HL7 MLLP is on but VFC_HL7_MLLP_ALLOW lists nobody: every connection will be closed");
@@ -107,20 +138,39 @@ pub async fn serve(
             metrics::counter!("vfc_hl7_mllp_refused_total").increment(1);
             continue;
         };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, limit = limits.connections, "MLLP connections at their limit; this one closed");
+            metrics::counter!("vfc_hl7_mllp_refused_total").increment(1);
+            continue;
+        };
         let sender = Sender {
             scope: scope.clone(),
             actor: format!("mllp:{}", peer.ip()),
         };
-        tokio::spawn(connection(stream, sender, intake.clone(), cancel.clone()));
+        let (intake, cancel) = (intake.clone(), cancel.clone());
+        tokio::spawn(async move {
+            connection(stream, sender, intake, cancel, limits.idle).await;
+            drop(permit);
+        });
     }
 }
 
-async fn connection(mut stream: TcpStream, sender: Sender, intake: Intake, cancel: CancellationToken) {
+async fn connection(
+    mut stream: TcpStream,
+    sender: Sender,
+    intake: Intake,
+    cancel: CancellationToken,
+    idle: std::time::Duration,
+) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     loop {
         let n = tokio::select! {
             _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(idle) => {
+                tracing::info!(sender = %sender.actor, "MLLP connection idle; closed");
+                return;
+            }
             r = stream.read(&mut chunk) => match r {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
@@ -147,6 +197,71 @@ async fn connection(mut stream: TcpStream, sender: Sender, intake: Intake, cance
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    /// A listener for 127.0.0.1 with `limits`, its intake worker running on a scratch database.
+    async fn listening(limits: Limits) -> (SocketAddr, CancellationToken, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = crate::config::DatabaseUrl::Sqlite(dir.path().join("t.db"));
+        let db = crate::store::Db::connect(&url).await.unwrap();
+        let (intake, worker) = Intake::new(db);
+        let cancel = CancellationToken::new();
+        tokio::spawn(worker.run(cancel.clone()));
+        let listener = std::sync::Arc::new(bind("127.0.0.1:0".parse().unwrap()).await.unwrap());
+        let addr = listener.local_addr().unwrap();
+        let allow = Allow::parse("127.0.0.1=*").unwrap();
+        tokio::spawn(serve_with(listener, allow, intake, cancel.clone(), limits));
+        (addr, cancel, dir)
+    }
+
+    /// Reads until the server closes the connection (Ok) or sends something (Err, with it).
+    async fn closed(c: &mut TcpStream) -> Result<(), Vec<u8>> {
+        let mut b = vec![0u8; 4096];
+        match tokio::time::timeout(Duration::from_secs(10), c.read(&mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => Ok(()),
+            Ok(Ok(n)) => Err(b[..n].to_vec()),
+            Err(_) => panic!("neither closed nor answered within 10 s"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_stays_silent_is_closed_after_the_idle_time() {
+        let limits = Limits {
+            idle: Duration::from_millis(200),
+            connections: 4,
+        };
+        let (addr, cancel, _dir) = listening(limits).await;
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        assert_eq!(closed(&mut c).await, Ok(()));
+        cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_connection_over_the_limit_is_closed_and_served_once_one_is_free() {
+        let limits = Limits {
+            idle: Duration::from_secs(60),
+            connections: 1,
+        };
+        let (addr, cancel, _dir) = listening(limits).await;
+        let first = TcpStream::connect(addr).await.unwrap();
+        let mut second = TcpStream::connect(addr).await.unwrap();
+        assert_eq!(closed(&mut second).await, Ok(()), "over the limit");
+        drop(first);
+        // Once the first is gone its place is free: a frame is answered (AR: not a VXU).
+        let mut answered = None;
+        for _ in 0..50 {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            c.write_all(&frame("hello")).await.unwrap();
+            if let Err(ack) = closed(&mut c).await {
+                answered = Some(String::from_utf8_lossy(&ack).into_owned());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let ack = answered.expect("a connection is served again");
+        assert!(ack.contains("MSA|AR"), "{ack}");
+        cancel.cancel();
+    }
 
     #[test]
     fn the_allow_list_reads_locations_pins_and_everyone() {
