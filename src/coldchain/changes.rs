@@ -14,7 +14,7 @@ use super::rules::Rule;
 use crate::alerts::{outbox, About, Email, Recipient};
 use crate::error::{Error, Result};
 use crate::registry::assignments::{PrimaryChange, Watcher};
-use crate::store::{rfc3339, Db};
+use crate::store::{rfc3339, Db, Page};
 
 /// What changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,23 +254,17 @@ pub async fn history(db: &Db, unit_id: i64) -> Result<Vec<RuleChange>> {
     rows.iter().map(from_row).collect()
 }
 
-/// Changes of the whole program from `from` (epoch ms), oldest first, after the one with id
-/// `after` (the cursor), at most `limit`; and the cursor of the next page, if there is one.
-pub async fn since(db: &Db, from: i64, after: i64, limit: i64) -> Result<(Vec<RuleChange>, Option<i64>)> {
+/// Changes of the whole program from `from` (epoch ms), oldest first: a page, and the cursor
+/// of the next page, if there is one.
+pub async fn since(db: &Db, from: i64, page: Page) -> Result<(Vec<RuleChange>, Option<i64>)> {
     let rows = sqlx::query(&format!(
         "SELECT {COLUMNS} WHERE c.changed_at >= $1 AND c.id > $2 ORDER BY c.id LIMIT $3"
     ))
     .bind(from)
-    .bind(after)
-    .bind(limit + 1)
+    .bind(page.after.unwrap_or(0))
+    .bind(page.limit + 1)
     .fetch_all(&db.pool)
     .await?;
-    let mut changes = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
-    let next = if changes.len() as i64 > limit {
-        changes.truncate(limit as usize);
-        changes.last().map(|c| c.id)
-    } else {
-        None
-    };
-    Ok((changes, next))
+    let changes = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
+    Ok(page.cut(changes, |c| c.id))
 }

@@ -12,7 +12,7 @@ use super::ledger::{self, Entry, Kind};
 use super::{place, unit_of, Error, Result};
 use crate::accounts::Caller;
 use crate::coldchain::stock::{Alarmed, Determination, ExposedStock, Viability, WriteOff};
-use crate::store::{now_millis, rfc3339, Db};
+use crate::store::{now_millis, rfc3339, Db, Page};
 
 /// The inventory's side of an excursion: holds when it meets a rule, and the manufacturer's
 /// determinations when it is reviewed. Handed to the cold chain by the composition root.
@@ -200,19 +200,28 @@ pub async fn of_visible_excursion(db: &Db, scope: &crate::accounts::Scope, excur
     of_excursion(&mut conn, excursion_id).await
 }
 
-/// Holds at a location, open ones first.
-pub async fn list(db: &Db, caller: &Caller, code: &str, open_only: bool) -> Result<Vec<Hold>> {
+/// Holds at a location, newest first (`open_only`: those in force).
+pub async fn list(
+    db: &Db,
+    caller: &Caller,
+    code: &str,
+    open_only: bool,
+    page: Page,
+) -> Result<(Vec<Hold>, Option<i64>)> {
     let mut conn = db.pool.acquire().await?;
     let place = place(&mut conn, &caller.scope, code).await?;
     let rows = sqlx::query(&format!(
-        "SELECT {HOLD_COLUMNS} WHERE h.location_code = $1 AND ($2 = 0 OR h.ended_at IS NULL) \
-         ORDER BY CASE WHEN h.ended_at IS NULL THEN 0 ELSE 1 END, h.id DESC"
+        "SELECT {HOLD_COLUMNS} WHERE h.location_code = $1 AND ($2 = 0 OR h.ended_at IS NULL) AND h.id < $3 \
+         ORDER BY h.id DESC LIMIT $4"
     ))
     .bind(&place.code)
     .bind(open_only as i64)
+    .bind(page.after.unwrap_or(i64::MAX))
+    .bind(page.limit + 1)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(rows.iter().map(hold_row).collect::<sqlx::Result<_>>()?)
+    let list = rows.iter().map(hold_row).collect::<sqlx::Result<Vec<_>>>()?;
+    Ok(page.cut(list, |h| h.id))
 }
 
 /// Body of `POST /api/v1/locations/{code}/holds`: stock held by hand.

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use super::ledger::{self, Entry, Kind};
 use super::{parse_time, place, Error, Result};
 use crate::accounts::Caller;
-use crate::store::{now_millis, rfc3339, Db};
+use crate::store::{now_millis, rfc3339, Db, Page};
 
 /// Body of `POST /api/v1/locations/{code}/reconciliations`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -199,12 +199,17 @@ pub async fn last_count_at(conn: &mut sqlx::AnyConnection, code: &str) -> Result
     )
 }
 
-pub async fn list(db: &Db, caller: &Caller, code: &str) -> Result<Vec<Reconciliation>> {
+/// A location's reconciliations, newest first.
+pub async fn list(db: &Db, caller: &Caller, code: &str, page: Page) -> Result<(Vec<Reconciliation>, Option<i64>)> {
     let mut conn = db.pool.acquire().await?;
     let place = place(&mut conn, &caller.scope, code).await?;
-    let rows = sqlx::query("SELECT * FROM reconciliations WHERE location_code = $1 ORDER BY as_of DESC, id DESC")
-        .bind(&place.code)
-        .fetch_all(&mut *conn)
-        .await?;
-    rows.iter().map(from_row).collect()
+    let rows =
+        sqlx::query("SELECT * FROM reconciliations WHERE location_code = $1 AND id < $2 ORDER BY id DESC LIMIT $3")
+            .bind(&place.code)
+            .bind(page.after.unwrap_or(i64::MAX))
+            .bind(page.limit + 1)
+            .fetch_all(&mut *conn)
+            .await?;
+    let list = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
+    Ok(page.cut(list, |r| r.id))
 }

@@ -16,7 +16,7 @@ use super::movements::stock_row;
 use super::{place, today, unit_of, Error, Place, Result};
 use crate::accounts::{Caller, Scope};
 use crate::domain::{Doses, LocationCode};
-use crate::store::{now_millis, rfc3339, Db};
+use crate::store::{now_millis, rfc3339, Db, Page};
 
 /// Body of `POST /api/v1/locations/{code}/transfers`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -275,14 +275,20 @@ pub async fn visible_transfer(db: &Db, scope: &Scope, id: i64) -> Result<Transfe
     }
 }
 
-pub async fn list_transfers(db: &Db, caller: &Caller, code: &str) -> Result<Vec<Transfer>> {
+/// A location's transfers, sent or received, newest first.
+pub async fn list_transfers(db: &Db, caller: &Caller, code: &str, page: Page) -> Result<(Vec<Transfer>, Option<i64>)> {
     let mut conn = db.pool.acquire().await?;
     let place = place(&mut conn, &caller.scope, code).await?;
-    let rows = sqlx::query("SELECT * FROM transfers WHERE from_location = $1 OR to_location = $1 ORDER BY id DESC")
-        .bind(&place.code)
-        .fetch_all(&mut *conn)
-        .await?;
-    rows.iter().map(transfer_row).collect()
+    let rows = sqlx::query(
+        "SELECT * FROM transfers WHERE (from_location = $1 OR to_location = $1) AND id < $2 ORDER BY id DESC LIMIT $3",
+    )
+    .bind(&place.code)
+    .bind(page.after.unwrap_or(i64::MAX))
+    .bind(page.limit + 1)
+    .fetch_all(&mut *conn)
+    .await?;
+    let list = rows.iter().map(transfer_row).collect::<Result<Vec<_>>>()?;
+    Ok(page.cut(list, |t| t.id))
 }
 
 /// Body of `POST /api/v1/transfers/{id}/approve` and `/reject` (state coordinators).

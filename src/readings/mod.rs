@@ -177,6 +177,27 @@ impl Cursor {
     }
 }
 
+/// The latest reading of each of `serials`, in one query (a list's page of loggers).
+pub async fn latest_of(db: &Db, serials: &[String]) -> Result<std::collections::HashMap<String, (i64, f64)>> {
+    if serials.is_empty() {
+        return Ok(Default::default());
+    }
+    let params: Vec<String> = (1..=serials.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT r.serial, r.ts, r.temp_c FROM readings r JOIN (SELECT serial, MAX(ts) AS ts FROM readings \
+         WHERE serial IN ({}) GROUP BY serial) m ON m.serial = r.serial AND m.ts = r.ts",
+        params.join(", ")
+    );
+    let mut q = sqlx::query(&sql);
+    for s in serials {
+        q = q.bind(s);
+    }
+    let rows = q.fetch_all(&db.pool).await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("serial")?, (r.try_get("ts")?, r.try_get("temp_c")?))))
+        .collect()
+}
+
 /// The latest reading of a serial at or after `since`.
 pub async fn latest(db: &Db, serial: &str, since: i64) -> Result<Option<Reading>> {
     latest_between(db, serial, since, None).await

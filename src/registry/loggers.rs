@@ -7,9 +7,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 use utoipa::ToSchema;
 
-use super::assignments::{
-    assignment_from_row, serial_history, AssignLogger, Assignment, ASSIGNMENT_COLUMNS, ASSIGNMENT_FROM,
-};
+use super::assignments::{assignment_from_row, serial_history, AssignLogger, Assignment};
 use super::{Error, Result};
 use crate::accounts::Caller;
 use crate::domain::LoggerSerial;
@@ -168,55 +166,76 @@ pub enum Filter {
     Unassigned,
 }
 
-/// Loggers the caller may see. Unassigned loggers (readings from serials no unit has) belong
-/// to the state coordinator: a clinic sees only loggers serving its units.
-pub async fn list(db: &Db, caller: &Caller, filter: Filter) -> Result<Vec<Logger>> {
+/// Loggers the caller may see, by serial, a page at a time (at most `limit`, after the serial
+/// `after`): one query for the loggers and where they serve, one for their latest readings.
+/// Unassigned loggers (readings from serials no unit has) belong to the state coordinator: a
+/// clinic sees only loggers serving its units.
+pub async fn list(
+    db: &Db,
+    caller: &Caller,
+    filter: Filter,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<(Vec<Logger>, Option<String>)> {
     if !caller.is_state() && filter == Filter::Unassigned {
         return Err(Error::Forbidden(
             "the list of unassigned loggers is the state VFC coordinator's".into(),
         ));
     }
-    let rows = sqlx::query(&format!("SELECT {LOGGER_COLUMNS} FROM loggers ORDER BY serial"))
+    let (scope_cond, scope_param) = caller.scope.sql_filter("l.pin", "u.location_code", 2);
+    let cond = match (filter, caller.is_state()) {
+        (Filter::Unassigned, _) => format!("a.unit_id IS NULL AND {scope_cond}"),
+        (Filter::All, true) => scope_cond,
+        _ => format!("a.unit_id IS NOT NULL AND {scope_cond}"),
+    };
+    let sql = format!(
+        "SELECT g.serial, g.make, g.model, g.reading_interval_s, g.calibrated_on, g.calibration_expires_on, \
+         g.battery_pct, g.probe_connected, g.firmware, g.gateway, g.spool_depth, g.status_at, g.first_seen_at, \
+         a.unit_id, u.location_code, l.pin, a.role, a.from_ts, a.to_ts \
+         FROM loggers g LEFT JOIN logger_assignments a ON a.serial = g.serial AND a.to_ts IS NULL \
+         LEFT JOIN units u ON u.id = a.unit_id LEFT JOIN locations l ON l.code = u.location_code \
+         WHERE g.serial > $1 AND {cond} ORDER BY g.serial LIMIT $3"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(after.unwrap_or(""))
+        .bind(scope_param.unwrap_or_default())
+        .bind(limit + 1)
         .fetch_all(&db.pool)
         .await?;
-    let open = sqlx::query(&format!(
-        "SELECT {ASSIGNMENT_COLUMNS} FROM {ASSIGNMENT_FROM} WHERE a.to_ts IS NULL"
-    ))
-    .fetch_all(&db.pool)
-    .await?;
-    let mut current = std::collections::HashMap::new();
-    for r in &open {
-        let pin: String = r.try_get("pin")?;
-        let a = assignment_from_row(r)?;
-        if caller.scope.covers_code(&pin, &a.location) {
-            current.insert(a.serial.clone(), a);
-        } else {
-            current.insert(a.serial.clone(), Assignment { unit_id: -1, ..a });
-        }
-    }
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(rows.len());
     for r in &rows {
         let mut logger = logger_from_row(r)?;
-        let assignment = current.get(&logger.serial).cloned();
-        let keep = match (&assignment, filter) {
-            (Some(a), _) if a.unit_id < 0 => false, // serves a unit outside the caller's scope
-            (Some(_), Filter::Unassigned) | (None, Filter::Assigned) => false,
-            (None, _) => caller.is_state(),
-            (Some(_), _) => true,
-        };
-        if keep {
-            // A clinic sees readings only from since the logger has served it.
-            let since = match (&assignment, caller.is_state()) {
-                (_, true) => i64::MIN,
-                (Some(a), false) => a.from_ms,
-                (None, false) => i64::MAX,
-            };
-            logger.last_reading = readings::latest(db, &logger.serial, since).await?;
-            logger.assignment = assignment;
-            out.push(logger);
+        if r.try_get::<Option<i64>, _>("unit_id")?.is_some() {
+            logger.assignment = Some(assignment_from_row(r)?);
         }
+        out.push(logger);
     }
-    Ok(out)
+    let next = if out.len() as i64 > limit {
+        out.truncate(limit as usize);
+        out.last().map(|l| l.serial.clone())
+    } else {
+        None
+    };
+    let serials: Vec<String> = out.iter().map(|l| l.serial.clone()).collect();
+    let latest = readings::latest_of(db, &serials).await?;
+    for logger in &mut out {
+        // A clinic sees readings only from since the logger has served it.
+        let since = match (&logger.assignment, caller.is_state()) {
+            (_, true) => i64::MIN,
+            (Some(a), false) => a.from_ms,
+            (None, false) => i64::MAX,
+        };
+        logger.last_reading = latest
+            .get(&logger.serial)
+            .filter(|(ts, _)| *ts >= since)
+            .map(|(ts, t)| Reading {
+                ts: rfc3339(*ts),
+                temp_c: *t,
+                serial: logger.serial.clone(),
+                role: None,
+            });
+    }
+    Ok((out, next))
 }
 
 /// One logger and the assignments the caller may see. A clinic sees a logger that serves or

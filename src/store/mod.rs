@@ -203,6 +203,39 @@ pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
+/// One page of a list: at most `limit` items (1 to [`Page::MAX`]) past the cursor `after` (an
+/// id; each list says which way it runs). No list returns everything at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub after: Option<i64>,
+    pub limit: i64,
+}
+
+impl Page {
+    pub const MAX: i64 = 1000;
+    pub const DEFAULT: i64 = 100;
+
+    /// The first page of [`Page::DEFAULT`] items.
+    pub fn first() -> Page {
+        Page {
+            after: None,
+            limit: Page::DEFAULT,
+        }
+    }
+
+    /// Keeps `limit` of the `limit + 1` items fetched; the cursor of the next page when more
+    /// remain.
+    pub fn cut<T>(&self, mut items: Vec<T>, id: impl Fn(&T) -> i64) -> (Vec<T>, Option<i64>) {
+        if items.len() as i64 > self.limit {
+            items.truncate(self.limit as usize);
+            let next = items.last().map(&id);
+            (items, next)
+        } else {
+            (items, None)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{require_state, StateCoordinator};
 use super::error::ApiError;
-use super::extract::{query_time, Body, Id, Params};
+use super::extract::{page_of, query_time, Body, Id, Params};
 use super::AppState;
 use crate::accounts::Caller;
 use crate::coldchain::changes::{self, RuleChange};
@@ -314,17 +314,8 @@ async fn rule_changes(
     Params(p): Params<ChangesParams>,
 ) -> Result<Json<ChangeList>, ApiError> {
     let from = query_time("from", p.from.as_deref())?.unwrap_or_else(|| crate::store::now_millis() - 30 * 86_400_000);
-    let limit = p.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request("\"limit\" must be 1 to 1000"));
-    }
-    let after = match p.cursor.as_deref() {
-        None => 0,
-        Some(c) => c
-            .parse::<i64>()
-            .map_err(|_| ApiError::bad_request("\"cursor\" is not one this service gave (use \"next\" as it came)"))?,
-    };
-    let (changes, next) = changes::since(&s.db, from, after, limit).await?;
+    let page = page_of(p.limit, p.cursor.as_deref())?;
+    let (changes, next) = changes::since(&s.db, from, page).await?;
     Ok(Json(ChangeList {
         changes,
         next: next.map(|n| n.to_string()),

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
-use super::extract::{Body, Id, Params};
+use super::extract::{page_of, Body, Id, PageParams, Params};
 use super::AppState;
 use crate::accounts::Caller;
 use crate::inventory::doses::review::{self, Borrowing, BorrowingReason, ReviewDose};
@@ -91,6 +91,8 @@ async fn set_facility_ids(
 #[derive(Serialize, ToSchema)]
 pub struct ExceptionList {
     pub exceptions: Vec<DecrementException>,
+    /// The cursor of the next page, when there is one.
+    pub next: Option<String>,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -99,6 +101,10 @@ pub struct ExceptionQuery {
     /// Include resolved ones.
     #[serde(default)]
     all: bool,
+    /// At most this many (1 to 1000, default 100), oldest first.
+    limit: Option<i64>,
+    /// The `next` of the previous page.
+    cursor: Option<String>,
 }
 
 /// Doses that matched no stock, waiting to be assigned to a lot.
@@ -111,8 +117,11 @@ async fn exceptions(
     Id(code): Id<String>,
     Params(q): Params<ExceptionQuery>,
 ) -> Result<Json<ExceptionList>, ApiError> {
+    let page = page_of(q.limit, q.cursor.as_deref())?;
+    let (exceptions, next) = doses::exceptions_at(&s.db, &caller.scope, &code, q.all, page).await?;
     Ok(Json(ExceptionList {
-        exceptions: doses::exceptions_at(&s.db, &caller.scope, &code, q.all).await?,
+        exceptions,
+        next: next.map(|n| n.to_string()),
     }))
 }
 
@@ -134,18 +143,23 @@ async fn resolve_exception(
 #[derive(Serialize, ToSchema)]
 pub struct BorrowingList {
     pub borrowing: Vec<Borrowing>,
+    /// The cursor of the next page, when there is one.
+    pub next: Option<String>,
 }
 
 /// Doses given from stock of the other funding, with their reasons (to complete).
 #[utoipa::path(get, path = "/api/v1/locations/{code}/borrowing", tag = "inventory", security(("bearer" = [])),
-    params(("code" = String, Path)), responses((status = 200, body = BorrowingList), (status = 404)))]
+    params(("code" = String, Path), PageParams), responses((status = 200, body = BorrowingList), (status = 400), (status = 404)))]
 async fn borrowing(
     State(s): State<AppState>,
     caller: Caller,
     Id(code): Id<String>,
+    Params(p): Params<PageParams>,
 ) -> Result<Json<BorrowingList>, ApiError> {
+    let (borrowing, next) = review::borrowing(&s.db, &caller, &code, p.page()?).await?;
     Ok(Json(BorrowingList {
-        borrowing: review::borrowing(&s.db, &caller, &code).await?,
+        borrowing,
+        next: next.map(|n| n.to_string()),
     }))
 }
 
@@ -165,18 +179,23 @@ async fn complete_borrowing(
 #[derive(Serialize, ToSchema)]
 pub struct ReviewList {
     pub doses: Vec<ReviewDose>,
+    /// The cursor of the next page, when there is one.
+    pub next: Option<String>,
 }
 
 /// Doses given from expired, held or exposed lots: the clinic's revaccination review.
 #[utoipa::path(get, path = "/api/v1/locations/{code}/revaccination-review", tag = "inventory",
-    security(("bearer" = [])), params(("code" = String, Path)),
-    responses((status = 200, body = ReviewList), (status = 404)))]
+    security(("bearer" = [])), params(("code" = String, Path), PageParams),
+    responses((status = 200, body = ReviewList), (status = 400), (status = 404)))]
 async fn revaccination(
     State(s): State<AppState>,
     caller: Caller,
     Id(code): Id<String>,
+    Params(p): Params<PageParams>,
 ) -> Result<Json<ReviewList>, ApiError> {
+    let (doses, next) = review::revaccination(&s.db, &caller, &code, p.page()?).await?;
     Ok(Json(ReviewList {
-        doses: review::revaccination(&s.db, &caller, &code).await?,
+        doses,
+        next: next.map(|n| n.to_string()),
     }))
 }

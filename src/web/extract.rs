@@ -68,3 +68,36 @@ pub fn query_time(name: &str, raw: Option<&str>) -> Result<Option<i64>, ApiError
     })
     .transpose()
 }
+
+/// `limit` and `cursor` of a list: at most `limit` items (1 to 1000, default 100) past
+/// `cursor`, the `next` the previous page gave.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// At most this many (1 to 1000, default 100).
+    pub limit: Option<i64>,
+    /// The `next` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl PageParams {
+    pub fn page(&self) -> Result<crate::store::Page, ApiError> {
+        page_of(self.limit, self.cursor.as_deref())
+    }
+}
+
+/// A page from a list's `limit` and `cursor` query parameters.
+pub fn page_of(limit: Option<i64>, cursor: Option<&str>) -> Result<crate::store::Page, ApiError> {
+    use crate::store::Page;
+    let limit = limit.unwrap_or(Page::DEFAULT);
+    if !(1..=Page::MAX).contains(&limit) {
+        return Err(ApiError::bad_request(format!("\"limit\" must be 1 to {}", Page::MAX)));
+    }
+    let after = cursor
+        .map(|c| {
+            c.parse::<i64>()
+                .map_err(|_| ApiError::bad_request("\"cursor\" is not one this service gave: send \"next\" as it came"))
+        })
+        .transpose()?;
+    Ok(Page { after, limit })
+}

@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::auth::StateCoordinator;
 use super::error::ApiError;
-use super::extract::{Body, Id, Params};
+use super::extract::{page_of, Body, Id, PageParams, Params};
 use super::AppState;
 use crate::accounts::Caller;
 use crate::inventory::catalog::{self, NewProduct, Product};
@@ -250,17 +250,22 @@ async fn correct_lot(
 #[derive(Serialize, ToSchema)]
 pub struct TransferList {
     pub transfers: Vec<Transfer>,
+    /// The cursor of the next page, when there is one.
+    pub next: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/v1/locations/{code}/transfers", tag = "inventory", security(("bearer" = [])),
-    params(("code" = String, Path)), responses((status = 200, body = TransferList), (status = 404)))]
+    params(("code" = String, Path), PageParams), responses((status = 200, body = TransferList), (status = 400), (status = 404)))]
 async fn list_transfers(
     State(s): State<AppState>,
     caller: Caller,
     Id(code): Id<String>,
+    Params(p): Params<PageParams>,
 ) -> Result<Json<TransferList>, ApiError> {
+    let (transfers, next) = transfers::list_transfers(&s.db, &caller, &code, p.page()?).await?;
     Ok(Json(TransferList {
-        transfers: transfers::list_transfers(&s.db, &caller, &code).await?,
+        transfers,
+        next: next.map(|n| n.to_string()),
     }))
 }
 
@@ -319,19 +324,24 @@ async fn reject_transfer(
 #[derive(Serialize, ToSchema)]
 pub struct ReconciliationList {
     pub reconciliations: Vec<Reconciliation>,
+    /// The cursor of the next page, when there is one.
+    pub next: Option<String>,
 }
 
 /// A location's reconciliations, latest first.
 #[utoipa::path(get, path = "/api/v1/locations/{code}/reconciliations", tag = "inventory",
-    security(("bearer" = [])), params(("code" = String, Path)),
-    responses((status = 200, body = ReconciliationList), (status = 404)))]
+    security(("bearer" = [])), params(("code" = String, Path), PageParams),
+    responses((status = 200, body = ReconciliationList), (status = 400), (status = 404)))]
 async fn list_reconciliations(
     State(s): State<AppState>,
     caller: Caller,
     Id(code): Id<String>,
+    Params(p): Params<PageParams>,
 ) -> Result<Json<ReconciliationList>, ApiError> {
+    let (reconciliations, next) = reconcile::list(&s.db, &caller, &code, p.page()?).await?;
     Ok(Json(ReconciliationList {
-        reconciliations: reconcile::list(&s.db, &caller, &code).await?,
+        reconciliations,
+        next: next.map(|n| n.to_string()),
     }))
 }
 
@@ -354,6 +364,8 @@ async fn reconcile(
 #[derive(Serialize, ToSchema)]
 pub struct HoldList {
     pub holds: Vec<Hold>,
+    /// The cursor of the next page, when there is one.
+    pub next: Option<String>,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -362,9 +374,13 @@ pub struct HoldQuery {
     /// Only holds still in force.
     #[serde(default)]
     open: bool,
+    /// At most this many (1 to 1000, default 100), newest first.
+    limit: Option<i64>,
+    /// The `next` of the previous page.
+    cursor: Option<String>,
 }
 
-/// "Do Not Use" holds at a location, open ones first.
+/// "Do Not Use" holds at a location, newest first.
 #[utoipa::path(get, path = "/api/v1/locations/{code}/holds", tag = "inventory", security(("bearer" = [])),
     params(("code" = String, Path), HoldQuery), responses((status = 200, body = HoldList), (status = 404)))]
 async fn list_holds(
@@ -373,8 +389,11 @@ async fn list_holds(
     Id(code): Id<String>,
     Params(q): Params<HoldQuery>,
 ) -> Result<Json<HoldList>, ApiError> {
+    let page = page_of(q.limit, q.cursor.as_deref())?;
+    let (holds, next) = holds::list(&s.db, &caller, &code, q.open, page).await?;
     Ok(Json(HoldList {
-        holds: holds::list(&s.db, &caller, &code, q.open).await?,
+        holds,
+        next: next.map(|n| n.to_string()),
     }))
 }
 
@@ -426,7 +445,9 @@ async fn excursion_holds(
     caller: Caller,
     Id(id): Id<i64>,
 ) -> Result<Json<HoldList>, ApiError> {
+    // As many as the lots that were in the unit: one page.
     Ok(Json(HoldList {
         holds: holds::of_visible_excursion(&s.db, &caller.scope, id).await?,
+        next: None,
     }))
 }

@@ -45,6 +45,8 @@ pub struct UnitList {
 #[derive(Serialize, ToSchema)]
 pub struct LoggerList {
     pub loggers: Vec<Logger>,
+    /// The cursor of the next page (a serial), when there is one.
+    pub next: Option<String>,
 }
 
 /// Lists the locations the token may see.
@@ -260,11 +262,15 @@ async fn unit_readings(
 struct LoggerFilter {
     /// true: serving a unit now; false: serving none (state coordinators only).
     assigned: Option<bool>,
+    /// At most this many (1 to 1000, default 100), by serial.
+    limit: Option<i64>,
+    /// The `next` of the previous page.
+    cursor: Option<String>,
 }
 
 /// Loggers: a clinic sees those serving its units; the state also sees loggers no unit has.
 #[utoipa::path(get, path = "/api/v1/loggers", tag = "registry", security(("bearer" = [])),
-    params(LoggerFilter), responses((status = 200, body = LoggerList), (status = 403)))]
+    params(LoggerFilter), responses((status = 200, body = LoggerList), (status = 400), (status = 403)))]
 async fn list_loggers(
     State(s): State<AppState>,
     caller: Caller,
@@ -275,9 +281,9 @@ async fn list_loggers(
         Some(true) => loggers::Filter::Assigned,
         Some(false) => loggers::Filter::Unassigned,
     };
-    Ok(Json(LoggerList {
-        loggers: loggers::list(&s.db, &caller, filter).await?,
-    }))
+    let limit = super::extract::page_of(p.limit, None)?.limit;
+    let (loggers, next) = loggers::list(&s.db, &caller, filter, p.cursor.as_deref(), limit).await?;
+    Ok(Json(LoggerList { loggers, next }))
 }
 
 #[utoipa::path(get, path = "/api/v1/loggers/{serial}", tag = "registry", security(("bearer" = [])),

@@ -554,7 +554,74 @@ async fn a_serial_or_facility_id_taken_by_another_pin_is_already_in_use_elsewher
     );
 }
 
+async fn every_list_comes_in_pages_of_at_most_a_thousand(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let unit = app.fridge().await;
+    let second = app.create_unit("012345A", "Second refrigerator", "refrigerator").await;
+    let lot = stock_at(&app, "012345A", unit, "X123456").await;
+    for _ in 0..3 {
+        let body = json!({"from_unit_id": unit, "to_unit_id": second, "reason": "rebalance",
+            "lines": [{"lot_id": lot, "doses": 1}]});
+        let path = "/api/v1/locations/012345A/transfers";
+        assert_eq!(app.send_as(&app.token, "POST", path, body).await.0, 201);
+    }
+    let first = app.get("/api/v1/locations/012345A/transfers?limit=2").await;
+    assert_eq!(first["transfers"].as_array().unwrap().len(), 2, "{first}");
+    let next = first["next"].as_str().expect("a next page");
+    let rest = app
+        .get(&format!("/api/v1/locations/012345A/transfers?limit=2&cursor={next}"))
+        .await;
+    assert_eq!(rest["transfers"].as_array().unwrap().len(), 1, "{rest}");
+    assert_eq!(rest["next"], Value::Null);
+    let ids: Vec<i64> = [&first, &rest]
+        .iter()
+        .flat_map(|p| {
+            p["transfers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["id"].as_i64().unwrap())
+        })
+        .collect();
+    assert_eq!(ids.len(), 3, "each once, newest first: {ids:?}");
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "{ids:?}");
+    // Loggers come a page at a time by serial.
+    app.assign(second, json!({"serial": "LT-2", "from": "2020-01-01T00:00:00Z"}))
+        .await;
+    let page = app.get("/api/v1/loggers?limit=1").await;
+    assert_eq!(
+        (page["loggers"][0]["serial"].as_str(), page["next"].as_str()),
+        (Some("LT-1"), Some("LT-1"))
+    );
+    let page = app.get("/api/v1/loggers?limit=1&cursor=LT-1").await;
+    assert_eq!(
+        (page["loggers"][0]["serial"].as_str(), &page["next"]),
+        (Some("LT-2"), &Value::Null)
+    );
+    assert_eq!(app.get_as(&app.token, "/api/v1/loggers?limit=0").await.0, 400);
+    for list in [
+        "transfers",
+        "holds",
+        "borrowing",
+        "reconciliations",
+        "decrement-exceptions",
+        "revaccination-review",
+    ] {
+        for limit in ["0", "1001", "x"] {
+            let (status, body) = app
+                .get_as(&app.token, &format!("/api/v1/locations/012345A/{list}?limit={limit}"))
+                .await;
+            assert_eq!(status, 400, "{list} limit={limit}: {body}");
+        }
+        let (status, body) = app
+            .get_as(&app.token, &format!("/api/v1/locations/012345A/{list}?limit=1000"))
+            .await;
+        assert_eq!(status, 200, "{list}: {body}");
+    }
+}
+
 on_both_databases!(
+    every_list_comes_in_pages_of_at_most_a_thousand,
     a_location_token_transfers_between_its_own_units_and_needs_the_pin_for_a_sibling,
     a_transfer_request_to_another_pin_reads_the_same_whether_or_not_that_location_exists,
     a_logger_moved_to_another_pin_reports_to_its_new_owner_only,

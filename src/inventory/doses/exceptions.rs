@@ -15,7 +15,7 @@ use super::write::{self, Done, Given};
 use crate::accounts::Scope;
 use crate::domain::{Eligibility, Funding, FundingSource};
 use crate::error::{Error, Result};
-use crate::store::{now_millis, rfc3339, Db, Dialect};
+use crate::store::{now_millis, rfc3339, Db, Dialect, Page};
 
 /// Puts the dose in the queue with why it matched no stock; `row_done` when its row already
 /// says `exception`.
@@ -113,16 +113,18 @@ fn exception_row(r: &sqlx::any::AnyRow) -> sqlx::Result<DecrementException> {
     })
 }
 
-/// The queue of location `code` (in the caller's scope).
+/// The queue of location `code` (in the caller's scope), oldest first: a page of it.
 pub async fn exceptions_at(
     db: &Db,
     scope: &Scope,
     code: &str,
     include_resolved: bool,
-) -> Result<Vec<DecrementException>> {
+    page: Page,
+) -> Result<(Vec<DecrementException>, Option<i64>)> {
     let mut conn = db.pool.acquire().await?;
     let place = super::super::place(&mut conn, scope, code).await?;
-    exceptions(&mut conn, &place, include_resolved).await
+    let list = exceptions(&mut conn, &place, include_resolved, page).await?;
+    Ok(page.cut(list, |x| x.id))
 }
 
 /// Resolves a queued dose in its own transaction.
@@ -139,16 +141,21 @@ pub async fn resolve_now(
     Ok(x)
 }
 
-pub async fn exceptions(
+/// Up to `page.limit + 1` of the queue past `page.after`, oldest first.
+async fn exceptions(
     conn: &mut AnyConnection,
     place: &Place,
     include_resolved: bool,
+    page: Page,
 ) -> Result<Vec<DecrementException>> {
     let rows = sqlx::query(&format!(
-        "SELECT {EXCEPTION_COLUMNS} WHERE x.location_code = $1 AND ($2 = 1 OR x.resolved_at IS NULL) ORDER BY x.id"
+        "SELECT {EXCEPTION_COLUMNS} WHERE x.location_code = $1 AND ($2 = 1 OR x.resolved_at IS NULL) AND x.id > $3 \
+         ORDER BY x.id LIMIT $4"
     ))
     .bind(&place.code)
     .bind(include_resolved as i64)
+    .bind(page.after.unwrap_or(0))
+    .bind(page.limit + 1)
     .fetch_all(&mut *conn)
     .await?;
     Ok(rows.iter().map(exception_row).collect::<sqlx::Result<_>>()?)

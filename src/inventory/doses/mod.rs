@@ -31,7 +31,7 @@ use decide::{Nothing, Step};
 use matching::{StockCache, Wanted};
 use write::{Done, Keys};
 
-pub use exceptions::{exceptions, exceptions_at, resolve, resolve_now, DecrementException, Resolution};
+pub use exceptions::{exceptions_at, resolve, resolve_now, DecrementException, Resolution};
 pub use report::{Action, DoseReport, Flag, Outcome, Source, Unmatched};
 
 /// The location an EHR's facility id names: a location code, or an id registered for one.

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use super::super::{place, Error, Result};
 use crate::accounts::Caller;
-use crate::store::{now_millis, rfc3339, Db};
+use crate::store::{now_millis, rfc3339, Db, Page};
 
 /// docs/domain.md, "Inventory": why public stock was used for a private patient or the reverse.
 pub const BORROWING_REASONS: &[&str] = &[
@@ -61,16 +61,20 @@ fn row(r: &sqlx::any::AnyRow) -> sqlx::Result<Borrowing> {
     })
 }
 
-pub async fn borrowing(db: &Db, caller: &Caller, code: &str) -> Result<Vec<Borrowing>> {
+/// A location's borrowing records, newest first.
+pub async fn borrowing(db: &Db, caller: &Caller, code: &str, page: Page) -> Result<(Vec<Borrowing>, Option<i64>)> {
     let mut conn = db.pool.acquire().await?;
     let place = place(&mut conn, &caller.scope, code).await?;
     let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} WHERE b.location_code = $1 ORDER BY b.id DESC"
+        "SELECT {COLUMNS} WHERE b.location_code = $1 AND b.id < $2 ORDER BY b.id DESC LIMIT $3"
     ))
     .bind(&place.code)
+    .bind(page.after.unwrap_or(i64::MAX))
+    .bind(page.limit + 1)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(rows.iter().map(row).collect::<sqlx::Result<_>>()?)
+    let list = rows.iter().map(row).collect::<sqlx::Result<Vec<_>>>()?;
+    Ok(page.cut(list, |b| b.id))
 }
 
 /// Body of `PUT /api/v1/borrowing/{id}`.
@@ -136,7 +140,8 @@ pub struct ReviewDose {
     pub excursion_ids: Vec<i64>,
 }
 
-pub async fn revaccination(db: &Db, caller: &Caller, code: &str) -> Result<Vec<ReviewDose>> {
+/// The doses to review, in the order they were recorded (by administration id).
+pub async fn revaccination(db: &Db, caller: &Caller, code: &str, page: Page) -> Result<(Vec<ReviewDose>, Option<i64>)> {
     let mut conn = db.pool.acquire().await?;
     let place = place(&mut conn, &caller.scope, code).await?;
     let now = now_millis();
@@ -150,10 +155,11 @@ pub async fn revaccination(db: &Db, caller: &Caller, code: &str) -> Result<Vec<R
            AND (h.outcome IS NULL OR h.outcome <> 'released') \
            AND a.administered_at <= COALESCE(h.ended_at, $2) \
          WHERE a.location_code = $1 AND a.status = 'decremented' AND (a.review IS NOT NULL OR h.id IS NOT NULL) \
-         ORDER BY a.administered_at, a.id",
+         AND a.id > $3 ORDER BY a.id",
     )
     .bind(&place.code)
     .bind(now)
+    .bind(page.after.unwrap_or(0))
     .fetch_all(&mut *conn)
     .await?;
     let held: Vec<i64> = rows
@@ -175,6 +181,9 @@ pub async fn revaccination(db: &Db, caller: &Caller, code: &str) -> Result<Vec<R
             last.excursion_ids.extend(excursion);
             continue;
         }
+        if out.len() as i64 > page.limit {
+            break;
+        }
         let mut why: Vec<String> = r
             .try_get::<Option<String>, _>("review")?
             .map(|s| s.split(',').map(str::to_string).collect())
@@ -193,5 +202,5 @@ pub async fn revaccination(db: &Db, caller: &Caller, code: &str) -> Result<Vec<R
             excursion_ids: excursion.into_iter().collect(),
         });
     }
-    Ok(out)
+    Ok(page.cut(out, |d| d.administration_id))
 }
