@@ -10,6 +10,9 @@ use crate::store::{rfc3339, Db};
 
 /// Dead letters keep the start of the payload: enough to see what was wrong, bounded in size.
 const KEEP: usize = 4096;
+/// The most dead letters kept: a sender that sends nothing but garbage fills the table to
+/// here, and the oldest go (counted in `vfc_dead_letters_pruned_total`).
+pub const KEEP_ROWS: i64 = 100_000;
 
 /// A refused message, ready to store.
 pub struct Refused {
@@ -30,6 +33,27 @@ pub fn dead(topic: &str, payload: &[u8], reason: String) -> Refused {
         bytes: payload.len(),
         reason: clean(&reason),
     }
+}
+
+/// Removes the oldest dead letters beyond the newest `keep`; how many went.
+pub async fn prune<'e, E: sqlx::Executor<'e, Database = Any>>(
+    exec: E,
+    keep: i64,
+) -> std::result::Result<u64, sqlx::Error> {
+    let gone = sqlx::query("DELETE FROM dead_letters WHERE id <= (SELECT MAX(id) FROM dead_letters) - $1")
+        .bind(keep)
+        .execute(exec)
+        .await?
+        .rows_affected();
+    if gone > 0 {
+        metrics::counter!("vfc_dead_letters_pruned_total").increment(gone);
+        tracing::warn!(
+            pruned = gone,
+            kept = keep,
+            "dead letters over their limit: the oldest were removed"
+        );
+    }
+    Ok(gone)
 }
 
 pub async fn insert<'e, E: sqlx::Executor<'e, Database = Any>>(
@@ -94,4 +118,26 @@ pub async fn page(db: &Db, before: Option<i64>, limit: i64) -> Result<(Vec<DeadL
         out.last().map(|d| d.id)
     });
     Ok((out, next.flatten()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn past_their_limit_the_oldest_dead_letters_go_and_the_newest_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = crate::config::DatabaseUrl::Sqlite(dir.path().join("t.db"));
+        let db = Db::connect(&url).await.unwrap();
+        for i in 0..5 {
+            insert(&db.pool, &dead("vfc/loggers/X/readings", b"{", format!("bad {i}")), i)
+                .await
+                .unwrap();
+        }
+        assert_eq!(prune(&db.pool, 3).await.unwrap(), 2);
+        let (kept, _) = page(&db, None, 10).await.unwrap();
+        let reasons: Vec<&str> = kept.iter().map(|d| d.reason.as_str()).collect();
+        assert_eq!(reasons, ["bad 4", "bad 3", "bad 2"]);
+        assert_eq!(prune(&db.pool, 3).await.unwrap(), 0, "within the limit nothing goes");
+    }
 }

@@ -145,6 +145,9 @@ pub async fn commit(db: &Db, known: &mut KnownSerials, batch: &[Incoming]) -> Re
     for d in &refused {
         dead_letters::insert(&mut *tx, d, received_at).await?;
     }
+    if !refused.is_empty() {
+        dead_letters::prune(&mut *tx, dead_letters::KEEP_ROWS).await?;
+    }
     for s in &statuses {
         let status = loggers::Status {
             battery_pct: s.status.battery_pct,
@@ -184,7 +187,8 @@ pub async fn commit(db: &Db, known: &mut KnownSerials, batch: &[Incoming]) -> Re
 /// Records a message that the database refused as a dead letter, so it can never stall ingest.
 pub async fn dead_letter_only(db: &Db, msg: &Incoming, reason: &str) -> Result<(), sqlx::Error> {
     let d = dead(&msg.topic, &msg.payload, format!("could not be stored: {reason}"));
-    dead_letters::insert(&db.pool, &d, now_millis()).await
+    dead_letters::insert(&db.pool, &d, now_millis()).await?;
+    dead_letters::prune(&db.pool, dead_letters::KEEP_ROWS).await.map(|_| ())
 }
 
 /// Whether a database error may pass by itself (connection, lock, resources) rather than

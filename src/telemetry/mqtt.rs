@@ -3,8 +3,9 @@
 //!
 //! At-least-once into the database (crates.md): QoS 1, a fixed client id with a persistent
 //! session (clean session off), manual acks sent after the commit in arrival order, resubscribe
-//! on every ConnAck, and reconnect with backoff. The poll loop never awaits anything but the
-//! event loop itself: the batcher runs beside it and talks to it only through channels.
+//! on every ConnAck, and reconnect with backoff. The batcher runs beside the poll loops and
+//! talks to them only through a bounded channel: a poll loop awaits nothing but the event loop
+//! and, should the batcher fall a whole channel behind, room in it.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -25,6 +26,8 @@ use crate::store::Db;
 pub const MAX_INCOMING_PACKET: usize = 2 * 1024 * 1024;
 /// Most messages committed in one transaction.
 pub const MAX_BATCH: usize = 5_000;
+/// Most messages waiting between the pollers and the batcher.
+const CHANNEL_CAPACITY: usize = 4 * MAX_BATCH;
 
 /// Subscriber connections to the embedded broker. rumqttd lets a connection hold at most 100
 /// unacknowledged messages, and a message is acknowledged only after its commit, so one
@@ -109,7 +112,11 @@ pub async fn run(
         (_, group) => (1, group),
     };
     health.connections.store(connections, Ordering::Relaxed);
-    let (tx, rx) = mpsc::unbounded_channel();
+    // Bounded. The brokers keep at most their in-flight window per connection unacknowledged,
+    // and a message is acknowledged only once committed, so this never fills in practice; a
+    // broker that ignores its window makes the poller wait here (TCP backpressure), and
+    // whatever the broker then times out it delivers again.
+    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
     let mut clients = Vec::with_capacity(connections);
     let mut pollers = Vec::with_capacity(connections);
     for k in 0..connections {
@@ -154,7 +161,7 @@ struct Connection {
 async fn poll(
     mut eventloop: EventLoop,
     conn: Connection,
-    tx: mpsc::UnboundedSender<(usize, Publish)>,
+    tx: mpsc::Sender<(usize, Publish)>,
     cancel: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
@@ -192,7 +199,11 @@ async fn poll(
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                if tx.send((conn.index, p)).is_err() {
+                let sent = tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    s = tx.send((conn.index, p)) => s,
+                };
+                if sent.is_err() {
                     break;
                 }
             }
@@ -230,7 +241,7 @@ async fn poll(
 async fn batcher(
     db: Db,
     clients: Vec<AsyncClient>,
-    mut rx: mpsc::UnboundedReceiver<(usize, Publish)>,
+    mut rx: mpsc::Receiver<(usize, Publish)>,
     health: Arc<MqttHealth>,
     committed: Arc<Notify>,
     cancel: CancellationToken,
