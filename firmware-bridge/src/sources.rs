@@ -249,10 +249,16 @@ pub fn read_export(text: &str, zone: Zone) -> Result<ExportReadings, String> {
     })
 }
 
+/// The largest export file read: a year of 5-minute readings is a few MiB.
+pub const MAX_EXPORT_BYTES: u64 = 32 * 1024 * 1024;
+
 /// Watches `dir` for export files. Each file's readings are spooled once: its content's hash is
 /// noted in the spool with its last readings, so the same file dropped again (any name) is
 /// skipped. A file is read once its size has held still for one poll (it may be being copied).
+/// Symbolic links are not followed (the folder's files are the gateway's to read, nothing it
+/// points to), and a file over [`MAX_EXPORT_BYTES`] is not read; each is logged once.
 pub async fn watch(dir: PathBuf, zone: Zone, every: Duration, feed: Feed) -> anyhow::Result<()> {
+    let mut refused: HashSet<(PathBuf, u64)> = HashSet::new();
     // (name, size, modified) of files looked at: not read again unless they change.
     let mut looked: HashSet<(PathBuf, u64, std::time::SystemTime)> = HashSet::new();
     let mut sizes: std::collections::HashMap<PathBuf, u64> = Default::default();
@@ -278,9 +284,26 @@ pub async fn watch(dir: PathBuf, zone: Zone, every: Duration, feed: Feed) -> any
         let mut names: Vec<_> = entries.iter().map(|e| e.path()).collect();
         names.sort();
         for path in names {
-            let Ok(meta) = std::fs::metadata(&path) else { continue };
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
             let hidden = path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            if meta.file_type().is_symlink() {
+                if refused.insert((path.clone(), 0)) {
+                    tracing::warn!(file = %path.display(), "a symbolic link in the drop folder: not followed; copy the export in");
+                }
+                continue;
+            }
             if !meta.is_file() || hidden {
+                continue;
+            }
+            if meta.len() > MAX_EXPORT_BYTES {
+                if refused.insert((path.clone(), meta.len())) {
+                    tracing::warn!(
+                        file = %path.display(), bytes = meta.len(),
+                        "over {} MiB: not an export this gateway reads; not read", MAX_EXPORT_BYTES / (1024 * 1024)
+                    );
+                }
                 continue;
             }
             let key = (

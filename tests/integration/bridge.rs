@@ -436,6 +436,76 @@ async fn export_files_are_read_and_published_once() {
     );
 }
 
+/// The drop folder's own files are read; a link to a file elsewhere, or a file far larger than
+/// any export, is not (each logged once).
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drop_folder_follows_no_link_and_reads_no_oversized_file() {
+    let app = TestApp::spawn(Database::Sqlite, Broker::Embedded).await;
+    app.create_location("012345", "A").await;
+    let mut units = Vec::new();
+    for serial in ["RCPJ00010", "130500109088"] {
+        let unit = app
+            .create_unit("012345A", &format!("Unit of {serial}"), "refrigerator")
+            .await;
+        app.assign(
+            unit,
+            json!({"serial": serial, "reading_interval_s": 300, "from": FROM_PAST}),
+        )
+        .await;
+        units.push(unit);
+    }
+    let exports = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/logger-exports");
+    let drop_dir = app.dir.path().join("drop");
+    std::fs::create_dir_all(&drop_dir).unwrap();
+    // Sorted before the real export, so they are looked at first.
+    std::os::unix::fs::symlink(
+        format!("{exports}/fridgetag-2l/130500109088_202206081014.txt"),
+        drop_dir.join("a-link.txt"),
+    )
+    .unwrap();
+    let huge = std::fs::File::create(drop_dir.join("b-huge.txt")).unwrap();
+    huge.set_len(firmware_bridge::sources::MAX_EXPORT_BYTES + 1).unwrap();
+    let qtag = format!("{exports}/qtag-clm-doc-lr/RCPJ00010_03_202304201359.txt");
+    std::fs::copy(&qtag, drop_dir.join("c-qtag.txt")).unwrap();
+    let mut args = gateway_args(&app, "gw-files", &app.dir.path().join("spool"));
+    args.extend(["--watch", &drop_dir.display().to_string(), "--watch-every", "0.2"].map(String::from));
+    let gw = start(
+        &args,
+        &["--timezone", "America/New_York"],
+        app.dir.path().join("gw.log"),
+    );
+
+    let rows = berlinger_rows(&std::fs::read_to_string(&qtag).unwrap()).len();
+    wait_for(
+        &app,
+        &gw,
+        Duration::from_secs(60),
+        "the real export's readings",
+        || async {
+            let r = app.readings(units[0], FROM_PAST, TO).await;
+            if r.len() >= rows {
+                Ok(())
+            } else {
+                Err(format!("{} readings", r.len()))
+            }
+        },
+    )
+    .await;
+    let log = gw.log();
+    assert!(log.contains("a symbolic link in the drop folder"), "{log}");
+    assert!(log.contains("not an export this gateway reads"), "{log}");
+    assert_eq!(
+        log.matches("a symbolic link in the drop folder").count(),
+        1,
+        "logged once: {log}"
+    );
+    assert!(
+        app.readings(units[1], FROM_PAST, TO).await.is_empty(),
+        "the linked file was not read"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_power_outage_is_backfilled_and_its_excursion_marked_late() {
     let app = TestApp::spawn(Database::Sqlite, Broker::Embedded).await;
