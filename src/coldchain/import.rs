@@ -248,7 +248,16 @@ pub async fn import(db: &Db, req: &Request<'_>) -> anyhow::Result<Report> {
                 gateway: None,
             })
             .collect();
-        stored = readings::insert(&mut tx, &rows, now).await?;
+        // A reading already stored with another temperature keeps the stored one; the import
+        // counts it with the duplicates and says so in the log, each with both values.
+        let inserted = readings::insert(&mut tx, &rows, now).await?;
+        for c in &inserted.conflicts {
+            tracing::warn!(
+                serial = %c.serial, ts = %crate::store::rfc3339(c.ts), stored_c = c.stored_c, file_c = c.sent_c,
+                "the file disagrees with a stored reading; the stored one is kept"
+            );
+        }
+        stored = inserted.stored;
         dup = rows.len() as u64 - stored;
         readings::dirty::mark(&mut tx, &[(serial.to_string(), first)]).await?;
     }

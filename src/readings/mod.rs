@@ -30,15 +30,35 @@ pub struct NewReading {
     pub gateway: Option<String>,
 }
 
-/// Inserts readings, skipping (serial, ts) pairs already stored; returns how many were new.
+/// A reading sent again for a time already stored, with another temperature: the first stays
+/// in the record; the second must not vanish as a mere duplicate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conflict {
+    pub serial: String,
+    pub ts: i64,
+    pub stored_c: f64,
+    pub sent_c: f64,
+}
+
+/// What [`insert`] did.
+#[derive(Debug, Default)]
+pub struct Inserted {
+    /// New readings stored.
+    pub stored: u64,
+    /// Readings for a (serial, time) already stored with another temperature.
+    pub conflicts: Vec<Conflict>,
+}
+
+/// Inserts readings, skipping (serial, ts) pairs already stored; returns how many were new and
+/// which of the others disagree with what is stored (the same reading sent again is no news).
 /// A database error is returned as it is, so the ingest can tell a passing one from the rest.
 pub async fn insert(
     tx: &mut Transaction<'static, Any>,
     rows: &[NewReading],
     received_at: i64,
-) -> std::result::Result<u64, sqlx::Error> {
+) -> std::result::Result<Inserted, sqlx::Error> {
     let dialect = Dialect::of(tx);
-    let mut stored = 0;
+    let mut out = Inserted::default();
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let mut sql = String::with_capacity(100 + chunk.len() * 32);
         sql.push_str("INSERT INTO readings (serial, ts, temp_c, received_at, gateway) VALUES ");
@@ -59,9 +79,50 @@ pub async fn insert(
                 .bind(received_at)
                 .bind(r.gateway.clone());
         }
-        stored += q.execute(&mut **tx).await?.rows_affected();
+        let stored = q.execute(&mut **tx).await?.rows_affected();
+        out.stored += stored;
+        if (stored as usize) < chunk.len() {
+            out.conflicts.extend(conflicts(tx, dialect, chunk).await?);
+        }
     }
-    Ok(stored)
+    Ok(out)
+}
+
+/// The rows of `chunk` whose (serial, ts) is stored with another temperature. Only asked when
+/// a chunk had duplicates, so new readings cost nothing more.
+async fn conflicts(
+    tx: &mut Transaction<'static, Any>,
+    dialect: Dialect,
+    chunk: &[NewReading],
+) -> std::result::Result<Vec<Conflict>, sqlx::Error> {
+    let keys: Vec<String> = (0..chunk.len())
+        .map(|i| format!("({}, {})", dialect.param(i * 2 + 1), dialect.param(i * 2 + 2)))
+        .collect();
+    let sql = format!(
+        "SELECT serial, ts, temp_c FROM readings WHERE (serial, ts) IN ({})",
+        keys.join(", ")
+    );
+    let mut q = sqlx::query(&sql);
+    for r in chunk {
+        q = q.bind(&r.serial).bind(r.ts);
+    }
+    let mut stored = std::collections::HashMap::new();
+    for row in q.fetch_all(&mut **tx).await? {
+        let key: (String, i64) = (row.try_get("serial")?, row.try_get("ts")?);
+        stored.insert(key, row.try_get::<f64, _>("temp_c")?);
+    }
+    Ok(chunk
+        .iter()
+        .filter_map(|r| {
+            let s = *stored.get(&(r.serial.clone(), r.ts))?;
+            ((s - r.temp_c).abs() > 1e-9).then(|| Conflict {
+                serial: r.serial.clone(),
+                ts: r.ts,
+                stored_c: s,
+                sent_c: r.temp_c,
+            })
+        })
+        .collect())
 }
 
 /// One stored reading as the cold chain judges it: when taken, the temperature, and when it

@@ -141,7 +141,24 @@ pub async fn commit(db: &Db, known: &mut KnownSerials, batch: &[Incoming]) -> Re
         .into_iter()
         .collect();
     loggers::seen(&mut tx, &new_serials, received_at).await?;
-    let stored = readings::insert(&mut tx, &rows, received_at).await?;
+    let inserted = readings::insert(&mut tx, &rows, received_at).await?;
+    let stored = inserted.stored;
+    // The same (serial, time) again with another temperature: the first stays in the record,
+    // the second is kept as a dead letter with both values, never dropped as a duplicate.
+    for c in &inserted.conflicts {
+        let at = crate::store::rfc3339(c.ts);
+        let payload =
+            serde_json::json!({"serial": c.serial, "ts": at, "stored_temp_c": c.stored_c, "sent_temp_c": c.sent_c});
+        refused.push(dead(
+            &format!("vfc/loggers/{}/readings", c.serial),
+            payload.to_string().as_bytes(),
+            format!(
+                "conflicting_duplicate: {} at {at} is stored as {} °C and was sent again as {} °C; the first is kept",
+                c.serial, c.stored_c, c.sent_c
+            ),
+        ));
+    }
+    metrics::counter!("vfc_readings_conflicting_total").increment(inserted.conflicts.len() as u64);
     for d in &refused {
         dead_letters::insert(&mut *tx, d, received_at).await?;
     }

@@ -321,7 +321,48 @@ async fn reading_pages_continue_with_next(db: Database) {
     );
 }
 
+async fn a_reading_sent_again_with_another_temperature_is_a_dead_letter_and_the_first_stays(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let unit = unit_with_logger(&app, "LT-1001").await;
+    let mut first = app.publisher("logger").await;
+    first.reading("LT-1001", &ts(0), 4.6).await;
+    first.wait_acked(1).await;
+    app.eventually("the first stored", || async {
+        match app.readings(unit, FROM, TO).await.len() {
+            1 => Ok(()),
+            n => Err(format!("{n}")),
+        }
+    })
+    .await;
+    // The same time again, freezing: a forger's (or a broken gateway's) second opinion.
+    let mut second = app.publisher("another").await;
+    second.reading("LT-1001", &ts(0), -1.0).await;
+    second.wait_acked(1).await;
+    let letter = app
+        .eventually("the conflict kept as a dead letter", || async {
+            let l = app.get("/api/v1/dead-letters").await;
+            l["dead_letters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["reason"].as_str().unwrap_or("").starts_with("conflicting_duplicate"))
+                .cloned()
+                .ok_or_else(|| l.to_string())
+        })
+        .await;
+    let reason = letter["reason"].as_str().unwrap();
+    assert!(reason.contains("4.6") && reason.contains("-1"), "both values: {reason}");
+    let stored = app.readings(unit, FROM, TO).await;
+    assert_eq!(
+        (stored.len(), stored[0]["temp_c"].as_f64()),
+        (1, Some(4.6)),
+        "the first stays"
+    );
+    assert_eq!(app.metric("vfc_readings_conflicting_total").await, 1.0);
+}
+
 on_both_databases!(
+    a_reading_sent_again_with_another_temperature_is_a_dead_letter_and_the_first_stays,
     readings_reach_the_api_in_time_order_embedded,
     readings_reach_the_api_in_time_order_mosquitto,
     the_same_reading_three_times_is_stored_once,
