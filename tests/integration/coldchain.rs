@@ -371,6 +371,7 @@ async fn daily_min_max_follows_the_location_time_zone_across_a_dst_change(db: Da
 }
 
 on_both_databases!(
+    the_same_readings_in_any_order_make_the_same_excursions,
     daily_min_max_follows_the_location_time_zone_across_a_dst_change,
     warm_short_of_60_minutes_is_recorded_and_60_alerts_once,
     a_freezing_reading_alerts_at_once,
@@ -380,3 +381,90 @@ on_both_databases!(
     readings_older_than_a_day_record_without_paging,
     rules_are_the_programs_until_a_unit_has_its_own,
 );
+
+/// A small deterministic generator: the same seed, the same shuffle, so a failing order can be
+/// replayed from the seed in the message.
+struct XorShift(u64);
+
+impl XorShift {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// The excursions of `temps` (5-minute readings from `start`) published in batches in the order
+/// `seed` shuffles them (seed 0: in time order): (start, end, min, max) of each.
+async fn excursions_when_published(db: Database, start: DateTime<Utc>, temps: &[f64], seed: u64) -> Vec<Value> {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let unit = app.fridge().await;
+    let mut readings: Vec<Value> = temps
+        .iter()
+        .enumerate()
+        .map(|(i, t)| json!({"ts": (start + chrono::Duration::minutes(5 * i as i64)).to_rfc3339(), "temp_c": t}))
+        .collect();
+    let mut rng = XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    if seed != 0 {
+        for i in (1..readings.len()).rev() {
+            readings.swap(i, rng.below(i + 1));
+        }
+    }
+    let mut p = app.publisher("logger").await;
+    let mut sent = 0;
+    while !readings.is_empty() {
+        let n = if seed == 0 {
+            readings.len()
+        } else {
+            1 + rng.below(readings.len().min(7))
+        };
+        let batch: Vec<Value> = readings.drain(..n).collect();
+        p.publish("vfc/loggers/LT-1/readings", json!({ "readings": batch }).to_string())
+            .await;
+        sent += 1;
+    }
+    p.wait_acked(sent).await;
+    app.eventually("every reading stored", || async {
+        let from = start.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let r = app.readings(unit, &from, "2100-01-01T00:00:00Z").await;
+        if r.len() == temps.len() {
+            Ok(())
+        } else {
+            Err(format!("{} stored", r.len()))
+        }
+    })
+    .await;
+    // Another unit's alarm is judged after every mark these readings made.
+    app.other_fridge("LT-2").await;
+    app.freezing("LT-2").await;
+    app.wait_email_with("Fridge of LT-2").await;
+    let list = app.get(&format!("/api/v1/excursions?unit={unit}")).await;
+    let mut out: Vec<Value> = list["excursions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| json!([e["started_at"], e["ended_at"], e["min_c"], e["max_c"]]))
+        .collect();
+    out.sort_by_key(|e| e[0].as_str().unwrap_or_default().to_string());
+    out
+}
+
+/// docs/domain.md, "Excursions and alarm rules": an excursion runs from the first reading out of
+/// range to the first back in — whatever order a gateway's backlog reaches the service in.
+async fn the_same_readings_in_any_order_make_the_same_excursions(db: Database) {
+    let start = Utc::now() - chrono::Duration::hours(20);
+    let mut temps = vec![5.0; 6];
+    temps.extend([9.5, 10.2, 11.0, 9.1]); // warm for 20 minutes
+    temps.extend(vec![4.0; 5]);
+    temps.extend([1.4, 0.9]); // a cold dip
+    temps.extend(vec![5.5; 4]);
+    temps.extend([8.4; 14]); // warm for 70 minutes: meets warm-60
+    temps.extend(vec![6.0; 6]);
+    let in_order = excursions_when_published(db, start, &temps, 0).await;
+    assert_eq!(in_order.len(), 3, "{in_order:?}");
+    for seed in 1..=5 {
+        let shuffled = excursions_when_published(db, start, &temps, seed).await;
+        assert_eq!(shuffled, in_order, "published in the order of seed {seed}");
+    }
+}
