@@ -8,7 +8,9 @@ use std::path::Path;
 #[cfg(unix)]
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 
-/// Creates `dir` (and its parents) if missing; `dir` itself is made `0700`.
+/// Creates `dir` (and its parents) if missing; `dir` itself is made `0700`. A folder that was
+/// there and cannot be changed (a mounted volume owned by someone else) is used as it is, with
+/// a warning: the service runs, and the operator is told.
 pub fn private_dir(dir: &Path) -> io::Result<()> {
     let mut b = std::fs::DirBuilder::new();
     b.recursive(true);
@@ -16,15 +18,26 @@ pub fn private_dir(dir: &Path) -> io::Result<()> {
     b.mode(0o700);
     b.create(dir)?;
     #[cfg(unix)]
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    restrict(dir, 0o700);
     Ok(())
 }
 
 /// Makes an existing file `0600` (SQLite then creates its `-wal` and `-shm` files alike).
 pub fn make_private(path: &Path) -> io::Result<()> {
     #[cfg(unix)]
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    restrict(path, 0o600);
     Ok(())
+}
+
+#[cfg(unix)]
+fn restrict(path: &Path, mode: u32) {
+    let now = std::fs::metadata(path).map(|m| m.permissions().mode() & 0o777);
+    if now.as_ref().is_ok_and(|m| *m == mode) {
+        return;
+    }
+    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot make this the service user's alone (mode {mode:o}); using it as it is");
+    }
 }
 
 /// Creates an empty `0600` file if there is none.

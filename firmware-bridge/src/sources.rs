@@ -336,6 +336,37 @@ pub async fn watch(dir: PathBuf, zone: Zone, every: Duration, feed: Feed) -> any
     }
 }
 
+/// Reads a file of the drop folder itself: what was opened must still be the folder's entry (a
+/// link swapped in since it was looked at is not followed), and no more than
+/// [`MAX_EXPORT_BYTES`] is read whatever it grew to.
+fn read_own_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let opened = file.metadata()?;
+    let entry = std::fs::symlink_metadata(path)?;
+    #[cfg(unix)]
+    let same = {
+        use std::os::unix::fs::MetadataExt;
+        !entry.file_type().is_symlink() && entry.dev() == opened.dev() && entry.ino() == opened.ino()
+    };
+    #[cfg(not(unix))]
+    let same = !entry.file_type().is_symlink();
+    if !same || !opened.is_file() {
+        return Err(std::io::Error::other(
+            "it changed into a link or something else while being read",
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_EXPORT_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_EXPORT_BYTES {
+        return Err(std::io::Error::other(format!(
+            "it grew past {} MiB while being read",
+            MAX_EXPORT_BYTES / (1024 * 1024)
+        )));
+    }
+    Ok(bytes)
+}
+
 fn ends_a_line(path: &Path) -> bool {
     use std::io::{Read, Seek, SeekFrom};
     let mut last = [0u8; 1];
@@ -349,7 +380,7 @@ fn ends_a_line(path: &Path) -> bool {
 
 async fn take_file(path: &Path, zone: Zone, feed: &Feed) -> Result<(), Stopped> {
     let shown = path.display().to_string();
-    let bytes = match std::fs::read(path) {
+    let bytes = match read_own_file(path) {
         Ok(b) => b,
         Err(e) => {
             tracing::warn!(file = %shown, "cannot read the export ({e})");

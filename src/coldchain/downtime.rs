@@ -114,7 +114,24 @@ pub async fn add(db: &Db, unit_id: i64, body: &NewDowntime, caller: &Caller, sto
         }
         _ => {}
     }
+    let mut tx = db.pool.begin().await?;
     if !caller.is_state() {
+        // One period at a time: windows placed back to back or overlapping would silence the
+        // unit past the cap. The next may be set once this one has ended.
+        let planned = sqlx::query(
+            "SELECT id FROM unit_downtime WHERE unit_id = $1 AND (until_ts IS NULL OR until_ts > $2) LIMIT 1",
+        )
+        .bind(unit_id)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(r) = planned {
+            return Err(Error::StateApprovalRequired(format!(
+                "unit {unit_id} already has downtime {} in force or planned: a clinic sets one period at a time; \
+                 end it first, or ask the state VFC coordinator",
+                r.try_get::<i64, _>("id")?
+            )));
+        }
         match (body.kind, until) {
             (Kind::OutOfService, _) if stocked => {
                 return Err(Error::StateApprovalRequired(format!(
@@ -134,7 +151,6 @@ pub async fn add(db: &Db, unit_id: i64, body: &NewDowntime, caller: &Caller, sto
             _ => {}
         }
     }
-    let mut tx = db.pool.begin().await?;
     let id: i64 = sqlx::query(
         "INSERT INTO unit_downtime (unit_id, kind, reason, from_ts, until_ts, created_by, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
@@ -232,6 +248,27 @@ pub async fn end(db: &Db, unit_id: i64, id: i64, caller: &Caller) -> Result<Down
     told(&mut tx, unit_id, Some(&before), &ended, &caller.actor(), now).await?;
     tx.commit().await?;
     Ok(ended)
+}
+
+/// Refuses to put vaccine into a unit out of service now (docs/domain.md: vaccine may not sit in
+/// a unit that is out of service): end the period first.
+pub async fn refuse_stock_if_out_of_service(conn: &mut AnyConnection, unit_id: i64, now: i64) -> Result<()> {
+    let off = sqlx::query(
+        "SELECT id FROM unit_downtime WHERE unit_id = $1 AND kind = 'out_of_service' AND from_ts <= $2 \
+         AND (until_ts IS NULL OR until_ts > $2) LIMIT 1",
+    )
+    .bind(unit_id)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match off {
+        Some(r) => Err(Error::Conflict(format!(
+            "unit {unit_id} is out of service (downtime {}): vaccine may not be stored in it; end the period \
+             (POST /api/v1/units/{unit_id}/downtime/{{id}}/end) or choose a working unit",
+            r.try_get::<i64, _>("id")?
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The period in force for a unit at `at`, as words for the record ("unit maintenance : defrost").

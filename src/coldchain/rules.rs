@@ -359,17 +359,21 @@ pub fn no_looser(now: &[Rule], new: &[Rule]) -> Result<(), String> {
 }
 
 /// Whether a range a clinic sets is no wider than it may be: inside the kind's storage range
-/// (docs/domain.md, "Storage units and temperature ranges"), or, for a kind without one, inside
-/// the unit's range now.
+/// (docs/domain.md, "Storage units and temperature ranges") and inside the unit's range now
+/// (`now`; none for a new unit). A kind without a storage range (`other`) has nothing to bound
+/// a new unit by: that is the state's to set.
 pub fn range_no_looser(kind: UnitKind, now: Option<(f64, f64)>, new: (f64, f64)) -> Result<(), String> {
-    let Some((lo, hi)) = kind.default_range().or(now) else {
-        return Ok(());
-    };
-    if new.0 < lo || new.1 > hi {
-        return Err(format!(
-            "the range {:.1} to {:.1} °C would be wider than {lo:.1} to {hi:.1} °C",
-            new.0, new.1
-        ));
+    let bounds = [kind.default_range(), now];
+    if bounds.iter().all(Option::is_none) {
+        return Err("a unit of kind \"other\" has no storage range to keep its range inside".into());
+    }
+    for (lo, hi) in bounds.into_iter().flatten() {
+        if new.0 < lo || new.1 > hi {
+            return Err(format!(
+                "the range {:.1} to {:.1} °C would be wider than {lo:.1} to {hi:.1} °C",
+                new.0, new.1
+            ));
+        }
     }
     Ok(())
 }
@@ -441,12 +445,25 @@ mod tests {
     fn a_clinic_range_stays_inside_the_kinds_storage_range() {
         let fridge = UnitKind::Refrigerator;
         assert_eq!(range_no_looser(fridge, Some((2.0, 8.0)), (3.0, 7.0)), Ok(()));
-        assert_eq!(range_no_looser(fridge, Some((3.0, 7.0)), (2.0, 8.0)), Ok(()));
+        assert_eq!(range_no_looser(fridge, None, (3.0, 7.0)), Ok(()), "a new unit");
+        assert!(
+            range_no_looser(fridge, Some((3.0, 7.0)), (2.0, 8.0))
+                .unwrap_err()
+                .contains("wider than 3.0 to 7.0"),
+            "back out to the kind's range is wider than the state set"
+        );
         assert!(range_no_looser(fridge, Some((2.0, 8.0)), (-90.0, 90.0))
             .unwrap_err()
             .contains("wider than 2.0 to 8.0"));
         assert!(range_no_looser(UnitKind::Other, Some((10.0, 20.0)), (5.0, 20.0)).is_err());
-        assert_eq!(range_no_looser(UnitKind::Other, None, (5.0, 20.0)), Ok(()));
+        assert_eq!(
+            range_no_looser(UnitKind::Other, Some((10.0, 20.0)), (12.0, 18.0)),
+            Ok(())
+        );
+        assert!(
+            range_no_looser(UnitKind::Other, None, (5.0, 20.0)).is_err(),
+            "a new other unit is the state's"
+        );
     }
 
     #[test]

@@ -187,8 +187,14 @@ async fn connection(
                 Ok(ack) => ack,
                 Err(_) => intake::temporary_failure(&text),
             };
-            if stream.write_all(&frame(&ack)).await.is_err() {
-                return;
+            // A peer that stops reading holds its place no longer than one idle period.
+            match tokio::time::timeout(idle, stream.write_all(&frame(&ack))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::info!(sender = %sender.actor, "MLLP peer is not reading its ACKs; closed");
+                    return;
+                }
             }
         }
     }

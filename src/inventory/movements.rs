@@ -116,6 +116,7 @@ pub async fn receive(db: &Db, caller: &Caller, code: &str, body: &Receipt) -> Re
     if body.lines.is_empty() {
         return Err(Error::Invalid("a receipt needs at least one line in \"lines\"".into()));
     }
+    crate::coldchain::downtime::refuse_stock_if_out_of_service(&mut tx, body.unit_id, now_millis()).await?;
     let at = super::parse_time("received_at", body.received_at.as_deref())?.unwrap_or_else(now_millis);
     let actor = caller.actor();
     let mut events = Vec::new();

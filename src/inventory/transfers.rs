@@ -135,6 +135,7 @@ async fn receiving_unit(conn: &mut AnyConnection, to: &Place, from_unit: i64, lo
 
 /// Moves the doses: out of the sending unit, into the receiving one, in one transaction.
 async fn complete(conn: &mut AnyConnection, t: &Transfer, to_unit: i64, actor: &str, at: i64) -> Result<()> {
+    crate::coldchain::downtime::refuse_stock_if_out_of_service(conn, to_unit, now_millis()).await?;
     for line in &t.lines {
         let mut out = Entry::new(
             &t.from_location,

@@ -279,6 +279,12 @@ pub async fn detail(db: &Db, caller: &Caller, serial: &str) -> Result<LoggerDeta
             .iter()
             .any(|a| a.from_ms <= t && a.to_ms.is_none_or(|to| t < to))
     });
+    // What the logger is now set to (interval, calibration) is its current owner's business.
+    if logger.assignment.is_none() {
+        logger.reading_interval_s = None;
+        logger.calibrated_on = None;
+        logger.calibration_expires_on = None;
+    }
     if !ours {
         logger.battery_pct = None;
         logger.probe_connected = None;

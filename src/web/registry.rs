@@ -123,9 +123,7 @@ async fn create_unit(
     if let (false, Some(r)) = (caller.is_state(), body.range) {
         locations::get(&s.db, &caller.scope, &code).await?;
         crate::coldchain::rules::range_no_looser(body.kind, None, (r.min_c, r.max_c)).map_err(|why| {
-            ApiError::StateApprovalRequired(format!(
-                "{why}: only the state VFC coordinator may give a unit a range wider than its kind's"
-            ))
+            ApiError::StateApprovalRequired(format!("{why}: only the state VFC coordinator may set such a range"))
         })?;
     }
     Ok((

@@ -115,6 +115,16 @@ async fn a_clinic_may_narrow_a_units_range_but_not_widen_it(db: Database) {
         (200, &json!({"min_c": 3.0, "max_c": 7.0})),
         "{out}"
     );
+    // Back out to the kind's range is wider than what is set now: the state's to decide.
+    refused(
+        &app,
+        &token,
+        "PUT",
+        &path,
+        json!({"range": {"min_c": 2.0, "max_c": 8.0}}),
+        "wider than 3.0 to 7.0",
+    )
+    .await;
     let (status, out) = app
         .send_as(&app.token, "PUT", &path, json!({"range": {"min_c": 1.0, "max_c": 9.0}}))
         .await;
@@ -128,6 +138,8 @@ async fn a_clinic_cannot_create_a_unit_with_a_range_wider_than_its_kinds(db: Dat
     let path = "/api/v1/locations/012345A/units";
     let wide = json!({"name": "Wide fridge", "kind": "refrigerator", "range": {"min_c": -20.0, "max_c": 30.0}});
     refused(&app, &token, "POST", path, wide.clone(), "wider than 2.0 to 8.0").await;
+    let other = json!({"name": "Shelf", "kind": "other", "range": {"min_c": 15.0, "max_c": 25.0}});
+    refused(&app, &token, "POST", path, other, "no storage range").await;
     let narrow = json!({"name": "Narrow fridge", "kind": "refrigerator", "range": {"min_c": 3.0, "max_c": 7.0}});
     assert_eq!(app.send_as(&token, "POST", path, narrow).await.0, 201);
     assert_eq!(
@@ -184,7 +196,10 @@ async fn a_clinics_maintenance_window_is_capped_by_the_program(db: Database) {
             "until": (chrono::Utc::now() + chrono::Duration::hours(hours)).to_rfc3339()})
     };
     refused(&app, &token, "POST", &path, window(30), "at most 24 hours").await;
-    assert_eq!(app.send_as(&token, "POST", &path, window(20)).await.0, 201);
+    let (status, first) = app.send_as(&token, "POST", &path, window(20)).await;
+    assert_eq!(status, 201, "{first}");
+    let end = format!("{path}/{}/end", first["id"]);
+    assert_eq!(app.send_as(&token, "POST", &end, json!({})).await.0, 200);
     // The program may allow clinics longer windows.
     let mut program = app.get("/api/v1/program").await;
     assert_eq!(program["clinic_maintenance_max_hours"], 24.0);
@@ -620,7 +635,100 @@ async fn every_list_comes_in_pages_of_at_most_a_thousand(db: Database) {
     }
 }
 
+async fn no_vaccine_goes_into_a_unit_out_of_service_and_a_clinic_sets_one_period_at_a_time(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let unit = app.fridge().await;
+    let spare = app.create_unit("012345A", "Spare refrigerator", "refrigerator").await;
+    let lot = stock_at(&app, "012345A", unit, "X123456").await;
+    let token = clinic(&app);
+    let off = json!({"kind": "out_of_service", "reason": "compressor noise"});
+    let path = format!("/api/v1/units/{spare}/downtime");
+    assert_eq!(
+        app.send_as(&token, "POST", &path, off.clone()).await.0,
+        201,
+        "an empty unit may"
+    );
+    // A second period while one is in force would stretch the silence: one at a time.
+    let window = json!({"kind": "maintenance", "reason": "defrost",
+        "until": (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339()});
+    refused(&app, &token, "POST", &path, window, "one period at a time").await;
+    // Vaccine may not be stored in it, by receipt or by transfer.
+    let receipt = json!({"unit_id": spare, "lines": [{"ndc": ROTATEQ, "lot": "Y1", "expires_on": "2099-01-31",
+        "funding": "vfc", "doses": 5}]});
+    let (status, out) = app
+        .send_as(&token, "POST", "/api/v1/locations/012345A/receipts", receipt)
+        .await;
+    assert_eq!(status, 409, "{out}");
+    assert!(
+        out["error"]["message"].as_str().unwrap().contains("out of service"),
+        "{out}"
+    );
+    let transfer = json!({"from_unit_id": unit, "to_unit_id": spare, "reason": "move",
+        "lines": [{"lot_id": lot, "doses": 1}]});
+    let (status, out) = app
+        .send_as(&token, "POST", "/api/v1/locations/012345A/transfers", transfer)
+        .await;
+    assert_eq!(status, 409, "{out}");
+}
+
+async fn a_primary_logger_made_the_backup_or_taken_off_in_the_past_changes_the_units_record(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let unit = app.fridge().await;
+    // Warm for 25 minutes, two hours ago: an excursion of the unit that paged nobody (one that
+    // did stays on the record, whatever comes later).
+    let start = chrono::Utc::now() - chrono::Duration::hours(2);
+    let readings: Vec<Value> = (0..20)
+        .map(|i| {
+            let t = if (2..8).contains(&i) { 9.5 } else { 5.0 };
+            json!({"ts": (start + chrono::Duration::minutes(5 * i)).to_rfc3339(), "temp_c": t})
+        })
+        .collect();
+    let mut p = app.publisher("lt-1").await;
+    p.publish("vfc/loggers/LT-1/readings", json!({ "readings": readings }).to_string())
+        .await;
+    p.wait_acked(1).await;
+    let count = |want: usize| {
+        let app = &app;
+        async move {
+            app.eventually(&format!("{want} excursion(s)"), || async {
+                let l = app.get(&format!("/api/v1/excursions?unit={unit}")).await;
+                match l["excursions"].as_array().unwrap().len() {
+                    n if n == want => Ok(()),
+                    n => Err(format!("{n}")),
+                }
+            })
+            .await
+        }
+    };
+    count(1).await;
+    // Taken off three hours ago (it was not the unit's logger then after all): its readings
+    // leave the unit's record, and the excursion with them.
+    let at = (chrono::Utc::now() - chrono::Duration::hours(3)).format("%Y-%m-%dT%H:%M:%SZ");
+    let (status, out) = app
+        .send_as(
+            &app.token,
+            "DELETE",
+            &format!("/api/v1/units/{unit}/logger/LT-1?at={at}"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    count(0).await;
+    // Another unit's primary made its backup: the unit has no primary any more, and that is a
+    // change its coordinators hear of.
+    let other = app.other_fridge("LT-2").await;
+    app.assign(other, json!({"serial": "LT-2", "role": "backup"})).await;
+    let history = app.get(&format!("/api/v1/units/{other}/rules/history")).await;
+    let last = history["changes"].as_array().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        (&last["subject"], &last["before"], &last["after"]),
+        (&json!("primary_logger"), &json!("LT-2"), &Value::Null)
+    );
+}
+
 on_both_databases!(
+    no_vaccine_goes_into_a_unit_out_of_service_and_a_clinic_sets_one_period_at_a_time,
+    a_primary_logger_made_the_backup_or_taken_off_in_the_past_changes_the_units_record,
     every_list_comes_in_pages_of_at_most_a_thousand,
     a_location_token_transfers_between_its_own_units_and_needs_the_pin_for_a_sibling,
     a_transfer_request_to_another_pin_reads_the_same_whether_or_not_that_location_exists,

@@ -61,6 +61,15 @@ pub async fn assign(
                 "reading_interval_s must be 1 to 86400 seconds (CDC: at most 1800)".into(),
             ));
         }
+        // A longer interval delays the no-data alarm (twice the interval): past the CDC's
+        // limit it is the state's to allow.
+        if i > 1800 && !caller.is_state() {
+            return Err(Error::StateApprovalRequired(
+                "reading_interval_s over 1800 seconds is past the CDC's limit (a reading at least every 30 minutes): \
+                 only the state VFC coordinator may set it"
+                    .into(),
+            ));
+        }
     }
     if let (Some(on), Some(exp)) = (body.calibrated_on, body.calibration_expires_on) {
         if exp <= on {
@@ -92,13 +101,15 @@ pub async fn assign(
     }
     if let Some((closed, pin)) = history.iter().rev().find(|(a, _)| a.to_ms.is_some_and(|t| t > from)) {
         // Name the unit only to whoever may see it.
-        let unit = if caller.scope.covers_code(pin, &closed.location) {
-            format!(" unit {}", closed.unit_id)
-        } else {
-            String::new()
-        };
+        // Outside the caller's scope this says the serial is taken, and nothing more.
+        if !caller.scope.covers_code(pin, &closed.location) {
+            return Err(Error::Conflict(format!(
+                "logger {serial} is already in use elsewhere at that time; the state VFC coordinator can say when"
+            )));
+        }
         return Err(Error::Conflict(format!(
-            "logger {serial} served{unit} until {}; \"from\" must be at or after that",
+            "logger {serial} served unit {} until {}; \"from\" must be at or after that",
+            closed.unit_id,
             closed.to.as_deref().unwrap_or_default()
         )));
     }
@@ -196,11 +207,10 @@ pub async fn assign(
         };
         watcher.primary_changed(&mut tx, change).await?;
     }
-    // The unit it leaves, if it was that unit's primary.
-    if let Some((left, _)) = history
-        .iter()
-        .find(|(a, _)| a.to_ms.is_none() && a.role == LoggerRole::Primary && a.unit_id != unit_id)
-    {
+    // The unit it leaves as primary: another unit, or this one when it becomes the backup.
+    if let Some((left, _)) = history.iter().find(|(a, _)| {
+        a.to_ms.is_none() && a.role == LoggerRole::Primary && (a.unit_id != unit_id || role != LoggerRole::Primary)
+    }) {
         let change = PrimaryChange {
             unit_id: left.unit_id,
             before: Some(serial.as_str()),
@@ -270,6 +280,11 @@ pub async fn unassign(
             at: now,
         };
         watcher.primary_changed(&mut tx, change).await?;
+        // Taken off in the past: its readings since then leave the unit's record, and the unit
+        // is judged again from there (an excursion among them is no longer the unit's).
+        if to < now - 60_000 {
+            readings::dirty::mark(&mut tx, &[(serial.to_string(), to - 1)]).await?;
+        }
     }
     tx.commit().await?;
     current.to_ms = Some(to);
