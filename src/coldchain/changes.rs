@@ -4,7 +4,6 @@
 //! change nobody expected is noticed; the state lists them all (`GET /api/v1/rule-changes`).
 //! This module owns `rule_changes`.
 
-use chrono::TimeZone;
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
@@ -14,6 +13,7 @@ use super::rules::Rule;
 use crate::alerts::{outbox, About, Email, Recipient};
 use crate::error::{Error, Result};
 use crate::registry::assignments::{PrimaryChange, Watcher};
+use crate::registry::units;
 use crate::store::{rfc3339, Db, Page};
 
 /// What changed.
@@ -124,36 +124,16 @@ fn in_words(subject: Subject, json: Option<&str>) -> String {
 
 /// Emails the location's primary and backup coordinators about a change to one of its units.
 async fn tell(tx: &mut AnyConnection, unit_id: i64, c: &Change<'_>) -> Result<()> {
-    let Some(r) = sqlx::query(
-        "SELECT location_code, location_name, unit_name, timezone, primary_name, primary_email, backup_name, backup_email \
-         FROM unit_places WHERE unit_id = $1",
-    )
-    .bind(unit_id)
-    .fetch_optional(&mut *tx)
-    .await?
-    else {
+    let Some(place) = units::place_of(tx, unit_id).await? else {
         return Ok(());
     };
-    let code: String = r.try_get("location_code")?;
-    let unit: String = r.try_get("unit_name")?;
-    let location: String = r.try_get("location_name")?;
-    let tz: chrono_tz::Tz = r.try_get::<String, _>("timezone")?.parse().unwrap_or(chrono_tz::UTC);
-    let when = tz
-        .timestamp_millis_opt(c.at)
-        .single()
-        .map(|t| t.format("%Y-%m-%d %H:%M %Z").to_string())
-        .unwrap_or_else(|| rfc3339(c.at));
+    let (code, unit, location) = (&place.location_code, &place.unit_name, &place.location_name);
+    let when = super::notices::local(place.tz(), c.at);
     let subject = format!("VFC unit changed: {code} {unit}, {}", c.subject.words());
     let who = c.actor.splitn(3, ':').nth(2).unwrap_or(c.actor);
     let people = [
-        Recipient::new(
-            r.try_get::<String, _>("primary_name")?,
-            r.try_get::<String, _>("primary_email")?,
-        ),
-        Recipient::new(
-            r.try_get::<String, _>("backup_name")?,
-            r.try_get::<String, _>("backup_email")?,
-        ),
+        Recipient::new(&place.primary.0, &place.primary.1),
+        Recipient::new(&place.backup.0, &place.backup.1),
     ];
     for (i, to) in people.iter().enumerate() {
         if i == 1 && to.email == people[0].email {

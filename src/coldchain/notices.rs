@@ -19,7 +19,8 @@ use crate::store::rfc3339;
 
 type Tx = AnyConnection;
 
-fn local(tz: chrono_tz::Tz, ms: i64) -> String {
+/// A time as the location reads it ("2026-11-30 08:18 EST").
+pub(super) fn local(tz: chrono_tz::Tz, ms: i64) -> String {
     match tz.timestamp_millis_opt(ms).single() {
         Some(t) => t.format("%Y-%m-%d %H:%M %Z").to_string(),
         None => rfc3339(ms),

@@ -152,22 +152,11 @@ enum Told<'a> {
 
 /// Emails the location's primary coordinator and the state coordinators about the unit.
 async fn tell(tx: &mut AnyConnection, unit_id: i64, told: Told<'_>, state: &[Recipient]) -> Result<()> {
-    let Some(r) = sqlx::query(
-        "SELECT location_code, location_name, unit_name, primary_name, primary_email FROM unit_places WHERE unit_id = $1",
-    )
-    .bind(unit_id)
-    .fetch_optional(&mut *tx)
-    .await?
-    else {
+    let Some(place) = crate::registry::units::place_of(tx, unit_id).await? else {
         return Ok(());
     };
-    let code: String = r.try_get("location_code")?;
-    let location: String = r.try_get("location_name")?;
-    let unit: String = r.try_get("unit_name")?;
-    let primary = Recipient::new(
-        r.try_get::<String, _>("primary_name")?,
-        r.try_get::<String, _>("primary_email")?,
-    );
+    let (code, location, unit) = (&place.location_code, &place.location_name, &place.unit_name);
+    let primary = Recipient::new(&place.primary.0, &place.primary.1);
     let mut to = vec![primary.clone()];
     to.extend(state.iter().filter(|s| s.email != primary.email).cloned());
     let (purpose, subject, what) = match told {

@@ -210,12 +210,7 @@ pub async fn list(
         }
         out.push(logger);
     }
-    let next = if out.len() as i64 > limit {
-        out.truncate(limit as usize);
-        out.last().map(|l| l.serial.clone())
-    } else {
-        None
-    };
+    let (mut out, next) = crate::store::cut(limit, out, |l| l.serial.clone());
     let serials: Vec<String> = out.iter().map(|l| l.serial.clone()).collect();
     let latest = readings::latest_of(db, &serials).await?;
     for logger in &mut out {

@@ -87,6 +87,49 @@ pub fn check_range(kind: UnitKind, range: Option<Range>) -> Result<Range> {
     Ok(r)
 }
 
+/// Where a unit is and who looks after it: the registry's published read model (`unit_places`),
+/// for whoever writes to a unit's people.
+#[derive(Debug, Clone)]
+pub struct Place {
+    pub unit_name: String,
+    pub location_code: String,
+    pub location_name: String,
+    /// As stored; [`Place::tz`] reads it.
+    pub timezone: String,
+    /// (name, email) of the location's primary and backup coordinators.
+    pub primary: (String, String),
+    pub backup: (String, String),
+}
+
+impl Place {
+    /// The location's time zone, or UTC when the stored one cannot be read.
+    pub fn tz(&self) -> chrono_tz::Tz {
+        self.timezone.parse().unwrap_or(chrono_tz::UTC)
+    }
+}
+
+/// The place of unit `unit_id`, if it exists.
+pub async fn place_of(conn: &mut AnyConnection, unit_id: i64) -> Result<Option<Place>> {
+    let row = sqlx::query(
+        "SELECT unit_name, location_code, location_name, timezone, primary_name, primary_email, backup_name, backup_email \
+         FROM unit_places WHERE unit_id = $1",
+    )
+    .bind(unit_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|r| {
+        Ok(Place {
+            unit_name: r.try_get("unit_name")?,
+            location_code: r.try_get("location_code")?,
+            location_name: r.try_get("location_name")?,
+            timezone: r.try_get("timezone")?,
+            primary: (r.try_get("primary_name")?, r.try_get("primary_email")?),
+            backup: (r.try_get("backup_name")?, r.try_get("backup_email")?),
+        })
+    })
+    .transpose()
+}
+
 pub async fn create(db: &Db, scope: &Scope, code: &str, new: &NewUnit) -> Result<Unit> {
     let location = locations::get(db, scope, code).await?;
     let name = new.name.trim();

@@ -225,14 +225,19 @@ impl Page {
 
     /// Keeps `limit` of the `limit + 1` items fetched; the cursor of the next page when more
     /// remain.
-    pub fn cut<T>(&self, mut items: Vec<T>, id: impl Fn(&T) -> i64) -> (Vec<T>, Option<i64>) {
-        if items.len() as i64 > self.limit {
-            items.truncate(self.limit as usize);
-            let next = items.last().map(&id);
-            (items, next)
-        } else {
-            (items, None)
-        }
+    pub fn cut<T>(&self, items: Vec<T>, id: impl Fn(&T) -> i64) -> (Vec<T>, Option<i64>) {
+        cut(self.limit, items, id)
+    }
+}
+
+/// [`Page::cut`] for a list whose cursor is not an id (loggers go by serial).
+pub fn cut<T, C>(limit: i64, mut items: Vec<T>, cursor: impl Fn(&T) -> C) -> (Vec<T>, Option<C>) {
+    if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        let next = items.last().map(&cursor);
+        (items, next)
+    } else {
+        (items, None)
     }
 }
 

@@ -6,7 +6,7 @@ use sqlx::{Any, Row};
 use utoipa::ToSchema;
 
 use crate::error::Result;
-use crate::store::{rfc3339, Db};
+use crate::store::{rfc3339, Db, Page};
 
 /// Dead letters keep the start of the payload: enough to see what was wrong, bounded in size.
 const KEEP: usize = 4096;
@@ -85,22 +85,18 @@ pub struct DeadLetter {
     pub received_at: String,
 }
 
-/// Most dead letters one page holds.
-pub const MAX_PAGE: i64 = 1000;
-
-/// Dead letters with an id below `before`, newest first, at most `limit` (1 to [`MAX_PAGE`]);
-/// and the `before` of the next page, if there is one.
-pub async fn page(db: &Db, before: Option<i64>, limit: i64) -> Result<(Vec<DeadLetter>, Option<i64>)> {
-    let limit = limit.clamp(1, MAX_PAGE);
+/// Dead letters with an id below `page.after`, newest first; and the cursor of the next page,
+/// if there is one.
+pub async fn page(db: &Db, page: Page) -> Result<(Vec<DeadLetter>, Option<i64>)> {
     let rows = sqlx::query(
         "SELECT id, topic, payload, payload_bytes, reason, received_at FROM dead_letters \
          WHERE id < $1 ORDER BY id DESC LIMIT $2",
     )
-    .bind(before.unwrap_or(i64::MAX))
-    .bind(limit + 1)
+    .bind(page.after.unwrap_or(i64::MAX))
+    .bind(page.limit + 1)
     .fetch_all(&db.pool)
     .await?;
-    let mut out = rows
+    let out = rows
         .iter()
         .map(|r| {
             Ok(DeadLetter {
@@ -113,11 +109,7 @@ pub async fn page(db: &Db, before: Option<i64>, limit: i64) -> Result<(Vec<DeadL
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let next = (out.len() as i64 > limit).then(|| {
-        out.truncate(limit as usize);
-        out.last().map(|d| d.id)
-    });
-    Ok((out, next.flatten()))
+    Ok(page.cut(out, |d| d.id))
 }
 
 #[cfg(test)]
@@ -135,7 +127,7 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(prune(&db.pool, 3).await.unwrap(), 2);
-        let (kept, _) = page(&db, None, 10).await.unwrap();
+        let (kept, _) = page(&db, Page::first()).await.unwrap();
         let reasons: Vec<&str> = kept.iter().map(|d| d.reason.as_str()).collect();
         assert_eq!(reasons, ["bad 4", "bad 3", "bad 2"]);
         assert_eq!(prune(&db.pool, 3).await.unwrap(), 0, "within the limit nothing goes");

@@ -11,7 +11,7 @@ use super::error::ApiError;
 use super::extract::Params;
 use super::AppState;
 use crate::accounts::Caller;
-use crate::telemetry::dead_letters::{self, DeadLetter, MAX_PAGE};
+use crate::telemetry::dead_letters::{self, DeadLetter};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/dead-letters", get(list))
@@ -42,11 +42,12 @@ async fn list(
     Params(p): Params<DeadLetterParams>,
 ) -> Result<Json<DeadLetterList>, ApiError> {
     require_state(&caller, "the dead-letter list")?;
-    let limit = p.limit.unwrap_or(100);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(format!("\"limit\" must be 1 to {MAX_PAGE}")));
-    }
-    let (dead_letters, next) = dead_letters::page(&s.db, p.before, limit).await?;
+    // `before` is this list's cursor (it predates `cursor` and stays for its users).
+    let page = crate::store::Page {
+        after: p.before,
+        ..super::extract::page_of(p.limit, None)?
+    };
+    let (dead_letters, next) = dead_letters::page(&s.db, page).await?;
     Ok(Json(DeadLetterList {
         dead_letters,
         next: next.map(|n| n.to_string()),

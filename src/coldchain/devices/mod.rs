@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use serde::Serialize;
-use sqlx::Row;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
@@ -242,17 +241,9 @@ async fn unwatched(db: &Db, links: &Links, stock: &dyn ExposedStock, now: i64) -
 
 /// The primary coordinator of a unit's location.
 async fn primary_contact(db: &Db, unit_id: i64) -> Result<Option<Recipient>> {
-    let r = sqlx::query("SELECT primary_name, primary_email FROM unit_places WHERE unit_id = $1")
-        .bind(unit_id)
-        .fetch_optional(&db.pool)
-        .await?;
-    r.map(|r| {
-        Ok(Recipient::new(
-            r.try_get::<String, _>("primary_name")?,
-            r.try_get::<String, _>("primary_email")?,
-        ))
-    })
-    .transpose()
+    let mut conn = db.pool.acquire().await?;
+    let place = crate::registry::units::place_of(&mut conn, unit_id).await?;
+    Ok(place.map(|p| Recipient::new(p.primary.0, p.primary.1)))
 }
 
 /// Opens and closes one logger's condition episodes; how many opened.
