@@ -244,6 +244,12 @@ impl Background {
                 sender::run(db.clone(), mailer.clone(), outbox.clone(), c.clone())
             }));
         }
+        {
+            let (db, c) = (db.clone(), cancel.clone());
+            handles.push(tasks.spawn("held-readings", cancel.clone(), move || {
+                crate::telemetry::held::run(db.clone(), c.clone())
+            }));
+        }
         handles.push(tasks.spawn("hl7-intake", cancel.clone(), {
             let c = cancel.clone();
             move || intake_worker.clone().run(c.clone())

@@ -33,6 +33,7 @@ const PIN: &str = "012345";
 /// Hours replayed; the failure starts two hours before now.
 const REPLAY_H: i64 = 6;
 const FAILING: &str = "DEMO-012345A-FRIDGE";
+const GATEWAY: &str = "gw-012345-demo";
 
 pub async fn run(mut args: SettingsArgs, demo: DemoArgs) -> anyhow::Result<()> {
     let dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from("./vfc-demo"));
@@ -71,7 +72,7 @@ pub async fn run(mut args: SettingsArgs, demo: DemoArgs) -> anyhow::Result<()> {
         (MqttBroker::External(url), _) => url.clone(),
     };
     let broker_shown = format!("mqtt://{}:{}", broker.host, broker.port);
-    let mut cfg = Config::new(broker, "gw-012345-demo".into(), dir.join("gateway-spool"));
+    let mut cfg = Config::new(broker, GATEWAY.into(), dir.join("gateway-spool"));
     cfg.ca_file = settings.mqtt_ca_file.clone();
     cfg.resend_after = Duration::from_secs(5);
     cfg.status_every = Duration::from_secs(60);
@@ -107,7 +108,7 @@ pub async fn run(mut args: SettingsArgs, demo: DemoArgs) -> anyhow::Result<()> {
     println!(
         "\nvfc demo is running. Ctrl-C stops it.\n\n\
          \x20 API                {base}   (OpenAPI: {base}/api/openapi.json)\n\
-         \x20 MQTT broker        {broker_shown}   (the loggers' readings: vfc/loggers/+/readings)\n\
+         \x20 MQTT broker        {broker_shown}   (the gateway's readings: vfc/gateways/+/loggers/+/readings)\n\
          \x20 state-coordinator token (Authorization: Bearer …):\n\
          \x20   {}\n\
          \x20 alert emails       {}\n\
@@ -297,6 +298,15 @@ impl Api {
             });
             self.call(reqwest::Method::POST, "/api/v1/locations", Some(location))
                 .await?;
+            if suffix == "A" {
+                // The clinic's one gateway, at A, serves the loggers of both locations of the PIN.
+                self.call(
+                    reqwest::Method::POST,
+                    &format!("/api/v1/locations/{code}/gateways"),
+                    Some(json!({"id": GATEWAY, "name": "Demo gateway"})),
+                )
+                .await?;
+            }
             for (kind, name, tag) in [
                 ("refrigerator", "Vaccine refrigerator", "FRIDGE"),
                 ("freezer", "Vaccine freezer", "FREEZER"),

@@ -12,10 +12,18 @@ use std::path::{Path, PathBuf};
 const OWNERS: &[(&str, &[&str])] = &[
     (
         "registry/",
-        &["organisations", "locations", "units", "loggers", "logger_assignments"],
+        &[
+            "organisations",
+            "locations",
+            "units",
+            "loggers",
+            "logger_assignments",
+            "gateways",
+        ],
     ),
     ("readings/", &["readings", "coldchain_dirty"]),
     ("telemetry/dead_letters.rs", &["dead_letters"]),
+    ("telemetry/held.rs", &["held_readings"]),
     ("telemetry/confirm.rs", &["gateway_marks", "gateway_pending"]),
     ("accounts/", &["api_tokens"]),
     ("coldchain/settings.rs", &["program", "unit_rules"]),

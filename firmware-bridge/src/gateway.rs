@@ -36,6 +36,9 @@ pub struct Config {
     pub resend_after: Duration,
     pub resend_max: Duration,
     pub status_every: Duration,
+    /// How long readings the broker acknowledged may stay unconfirmed before the gateway warns
+    /// (a broker account whose ACL drops them, or a gateway the service does not know).
+    pub unconfirmed_warning_after: Duration,
     /// Readings per message.
     pub batch: usize,
     /// Readings per logger published and not yet confirmed.
@@ -55,12 +58,16 @@ impl Config {
             resend_after: Duration::from_secs(15),
             resend_max: Duration::from_secs(600),
             status_every: Duration::from_secs(300),
+            unconfirmed_warning_after: DEFAULT_UNCONFIRMED_WARNING,
             batch: DEFAULT_BATCH,
             window: DEFAULT_WINDOW,
             exit_when_drained: false,
         }
     }
 }
+
+/// Ten minutes: far longer than a healthy service takes to confirm.
+pub const DEFAULT_UNCONFIRMED_WARNING: Duration = Duration::from_secs(600);
 
 /// Readings per message.
 pub const DEFAULT_BATCH: usize = 500;
@@ -95,7 +102,7 @@ pub fn default_gateway_id() -> String {
         .trim()
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
-        .take(48)
+        .take(60)
         .collect();
     if clean.is_empty() {
         "gw-gateway".into()
@@ -107,6 +114,8 @@ pub fn default_gateway_id() -> String {
 enum Net {
     Up,
     Down(String),
+    /// The broker acknowledged a publish (which says nothing of whether it passed the ACL).
+    Acked,
     Committed(String, wire::Committed),
 }
 
@@ -115,13 +124,15 @@ struct Flight {
     sent_upto: u64,
     since: Instant,
     backoff: Duration,
+    /// Since when readings have been out with no confirmation moving (`None`: none out).
+    waiting_since: Option<Instant>,
 }
 
 /// Runs the gateway until `cancel` (or, with `exit_when_drained`, until everything is confirmed).
 pub async fn run(cfg: Config, sources: Vec<Source>, cancel: CancellationToken) -> anyhow::Result<()> {
-    if !wire::is_topic_segment(&cfg.gateway_id) {
+    if !wire::is_gateway_id(&cfg.gateway_id) {
         anyhow::bail!(
-            "gateway id {:?} cannot be part of a topic (no '/', '+', '#')",
+            "gateway id {:?} must be \"gw-\" and 1 to 60 letters, digits or hyphens (it is also the broker username)",
             cfg.gateway_id
         );
     }
@@ -164,6 +175,7 @@ pub async fn run(cfg: Config, sources: Vec<Source>, cancel: CancellationToken) -
                         backoff = Duration::from_millis(500);
                         Net::Up
                     }
+                    Ok(Event::Incoming(Packet::PubAck(_))) => Net::Acked,
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let serial = p.topic.rsplit('/').next().unwrap_or_default().to_string();
                         match serde_json::from_slice::<wire::Committed>(&p.payload) {
@@ -213,6 +225,8 @@ pub async fn run(cfg: Config, sources: Vec<Source>, cancel: CancellationToken) -
         devices: HashMap::new(),
         warned_near_cap: false,
         full: false,
+        last_puback: None,
+        unconfirmed: None,
     };
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -271,6 +285,7 @@ pub async fn run(cfg: Config, sources: Vec<Source>, cancel: CancellationToken) -
                     }
                     g.connected = false;
                 }
+                Some(Net::Acked) => g.last_puback = Some(Instant::now()),
                 Some(Net::Committed(serial, c)) => {
                     g.confirmed(serial, c).await;
                     g.send();
@@ -281,6 +296,7 @@ pub async fn run(cfg: Config, sources: Vec<Source>, cancel: CancellationToken) -
             },
             _ = tick.tick() => {
                 g.send();
+                g.watch_unconfirmed();
                 if last_status.elapsed() >= g.cfg.status_every {
                     g.status();
                     last_status = Instant::now();
@@ -316,6 +332,11 @@ struct Gateway {
     devices: HashMap<String, Device>,
     warned_near_cap: bool,
     full: bool,
+    /// When the broker last acknowledged a publish.
+    last_puback: Option<Instant>,
+    /// The warning in force while acknowledged readings stay unconfirmed, and when it was
+    /// last logged.
+    unconfirmed: Option<(String, Instant)>,
 }
 
 impl Gateway {
@@ -384,6 +405,12 @@ impl Gateway {
                 if let Some(f) = self.flights.get_mut(&serial) {
                     f.since = Instant::now();
                     f.backoff = self.cfg.resend_after;
+                    f.waiting_since = (f.sent_upto > c.seq).then(Instant::now);
+                }
+                if self.unconfirmed.is_some() && self.flights.values().all(|f| f.waiting_since.is_none()) {
+                    tracing::info!("the service confirms readings again");
+                    self.unconfirmed = None;
+                    self.status();
                 }
             }
             Ok(Ok(_)) => {}
@@ -412,8 +439,12 @@ impl Gateway {
                 sent_upto: confirmed,
                 since: now,
                 backoff: self.cfg.resend_after,
+                waiting_since: None,
             });
             f.sent_upto = f.sent_upto.max(confirmed);
+            if f.sent_upto == confirmed {
+                f.waiting_since = None;
+            }
             if f.sent_upto > confirmed && now.duration_since(f.since) >= f.backoff {
                 tracing::warn!(
                     %serial, from_seq = first, waited_s = f.backoff.as_secs_f64(),
@@ -445,14 +476,17 @@ impl Gateway {
                     battery_pct: self.devices.get(&serial).and_then(|d| d.battery_pct),
                 })
                 .expect("a batch serialises");
-                match self
-                    .client
-                    .try_publish(wire::readings_topic(&serial), QoS::AtLeastOnce, false, payload)
-                {
+                match self.client.try_publish(
+                    wire::gateway_readings_topic(&self.cfg.gateway_id, &serial),
+                    QoS::AtLeastOnce,
+                    false,
+                    payload,
+                ) {
                     Ok(()) => {
                         if f.sent_upto == confirmed {
                             f.since = now;
                         }
+                        f.waiting_since.get_or_insert(now);
                         f.sent_upto = last;
                     }
                     // The connection's queue is full: the next tick goes on from here.
@@ -462,13 +496,53 @@ impl Gateway {
         }
     }
 
-    /// Each logger's status: battery, the spool's depth for it, and a warning near the cap.
+    /// Warns, loudly and in the status, when the broker keeps acknowledging readings the
+    /// service never confirms. Under MQTT 3.1.1 a broker acknowledges a publish its ACL refuses
+    /// and drops it, so this is how a wrong broker account or an unregistered gateway looks
+    /// from the clinic; the readings stay in the spool meanwhile.
+    fn watch_unconfirmed(&mut self) {
+        let now = Instant::now();
+        let after = self.cfg.unconfirmed_warning_after;
+        let Some(oldest) = self.flights.values().filter_map(|f| f.waiting_since).min() else {
+            return;
+        };
+        let acked_meanwhile = self.last_puback.is_some_and(|t| t >= oldest);
+        if !self.connected || !acked_meanwhile || now.duration_since(oldest) < after {
+            return;
+        }
+        if self
+            .unconfirmed
+            .as_ref()
+            .is_some_and(|(_, logged)| now.duration_since(*logged) < after)
+        {
+            return;
+        }
+        let text = format!(
+            "readings the broker accepted have had no confirmation from the service for {} min: \
+             check that the broker account is {} and may publish on vfc/gateways/{}/loggers/+/readings, \
+             and that the gateway is registered with the service",
+            now.duration_since(oldest).as_secs() / 60,
+            self.cfg.gateway_id,
+            self.cfg.gateway_id
+        );
+        tracing::error!(gateway = %self.cfg.gateway_id, unconfirmed = self.depth(), "UNCONFIRMED READINGS: {text}");
+        let first = self.unconfirmed.is_none();
+        self.unconfirmed = Some((text, now));
+        if first {
+            self.status();
+        }
+    }
+
+    /// Each logger's status: battery, the spool's depth for it, and a warning near the cap or
+    /// while readings stay unconfirmed.
     fn status(&mut self) {
         if !self.connected {
             return;
         }
         let spool = self.spool.lock().unwrap_or_else(|p| p.into_inner());
-        let warning = if self.full {
+        let warning = if let Some((text, _)) = &self.unconfirmed {
+            Some(text.clone())
+        } else if self.full {
             Some("spool full: the gateway is not taking new readings".to_string())
         } else if spool.near_cap() {
             Some("spool over 90% of its cap".to_string())
@@ -495,7 +569,12 @@ impl Gateway {
             let payload = serde_json::to_vec(&status).expect("a status serialises");
             if self
                 .client
-                .try_publish(wire::status_topic(&serial), QoS::AtLeastOnce, false, payload)
+                .try_publish(
+                    wire::gateway_status_topic(&self.cfg.gateway_id, &serial),
+                    QoS::AtLeastOnce,
+                    false,
+                    payload,
+                )
                 .is_err()
             {
                 return;

@@ -71,7 +71,9 @@ struct GatewayArgs {
     /// new epoch.
     #[arg(long, env = "FIRMWARE_BRIDGE_SPOOL", default_value = "firmware-bridge-spool")]
     spool: PathBuf,
-    /// This gateway's id in topics and payloads (default: `gw-` and the host name).
+    /// This gateway's id in topics and payloads, and its broker username: `gw-` and up to 60
+    /// letters, digits or hyphens (default: `gw-` and the host name). Register it with the
+    /// service (`POST /api/v1/locations/{code}/gateways`) before its readings count.
     #[arg(long, env = "FIRMWARE_BRIDGE_GATEWAY_ID")]
     gateway_id: Option<String>,
     /// Largest spool, in MiB of unconfirmed readings (about 16,000 readings a MiB).
@@ -83,6 +85,9 @@ struct GatewayArgs {
     /// How often each logger's status (battery, spool depth) is published.
     #[arg(long, default_value = "5m", value_parser = std_duration)]
     status_every: std::time::Duration,
+    /// Warn (log and status) when readings the broker accepted stay unconfirmed this long.
+    #[arg(long, default_value = "10m", value_parser = std_duration)]
+    warn_unconfirmed_after: std::time::Duration,
     /// Exit once every source is done and every reading confirmed.
     #[arg(long)]
     exit_when_drained: bool,
@@ -161,6 +166,7 @@ impl GatewayArgs {
         cfg.resend_after = self.resend_after;
         cfg.resend_max = self.resend_after.max(std::time::Duration::from_secs(600));
         cfg.status_every = self.status_every;
+        cfg.unconfirmed_warning_after = self.warn_unconfirmed_after;
         cfg.exit_when_drained = self.exit_when_drained;
         Ok(cfg)
     }

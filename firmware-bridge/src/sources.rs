@@ -21,8 +21,10 @@ pub fn parse_line(line: &str) -> Result<Reading, String> {
     let [serial, ts, temp] = f[..] else {
         return Err(format!("expected 3 fields serial,timestamp,temp_c, found {}", f.len()));
     };
-    if !wire::is_topic_segment(serial) || !serial.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)) {
-        return Err(format!("serial {serial:?}: use letters, digits, '-', '_', '.', ':'"));
+    if !wire::is_serial(serial) {
+        return Err(format!(
+            "serial {serial:?}: use letters, digits, '-', '_', '.', ':' (and not \"gw-\" first: gateway ids start so)"
+        ));
     }
     let ts = DateTime::parse_from_rfc3339(ts)
         .map_err(|e| format!("timestamp {ts:?} is not RFC 3339 with an offset ({e})"))?

@@ -1,11 +1,17 @@
 //! The MQTT wire format (docs/architecture.md, "Public contracts → MQTT").
 //!
-//! Topics:
-//! - `vfc/loggers/{serial}/readings` — one reading `{"ts","temp_c"}` or a batch
-//!   `{"readings":[{"ts","temp_c","seq"}…],"gateway","epoch","battery_pct"}`;
-//! - `vfc/loggers/{serial}/status` — battery, probe, firmware, gateway, spool depth;
+//! Topics — each publisher speaks only under its own broker username (`deploy/mosquitto.acl`):
+//! - `vfc/gateways/{gateway}/loggers/{serial}/readings` and `…/status` — a gateway (username
+//!   `{gateway}`) for the loggers it serves;
+//! - `vfc/loggers/{serial}/readings` and `…/status` — a logger that speaks MQTT itself
+//!   (username `{serial}`);
 //! - `vfc/gateways/{gateway}/committed/{serial}` — the service's retained confirmation
-//!   `{"epoch","seq"}`: every reading of that gateway, epoch and logger with `seq` ≤ N is committed.
+//!   `{"epoch","seq"}`: every reading of that gateway, epoch and logger with `seq` ≤ N is
+//!   committed. Only the service writes it; only that gateway reads it.
+//!
+//! Readings are one `{"ts","temp_c"}` or a batch
+//! `{"readings":[{"ts","temp_c","seq"}…],"gateway","epoch","battery_pct"}`. Status carries
+//! battery, probe, firmware, gateway and spool depth.
 //!
 //! Parsing is lenient about shape and strict about values: one bad reading in a batch is
 //! reported on its own (with its `seq` when it had one, so a gateway's confirmation can still
@@ -23,41 +29,80 @@ pub const MAX_FUTURE_SKEW: Duration = Duration::minutes(10);
 pub const MIN_TEMP_C: f64 = -100.0;
 pub const MAX_TEMP_C: f64 = 100.0;
 
-/// Topic filter for every logger's readings and status. One filter, not two: a broker's
-/// shared subscription (rumqttd's at least) delivers only one filter per group.
+/// Topic filter for the readings and status of loggers that speak MQTT themselves.
 pub const LOGGERS_FILTER: &str = "vfc/loggers/+/+";
+/// Topic filter for the readings and status gateways send for their loggers.
+pub const GATEWAYS_FILTER: &str = "vfc/gateways/+/loggers/+/+";
 
+/// Where a logger that speaks MQTT itself publishes its readings.
 pub fn readings_topic(serial: &str) -> String {
     format!("vfc/loggers/{serial}/readings")
 }
 
+/// Where a logger that speaks MQTT itself publishes its status.
 pub fn status_topic(serial: &str) -> String {
     format!("vfc/loggers/{serial}/status")
+}
+
+/// Where a gateway publishes the readings of a logger it serves.
+pub fn gateway_readings_topic(gateway: &str, serial: &str) -> String {
+    format!("vfc/gateways/{gateway}/loggers/{serial}/readings")
+}
+
+/// Where a gateway publishes the status of a logger it serves.
+pub fn gateway_status_topic(gateway: &str, serial: &str) -> String {
+    format!("vfc/gateways/{gateway}/loggers/{serial}/status")
 }
 
 pub fn committed_topic(gateway: &str, serial: &str) -> String {
     format!("vfc/gateways/{gateway}/committed/{serial}")
 }
 
-/// What a topic under `vfc/loggers/` is about.
+/// What a reading or status topic is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LoggerTopic<'a> {
-    Readings(&'a str),
-    Status(&'a str),
+pub struct LoggerTopic<'a> {
+    /// The gateway the topic names (and the broker let publish there); `None` for a logger
+    /// publishing for itself.
+    pub gateway: Option<&'a str>,
+    pub serial: &'a str,
+    pub kind: TopicKind,
 }
 
-/// Splits `vfc/loggers/{serial}/readings|status`; `None` for anything else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicKind {
+    Readings,
+    Status,
+}
+
+/// Splits `vfc/loggers/{serial}/readings|status` and
+/// `vfc/gateways/{gateway}/loggers/{serial}/readings|status`; `None` for anything else.
 pub fn parse_logger_topic(topic: &str) -> Option<LoggerTopic<'_>> {
-    let rest = topic.strip_prefix("vfc/loggers/")?;
-    let (serial, kind) = rest.split_once('/')?;
-    if serial.is_empty() || serial.contains('/') {
+    let parts: Vec<&str> = topic.split('/').collect();
+    let (gateway, serial, kind) = match parts.as_slice() {
+        ["vfc", "loggers", serial, kind] => (None, *serial, *kind),
+        ["vfc", "gateways", gateway, "loggers", serial, kind] if !gateway.is_empty() => {
+            (Some(*gateway), *serial, *kind)
+        }
+        _ => return None,
+    };
+    if serial.is_empty() {
         return None;
     }
-    match kind {
-        "readings" => Some(LoggerTopic::Readings(serial)),
-        "status" => Some(LoggerTopic::Status(serial)),
-        _ => None,
-    }
+    let kind = match kind {
+        "readings" => TopicKind::Readings,
+        "status" => TopicKind::Status,
+        _ => return None,
+    };
+    Some(LoggerTopic { gateway, serial, kind })
+}
+
+/// A gateway id: `gw-` and 1 to 60 letters, digits or hyphens. It is the gateway's broker
+/// username and a topic segment, so it can never be read as a serial (which may not start
+/// with `gw-`) or as a wildcard.
+pub fn is_gateway_id(s: &str) -> bool {
+    s.strip_prefix("gw-").is_some_and(|rest| {
+        (1..=60).contains(&rest.len()) && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    })
 }
 
 /// One temperature reading as it travels on the wire.
@@ -116,7 +161,7 @@ pub enum PayloadError {
     Invalid(String),
 }
 
-/// Parses a payload published on `vfc/loggers/{serial}/readings`.
+/// Parses a readings payload (a logger's own topic or a gateway's).
 ///
 /// `now` bounds how far in the future a timestamp may be.
 pub fn parse_readings(payload: &[u8], now: DateTime<Utc>) -> Result<ParsedReadings, PayloadError> {
@@ -250,6 +295,12 @@ pub fn is_topic_segment(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && !s.contains(['/', '+', '#']) && !s.chars().any(char::is_control)
 }
 
+/// A logger serial: a topic segment of letters, digits, `-`, `_`, `.`, `:` that does not start
+/// with `gw-` (so it can never be taken for a gateway's broker username).
+pub fn is_serial(s: &str) -> bool {
+    is_topic_segment(s) && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)) && !s.starts_with("gw-")
+}
+
 /// The service's confirmation on `vfc/gateways/{gateway}/committed/{serial}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Committed {
@@ -257,7 +308,7 @@ pub struct Committed {
     pub seq: u64,
 }
 
-/// A logger's status on `vfc/loggers/{serial}/status`; every field optional.
+/// A logger's status (on its own topic or its gateway's); every field optional.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -303,6 +354,41 @@ mod tests {
 
     fn now() -> DateTime<Utc> {
         "2026-11-25T13:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn a_gateway_topic_names_its_gateway_and_a_logger_topic_none() {
+        let t = parse_logger_topic("vfc/gateways/gw-012345A-1/loggers/LT-1/readings").unwrap();
+        assert_eq!(
+            (t.gateway, t.serial, t.kind),
+            (Some("gw-012345A-1"), "LT-1", TopicKind::Readings)
+        );
+        let t = parse_logger_topic("vfc/loggers/LT-1/status").unwrap();
+        assert_eq!((t.gateway, t.serial, t.kind), (None, "LT-1", TopicKind::Status));
+        for bad in [
+            "vfc/loggers/LT-1/other",
+            "vfc/loggers//readings",
+            "vfc/loggers/a/b/readings",
+            "vfc/gateways//loggers/LT-1/readings",
+            "vfc/gateways/gw-a/committed/LT-1",
+            "vfc/gateways/gw-a/loggers/LT-1/readings/x",
+        ] {
+            assert_eq!(parse_logger_topic(bad), None, "{bad}");
+        }
+        assert_eq!(
+            gateway_readings_topic("gw-a", "LT-1"),
+            "vfc/gateways/gw-a/loggers/LT-1/readings"
+        );
+    }
+
+    #[test]
+    fn a_gateway_id_is_gw_and_up_to_60_letters_digits_or_hyphens() {
+        assert!(is_gateway_id("gw-012345A-1"));
+        assert!(is_gateway_id(&format!("gw-{}", "a".repeat(60))));
+        for bad in ["gw-", "gateway-1", "gw-a/b", "gw-+", "gw-#", "gw-a_b", "GW-a"] {
+            assert!(!is_gateway_id(bad), "{bad}");
+        }
+        assert!(!is_gateway_id(&format!("gw-{}", "a".repeat(61))));
     }
 
     #[test]
@@ -362,15 +448,30 @@ mod tests {
 
     #[test]
     fn topics_round_trip() {
+        let own = |kind| LoggerTopic {
+            gateway: None,
+            serial: "LT-1",
+            kind,
+        };
         assert_eq!(
             parse_logger_topic(&readings_topic("LT-1")),
-            Some(LoggerTopic::Readings("LT-1"))
+            Some(own(TopicKind::Readings))
         );
-        assert_eq!(
-            parse_logger_topic(&status_topic("LT-1")),
-            Some(LoggerTopic::Status("LT-1"))
-        );
-        assert_eq!(parse_logger_topic("vfc/loggers//readings"), None);
+        assert_eq!(parse_logger_topic(&status_topic("LT-1")), Some(own(TopicKind::Status)));
+        let via = LoggerTopic {
+            gateway: Some("gw-a"),
+            serial: "LT-1",
+            kind: TopicKind::Status,
+        };
+        assert_eq!(parse_logger_topic(&gateway_status_topic("gw-a", "LT-1")), Some(via));
         assert_eq!(committed_topic("gw", "LT-1"), "vfc/gateways/gw/committed/LT-1");
+    }
+
+    #[test]
+    fn a_serial_may_not_start_like_a_gateway_id() {
+        assert!(is_serial("LT-1001") && is_serial("GW-LOGGER-1"));
+        for bad in ["gw-1", "a/b", "a+", "#", "", "a b"] {
+            assert!(!is_serial(bad), "{bad}");
+        }
     }
 }

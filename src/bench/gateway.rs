@@ -96,7 +96,9 @@ pub async fn run(base: Settings, args: Args) -> anyhow::Result<()> {
         }
         MqttBroker::External(u) => u.clone(),
     };
-    let mut cfg = Config::new(broker, format!("gw-bench-{run_id}"), spool_dir.clone());
+    let gateway_id = format!("gw-bench-{run_id}");
+    super::registered_gateway(&db, "099998", &gateway_id).await?;
+    let mut cfg = Config::new(broker, gateway_id, spool_dir.clone());
     cfg.exit_when_drained = true;
     cfg.ca_file = settings.mqtt_ca_file.clone();
     let started = Instant::now();

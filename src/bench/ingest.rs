@@ -85,7 +85,7 @@ pub async fn run(base: Settings, args: Args) -> anyhow::Result<()> {
         "latency at {} readings/s for {} s",
         args.rate, args.latency_secs
     ));
-    let (p50, p99, samples) = latency(&settings, &run_id, &args).await?;
+    let (p50, p99, samples) = latency(&db, &settings, &run_id, &args).await?;
     pipeline.stop().await;
     forget_session(&settings).await;
     if args.database_url.is_none() {
@@ -368,9 +368,10 @@ pub(crate) async fn pipeline_rate(
     Ok(rate)
 }
 
-async fn latency(settings: &Settings, run_id: &str, args: &Args) -> anyhow::Result<(f64, f64, usize)> {
+async fn latency(db: &Db, settings: &Settings, run_id: &str, args: &Args) -> anyhow::Result<(f64, f64, usize)> {
     let cancel = CancellationToken::new();
-    let gateway = format!("bench-gw-{run_id}");
+    let gateway = format!("gw-bench-{run_id}");
+    super::registered_gateway(db, "099997", &gateway).await?;
     let (sub, sub_loop) = client(settings, &format!("bench-lat-sub-{run_id}"), true)?;
     sub.subscribe(format!("vfc/gateways/{gateway}/committed/+"), QoS::AtLeastOnce)
         .await?;
@@ -412,7 +413,7 @@ async fn latency(settings: &Settings, run_id: &str, args: &Args) -> anyhow::Resu
                     .push(Instant::now());
                 if publisher
                     .publish(
-                        wire::readings_topic(&serial),
+                        wire::gateway_readings_topic(&gateway, &serial),
                         QoS::AtLeastOnce,
                         false,
                         payload.to_string(),

@@ -66,3 +66,19 @@ pub(crate) async fn clinic(db: &Db, pin: &str) -> anyhow::Result<Location> {
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))
 }
+
+/// Registers gateway `id` at location `{pin}A` (made if new), so its readings enter the record.
+pub(crate) async fn registered_gateway(db: &Db, pin: &str, id: &str) -> anyhow::Result<()> {
+    let code = format!("{pin}A");
+    if locations::get(db, &Scope::Program, &code).await.is_err() {
+        clinic(db, pin).await?;
+    }
+    let new = crate::registry::gateways::NewGateway {
+        id: id.to_string(),
+        name: "Bench gateway".into(),
+    };
+    crate::registry::gateways::register(db, &state_caller(), &code, &new, crate::store::now_millis())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}

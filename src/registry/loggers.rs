@@ -106,21 +106,63 @@ pub async fn register(tx: &mut Transaction<'static, Any>, l: &Registration<'_>, 
     Ok(())
 }
 
-/// Registers serials seen on the broker for the first time (readings of a serial no unit has
-/// are kept, and the state coordinator sees the logger among the unassigned ones).
+/// Registers serials seen on the broker for the first time, each with the gateway it came
+/// through, if any (readings of a serial no unit has are kept; the state coordinator sees the
+/// logger among the unassigned ones, and so does the location of the gateway that first
+/// brought it).
 pub async fn seen(
     tx: &mut Transaction<'static, Any>,
-    serials: &[String],
+    serials: &[(String, Option<String>)],
     at: i64,
 ) -> std::result::Result<(), sqlx::Error> {
-    for serial in serials {
-        sqlx::query("INSERT INTO loggers (serial, first_seen_at) VALUES ($1, $2) ON CONFLICT (serial) DO NOTHING")
-            .bind(serial)
-            .bind(at)
-            .execute(&mut **tx)
-            .await?;
+    for (serial, via) in serials {
+        sqlx::query(
+            "INSERT INTO loggers (serial, first_seen_at, seen_via) VALUES ($1, $2, $3) \
+             ON CONFLICT (serial) DO UPDATE SET seen_via = COALESCE(loggers.seen_via, excluded.seen_via)",
+        )
+        .bind(serial)
+        .bind(at)
+        .bind(via.clone())
+        .execute(&mut **tx)
+        .await?;
     }
     Ok(())
+}
+
+/// Which of `serials` the registry knows.
+pub async fn known(
+    conn: &mut sqlx::AnyConnection,
+    serials: &[&str],
+) -> std::result::Result<std::collections::HashSet<String>, sqlx::Error> {
+    let mut out = std::collections::HashSet::new();
+    for chunk in serials.chunks(500) {
+        let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!("SELECT serial FROM loggers WHERE serial IN ({})", params.join(", "));
+        let mut q = sqlx::query(&sql);
+        for s in chunk {
+            q = q.bind(*s);
+        }
+        for r in q.fetch_all(&mut *conn).await? {
+            out.insert(r.try_get("serial")?);
+        }
+    }
+    Ok(out)
+}
+
+/// How many loggers first seen through `gateway` no unit has now (a gateway may bring only so
+/// many strangers: random serials must not grow the registry without end).
+pub async fn unassigned_seen_via(
+    conn: &mut sqlx::AnyConnection,
+    gateway: &str,
+) -> std::result::Result<i64, sqlx::Error> {
+    sqlx::query(
+        "SELECT COUNT(*) AS n FROM loggers g WHERE g.seen_via = $1 AND NOT EXISTS \
+         (SELECT 1 FROM logger_assignments a WHERE a.serial = g.serial AND a.to_ts IS NULL)",
+    )
+    .bind(gateway)
+    .fetch_one(&mut *conn)
+    .await?
+    .try_get("n")
 }
 
 /// What a logger (or its gateway) said about itself; absent fields keep what was known.
@@ -168,8 +210,9 @@ pub enum Filter {
 
 /// Loggers the caller may see, by serial, a page at a time (at most `limit`, after the serial
 /// `after`): one query for the loggers and where they serve, one for their latest readings.
-/// Unassigned loggers (readings from serials no unit has) belong to the state coordinator: a
-/// clinic sees only loggers serving its units.
+/// Unassigned loggers (readings from serials no unit has) are the state coordinator's, and a
+/// clinic's when they were first seen through one of its gateways; otherwise a clinic sees
+/// only loggers serving its units.
 pub async fn list(
     db: &Db,
     caller: &Caller,
@@ -177,16 +220,19 @@ pub async fn list(
     after: Option<&str>,
     limit: i64,
 ) -> Result<(Vec<Logger>, Option<String>)> {
-    if !caller.is_state() && filter == Filter::Unassigned {
-        return Err(Error::Forbidden(
-            "the list of unassigned loggers is the state VFC coordinator's".into(),
-        ));
-    }
     let (scope_cond, scope_param) = caller.scope.sql_filter("l.pin", "u.location_code", 2);
+    // A clinic sees the unassigned loggers first seen through its own gateways.
+    let (via_cond, _) = caller.scope.sql_filter("vl.pin", "vg.location_code", 2);
+    let seen_by_own = format!(
+        "a.unit_id IS NULL AND g.seen_via IN (SELECT vg.id FROM gateways vg JOIN locations vl ON vl.code = vg.location_code \
+         WHERE {via_cond})"
+    );
     let cond = match (filter, caller.is_state()) {
-        (Filter::Unassigned, _) => format!("a.unit_id IS NULL AND {scope_cond}"),
+        (Filter::Unassigned, true) => format!("a.unit_id IS NULL AND {scope_cond}"),
+        (Filter::Unassigned, false) => seen_by_own,
         (Filter::All, true) => scope_cond,
-        _ => format!("a.unit_id IS NOT NULL AND {scope_cond}"),
+        (Filter::All, false) => format!("((a.unit_id IS NOT NULL AND {scope_cond}) OR ({seen_by_own}))"),
+        (Filter::Assigned, _) => format!("a.unit_id IS NOT NULL AND {scope_cond}"),
     };
     let sql = format!(
         "SELECT g.serial, g.make, g.model, g.reading_interval_s, g.calibrated_on, g.calibration_expires_on, \

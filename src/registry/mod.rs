@@ -5,6 +5,7 @@
 //! for anything outside it, so a clinic cannot even learn that another PIN's unit exists.
 
 pub mod assignments;
+pub mod gateways;
 pub mod locations;
 pub mod loggers;
 pub mod units;

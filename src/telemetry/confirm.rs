@@ -10,7 +10,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sqlx::{Any, Row, Transaction};
 
+use crate::registry::gateways;
 use crate::store::Db;
+
+/// Most seqs kept waiting past a gap per (gateway, epoch, serial). A gateway whose seqs jump
+/// far ahead (a bug, or a forged gap) fills this and no more: the seqs past it are dropped,
+/// counted and shown on the gateway, and the mark waits until the gateway sends them again
+/// (it republishes whatever stays unconfirmed), so dropping one loses no reading.
+pub const MAX_PENDING: usize = 10_000;
 
 /// (gateway, epoch, serial)
 pub type Key = (String, String, String);
@@ -79,7 +86,16 @@ pub async fn advance(
                 .execute(&mut **tx)
                 .await?;
         }
-        for s in ahead.difference(&was_pending) {
+        let still_pending = was_pending.iter().filter(|s| **s > mark).count();
+        let room = MAX_PENDING.saturating_sub(still_pending);
+        let fresh: Vec<u64> = ahead.difference(&was_pending).copied().collect();
+        if fresh.len() > room {
+            let dropped = (fresh.len() - room) as u64;
+            metrics::counter!("vfc_gateway_gaps_dropped_total").increment(dropped);
+            tracing::warn!(%gateway, %serial, dropped, "gateway seqs past a gap over the cap: dropped until sent again");
+            gateways::gaps_dropped(tx, gateway, dropped).await?;
+        }
+        for s in fresh.iter().take(room) {
             sqlx::query(
                 "INSERT INTO gateway_pending (gateway, epoch, serial, seq) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT DO NOTHING",

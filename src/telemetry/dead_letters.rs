@@ -15,6 +15,7 @@ const KEEP: usize = 4096;
 pub const KEEP_ROWS: i64 = 100_000;
 
 /// A refused message, ready to store.
+#[derive(Debug)]
 pub struct Refused {
     topic: String,
     payload: String,

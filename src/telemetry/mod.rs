@@ -4,6 +4,9 @@
 //! - [`broker`]: the embedded MQTT broker (rumqttd) for installs with nothing else running;
 //! - [`mqtt`]: the subscriber connection — persistent session, manual acks, reconnects;
 //! - [`ingest`]: one batch of messages → one transaction (readings, dead letters, statuses);
+//! - [`identity`]: whether the sender of a reading may speak for its logger;
+//! - [`record`]: accepted readings into the record (stored once, conflicts kept, queued);
+//! - [`held`]: readings kept in full outside the record, and re-filed when they may enter it;
 //! - [`confirm`]: gateways' `seq` marks, computed from the database;
 //! - [`dead_letters`]: payloads refused, with the reason.
 //!
@@ -14,5 +17,8 @@
 pub mod broker;
 pub mod confirm;
 pub mod dead_letters;
+pub mod held;
+pub mod identity;
 pub mod ingest;
 pub mod mqtt;
+pub mod record;

@@ -89,13 +89,17 @@ pub fn tls_config(settings: &Settings) -> anyhow::Result<TlsConfiguration> {
     firmware_bridge::broker::tls_config(settings.mqtt_ca_file.as_deref()).context("VFC_MQTT_CA_FILE")
 }
 
-/// The topic filters the service subscribes to, through the share group when one is set.
+/// The topic filters the service subscribes to, through the share group when one is set:
+/// loggers' own topics, and gateways' topics in a group of their own (rumqttd's shared
+/// subscriptions deliver only one filter per group).
 pub fn filters(share_group: Option<&str>) -> Vec<String> {
-    let f = wire::LOGGERS_FILTER;
-    vec![match share_group {
-        Some(g) => format!("$share/{g}/{f}"),
-        None => f.to_string(),
-    }]
+    match share_group {
+        Some(g) => vec![
+            format!("$share/{g}/{}", wire::LOGGERS_FILTER),
+            format!("$share/{g}-gateways/{}", wire::GATEWAYS_FILTER),
+        ],
+        None => vec![wire::LOGGERS_FILTER.to_string(), wire::GATEWAYS_FILTER.to_string()],
+    }
 }
 
 /// Runs the subscriber until `cancel`; the batch in progress is committed and acknowledged
@@ -185,11 +189,14 @@ async fn poll(
                 }
                 backoff = Duration::from_millis(100);
                 // The broker may have forgotten the session (restart without persistence):
-                // subscribe again every time.
-                for f in &conn.filters {
-                    if let Err(e) = conn.client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
-                        tracing::error!(error = %e, filter = %f, "could not queue the subscription");
-                    }
+                // subscribe again every time. One SUBSCRIBE for every filter: its one SubAck
+                // means the service hears loggers and gateways alike.
+                let filters = conn
+                    .filters
+                    .iter()
+                    .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+                if let Err(e) = conn.client.try_subscribe_many(filters) {
+                    tracing::error!(error = %e, filters = ?conn.filters, "could not queue the subscription");
                 }
             }
             Ok(Event::Incoming(Packet::SubAck(_))) => {
@@ -336,6 +343,7 @@ async fn commit_until_done(
                     };
                     total.stored += outcome.stored;
                     total.duplicates += outcome.duplicates;
+                    total.held += outcome.held;
                     total.dead_letters += outcome.dead_letters;
                     total.statuses += outcome.statuses;
                     total.confirmations.extend(outcome.confirmations);

@@ -10,6 +10,7 @@ mod doses;
 pub mod error;
 mod excursions;
 mod extract;
+mod gateways;
 mod hl7;
 mod inventory;
 mod openapi;
@@ -49,6 +50,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(registry::router())
+        .merge(gateways::router())
         .merge(telemetry::router())
         .merge(coldchain::router())
         .merge(excursions::router())

@@ -17,6 +17,7 @@ use super::AppState;
         super::registry::get_unit, super::registry::update_unit, super::registry::assign_logger, super::registry::unassign_logger,
         super::registry::unit_readings, super::registry::list_loggers, super::registry::get_logger,
         super::registry::logger_readings, super::telemetry::list,
+        super::gateways::list, super::gateways::register, super::gateways::remove, super::gateways::list_held,
         super::coldchain::get_program, super::coldchain::put_program, super::coldchain::get_unit_rules,
         super::coldchain::put_unit_rules, super::excursions::list_excursions, super::excursions::get_excursion,
         super::excursions::acknowledge, super::excursions::review, super::coldchain::add_downtime, super::coldchain::list_downtime, super::coldchain::end_downtime,

@@ -166,7 +166,10 @@ async fn assign_logger(
     Body(body): Body<AssignLogger>,
 ) -> Result<Json<Assignment>, ApiError> {
     let watcher = crate::coldchain::changes::PrimaryLoggers;
-    Ok(Json(assignments::assign(&s.db, &caller, id, &body, &watcher).await?))
+    let assignment = assignments::assign(&s.db, &caller, id, &body, &watcher).await?;
+    // Readings held because the logger was not this PIN's may be now.
+    super::gateways::refile(&s).await;
+    Ok(Json(assignment))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -186,17 +189,18 @@ async fn unassign_logger(
     Id((id, serial)): Id<(i64, String)>,
     Params(p): Params<AtParams>,
 ) -> Result<Json<Assignment>, ApiError> {
-    Ok(Json(
-        assignments::unassign(
-            &s.db,
-            &caller,
-            id,
-            &serial,
-            p.at,
-            &crate::coldchain::changes::PrimaryLoggers,
-        )
-        .await?,
-    ))
+    let ended = assignments::unassign(
+        &s.db,
+        &caller,
+        id,
+        &serial,
+        p.at,
+        &crate::coldchain::changes::PrimaryLoggers,
+    )
+    .await?;
+    // Readings held after a backdated end may now belong to no unit, which a gateway may bring.
+    super::gateways::refile(&s).await;
+    Ok(Json(ended))
 }
 
 #[derive(Deserialize, IntoParams)]

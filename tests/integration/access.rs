@@ -95,8 +95,14 @@ async fn a_clinic_token_never_sees_another_pin(db: Database) {
         .collect();
     assert_eq!(serials, ["MINE-1", "SIB-1"]);
 
+    // Of the loggers no unit has, a clinic sees only those its own gateways brought: none here.
+    let (status, loose) = app.get_as(&pin, "/api/v1/loggers?assigned=false").await;
+    assert_eq!(
+        (status, loose["loggers"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{loose}"
+    );
     // Actions its role may not take: 403.
-    assert_eq!(app.get_as(&pin, "/api/v1/loggers?assigned=false").await.0, 403);
     assert_eq!(app.get_as(&pin, "/api/v1/dead-letters").await.0, 403);
     let (status, body) = app
         .send_as(

@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use crate::harness::{Broker, Database, GatewayProcess, Subscriber, TestApp};
+use crate::harness::{Broker, Database, GatewayProcess, TestApp};
 use crate::on_both_databases;
 
 const BASE: &str = "2026-08-01T00:00:00Z";
@@ -43,7 +43,7 @@ fn gateway_args(app: &TestApp, id: &str, spool: &Path) -> Vec<String> {
     [
         "run",
         "--broker",
-        &format!("mqtt://127.0.0.1:{}", app.mqtt_port),
+        &app.mqtt_url(id),
         "--gateway-id",
         id,
         "--spool",
@@ -129,8 +129,10 @@ async fn expect_lines(app: &TestApp, gw: &GatewayProcess, unit: i64, n: usize, l
 }
 
 /// The service's retained confirmation for (gateway, LT-1): the seq it has committed up to.
-async fn mark(port: u16, gateway: &str, serial: &str) -> Option<u64> {
-    let mut sub = Subscriber::connect(port, &format!("vfc/gateways/{gateway}/committed/{serial}")).await;
+async fn mark(app: &TestApp, gateway: &str, serial: &str) -> Option<u64> {
+    let mut sub = app
+        .subscriber(&format!("vfc/gateways/{gateway}/committed/{serial}"))
+        .await;
     sub.next(Duration::from_secs(2))
         .await
         .map(|(_, v)| v["seq"].as_u64().unwrap())
@@ -139,6 +141,7 @@ async fn mark(port: u16, gateway: &str, serial: &str) -> Option<u64> {
 async fn a_broker_outage_loses_nothing(broker: Broker) {
     let mut app = TestApp::spawn(Database::Sqlite, broker).await;
     let unit = app.fridge().await;
+    app.register_gateway("012345A", "gw-outage").await;
     let file = app.dir.path().join("logger.txt");
     append_lines(&file, 0..100);
     let args = gateway_args(&app, "gw-outage", &app.dir.path().join("spool"));
@@ -162,7 +165,7 @@ async fn a_broker_outage_loses_nothing(broker: Broker) {
     expect_lines(&app, &gw, unit, 300, Duration::from_secs(60)).await;
     // Each line was taken once: 300 gapless seqs, all confirmed.
     let confirmed = wait_for(&app, &gw, Duration::from_secs(20), "mark at 300", || async {
-        match mark(app.mqtt_port, "gw-outage", "LT-1").await {
+        match mark(&app, "gw-outage", "LT-1").await {
             Some(300) => Ok(300),
             other => Err(format!("{other:?}")),
         }
@@ -186,6 +189,7 @@ async fn the_embedded_broker_stopped_and_started_again_loses_nothing() {
 async fn a_broker_restarted_without_persistence_costs_nothing() {
     let mut app = TestApp::spawn(Database::Sqlite, Broker::Mosquitto).await;
     let unit = app.fridge().await;
+    app.register_gateway("012345A", "gw-forget").await;
     let file = app.dir.path().join("logger.txt");
     append_lines(&file, 0..50);
     let args = gateway_args(&app, "gw-forget", &app.dir.path().join("spool"));
@@ -196,7 +200,7 @@ async fn a_broker_restarted_without_persistence_costs_nothing() {
     // The service is away; the broker queues the next readings for its session, and PUBACKs them
     // to the gateway. Then the broker crashes and loses that queue.
     assert!(app.stop().success());
-    let mut watch = Subscriber::connect(app.mqtt_port, "vfc/loggers/LT-1/readings").await;
+    let mut watch = app.subscriber("vfc/gateways/+/loggers/LT-1/readings").await;
     append_lines(&file, 50..150);
     let mut highest = 0;
     while highest < 150 {
@@ -218,7 +222,7 @@ async fn a_broker_restarted_without_persistence_costs_nothing() {
     // The gateway reconnects (after its backoff, from 500 ms) and publishes its unconfirmed
     // readings at once, to a broker that no longer knows the service's session: they reach
     // nobody — but this watcher, subscribed first, which sees them go by.
-    let mut watch = Subscriber::connect(app.mqtt_port, "vfc/loggers/LT-1/readings").await;
+    let mut watch = app.subscriber("vfc/gateways/+/loggers/LT-1/readings").await;
     let mut again = 0;
     while again < 150 {
         let (_, batch) = watch
@@ -249,6 +253,7 @@ async fn a_broker_restarted_without_persistence_costs_nothing() {
 async fn a_gateway_killed_in_a_backlog_loses_nothing(db: Database) {
     let mut app = TestApp::spawn(db, Broker::Embedded).await;
     let unit = app.fridge().await;
+    app.register_gateway("012345A", "gw-cut").await;
     // A backlog: the service (and its broker) is down while 6,000 readings are taken.
     assert!(app.stop().success());
     let file = app.dir.path().join("logger.txt");
@@ -295,7 +300,7 @@ async fn a_gateway_killed_in_a_backlog_loses_nothing(db: Database) {
     expect_lines(&app, &gw, unit, 6_100, Duration::from_secs(120)).await;
     // It resumed after the last line taken, not from the top: one seq per line.
     wait_for(&app, &gw, Duration::from_secs(20), "mark at 6,100", || async {
-        match mark(app.mqtt_port, "gw-cut", "LT-1").await {
+        match mark(&app, "gw-cut", "LT-1").await {
             Some(6_100) => Ok(()),
             other => Err(format!("{other:?}")),
         }
@@ -323,6 +328,7 @@ fn berlinger_rows(text: &str) -> Vec<(String, f64)> {
 async fn export_files_are_read_and_published_once() {
     let app = TestApp::spawn(Database::Sqlite, Broker::Embedded).await;
     app.create_location("012345", "A").await;
+    app.register_gateway("012345A", "gw-files").await;
     let mut units = Vec::new();
     for serial in ["RCPJ00010", "130500109088", "1012345678"] {
         let unit = app
@@ -418,7 +424,7 @@ async fn export_files_are_read_and_published_once() {
 
     // The same Q-tag export dropped again, under another name: published once.
     let before = wait_for(&app, &gw, Duration::from_secs(20), "Q-tag confirmed", || async {
-        mark(app.mqtt_port, "gw-files", "RCPJ00010")
+        mark(&app, "gw-files", "RCPJ00010")
             .await
             .ok_or_else(|| "no mark".to_string())
     })
@@ -426,7 +432,7 @@ async fn export_files_are_read_and_published_once() {
     std::fs::copy(&qtag, drop_dir.join("qtag again.txt")).unwrap();
     gateway_says(&app, &gw, "published before").await;
     assert_eq!(
-        mark(app.mqtt_port, "gw-files", "RCPJ00010").await,
+        mark(&app, "gw-files", "RCPJ00010").await,
         Some(before),
         "no reading sent twice"
     );
@@ -443,6 +449,7 @@ async fn export_files_are_read_and_published_once() {
 async fn the_drop_folder_follows_no_link_and_reads_no_oversized_file() {
     let app = TestApp::spawn(Database::Sqlite, Broker::Embedded).await;
     app.create_location("012345", "A").await;
+    app.register_gateway("012345A", "gw-files").await;
     let mut units = Vec::new();
     for serial in ["RCPJ00010", "130500109088"] {
         let unit = app
@@ -510,6 +517,7 @@ async fn the_drop_folder_follows_no_link_and_reads_no_oversized_file() {
 async fn a_power_outage_is_backfilled_and_its_excursion_marked_late() {
     let app = TestApp::spawn(Database::Sqlite, Broker::Embedded).await;
     app.create_location("012345", "A").await;
+    app.register_gateway("012345A", "gw-po").await;
     let unit = app.create_unit("012345A", "Main refrigerator", "refrigerator").await;
     let since = (Utc::now() - chrono::Duration::hours(7)).to_rfc3339();
     app.assign(
@@ -518,7 +526,7 @@ async fn a_power_outage_is_backfilled_and_its_excursion_marked_late() {
     )
     .await;
     let spool = app.dir.path().join("spool");
-    let broker = format!("mqtt://127.0.0.1:{}", app.mqtt_port);
+    let broker = app.mqtt_url("gw-po");
     let spool_arg = spool.display().to_string();
     // Five hours replayed in a few seconds; the power is out from 1 h to 3 h into them.
     let mut gw = GatewayProcess::start(
@@ -591,6 +599,7 @@ async fn a_power_outage_is_backfilled_and_its_excursion_marked_late() {
 async fn a_full_spool_refuses_new_readings_and_deletes_none() {
     let mut app = TestApp::spawn(Database::Sqlite, Broker::Embedded).await;
     let unit = app.fridge().await;
+    app.register_gateway("012345A", "gw-full").await;
     assert!(app.stop().success());
     // 1 MiB holds about 16,000 readings; the logger has 17,500 waiting.
     let file = app.dir.path().join("logger.txt");
@@ -634,6 +643,7 @@ async fn a_full_spool_refuses_new_readings_and_deletes_none() {
 async fn a_fifo_is_read_as_writers_come_and_go_and_a_stop_does_not_wait_for_one() {
     let app = TestApp::spawn(Database::Sqlite, Broker::Embedded).await;
     let unit = app.fridge().await;
+    app.register_gateway("012345A", "gw-fifo").await;
     let fifo = app.dir.path().join("logger.fifo");
     assert!(std::process::Command::new("mkfifo")
         .arg(&fifo)

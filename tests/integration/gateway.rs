@@ -34,9 +34,11 @@ async fn expect_mark(app: &TestApp, sub: &mut Subscriber, epoch: &str, seq: u64)
 
 async fn a_gap_in_seq_holds_the_mark_until_it_fills(db: Database) {
     let mut app = TestApp::spawn(db, Broker::Embedded).await;
+    app.create_location("012345", "A").await;
+    app.register_gateway("012345A", "gw-012345A-1").await;
     let mut sub = Subscriber::connect(app.mqtt_port, "vfc/gateways/+/committed/+").await;
-    let mut p = app.publisher("gateway").await;
-    let topic = "vfc/loggers/GW-LOGGER-1/readings";
+    let mut p = app.publisher("gw-012345A-1").await;
+    let topic = "vfc/gateways/gw-012345A-1/loggers/GW-LOGGER-1/readings";
 
     p.publish(topic, batch("e1", &[1, 2, 4, 5])).await;
     expect_mark(&app, &mut sub, "e1", 2).await;
@@ -59,7 +61,7 @@ async fn a_gap_in_seq_holds_the_mark_until_it_fills(db: Database) {
     // still holds it.
     app.kill();
     app.start().await;
-    let p = app.publisher("gateway").await;
+    let p = app.publisher("gw-012345A-1").await;
     let mut sub = Subscriber::connect(app.mqtt_port, "vfc/gateways/+/committed/+").await;
     // (The embedded broker died with the service, retained confirmations with it; the
     // gateway learns its mark again from the next batch it sends.)
@@ -92,9 +94,11 @@ async fn a_gap_in_seq_holds_the_mark_until_it_fills(db: Database) {
 
 async fn a_logger_status_updates_battery_probe_and_gateway(db: Database) {
     let app = TestApp::spawn(db, Broker::Embedded).await;
-    let mut p = app.publisher("logger").await;
+    app.create_location("012345", "A").await;
+    app.register_gateway("012345A", "gw-1").await;
+    let mut p = app.publisher("gw-1").await;
     p.publish(
-        "vfc/loggers/LT-5/status",
+        "vfc/gateways/gw-1/loggers/LT-5/status",
         json!({"battery_pct": 12, "probe_connected": false, "firmware": "2.1.0", "gateway": "gw-1", "spool_depth": 40})
             .to_string(),
     )
@@ -114,6 +118,7 @@ async fn a_logger_status_updates_battery_probe_and_gateway(db: Database) {
     assert_eq!(logger["probe_connected"], false);
     assert_eq!(logger["firmware"], "2.1.0");
     assert_eq!(logger["spool_depth"], 40);
+    assert_eq!(logger["gateway"], "gw-1");
 }
 
 on_both_databases!(

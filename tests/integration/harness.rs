@@ -62,7 +62,7 @@ pub fn postgres_admin_url() -> String {
     std::env::var("VFC_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
-fn unique(prefix: &str) -> String {
+pub fn unique(prefix: &str) -> String {
     use rand::Rng;
     format!("{prefix}{:012x}", rand::rng().random::<u64>() & 0xffff_ffff_ffff)
 }
@@ -111,11 +111,21 @@ impl Drop for ScratchPostgres {
     }
 }
 
-/// A Mosquitto process with `deploy/mosquitto.conf`, on a free port, persisting to a temp dir.
+/// A Mosquitto process with `deploy/mosquitto.conf` and `deploy/mosquitto.acl` as shipped, on a
+/// free port, persisting to a temp dir, with a password file made by `mosquitto_passwd`.
 pub struct Mosquitto {
     pub port: u16,
     conf: PathBuf,
+    passwd: PathBuf,
     child: Option<Child>,
+}
+
+/// The service's broker account (`user vfc-service` in `deploy/mosquitto.acl`).
+pub const SERVICE_USER: &str = "vfc-service";
+
+/// The test password of a broker account.
+pub fn password_of(user: &str) -> String {
+    format!("pw-{user}")
 }
 
 impl Mosquitto {
@@ -133,23 +143,57 @@ impl Mosquitto {
 
     fn configure(dir: &Path, port: u16) -> Mosquitto {
         let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/mosquitto.conf")).unwrap();
+        // Only where it listens and keeps its files change; the ACL is copied as shipped.
         let mut conf: String = shipped
             .lines()
-            .filter(|l| !l.starts_with("listener") && !l.starts_with("persistence_location"))
+            .filter(|l| {
+                !["listener", "persistence_location", "password_file", "acl_file"]
+                    .iter()
+                    .any(|k| l.starts_with(k))
+            })
             .map(|l| format!("{l}\n"))
             .collect();
+        assert!(
+            conf.contains("allow_anonymous false"),
+            "the shipped broker refuses anonymous clients"
+        );
         let store = dir.join("mosquitto");
         std::fs::create_dir_all(&store).unwrap();
+        let acl = dir.join("mosquitto.acl");
+        std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/mosquitto.acl"), &acl).unwrap();
+        let passwd = dir.join("mosquitto.passwd");
+        if !passwd.exists() {
+            mosquitto_passwd(&["-c", "-b"], &passwd, SERVICE_USER);
+        }
         conf.push_str(&format!(
-            "listener {port} 127.0.0.1\npersistence_location {}/\n",
-            store.display()
+            "listener {port} 127.0.0.1\npersistence_location {}/\npassword_file {}\nacl_file {}\n",
+            store.display(),
+            passwd.display(),
+            acl.display()
         ));
         let conf_path = dir.join("mosquitto.conf");
         std::fs::write(&conf_path, conf).unwrap();
         Mosquitto {
             port,
             conf: conf_path,
+            passwd,
             child: None,
+        }
+    }
+
+    /// Adds a broker account (password [`password_of`]) and has the running broker reload its
+    /// password file; returns once the broker accepts the account.
+    pub fn account(&self, user: &str) {
+        mosquitto_passwd(&["-b"], &self.passwd, user);
+        let Some(child) = &self.child else { return };
+        let _ = Command::new("kill").arg("-HUP").arg(child.id().to_string()).status();
+        let start = Instant::now();
+        while !accepts(self.port, user, &password_of(user)) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "Mosquitto did not take account {user} within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -168,11 +212,16 @@ impl Mosquitto {
             .into_iter()
             .find(|p| Path::new(p).exists())
             .expect("Mosquitto is required for this test: apt-get install mosquitto");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.conf.with_file_name("mosquitto.log"))
+            .unwrap();
         let mut child = Command::new(bin)
             .arg("-c")
             .arg(&self.conf)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("starting mosquitto");
         let start = Instant::now();
@@ -221,6 +270,45 @@ impl Mosquitto {
             let _ = c.wait();
         }
     }
+}
+
+fn mosquitto_passwd(flags: &[&str], file: &Path, user: &str) {
+    let out = Command::new("mosquitto_passwd")
+        .args(flags)
+        .arg(file)
+        .arg(user)
+        .arg(password_of(user))
+        .output()
+        .expect("mosquitto_passwd is required for this test: apt-get install mosquitto-clients or mosquitto");
+    assert!(
+        out.status.success(),
+        "mosquitto_passwd: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Whether the broker accepts `user` with `password`: one MQTT 3.1.1 CONNECT by hand, and the
+/// CONNACK's return code (0 = accepted).
+pub fn accepts(port: u16, user: &str, password: &str) -> bool {
+    use std::io::{Read, Write};
+    let field = |s: &str| {
+        let mut v = (s.len() as u16).to_be_bytes().to_vec();
+        v.extend_from_slice(s.as_bytes());
+        v
+    };
+    let mut body = field("MQTT");
+    body.extend_from_slice(&[4, 0b1100_0010, 0, 10]);
+    body.extend(field(&unique("probe-")));
+    body.extend(field(user));
+    body.extend(field(password));
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend(body);
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut ack = [0u8; 4];
+    stream.write_all(&packet).is_ok() && stream.read_exact(&mut ack).is_ok() && ack[0] == 0x20 && ack[3] == 0
 }
 
 impl Drop for Mosquitto {
@@ -401,7 +489,14 @@ impl TestApp {
             }
             Broker::Mosquitto => {
                 let m = Mosquitto::start(dir.path());
-                env.push(("VFC_MQTT_URL".to_string(), format!("mqtt://127.0.0.1:{}", m.port)));
+                env.push((
+                    "VFC_MQTT_URL".to_string(),
+                    format!(
+                        "mqtt://{SERVICE_USER}:{}@127.0.0.1:{}",
+                        password_of(SERVICE_USER),
+                        m.port
+                    ),
+                ));
                 (m.port, Some(m))
             }
         };
@@ -827,7 +922,7 @@ impl TestApp {
 
     /// A freezing reading of `serial` now (after one in range): it must alert at once.
     pub async fn freezing(&self, serial: &str) {
-        let mut p = self.publisher(&format!("freezing-{serial}")).await;
+        let mut p = self.publisher(serial).await;
         let now = chrono::Utc::now();
         p.reading(serial, &(now - chrono::Duration::minutes(5)).to_rfc3339(), 4.8)
             .await;
@@ -861,8 +956,50 @@ impl TestApp {
             .clone()
     }
 
+    /// A publisher. On Mosquitto `id` is its broker account, and the ACL lets it publish only
+    /// as itself: a logger's serial, or a gateway's id.
     pub async fn publisher(&self, id: &str) -> Publisher {
-        Publisher::connect(self.mqtt_port, id).await
+        Publisher::connect_as(self.mqtt_port, id, self.login(id).as_ref()).await
+    }
+
+    /// A subscriber with the service's broker account (which may read everything).
+    pub async fn subscriber(&self, filter: &str) -> Subscriber {
+        Subscriber::connect_as(self.mqtt_port, filter, self.login(SERVICE_USER).as_ref()).await
+    }
+
+    /// The broker URL for a gateway or logger signing in as `user` (an account made for it on
+    /// Mosquitto; the embedded broker has no accounts).
+    pub fn mqtt_url(&self, user: &str) -> String {
+        match self.login(user) {
+            Some((u, p)) => format!("mqtt://{u}:{p}@127.0.0.1:{}", self.mqtt_port),
+            None => format!("mqtt://127.0.0.1:{}", self.mqtt_port),
+        }
+    }
+
+    /// The account `user` on Mosquitto, made if new; `None` on the embedded broker.
+    pub fn login(&self, user: &str) -> Option<(String, String)> {
+        let m = self.mosquitto.as_ref()?;
+        if user != SERVICE_USER {
+            m.account(user);
+        }
+        Some((user.to_string(), password_of(user)))
+    }
+
+    /// Registers gateway `id` at location `code`.
+    pub async fn register_gateway(&self, code: &str, id: &str) -> Value {
+        let (status, body) = self
+            .send_as(
+                &self.token,
+                "POST",
+                &format!("/api/v1/locations/{code}/gateways"),
+                json!({"id": id, "name": format!("gateway {id}")}),
+            )
+            .await;
+        assert!(
+            status == 201 || status == 200,
+            "registering {id} at {code}: {status} {body}"
+        );
+        body
     }
 }
 
@@ -936,9 +1073,16 @@ pub struct Publisher {
 
 impl Publisher {
     pub async fn connect(port: u16, id: &str) -> Publisher {
+        Self::connect_as(port, id, None).await
+    }
+
+    pub async fn connect_as(port: u16, id: &str, login: Option<&(String, String)>) -> Publisher {
         let mut opts = MqttOptions::new(format!("{id}-{}", unique("")), "127.0.0.1", port);
         opts.set_max_packet_size(4 << 20, 4 << 20)
             .set_keep_alive(Duration::from_secs(30));
+        if let Some((user, password)) = login {
+            opts.set_credentials(user.clone(), password.clone());
+        }
         let (client, mut eventloop) = AsyncClient::new(opts, 1000);
         let (tx, acks) = mpsc::unbounded_channel();
         let (ready_tx, ready) = tokio::sync::oneshot::channel();
@@ -1003,8 +1147,15 @@ pub struct Subscriber {
 
 impl Subscriber {
     pub async fn connect(port: u16, filter: &str) -> Subscriber {
+        Self::connect_as(port, filter, None).await
+    }
+
+    pub async fn connect_as(port: u16, filter: &str, login: Option<&(String, String)>) -> Subscriber {
         let mut opts = MqttOptions::new(unique("sub-"), "127.0.0.1", port);
         opts.set_max_packet_size(4 << 20, 4 << 20);
+        if let Some((user, password)) = login {
+            opts.set_credentials(user.clone(), password.clone());
+        }
         let (client, mut eventloop) = AsyncClient::new(opts, 100);
         client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
         let (tx, rx) = mpsc::unbounded_channel();

@@ -28,7 +28,7 @@ fn ts(minute: u32) -> String {
 async fn readings_reach_the_api_in_time_order(db: Database, broker: Broker) {
     let app = TestApp::spawn(db, broker).await;
     let unit = unit_with_logger(&app, "LT-1001").await;
-    let mut publisher = app.publisher("logger").await;
+    let mut publisher = app.publisher("LT-1001").await;
     // Published out of order, as a logger flushing its buffer after live readings would.
     for m in [30, 0, 10, 20, 5, 25, 15] {
         publisher.reading("LT-1001", &ts(m), 4.0 + m as f64 / 10.0).await;
@@ -64,7 +64,7 @@ async fn readings_reach_the_api_in_time_order_mosquitto(db: Database) {
 async fn the_same_reading_three_times_is_stored_once(db: Database) {
     let app = TestApp::spawn(db, Broker::Embedded).await;
     let unit = unit_with_logger(&app, "LT-1001").await;
-    let mut publisher = app.publisher("logger").await;
+    let mut publisher = app.publisher("LT-1001").await;
     for _ in 0..3 {
         publisher.reading("LT-1001", &ts(0), 4.6).await;
     }
@@ -98,7 +98,7 @@ async fn the_same_reading_three_times_is_stored_once(db: Database) {
 async fn malformed_and_oversized_payloads_are_dead_letters(db: Database) {
     let app = TestApp::spawn(db, Broker::Embedded).await;
     let unit = unit_with_logger(&app, "LT-1001").await;
-    let mut p = app.publisher("logger").await;
+    let mut p = app.publisher("LT-1001").await;
     let topic = "vfc/loggers/LT-1001/readings";
     p.reading("LT-1001", &ts(0), 4.0).await;
     let future = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
@@ -190,7 +190,7 @@ async fn malformed_and_oversized_payloads_are_dead_letters(db: Database) {
 
 async fn readings_of_an_unknown_serial_are_kept_and_shown_once_assigned(db: Database) {
     let app = TestApp::spawn(db, Broker::Embedded).await;
-    let mut p = app.publisher("logger").await;
+    let mut p = app.publisher("LT-1001").await;
     p.reading("NEW-7", &ts(0), 5.0).await;
     p.reading("NEW-7", &ts(5), 5.1).await;
     p.wait_acked(2).await;
@@ -224,7 +224,7 @@ async fn readings_of_an_unknown_serial_are_kept_and_shown_once_assigned(db: Data
 async fn a_killed_service_loses_no_reading(db: Database) {
     let mut app = TestApp::spawn(db, Broker::Mosquitto).await;
     let unit = unit_with_logger(&app, "LT-1001").await;
-    let mut p = app.publisher("logger").await;
+    let mut p = app.publisher("LT-1001").await;
     let total = 3000;
     let base = chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z").unwrap();
     for i in 0..total {
@@ -258,7 +258,7 @@ async fn readings_published_while_the_service_is_down_are_stored_when_it_is_back
         "SIGTERM stops the service cleanly: {status}\n{}",
         app.log()
     );
-    let mut p = app.publisher("logger").await;
+    let mut p = app.publisher("LT-1001").await;
     for m in 0..50 {
         p.reading("LT-1001", &ts(m), 5.0).await;
     }
@@ -278,7 +278,7 @@ async fn readings_published_while_the_service_is_down_are_stored_when_it_is_back
 async fn reading_pages_continue_with_next(db: Database) {
     let app = TestApp::spawn(db, Broker::Embedded).await;
     let unit = unit_with_logger(&app, "LT-1001").await;
-    let mut p = app.publisher("logger").await;
+    let mut p = app.publisher("LT-1001").await;
     let readings: Vec<Value> = (0..250).map(|m| json!({"ts": ts(m), "temp_c": 5.0})).collect();
     p.publish(
         "vfc/loggers/LT-1001/readings",
@@ -324,7 +324,7 @@ async fn reading_pages_continue_with_next(db: Database) {
 async fn a_reading_sent_again_with_another_temperature_is_a_dead_letter_and_the_first_stays(db: Database) {
     let app = TestApp::spawn(db, Broker::Embedded).await;
     let unit = unit_with_logger(&app, "LT-1001").await;
-    let mut first = app.publisher("logger").await;
+    let mut first = app.publisher("LT-1001").await;
     first.reading("LT-1001", &ts(0), 4.6).await;
     first.wait_acked(1).await;
     app.eventually("the first stored", || async {
@@ -385,7 +385,7 @@ async fn two_instances_in_a_share_group_split_the_readings() {
     .await;
     let unit = unit_with_logger(&app, "LT-1001").await;
     let sibling = app.sibling().await;
-    let mut p = app.publisher("logger").await;
+    let mut p = app.publisher("LT-1001").await;
     let total = 1000;
     for m in 0..total {
         let t = (chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z").unwrap() + chrono::Duration::minutes(m))

@@ -5,6 +5,7 @@ mod harness;
 mod access;
 mod alerting;
 mod bridge;
+mod broker;
 mod cli;
 mod coldchain;
 mod demo;

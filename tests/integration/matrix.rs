@@ -39,6 +39,10 @@ const MATRIX: &[(&str, &str, Other)] = &[
     ("GET", "/api/v1/loggers/{serial}", Hidden),
     ("GET", "/api/v1/loggers/{serial}/readings", Hidden),
     ("GET", "/api/v1/dead-letters", Forbidden),
+    ("GET", "/api/v1/locations/{code}/gateways", Hidden),
+    ("POST", "/api/v1/locations/{code}/gateways", Hidden),
+    ("DELETE", "/api/v1/locations/{code}/gateways/{gateway}", Hidden),
+    ("GET", "/api/v1/held-readings", Forbidden),
     ("GET", "/api/v1/program", Forbidden),
     ("PUT", "/api/v1/program", Forbidden),
     ("GET", "/api/v1/units/{id}/rules", Hidden),
@@ -192,6 +196,7 @@ async fn things(app: &TestApp) -> Things {
         "borrowing",
     )
     .await;
+    app.register_gateway("012345A", "gw-012345A-1").await;
     let mut p = app.publisher("matrix-status").await;
     p.publish("vfc/loggers/LT-1/status", json!({"battery_pct": 12}).to_string())
         .await;
@@ -250,6 +255,7 @@ fn concrete(path: &str, t: &Things) -> String {
     };
     path.replace("{code}", "012345A")
         .replace("{serial}", "LT-1")
+        .replace("{gateway}", "gw-012345A-1")
         .replace("{lot_id}", &t.lot.to_string())
         .replace("{downtime_id}", &t.downtime.to_string())
         .replace("{date}", "2026-11-01")
@@ -285,6 +291,7 @@ fn body(method: &str, path: &str, t: &Things) -> Option<Value> {
         }
         ("POST", "/api/v1/locations/{code}/units") => json!({"name": "Matrix fridge", "kind": "refrigerator"}),
         ("PUT", "/api/v1/units/{id}") => json!({"name": "Renamed"}),
+        ("POST", "/api/v1/locations/{code}/gateways") => json!({"id": "gw-matrix-1", "name": "Matrix gateway"}),
         ("PUT", "/api/v1/units/{id}/logger") => {
             json!({"serial": "LT-M", "role": "backup", "from": "2026-01-01T00:00:00Z"})
         }
@@ -349,6 +356,7 @@ async fn snapshot(app: &TestApp) -> Vec<Value> {
     for path in [
         "/api/v1/locations/012345A",
         "/api/v1/locations/012345A/units",
+        "/api/v1/locations/012345A/gateways",
         "/api/v1/locations/012345A/inventory",
         "/api/v1/locations/012345A/holds",
         "/api/v1/locations/012345A/transfers",

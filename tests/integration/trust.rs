@@ -464,12 +464,16 @@ async fn a_logger_moved_to_another_pin_reports_to_its_new_owner_only(db: Databas
     let moved = (chrono::Utc::now() - chrono::Duration::minutes(10)).to_rfc3339();
     app.assign(theirs, json!({"serial": "LT-1", "from": moved})).await;
     p.reading("LT-1", &chrono::Utc::now().to_rfc3339(), 4.0).await;
-    p.publish(
-        "vfc/loggers/LT-1/status",
-        json!({"battery_pct": 12, "gateway": "gw-054321A-1"}).to_string(),
-    )
-    .await;
-    p.wait_acked(4).await;
+    p.wait_acked(3).await;
+    app.register_gateway("054321A", "gw-054321A-1").await;
+    let mut theirs_gw = app.publisher("gw-054321A-1").await;
+    theirs_gw
+        .publish(
+            "vfc/gateways/gw-054321A-1/loggers/LT-1/status",
+            json!({"battery_pct": 12, "gateway": "gw-054321A-1"}).to_string(),
+        )
+        .await;
+    theirs_gw.wait_acked(1).await;
     app.eventually("the new status stored", || async {
         let l = app.get("/api/v1/loggers/LT-1").await;
         if l["battery_pct"] == 12.0 {

@@ -320,3 +320,40 @@ pub async fn serving_now(db: &Db) -> Result<Vec<Result<Serving>>> {
         })
         .collect())
 }
+
+/// One stretch of a serial's service: `[from, to)` at a unit of `pin`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedAt {
+    pub from: i64,
+    pub to: Option<i64>,
+    pub pin: String,
+}
+
+/// Every stretch of service of each of `serials`, in one query: the ingest asks, per reading,
+/// which PIN its logger served at that time.
+pub async fn pins_of(
+    conn: &mut AnyConnection,
+    serials: &[&str],
+) -> std::result::Result<std::collections::HashMap<String, Vec<ServedAt>>, sqlx::Error> {
+    let mut out: std::collections::HashMap<String, Vec<ServedAt>> = Default::default();
+    for chunk in serials.chunks(500) {
+        let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT a.serial, a.from_ts, a.to_ts, l.pin FROM logger_assignments a JOIN units u ON u.id = a.unit_id \
+             JOIN locations l ON l.code = u.location_code WHERE a.serial IN ({})",
+            params.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for s in chunk {
+            q = q.bind(*s);
+        }
+        for r in q.fetch_all(&mut *conn).await? {
+            out.entry(r.try_get("serial")?).or_default().push(ServedAt {
+                from: r.try_get("from_ts")?,
+                to: r.try_get("to_ts")?,
+                pin: r.try_get("pin")?,
+            });
+        }
+    }
+    Ok(out)
+}
