@@ -16,6 +16,7 @@ pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod files;
+pub mod fuzz_targets;
 pub mod hl7;
 pub mod inventory;
 pub mod readings;

@@ -306,6 +306,19 @@ pub fn check_instant(name: &str, ms: i64) -> Result<i64, ParseError> {
     }
 }
 
+/// A time given in a query or a body: RFC 3339 with an offset, from 2000 to 2100; epoch ms.
+pub fn parse_instant(name: &str, raw: &str) -> Result<i64, ParseError> {
+    let ms = chrono::DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| {
+            ParseError(format!(
+                "\"{name}\" {raw:?} is not an RFC 3339 time such as 2026-11-25T13:00:00Z \
+                 (write a + offset as %2B in a URL)"
+            ))
+        })?;
+    check_instant(name, ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

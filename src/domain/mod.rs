@@ -7,7 +7,9 @@ pub mod codes;
 
 use std::fmt;
 
-pub use codes::{check_instant, parse_date, Cvx, Doses, Eligibility, Funding, FundingSource, LotNumber, Ndc};
+pub use codes::{
+    check_instant, parse_date, parse_instant, Cvx, Doses, Eligibility, Funding, FundingSource, LotNumber, Ndc,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -100,13 +102,12 @@ pub struct LoggerSerial(String);
 impl LoggerSerial {
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
         let s = raw.trim();
-        if firmware_bridge::wire::is_topic_segment(s)
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
-        {
+        if firmware_bridge::wire::is_serial(s) {
             Ok(Self(s.to_string()))
         } else {
             Err(ParseError(format!(
-                "logger serial {raw:?} must be 1-64 characters of letters, digits, '-', '_', '.', ':'"
+                "logger serial {raw:?} must be 1-64 characters of letters, digits, '-', '_', '.', ':' \
+                 and may not start with \"gw-\" (gateway ids do)"
             )))
         }
     }

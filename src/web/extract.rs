@@ -55,18 +55,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Id<T> {
 /// An optional RFC 3339 query parameter as epoch ms; the error names the parameter, the
 /// format, and the `+` that a URL turns into a space.
 pub fn query_time(name: &str, raw: Option<&str>) -> Result<Option<i64>, ApiError> {
-    raw.map(|raw| {
-        let ms = chrono::DateTime::parse_from_rfc3339(raw)
-            .map(|t| t.timestamp_millis())
-            .map_err(|_| {
-                ApiError::bad_request(format!(
-                    "\"{name}\" {raw:?} is not an RFC 3339 time such as 2026-11-25T13:00:00Z \
-                 (write a + offset as %2B in a URL)"
-                ))
-            })?;
-        Ok(crate::domain::check_instant(name, ms)?)
-    })
-    .transpose()
+    Ok(raw.map(|raw| crate::domain::parse_instant(name, raw)).transpose()?)
 }
 
 /// `limit` and `cursor` of a list: at most `limit` items (1 to 1000, default 100) past

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Fuzzes every parser target for SECONDS each (default 600), one after another, with cargo fuzz
+# on the nightly toolchain, and prints executions and findings per target.
+#
+#   scripts/fuzz.sh 600            # every target, 10 minutes each
+#   scripts/fuzz.sh 60 vxu line    # some targets
+#
+# Corpora grow in fuzz/corpus/<target> (minimized at the end); a crash is saved by libFuzzer in
+# fuzz/artifacts/<target>/. Copy a crash input to fuzz/regressions/<target>/ once its bug is
+# fixed: tests/fuzz_corpora.rs replays seeds, corpora and regressions in CI (which never fuzzes).
+set -euo pipefail
+cd "$(dirname "$0")/../fuzz"
+seconds="${1:-600}"
+shift || true
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+  targets=(mqtt_payload vxu berlinger logtag line query_time)
+fi
+
+rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+
+cargo +nightly fuzz build --release
+mkdir -p logs
+printf '%-14s %14s %10s %s\n' target executions seconds findings
+for t in "${targets[@]}"; do
+  mkdir -p "corpus/$t" "artifacts/$t"
+  before=$(find "artifacts/$t" -type f | wc -l)
+  cargo +nightly fuzz run --release "$t" "corpus/$t" "seeds/$t" -- \
+    -max_total_time="$seconds" -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 \
+    >"logs/$t.log" 2>&1 || true
+  runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "logs/$t.log" | grep -o '[0-9]*$' | tail -1)
+  after=$(find "artifacts/$t" -type f | wc -l)
+  printf '%-14s %14s %10s %s\n' "$t" "${runs:-?}" "$seconds" "$((after - before)) new (artifacts/$t)"
+  # Keep the corpus small: only inputs that add coverage.
+  cargo +nightly fuzz cmin --release "$t" "corpus/$t" >"logs/$t.cmin.log" 2>&1 || true
+done
