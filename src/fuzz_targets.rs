@@ -39,7 +39,7 @@ pub fn vxu(data: &[u8]) {
         chrono_tz::UTC,
     ] {
         for dose in parsed.doses.iter().flatten() {
-            let _ = dose.report(tz, &parsed.header.control_id, now().timestamp_millis());
+            let _ = dose.report(tz, &parsed.header, now().timestamp_millis());
         }
     }
 }
@@ -70,8 +70,11 @@ pub fn query_time(data: &[u8]) {
     let _ = crate::domain::parse_date("on", &text(data));
 }
 
+/// One target: bytes in, and no panic.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, for the replay test and `scripts/fuzz.sh`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("mqtt_payload", mqtt_payload),
     ("vxu", vxu),
     ("berlinger", berlinger),

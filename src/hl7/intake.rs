@@ -180,7 +180,7 @@ async fn record(
             ));
             continue;
         };
-        let report = match d.report(place.tz, &h.control_id, now) {
+        let report = match d.report(place.tz, h, now) {
             Ok(r) => r,
             Err(issue) => {
                 issues.push(issue);

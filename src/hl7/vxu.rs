@@ -19,6 +19,8 @@ pub struct Header {
     pub receiving_facility: String,
     pub control_id: String,
     pub processing_id: String,
+    /// MSH-7, when the message was made, as written.
+    pub sent_at: String,
 }
 
 /// One RXA group, parsed, waiting for its location (which needs the database).
@@ -46,8 +48,15 @@ pub struct Draft {
 }
 
 impl Draft {
-    /// The report for `doses::apply`, with RXA-3 read in the location's time zone.
-    pub fn report(&self, tz: Tz, message_id: &str, now_ms: i64) -> Result<DoseReport, Issue> {
+    /// The report for `doses::apply`, with RXA-3 and MSH-7 read in the location's time zone.
+    /// The report is as of MSH-7 (never later than now: a clock ahead cannot make a report
+    /// outrank the ones after it); without a readable MSH-7, as of now.
+    pub fn report(&self, tz: Tz, header: &Header, now_ms: i64) -> Result<DoseReport, Issue> {
+        let message_id = header.control_id.as_str();
+        let reported_at = super::dates::read_time(&header.sent_at, tz)
+            .ok()
+            .and_then(|g| g.at)
+            .map_or(now_ms, |t| t.min(now_ms));
         let (at, day) = super::dates::given_at(&self.given, tz, now_ms)
             .map_err(|e| Issue::error(Some(("RXA", self.rxa, 3)), 102, e))?;
         Ok(DoseReport {
@@ -64,6 +73,7 @@ impl Draft {
             funding_source: self.funding_source,
             message_id: Some(message_id.to_string()),
             source: Source::Hl7,
+            reported_at,
         })
     }
 }
@@ -128,6 +138,7 @@ pub fn parse(raw: &str) -> Result<Parsed, Box<Refused>> {
         receiving_facility: text(msh, sep, 6, 1),
         control_id: text(msh, sep, 10, 1),
         processing_id: text(msh, sep, 11, 1),
+        sent_at: text(msh, sep, 7, 1),
     };
     if header.control_id.is_empty() {
         return Err(refuse(
@@ -432,7 +443,7 @@ OBX|2|CE|64994-7^Vaccine Funding Program Eligibility^LN|2|V02^VFC eligible-Medic
         let e = d
             .report(
                 chrono_tz::America::New_York,
-                "M",
+                &p.header,
                 crate::hl7::dates::tests::EARLY_MORNING,
             )
             .unwrap_err();

@@ -103,6 +103,10 @@ pub struct JsonDose {
     /// VXC50 public, VXC2 state, PHC70 private.
     #[serde(default)]
     pub funding_source: Option<String>,
+    /// When the EHR made this report (RFC 3339; default: when it arrives). Of two reports of
+    /// one dose, the later one has the last word, whatever order they arrive in.
+    #[serde(default)]
+    pub reported_at: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -182,6 +186,12 @@ fn report(d: &JsonDose, tz: chrono_tz::Tz, now: i64) -> Result<DoseReport, Strin
         .transpose()
         .map_err(|e| format!("\"funding_source\": {e}"))?;
     let given_here = !d.historical && ["CP", "PA"].contains(&completion.as_str());
+    let reported_at = match d.reported_at.as_deref() {
+        Some(raw) => crate::domain::parse_instant("reported_at", raw)
+            .map_err(|e| e.0)?
+            .min(now),
+        None => now,
+    };
     Ok(DoseReport {
         orc_key: d
             .dose_id
@@ -206,6 +216,7 @@ fn report(d: &JsonDose, tz: chrono_tz::Tz, now: i64) -> Result<DoseReport, Strin
         funding_source,
         message_id: None,
         source: Source::Json,
+        reported_at,
     })
 }
 

@@ -576,7 +576,46 @@ async fn json_doses_follow_the_same_rules(db: Database) {
     assert_eq!(on_hand(&app, fridge, lot).await, 9);
 }
 
+/// docs/domain.md, "Doses administered over HL7": an add, an update to another lot and a delete
+/// of one dose, made in that order (MSH-7), leave the stock as it was in whatever order they
+/// arrive — a delete that comes first is kept, and the add and update made before it change
+/// nothing when they come.
+async fn an_add_an_update_and_a_delete_in_any_order_leave_the_stock_as_it_was(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let (fridge, lot) = stocked(&app).await;
+    let other = receive(
+        &app,
+        fridge,
+        (ROTATEQ, "Y999", "2099-01-31", "vfc"),
+        5,
+        Utc::now() - chrono::Duration::hours(2),
+    )
+    .await;
+    let orders: [[usize; 3]; 6] = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+    for (n, order) in orders.iter().enumerate() {
+        let orc: &'static str = Box::leak(format!("ORD-ORDER-{n}").into_boxed_str());
+        let made = |i: usize| {
+            let (lot, action) = [("X123456", "A"), ("Y999", "U"), ("Y999", "D")][i];
+            let mut d = dose(lot);
+            (d.orc, d.action) = (Some(orc), action);
+            // Made a minute apart, in the order add, update, delete.
+            let sent = format!("2025031009{:02}00-0500", 30 + i);
+            vxu(&format!("O{n}-{i}"), &[d]).replacen("20250310093000-0500", &sent, 1)
+        };
+        for i in order {
+            let ack = send(&app, &made(*i)).await;
+            assert!(msa(&ack).starts_with("MSA|AA"), "order {order:?}, report {i}: {ack}");
+        }
+        assert_eq!(
+            (on_hand(&app, fridge, lot).await, on_hand(&app, fridge, other).await),
+            (10, 5),
+            "arrived in the order {order:?} (0 add, 1 update, 2 delete)"
+        );
+    }
+}
+
 on_both_databases!(
+    an_add_an_update_and_a_delete_in_any_order_leave_the_stock_as_it_was,
     a_dose_decrements_once_however_often_it_is_sent,
     only_doses_given_here_decrement_and_corrections_move_them,
     funding_and_eligibility_pick_the_stock_and_borrowing_is_recorded,

@@ -140,12 +140,25 @@ pub async fn apply_known(
         cache.clear();
     }
     let record = write::on_record(conn, place, d, &keys).await?;
-    let step = decide::step(record.as_ref().map(|r| r.prior), d.action, d.counts());
+    let step = decide::step(record.as_ref().map(|r| r.prior), d.action, d.counts(), d.reported_at);
+    if let (true, Some(r)) = (step.records_time(), &record) {
+        write::reported(conn, r.id, d.reported_at).await?;
+    }
     let not_given = || d.not_given.clone().unwrap_or_default();
     match (step, record) {
-        (Step::Nothing(Nothing::NoSuchDose), _) => Ok(Outcome::NothingToDo {
-            why: "no such dose on record; nothing to give back".into(),
+        (Step::Nothing(Nothing::Stale), _) => Ok(Outcome::NothingToDo {
+            why: "a later report of this dose is on record (by MSH-7): it has the last word, this one changes nothing"
+                .into(),
         }),
+        (Step::Tombstone(status), _) => {
+            // Kept, so the report this one corrects changes nothing if it arrives later.
+            write::tombstone(conn, place, d, &keys, status).await?;
+            Ok(Outcome::NothingToDo {
+                why: "no such dose on record; nothing to give back (the correction is kept, so the dose reported \
+                      later with an earlier MSH-7 changes nothing)"
+                    .into(),
+            })
+        }
         (Step::Nothing(Nothing::AlreadyNotCounted), _) => Ok(Outcome::NothingToDo {
             why: "the dose is not counted already".into(),
         }),

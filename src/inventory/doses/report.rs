@@ -56,6 +56,9 @@ pub struct DoseReport {
     pub funding_source: Option<FundingSource>,
     pub message_id: Option<String>,
     pub source: Source,
+    /// When the report was made, epoch ms (HL7 MSH-7, never after it arrived): of two reports
+    /// of one dose, the later one has the last word, whatever order they arrive in.
+    pub reported_at: i64,
 }
 
 impl DoseReport {

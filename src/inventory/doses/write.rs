@@ -47,12 +47,14 @@ pub async fn on_record(
     keys: &Keys,
 ) -> Result<Option<OnRecord>> {
     let orc = d.orc_key.as_deref();
+    // A deleted dose is found too: a delete that arrived before the report it deletes is kept
+    // as one, and a later (newer) report of the same dose brings it back.
     let r = sqlx::query(
-        "SELECT id, status, lot_key, cvx, orc_key FROM ( \
-         SELECT id, status, UPPER(lot_number) AS lot_key, cvx, orc_key, 0 AS pri FROM administrations \
+        "SELECT id, status, lot_key, cvx, orc_key, reported_at FROM ( \
+         SELECT id, status, UPPER(lot_number) AS lot_key, cvx, orc_key, reported_at, 0 AS pri FROM administrations \
          WHERE location_code = $1 AND orc_key = $2 \
-         UNION ALL SELECT id, status, UPPER(lot_number) AS lot_key, cvx, orc_key, 1 AS pri FROM administrations \
-         WHERE location_code = $1 AND natural_key = $3 AND status <> 'deleted') found ORDER BY pri, id DESC LIMIT 1",
+         UNION ALL SELECT id, status, UPPER(lot_number) AS lot_key, cvx, orc_key, reported_at, 1 AS pri FROM administrations \
+         WHERE location_code = $1 AND natural_key = $3) found ORDER BY pri, id DESC LIMIT 1",
     )
     .bind(&place.code)
     .bind(orc)
@@ -74,7 +76,11 @@ pub async fn on_record(
     let same = lot_key == report_lot && cvx.as_deref().unwrap_or("") == keys.cvx.as_deref().unwrap_or("");
     Ok(Some(OnRecord {
         id,
-        prior: Prior { status, same },
+        prior: Prior {
+            status,
+            same,
+            reported_at: r.try_get("reported_at")?,
+        },
     }))
 }
 
@@ -107,12 +113,43 @@ fn bind_dose<'q>(
 /// The row of a new dose that matched no stock.
 pub async fn queued_row(conn: &mut AnyConnection, place: &Place, d: &DoseReport, keys: &Keys) -> Result<i64> {
     let sql = "INSERT INTO administrations (location_code, orc_key, natural_key, patient_id, cvx, ndc, lot_number, \
-        administered_at, eligibility, funding_source, status, source, message_id, created_at, updated_at) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'exception', $11, $12, $13, $13) RETURNING id";
+        administered_at, eligibility, funding_source, status, source, message_id, created_at, updated_at, reported_at) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'exception', $11, $12, $13, $13, $14) RETURNING id";
     Ok(bind_dose(sqlx::query(sql), place, d, keys)
+        .bind(d.reported_at)
         .fetch_one(&mut *conn)
         .await?
         .try_get("id")?)
+}
+
+/// A delete (or a correction to not given) of a dose not on record, kept as a dose in `status`:
+/// the report it corrects, arriving later and older, then changes nothing.
+pub async fn tombstone(
+    conn: &mut AnyConnection,
+    place: &Place,
+    d: &DoseReport,
+    keys: &Keys,
+    status: Status,
+) -> Result<()> {
+    let sql = "INSERT INTO administrations (location_code, orc_key, natural_key, patient_id, cvx, ndc, lot_number, \
+        administered_at, eligibility, funding_source, status, source, message_id, created_at, updated_at, reported_at) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $14, $11, $12, $13, $13, $15)";
+    bind_dose(sqlx::query(sql), place, d, keys)
+        .bind(status.as_str())
+        .bind(d.reported_at)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// The dose on record now stands as of a report made at `at`.
+pub async fn reported(conn: &mut AnyConnection, id: i64, at: i64) -> Result<()> {
+    sqlx::query("UPDATE administrations SET reported_at = $1 WHERE id = $2")
+        .bind(at)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// A dose that matched stock, written in one round trip unless it is already on record (by
@@ -134,10 +171,10 @@ pub async fn taken(
 ) -> Result<Option<i64>> {
     const ADMIN: &str = "INSERT INTO administrations (location_code, orc_key, natural_key, patient_id, cvx, ndc, \
         lot_number, administered_at, eligibility, funding_source, status, source, message_id, created_at, updated_at, \
-        lot_id, unit_id, review) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'decremented', $11, $12, $13, $13, \
-        $14, $15, $16 WHERE NOT EXISTS (SELECT 1 FROM administrations WHERE location_code = $1 AND orc_key = $2) \
+        lot_id, unit_id, review, reported_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'decremented', $11, $12, \
+        $13, $13, $14, $15, $16, $18 WHERE NOT EXISTS (SELECT 1 FROM administrations WHERE location_code = $1 AND orc_key = $2) \
         AND NOT EXISTS (SELECT 1 FROM administrations WHERE location_code = $1 AND natural_key = $3 \
-        AND status <> 'deleted' AND ($2 IS NULL OR orc_key IS NULL)) RETURNING id";
+        AND ($2 IS NULL OR orc_key IS NULL)) RETURNING id";
     const EVENT: &str = "INSERT INTO stock_events (location_code, unit_id, lot_id, kind, doses, source, source_ref, \
         administration_id, occurred_at, recorded_at, actor)";
     let sql = match Dialect::of(conn) {
@@ -160,6 +197,7 @@ pub async fn taken(
         .bind(m.unit_id)
         .bind(review)
         .bind(actor)
+        .bind(d.reported_at)
         .fetch_all(&mut *conn)
         .await?;
     match rows.len() {
