@@ -53,11 +53,27 @@ pub async fn upsert(
     late_ms: i64,
     now: i64,
 ) -> Result<Written> {
-    let before = sqlx::query("SELECT id, ended_at, alerted FROM excursions WHERE unit_id = $1 AND started_at = $2")
+    let mut before = sqlx::query("SELECT id, ended_at, alerted FROM excursions WHERE unit_id = $1 AND started_at = $2")
         .bind(unit_id)
         .bind(ep.started_at)
         .fetch_optional(&mut *tx)
         .await?;
+    if before.is_none() {
+        // A fragment on record that this episode contains: readings of a backlog judged before
+        // the earlier ones arrived. It becomes the whole excursion, keeping its id, so whoever
+        // was paged, the holds placed and every link emailed go on pointing at one excursion
+        // (docs/domain.md: an excursion runs from the first reading out of range to the first
+        // back in, whatever order they arrive in). A paged fragment first.
+        before = sqlx::query(
+            "SELECT id, ended_at, alerted FROM excursions WHERE unit_id = $1 AND started_at > $2 AND started_at < $3 \
+             ORDER BY alerted DESC, started_at LIMIT 1",
+        )
+        .bind(unit_id)
+        .bind(ep.started_at)
+        .bind(ep.ended_at.unwrap_or(i64::MAX))
+        .fetch_optional(&mut *tx)
+        .await?;
+    }
     let status = if ep.ended_at.is_some() { "closed" } else { "open" };
     if let Some(b) = before {
         let id: i64 = b.try_get("id")?;
@@ -66,7 +82,8 @@ pub async fn upsert(
         sqlx::query(
             "UPDATE excursions SET ended_at = $1, last_reading_at = $2, min_c = $3, max_c = $4, readings = $5, \
              out_ms = $6, unknown_ms = $7, above_range = $8, below_range = $9, \
-             status = CASE WHEN status = 'reviewed' THEN status ELSE $10 END, updated_at = $11 WHERE id = $12",
+             status = CASE WHEN status = 'reviewed' THEN status ELSE $10 END, updated_at = $11, started_at = $13 \
+             WHERE id = $12",
         )
         .bind(ep.ended_at)
         .bind(ep.last_reading_at)
@@ -80,6 +97,7 @@ pub async fn upsert(
         .bind(status)
         .bind(now)
         .bind(id)
+        .bind(ep.started_at)
         .execute(&mut *tx)
         .await?;
         return Ok(Written {
