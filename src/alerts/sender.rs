@@ -138,7 +138,7 @@ pub async fn send_due(db: &Db, mailer: &Mailer) -> anyhow::Result<usize> {
         return Ok(0);
     }
     let outcomes = join_all(due.iter().map(|d| deliver(d, mailer))).await;
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     for (d, outcome) in due.iter().zip(outcomes) {
         outbox::record(&mut tx, d.id, outcome, d.attempts + 1, now_millis()).await?;
     }

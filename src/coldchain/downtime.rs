@@ -114,7 +114,7 @@ pub async fn add(db: &Db, unit_id: i64, body: &NewDowntime, caller: &Caller, sto
         }
         _ => {}
     }
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     if !caller.is_state() {
         // One period at a time: windows placed back to back or overlapping would silence the
         // unit past the cap. The next may be set once this one has ended.
@@ -214,7 +214,7 @@ pub async fn list(db: &Db, unit_id: i64) -> Result<Vec<Downtime>> {
 /// Ends a period in force now: alerts page people again.
 pub async fn end(db: &Db, unit_id: i64, id: i64, caller: &Caller) -> Result<Downtime> {
     let now = now_millis();
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let before = sqlx::query(
         "SELECT id, kind, reason, from_ts, until_ts, created_by FROM unit_downtime WHERE id = $1 AND unit_id = $2",
     )

@@ -60,7 +60,7 @@ pub async fn escalate_due(db: &Db, links: &Links, program: &settings::InForce) -
     let now = now_millis();
     // Nothing can be due before the shortest delay has passed since the last email.
     let quiet_since = now - delays.backup.min(delays.state).min(delays.reminder);
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     if db.dialect() == Dialect::Sqlite {
         // Take SQLite's write lock first: a read-then-write transaction could otherwise find
         // its snapshot outdated by the ingest's commits.

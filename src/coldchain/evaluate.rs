@@ -128,7 +128,7 @@ impl Evaluator {
             more: marks.len() as i64 >= PASS_LIMIT,
             ..Pass::default()
         };
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         for (unit_id, since) in units {
             if quarantined.waiting.contains(&unit_id) && quarantine::waiting(&mut tx, unit_id, since, now).await? {
                 continue;
@@ -175,7 +175,7 @@ impl Evaluator {
                     drop(tx);
                     let error = format!("the evaluation panicked: {}", panic_text(&panic));
                     tracing::error!(unit = unit_id, %error, "cannot judge this unit; it is retried with backoff, the others go on");
-                    let mut alone = self.db.pool.begin().await?;
+                    let mut alone = self.db.begin().await?;
                     quarantine::failed(&mut alone, unit_id, since, &error, now, &state).await?;
                     alone.commit().await?;
                     metrics::counter!("vfc_evaluation_failures_total").increment(1);

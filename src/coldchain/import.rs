@@ -198,7 +198,7 @@ pub async fn import(db: &Db, req: &Request<'_>) -> anyhow::Result<Report> {
     let now = now_millis();
     let file_serial = LoggerSerial::parse(&file.serial)?;
     let serial = req.as_serial.clone().unwrap_or_else(|| file_serial.clone());
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let logger = loggers::Registration {
         serial: &serial,
         make: Some(file.make),

@@ -135,7 +135,7 @@ pub async fn save_program(db: &Db, settings: &ProgramSettings, actor: &str) -> R
     settings.check().map_err(Error::Invalid)?;
     let json = serde_json::to_string(settings).expect("settings serialise");
     let now = now_millis();
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     // The document as stored, even if it could not be read: the history keeps what was there.
     let before: Option<String> = sqlx::query("SELECT settings FROM program WHERE id = 1")
         .fetch_optional(&mut *tx)
@@ -225,7 +225,7 @@ pub async fn save_unit_rules(db: &Db, unit: &Unit, rules: Option<&[Rule]>, calle
     let (unit_id, actor) = (unit.id, caller.actor());
     let actor = actor.as_str();
     let now = now_millis();
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     if !caller.is_state() {
         let program = program_in(&mut tx).await?;
         let (judging, _) = effective(&mut tx, &program, unit_id, unit.kind).await?;
@@ -303,7 +303,7 @@ pub async fn update_unit(db: &Db, caller: &Caller, id: i64, upd: &UnitUpdate) ->
         .map_err(|why| looser(id, why))?;
     }
     let now = now_millis();
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     units::write(&mut tx, id, &name, range).await?;
     if range.min_c != unit.range.min_c || range.max_c != unit.range.max_c {
         let before = serde_json::to_string(&unit.range).expect("plain data");

@@ -341,7 +341,7 @@ async fn run(db: &Db, batch: &[Job], seen: &mut Lookups) -> anyhow::Result<Vec<a
     seen.refresh();
     seen.stock.clear();
     let parsed: Vec<_> = batch.iter().map(|j| vxu::parse(&j.raw)).collect();
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let keys: Vec<_> = batch
         .iter()
         .zip(&parsed)
@@ -394,7 +394,7 @@ async fn run(db: &Db, batch: &[Job], seen: &mut Lookups) -> anyhow::Result<Vec<a
 async fn one_by_one(db: &Db, batch: &[Job]) -> anyhow::Result<Vec<anyhow::Result<String>>> {
     let mut out = Vec::with_capacity(batch.len());
     for job in batch {
-        let mut tx = db.pool.begin().await?;
+        let mut tx = db.begin().await?;
         match process(&mut tx, &job.raw, &job.sender, &mut Lookups::default()).await {
             Ok(ack) => {
                 tx.commit().await?;

@@ -237,7 +237,7 @@ pub async fn place_hold(db: &Db, caller: &Caller, code: &str, body: &NewHold) ->
     if body.reason.trim().is_empty() {
         return Err(Error::Invalid("\"reason\" is required".into()));
     }
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let place = place(&mut tx, &caller.scope, code).await?;
     unit_of(&mut tx, &place, body.unit_id).await?;
     if ledger::on_hand(&mut tx, body.unit_id, body.lot_id).await? == 0 {
@@ -283,7 +283,7 @@ async fn get(conn: &mut AnyConnection, id: i64) -> Result<Hold> {
 /// Releases a hold placed by hand. An excursion's hold ends only with the manufacturer's
 /// determination, recorded in the excursion review.
 pub async fn release(db: &Db, caller: &Caller, id: i64, note: &str) -> Result<Hold> {
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let h = get(&mut tx, id).await?;
     place(&mut tx, &caller.scope, &h.location)
         .await

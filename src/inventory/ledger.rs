@@ -252,7 +252,7 @@ pub async fn reverse_at(
     reason: &str,
     actor: &str,
 ) -> Result<i64> {
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let place = super::place(&mut tx, scope, code).await?;
     let event_id = reverse(&mut tx, &place.code, id, reason, actor).await?;
     tx.commit().await?;

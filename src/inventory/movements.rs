@@ -110,7 +110,7 @@ async fn moved(conn: &mut AnyConnection, event_id: i64, unit_id: i64, lot_id: i6
 }
 
 pub async fn receive(db: &Db, caller: &Caller, code: &str, body: &Receipt) -> Result<Movement> {
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let place = place(&mut tx, &caller.scope, code).await?;
     unit_of(&mut tx, &place, body.unit_id).await?;
     if body.lines.is_empty() {
@@ -156,7 +156,7 @@ pub struct Removal {
 
 /// Wastage (disposed of on site) or a return (unopened, expired or spoiled, back to the distributor).
 pub async fn remove(db: &Db, caller: &Caller, code: &str, kind: Kind, body: &Removal) -> Result<Movement> {
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let place = place(&mut tx, &caller.scope, code).await?;
     unit_of(&mut tx, &place, body.unit_id).await?;
     let doses = Doses::parse(body.doses)?;
@@ -220,7 +220,7 @@ pub async fn adjust(db: &Db, caller: &Caller, code: &str, body: &Adjustment) -> 
             "\"reason\" is required: every difference is explained".into(),
         ));
     }
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let place = place(&mut tx, &caller.scope, code).await?;
     unit_of(&mut tx, &place, body.unit_id).await?;
     stock_row(&mut tx, &place, body.unit_id, body.lot_id).await?;

@@ -86,7 +86,7 @@ pub async fn record(db: &Db, caller: &Caller, code: &str, body: &NewReconciliati
     if body.counted_by.trim().is_empty() {
         return Err(Error::Invalid("\"counted_by\" is required".into()));
     }
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let place = place(&mut tx, &caller.scope, code).await?;
     // What the ledger held at as_of, per stock row of this location.
     let expected: Vec<(i64, i64, i64)> = sqlx::query(

@@ -46,7 +46,7 @@ pub struct ProductUnit {
 }
 
 pub async fn set_product_unit(db: &Db, caller: &Caller, code: &str, body: &ProductUnit) -> Result<Vec<ProductUnit>> {
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let place = place(&mut tx, &caller.scope, code).await?;
     unit_of(&mut tx, &place, body.unit_id).await?;
     let ndc = Ndc::parse(&body.ndc)?;
@@ -98,7 +98,7 @@ pub struct FacilityIds {
 }
 
 pub async fn set_facility_ids(db: &Db, caller: &Caller, code: &str, body: &FacilityIds) -> Result<FacilityIds> {
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let place = place(&mut tx, &caller.scope, code).await?;
     sqlx::query("DELETE FROM facility_ids WHERE location_code = $1")
         .bind(&place.code)

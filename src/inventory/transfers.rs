@@ -178,7 +178,7 @@ pub async fn transfer(db: &Db, caller: &Caller, code: &str, body: &NewTransfer) 
     if body.lines.is_empty() {
         return Err(Error::Invalid("a transfer needs at least one line in \"lines\"".into()));
     }
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let from = place(&mut tx, &caller.scope, code).await?;
     unit_of(&mut tx, &from, body.from_unit_id).await?;
     for line in &body.lines {
@@ -310,7 +310,7 @@ pub async fn decide(db: &Db, caller: &Caller, id: i64, approve: bool, body: &Dec
             "approving a transfer to another PIN is for state VFC coordinators".into(),
         ));
     }
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     // Locks the request (PostgreSQL) so two approvals never move the doses twice.
     sqlx::query("UPDATE transfers SET status = status WHERE id = $1")
         .bind(id)

@@ -78,23 +78,26 @@ fn check(new: &NewGateway) -> Result<()> {
 pub async fn register(db: &Db, caller: &Caller, code: &str, new: &NewGateway, now: i64) -> Result<bool> {
     let location = locations::get(db, &caller.scope, code).await?;
     check(new)?;
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
+    // A gateway never seen gets its row here; the one below is then updated.
+    sqlx::query("INSERT INTO gateways (id) VALUES ($1) ON CONFLICT (id) DO NOTHING")
+        .bind(&new.id)
+        .execute(&mut *tx)
+        .await?;
     let lock = db.dialect().for_update();
-    let existing: Option<Option<String>> =
-        sqlx::query(&format!("SELECT location_code FROM gateways WHERE id = $1{lock}"))
-            .bind(&new.id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|r| r.try_get("location_code"))
-            .transpose()?;
-    let fresh = match existing {
-        Some(Some(at)) if at != location.code => {
+    let registered_at: Option<String> = sqlx::query(&format!("SELECT location_code FROM gateways WHERE id = $1{lock}"))
+        .bind(&new.id)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("location_code")?;
+    let fresh = match registered_at {
+        Some(at) if at != location.code => {
             return Err(Error::Conflict(format!(
                 "gateway {} is already in use elsewhere",
                 new.id
             )))
         }
-        Some(Some(_)) => {
+        Some(_) => {
             sqlx::query("UPDATE gateways SET name = $1 WHERE id = $2")
                 .bind(new.name.trim())
                 .bind(&new.id)
@@ -102,7 +105,7 @@ pub async fn register(db: &Db, caller: &Caller, code: &str, new: &NewGateway, no
                 .await?;
             false
         }
-        Some(None) => {
+        None => {
             sqlx::query(
                 "UPDATE gateways SET location_code = $1, name = $2, registered_at = $3, registered_by = $4 WHERE id = $5",
             )
@@ -111,19 +114,6 @@ pub async fn register(db: &Db, caller: &Caller, code: &str, new: &NewGateway, no
             .bind(now)
             .bind(caller.actor())
             .bind(&new.id)
-            .execute(&mut *tx)
-            .await?;
-            true
-        }
-        None => {
-            sqlx::query(
-                "INSERT INTO gateways (id, location_code, name, registered_at, registered_by) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(&new.id)
-            .bind(&location.code)
-            .bind(new.name.trim())
-            .bind(now)
-            .bind(caller.actor())
             .execute(&mut *tx)
             .await?;
             true

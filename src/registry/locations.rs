@@ -220,7 +220,7 @@ pub async fn create(db: &Db, caller: &Caller, new: &NewLocation) -> Result<Locat
     }
     let (name, tz, contacts) = check_details(&new.name, &new.timezone, &new.contacts)?;
     let now = now_millis();
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     sqlx::query("INSERT INTO organisations (pin, created_at) VALUES ($1, $2) ON CONFLICT (pin) DO NOTHING")
         .bind(pin.as_str())
         .bind(now)

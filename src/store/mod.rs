@@ -166,6 +166,21 @@ impl Db {
         self.dialect
     }
 
+    /// Begins a transaction that will write. On SQLite it takes the write lock at once (with a
+    /// write that matches no row), waiting up to the busy timeout for another writer: a
+    /// transaction that read first and wrote later would instead fail with "database is
+    /// locked" whenever another writer committed in between — a receipt answered 500 because
+    /// readings arrived at the same moment. PostgreSQL locks rows as it goes.
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        if self.dialect == Dialect::Sqlite {
+            sqlx::query("UPDATE _sqlx_migrations SET version = version WHERE version < 0")
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
+    }
+
     pub async fn migrate(&self) -> anyhow::Result<()> {
         let migrator = match self.dialect {
             Dialect::Sqlite => &SQLITE_MIGRATIONS,

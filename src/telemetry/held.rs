@@ -187,7 +187,7 @@ pub async fn refile(db: &Db) -> Result<Refiled> {
     let mut done = Refiled::default();
     let mut after = 0i64;
     loop {
-        let mut tx = db.pool.begin().await?;
+        let mut tx = db.begin().await?;
         let rows = sqlx::query(
             "SELECT id, gateway, serial, ts, temp_c, reason, claimed_gateway FROM held_readings \
              WHERE id > $1 AND reason <> $2 ORDER BY id LIMIT $3",

@@ -169,7 +169,7 @@ pub async fn commit(db: &Db, known: &mut KnownSerials, batch: &[Incoming]) -> Re
         }
     }
 
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
 
     // Who may speak for whom, read once for the batch.
     let gateway_ids: Vec<&str> = distinct(

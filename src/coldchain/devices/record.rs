@@ -22,7 +22,7 @@ pub(super) struct Condition<'a> {
 
 /// Opens an episode unless one is open; emails the primary coordinator in the same transaction.
 pub(super) async fn open(db: &Db, links: &Links, c: &Condition<'_>, to: &Recipient, now: i64) -> anyhow::Result<bool> {
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     // One open episode per logger and kind, or, for a unit without a logger, per unit and kind:
     // the conflict targets name the partial unique indexes exactly.
     let target = if c.serial.is_empty() {

@@ -93,7 +93,7 @@ pub async fn record(
     stock: &dyn ExposedStock,
 ) -> Result<Excursion> {
     review.check()?;
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     // SQLite: be the one writer before reading, or a review that read while another committed
     // could not write at all (its snapshot is outdated) instead of finding it reviewed.
     super::record::claim_writer(&mut tx).await?;

@@ -166,7 +166,7 @@ pub enum CdcFile {
 pub async fn import(db: &Db, kind: CdcFile, bytes: &[u8]) -> anyhow::Result<(usize, usize)> {
     let text = decode_text(bytes)?;
     let now = now_millis();
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let (mut stored, mut skipped) = (0, 0);
     match kind {
         CdcFile::Cvx => {

@@ -43,7 +43,7 @@ pub struct Product {
 pub async fn seed(db: &Db) -> anyhow::Result<()> {
     let shipped: Shipped = toml::from_str(SHIPPED).context("reading the shipped vaccine catalog")?;
     let now = now_millis();
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     for (cvx, name) in &shipped.cvx {
         sqlx::query(
             "INSERT INTO cvx_codes (cvx, short_name, full_name, status, updated_at) VALUES ($1, $2, $2, 'Active', $3) \

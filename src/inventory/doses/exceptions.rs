@@ -135,7 +135,7 @@ pub async fn resolve_now(
     body: &Resolution,
     actor: &str,
 ) -> Result<DecrementException> {
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let x = resolve(&mut tx, scope, id, body, actor).await?;
     tx.commit().await?;
     Ok(x)

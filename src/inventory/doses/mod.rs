@@ -72,7 +72,7 @@ pub struct Batch {
 impl Batch {
     /// Opens a batch for location `code` in the caller's scope.
     pub async fn open(db: &Db, scope: &Scope, code: &str) -> Result<Batch> {
-        let mut tx = db.pool.begin().await?;
+        let mut tx = db.begin().await?;
         let place = super::place(&mut tx, scope, code).await?;
         Ok(Batch { tx, place })
     }

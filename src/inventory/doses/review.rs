@@ -99,7 +99,7 @@ pub async fn complete(db: &Db, caller: &Caller, id: i64, body: &BorrowingReason)
             "with reason \"other\", say what happened in \"note\"".into(),
         ));
     }
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let r = sqlx::query(&format!("SELECT {COLUMNS} WHERE b.id = $1"))
         .bind(id)
         .fetch_optional(&mut *tx)

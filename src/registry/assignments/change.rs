@@ -153,7 +153,7 @@ pub async fn assign(
         }
     }
 
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let named = loggers::Registration {
         serial: &serial,
         make: None,
@@ -263,7 +263,7 @@ pub async fn unassign(
             current.from
         )));
     }
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     sqlx::query("UPDATE logger_assignments SET to_ts = $1 WHERE unit_id = $2 AND serial = $3 AND to_ts IS NULL")
         .bind(to)
         .bind(unit_id)
