@@ -5,7 +5,8 @@
 #   scripts/fuzz.sh 600            # every target, 10 minutes each
 #   scripts/fuzz.sh 60 vxu line    # some targets
 #
-# Corpora grow in fuzz/corpus/<target> (minimized at the end); a crash is saved by libFuzzer in
+# Corpora grow in fuzz/corpus/<target> (cut at the end to the fewest inputs that reach every
+# edge reached, so the committed corpus stays small); a crash is saved by libFuzzer in
 # fuzz/artifacts/<target>/. Copy a crash input to fuzz/regressions/<target>/ once its bug is
 # fixed: tests/fuzz_corpora.rs replays seeds, corpora and regressions in CI (which never fuzzes).
 set -euo pipefail
@@ -32,6 +33,12 @@ for t in "${targets[@]}"; do
   runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "logs/$t.log" | grep -o '[0-9]*$' | tail -1)
   after=$(find "artifacts/$t" -type f | wc -l)
   printf '%-14s %14s %10s %s\n' "$t" "${runs:-?}" "$seconds" "$((after - before)) new (artifacts/$t)"
-  # Keep the corpus small: only inputs that add coverage.
-  cargo +nightly fuzz cmin --release "$t" "corpus/$t" >"logs/$t.cmin.log" 2>&1 || true
+  # Keep the committed corpus small: the fewest inputs that still reach every edge reached.
+  bin="target/x86_64-unknown-linux-gnu/release/$t"
+  rm -rf "corpus/$t.min" && mkdir -p "corpus/$t.min"
+  if "$bin" -set_cover_merge=1 -use_counters=0 -use_cmp=0 "corpus/$t.min" "corpus/$t" >"logs/$t.min.log" 2>&1; then
+    rm -rf "corpus/$t" && mv "corpus/$t.min" "corpus/$t"
+  else
+    rm -rf "corpus/$t.min"
+  fi
 done
