@@ -243,11 +243,10 @@ pub async fn latest_of(db: &Db, serials: &[String]) -> Result<std::collections::
     if serials.is_empty() {
         return Ok(Default::default());
     }
-    let params: Vec<String> = (1..=serials.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
         "SELECT r.serial, r.ts, r.temp_c FROM readings r JOIN (SELECT serial, MAX(ts) AS ts FROM readings \
          WHERE serial IN ({}) GROUP BY serial) m ON m.serial = r.serial AND m.ts = r.ts",
-        params.join(", ")
+        crate::store::placeholders(serials.len())
     );
     let mut q = sqlx::query(&sql);
     for s in serials {

@@ -192,11 +192,10 @@ pub async fn places(
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let params: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
         "SELECT g.id, g.location_code, l.pin FROM gateways g JOIN locations l ON l.code = g.location_code \
          WHERE g.id IN ({})",
-        params.join(", ")
+        crate::store::placeholders(ids.len())
     );
     let mut q = sqlx::query(&sql);
     for id in ids {

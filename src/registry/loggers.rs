@@ -136,8 +136,10 @@ pub async fn known(
 ) -> std::result::Result<std::collections::HashSet<String>, sqlx::Error> {
     let mut out = std::collections::HashSet::new();
     for chunk in serials.chunks(500) {
-        let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-        let sql = format!("SELECT serial FROM loggers WHERE serial IN ({})", params.join(", "));
+        let sql = format!(
+            "SELECT serial FROM loggers WHERE serial IN ({})",
+            crate::store::placeholders(chunk.len())
+        );
         let mut q = sqlx::query(&sql);
         for s in chunk {
             q = q.bind(*s);

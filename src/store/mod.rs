@@ -195,6 +195,11 @@ impl Db {
     }
 }
 
+/// `$1, $2, …, $n`: the parameters of an `IN (…)` list of `n` values.
+pub fn placeholders(n: usize) -> String {
+    (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
 /// An instant as stored: epoch milliseconds UTC.
 pub fn millis(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()

@@ -155,10 +155,9 @@ pub async fn count_by_gateway(db: &Db, ids: &[String]) -> Result<std::collection
     if ids.is_empty() {
         return Ok(Default::default());
     }
-    let params: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
         "SELECT gateway, COUNT(*) AS n FROM held_readings WHERE gateway IN ({}) GROUP BY gateway",
-        params.join(", ")
+        crate::store::placeholders(ids.len())
     );
     let mut q = sqlx::query(&sql);
     for id in ids {
@@ -260,8 +259,10 @@ pub async fn refile(db: &Db) -> Result<Refiled> {
             let filed = record::file(&mut tx, &rows_to_file, now).await?;
             record::refuse(&mut tx, &filed.conflicts, now).await?;
             for chunk in filed_ids.chunks(500) {
-                let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-                let sql = format!("DELETE FROM held_readings WHERE id IN ({})", params.join(", "));
+                let sql = format!(
+                    "DELETE FROM held_readings WHERE id IN ({})",
+                    crate::store::placeholders(chunk.len())
+                );
                 let mut q = sqlx::query(&sql);
                 for id in chunk {
                     q = q.bind(*id);

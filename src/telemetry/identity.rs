@@ -101,8 +101,11 @@ impl Context {
         let places = gateways::places(conn, gateways).await?;
         let served = assignments::pins_of(conn, serials).await?;
         let known = loggers::known(conn, serials).await?;
+        // How many strangers each gateway may still bring matters only when the batch brings
+        // one: the usual batch, of loggers the registry knows, costs no count.
+        let strangers = serials.iter().any(|s| !known.contains(*s) && !served.contains_key(*s));
         let mut room = HashMap::new();
-        for g in gateways {
+        for g in gateways.iter().filter(|_| strangers) {
             if places.contains_key(*g) {
                 let n = loggers::unassigned_seen_via(conn, g).await?;
                 room.insert(g.to_string(), (MAX_UNASSIGNED_PER_GATEWAY - n).max(0));

@@ -337,11 +337,10 @@ pub async fn pins_of(
 ) -> std::result::Result<std::collections::HashMap<String, Vec<ServedAt>>, sqlx::Error> {
     let mut out: std::collections::HashMap<String, Vec<ServedAt>> = Default::default();
     for chunk in serials.chunks(500) {
-        let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "SELECT a.serial, a.from_ts, a.to_ts, l.pin FROM logger_assignments a JOIN units u ON u.id = a.unit_id \
              JOIN locations l ON l.code = u.location_code WHERE a.serial IN ({})",
-            params.join(", ")
+            crate::store::placeholders(chunk.len())
         );
         let mut q = sqlx::query(&sql);
         for s in chunk {
