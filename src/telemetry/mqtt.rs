@@ -170,6 +170,7 @@ async fn poll(
 ) {
     let mut backoff = Duration::from_millis(100);
     let (mut connected, mut subscribed) = (false, false);
+    let mut last_warned: Option<Instant> = None;
     let health = &conn.health;
     loop {
         let event = tokio::select! {
@@ -224,6 +225,16 @@ async fn poll(
                     connected = false;
                     health.connected.fetch_sub(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, connection = conn.index, "lost the MQTT broker; reconnecting");
+                } else if conn.index == 0 && last_warned.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(60))
+                {
+                    // A wrong address, port or password must not look like a quiet broker: said
+                    // at once and every minute while it lasts.
+                    tracing::warn!(
+                        error = %e,
+                        "cannot reach the MQTT broker: check VFC_MQTT_URL (host, port, and the user and password of \
+                         the service's broker account, vfc-service in deploy/mosquitto.acl); trying again"
+                    );
+                    last_warned = Some(Instant::now());
                 } else {
                     tracing::debug!(error = %e, retry_in = ?backoff, "MQTT broker unreachable");
                 }

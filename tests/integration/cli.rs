@@ -253,3 +253,42 @@ fn the_database_and_the_data_directory_are_the_services_user_s_alone() {
     };
     assert_eq!((mode("data"), mode("data/vfc.db")), (0o700, 0o600));
 }
+
+/// A wrong broker password must not look like a quiet broker: `serve` says at once what to check.
+#[test]
+fn a_wrong_broker_password_is_said_at_once_with_what_to_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = crate::harness::Mosquitto::start(dir.path());
+    let log = dir.path().join("serve.log");
+    let url = format!(
+        "mqtt://{}:wrong-password@127.0.0.1:{}",
+        crate::harness::SERVICE_USER,
+        broker.port
+    );
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_vfc"))
+        .arg("serve")
+        .env_clear()
+        .env("VFC_DATA_DIR", dir.path().join("data"))
+        .env("VFC_HTTP_ADDR", "127.0.0.1:0")
+        .env("VFC_MQTT_URL", &url)
+        .current_dir(dir.path())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let said = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("cannot reach the MQTT broker") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    serve.kill().unwrap();
+    let _ = serve.wait();
+    assert!(
+        said.contains("cannot reach the MQTT broker") && said.contains("VFC_MQTT_URL"),
+        "{said}"
+    );
+    assert!(!said.contains("wrong-password"), "the password is never logged: {said}");
+}
