@@ -138,6 +138,7 @@ pub async fn serve_until(mut settings: Settings, cancel: CancellationToken) -> a
         ack_key: Arc::new(links.key.clone()),
         intake: background.intake.clone(),
         stock: Arc::new(crate::inventory::holds::ExcursionHolds),
+        public_url: links.public_url.clone(),
     };
     tracing::info!(
         http = %http_addr,
@@ -147,9 +148,12 @@ pub async fn serve_until(mut settings: Settings, cancel: CancellationToken) -> a
         "vfc-monitor serving"
     );
     let http_cancel = cancel.clone();
-    let served = axum::serve(listener, web::router(state))
-        .with_graceful_shutdown(http_cancel.cancelled_owned())
-        .await;
+    let served = axum::serve(
+        listener,
+        web::router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(http_cancel.cancelled_owned())
+    .await;
     let result = match served {
         Ok(()) if cancel.is_cancelled() => Ok(()),
         Ok(()) => Err(anyhow!("the HTTP server stopped unexpectedly")),

@@ -47,6 +47,9 @@ enum Command {
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// People's accounts: make the first one (a state admin) on the command line.
+    #[command(subcommand)]
+    Account(AccountCommand),
     /// The vaccine catalog (CVX, MVX, NDC).
     #[command(subcommand)]
     Catalog(CatalogCommand),
@@ -73,10 +76,31 @@ enum CatalogCommand {
 }
 
 #[derive(Subcommand)]
+enum AccountCommand {
+    /// Invite a person; the invitation link (72 hours, single use) is emailed and printed as
+    /// the last line.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: String,
+        /// state-admin, state-coordinator, state-viewer (the program); provider-of-record,
+        /// vfc-coordinator, backup-coordinator (--pin or --location); clinic-staff (--location)
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        pin: Option<String>,
+        #[arg(long)]
+        location: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum TokenCommand {
     /// Create a token; the secret is printed once, as the last line.
     Create {
-        /// state-coordinator (every PIN) or clinic (one PIN or one location)
+        /// state-coordinator (every PIN), or a clinic role (clinic, vfc-coordinator,
+        /// backup-coordinator, clinic-staff) at one PIN or one location
         #[arg(long)]
         role: String,
         /// Clinic token for every location of this VFC PIN.
@@ -158,6 +182,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token(cmd) => token(settings, cmd).await,
+        Command::Account(AccountCommand::Create {
+            email,
+            name,
+            role,
+            pin,
+            location,
+        }) => {
+            let db = crate::app::open_database(&settings.database).await?;
+            let new = crate::accounts::people::NewAccount {
+                email,
+                name,
+                grants: vec![crate::accounts::people::GrantBody { role, pin, location }],
+            };
+            if settings.public_url.is_none() {
+                eprintln!(
+                    "warning: VFC_PUBLIC_URL is not set: the link points at VFC_HTTP_ADDR; set it to the address people reach the service at"
+                );
+            }
+            let public_url = settings.public_url(settings.http_addr);
+            let (account, link) = crate::accounts::people::create(&db, None, &public_url, &new).await?;
+            println!(
+                "invited account {} for {} <{}>; the link is emailed and works once, for 72 hours:",
+                account.id, account.name, account.email
+            );
+            println!("{link}");
+            Ok(())
+        }
         Command::Import { file, unit, as_serial } => {
             let db = crate::app::open_database(&settings.database).await?;
             let request = crate::coldchain::import::Request {
@@ -207,8 +258,12 @@ async fn token(settings: Settings, cmd: TokenCommand) -> anyhow::Result<()> {
             location,
             name,
         } => {
-            let role = Role::parse(&role)
-                .ok_or_else(|| anyhow::anyhow!("--role {role:?} must be state-coordinator or clinic"))?;
+            let role = Role::parse(&role).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--role {role:?} must be one of {}",
+                    Role::ALL.map(Role::as_str).join(", ")
+                )
+            })?;
             let scope = tokens::scope_from_flags(role, pin.as_deref(), location.as_deref())?;
             // A token for a place not registered yet sees nothing until it is: say so (on stderr,
             // so the secret stays the last line of stdout). It is still made: a PIN's own token
@@ -217,18 +272,14 @@ async fn token(settings: Settings, cmd: TokenCommand) -> anyhow::Result<()> {
                 let what = match &scope {
                     crate::accounts::Scope::Pin(p) => format!("no location of PIN {p} is registered yet"),
                     crate::accounts::Scope::Location(c) => format!("location {c} is not registered yet"),
-                    crate::accounts::Scope::Program => String::new(),
+                    _ => String::new(),
                 };
                 eprintln!(
                     "warning: {what}: this token sees nothing until it is (POST /api/v1/locations; a PIN's token may register its own)"
                 );
             }
             let token = tokens::create(&db, &name, role, &scope).await?;
-            let scope = match &scope {
-                crate::accounts::Scope::Program => "every PIN".to_string(),
-                crate::accounts::Scope::Pin(p) => format!("every location of PIN {p}"),
-                crate::accounts::Scope::Location(c) => format!("location {c}"),
-            };
+            let scope = scope.describe();
             println!(
                 "created token {} for {name:?} ({}, {scope}); it is shown only now:",
                 token.id,
@@ -253,9 +304,9 @@ async fn token(settings: Settings, cmd: TokenCommand) -> anyhow::Result<()> {
                     "{}\t{}\t{}\t{}{}",
                     t.id,
                     t.role,
-                    t.scope,
+                    t.place(),
                     t.name,
-                    if t.revoked { "\t(revoked)" } else { "" }
+                    if t.revoked_at.is_some() { "\t(revoked)" } else { "" }
                 );
             }
         }

@@ -60,6 +60,9 @@ pub struct SettingsArgs {
     /// Who may send over MLLP (it has no token): IP=SCOPE,… where SCOPE is a location code (012345A), a PIN (012345) or * for every PIN. Default: nobody
     #[arg(long, env = "VFC_HL7_MLLP_ALLOW", global = true, value_name = "LIST")]
     pub hl7_mllp_allow: Option<String>,
+    /// Proxies whose X-Forwarded-For is believed (a TLS proxy in front of the service): IP addresses or CIDR blocks, comma-separated. Default: none, the peer's address is the client's
+    #[arg(long, env = "VFC_TRUSTED_PROXIES", global = true, value_name = "LIST")]
+    pub trusted_proxies: Option<String>,
 }
 
 /// The same settings as they may appear in `vfc.toml`.
@@ -79,6 +82,7 @@ struct FileSettings {
     public_url: Option<String>,
     hl7_mllp_addr: Option<String>,
     hl7_mllp_allow: Option<String>,
+    trusted_proxies: Option<String>,
 }
 
 /// Which database, parsed from `VFC_DATABASE_URL`.
@@ -117,6 +121,44 @@ pub struct Settings {
     /// `VFC_HL7_MLLP_ALLOW` as given: its words are HL7's (`crate::hl7::mllp::Allow` reads it
     /// when the listener starts, and a value it cannot read stops the service there).
     pub hl7_mllp_allow: String,
+    /// `VFC_TRUSTED_PROXIES`: whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+/// An IP block (`10.0.0.0/8`), or one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(raw: &str) -> Option<Cidr> {
+        let (a, p) = raw.split_once('/').unwrap_or((raw, ""));
+        let addr: std::net::IpAddr = a.trim().parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = if p.is_empty() { max } else { p.trim().parse().ok()? };
+        (prefix <= max).then_some(Cidr { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::{V4, V6};
+        let ip = match ip {
+            V6(v6) => v6.to_ipv4_mapped().map(V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (V4(net), V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - self.prefix as u32).unwrap_or(0);
+                u32::from(net) & mask == u32::from(a) & mask
+            }
+            (V6(net), V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - self.prefix as u32).unwrap_or(0);
+                u128::from(net) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
 }
 
 fn bad(setting: &str, value: &str, allowed: &str) -> anyhow::Error {
@@ -263,6 +305,21 @@ impl Settings {
             ),
         };
         let hl7_mllp_allow = pick(&args.hl7_mllp_allow, file.hl7_mllp_allow).unwrap_or_default();
+        let trusted_proxies = pick(&args.trusted_proxies, file.trusted_proxies)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|w| !w.is_empty())
+            .map(|w| {
+                Cidr::parse(w).ok_or_else(|| {
+                    bad(
+                        "VFC_TRUSTED_PROXIES",
+                        w,
+                        "IP addresses or CIDR blocks such as 10.0.0.5,192.168.0.0/16",
+                    )
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Settings {
             data_dir,
             database,
@@ -277,6 +334,7 @@ impl Settings {
             public_url,
             hl7_mllp_addr,
             hl7_mllp_allow,
+            trusted_proxies,
         })
     }
 }

@@ -25,6 +25,10 @@ pub enum Error {
     /// default: a setting read wrong would change who gets paged without anyone noticing.
     #[error("{0}")]
     Unreadable(String),
+    /// A refusal with a code a page can show (`weak_password`, `invalid_credentials`,
+    /// `mfa_required`, `csrf`, `scope`, `expired_link`…); the API picks the status from the code.
+    #[error("{message}")]
+    Refused { code: &'static str, message: String },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -33,6 +37,15 @@ impl Error {
     /// A row of `table` that cannot be read, and why.
     pub fn unreadable(table: &str, row: impl std::fmt::Display, why: impl std::fmt::Display) -> Self {
         Error::Unreadable(format!("{table} row {row} cannot be read: {why}"))
+    }
+}
+
+impl Error {
+    pub fn refused(code: &'static str, message: impl Into<String>) -> Self {
+        Error::Refused {
+            code,
+            message: message.into(),
+        }
     }
 }
 

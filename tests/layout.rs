@@ -25,7 +25,22 @@ const OWNERS: &[(&str, &[&str])] = &[
     ("telemetry/dead_letters.rs", &["dead_letters"]),
     ("telemetry/held.rs", &["held_readings"]),
     ("telemetry/confirm.rs", &["gateway_marks", "gateway_pending"]),
-    ("accounts/", &["api_tokens"]),
+    // People and machines: accounts, grants, sessions, links, tokens and the audit trail are
+    // one capability (a disabled account ends its sessions and tells its tokens' places).
+    (
+        "accounts/",
+        &[
+            "api_tokens",
+            "roles",
+            "accounts",
+            "account_grants",
+            "account_links",
+            "recovery_codes",
+            "sessions",
+            "sign_in_failures",
+            "audit_log",
+        ],
+    ),
     ("coldchain/settings.rs", &["program", "unit_rules"]),
     ("coldchain/changes.rs", &["rule_changes"]),
     ("coldchain/excursions/", &["excursions", "alarms", "alarm_excursions"]),
@@ -63,7 +78,7 @@ const OWNERS: &[(&str, &[&str])] = &[
 ];
 
 /// Read models a module publishes for others to join (created by migrations as views).
-const VIEWS: &[&str] = &["unit_places"];
+const VIEWS: &[&str] = &["unit_places", "location_contacts"];
 
 /// The only modules that may use `web`: they compose the service.
 const COMPOSERS: &[&str] = &["app", "cli", "bench", "demo"];

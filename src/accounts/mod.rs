@@ -1,31 +1,123 @@
-//! Who is calling and what they may see.
+//! Who is calling and what they may see and do.
 //!
-//! A state VFC coordinator sees every PIN; a clinic sees one PIN (all its suffix locations) or
-//! one location (docs/domain.md: "a clinic user never sees another PIN's data"). The scope check
-//! lives here so every route asks the same question the same way.
+//! A caller is a person signed in with their own account, or a machine with an API token; both
+//! hold **grants**: a role at a scope (the program; a PIN and all its suffix locations; one
+//! location). What a caller sees is the union of its grants' scopes (docs/domain.md: "a clinic
+//! user never sees another PIN's data"); what it may do is its roles' (README, "Accounts and
+//! sign-in", the roles table). The scope check lives here so every route asks the same question
+//! the same way.
 
+pub mod audit;
+pub mod credentials;
+pub mod links;
+pub mod password;
+pub mod people;
+pub mod second_factor;
+pub mod sessions;
+pub mod status;
 pub mod tokens;
 
 use crate::domain::LocationCode;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A role, named as the CLI and the API write it. One vocabulary for accounts and tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Role {
+    StateAdmin,
     StateCoordinator,
+    StateViewer,
+    ProviderOfRecord,
+    VfcCoordinator,
+    BackupCoordinator,
+    ClinicStaff,
+    /// A token made before accounts existed: a `vfc-coordinator` without accounts.
     Clinic,
 }
 
+/// Where a role may be granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopeKind {
+    Program,
+    PinOrLocation,
+    Location,
+}
+
 impl Role {
+    pub const ALL: [Role; 8] = [
+        Role::StateAdmin,
+        Role::StateCoordinator,
+        Role::StateViewer,
+        Role::ProviderOfRecord,
+        Role::VfcCoordinator,
+        Role::BackupCoordinator,
+        Role::ClinicStaff,
+        Role::Clinic,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::StateAdmin => "state-admin",
             Self::StateCoordinator => "state-coordinator",
+            Self::StateViewer => "state-viewer",
+            Self::ProviderOfRecord => "provider-of-record",
+            Self::VfcCoordinator => "vfc-coordinator",
+            Self::BackupCoordinator => "backup-coordinator",
+            Self::ClinicStaff => "clinic-staff",
             Self::Clinic => "clinic",
         }
     }
+
     pub fn parse(raw: &str) -> Option<Self> {
-        match raw {
-            "state-coordinator" => Some(Self::StateCoordinator),
-            "clinic" => Some(Self::Clinic),
-            _ => None,
+        Self::ALL.into_iter().find(|r| r.as_str() == raw)
+    }
+
+    pub fn scope_kind(self) -> ScopeKind {
+        match self {
+            Self::StateAdmin | Self::StateCoordinator | Self::StateViewer => ScopeKind::Program,
+            Self::ClinicStaff => ScopeKind::Location,
+            _ => ScopeKind::PinOrLocation,
+        }
+    }
+
+    /// Reviews, approves, holds and releases for every PIN; edits the program's settings.
+    pub fn is_state_coordinator(self) -> bool {
+        matches!(self, Self::StateAdmin | Self::StateCoordinator)
+    }
+
+    /// May change anything at all (a state viewer only reads).
+    pub fn writes(self) -> bool {
+        self != Self::StateViewer
+    }
+
+    /// May create and change accounts (a state admin anyone's; a clinic's coordinators their
+    /// own staff's).
+    pub fn manages_accounts(self) -> bool {
+        matches!(self, Self::StateAdmin | Self::ProviderOfRecord | Self::VfcCoordinator)
+    }
+
+    /// May create API tokens (for an EHR feed, a gateway script).
+    pub fn makes_tokens(self) -> bool {
+        matches!(
+            self,
+            Self::StateAdmin | Self::ProviderOfRecord | Self::VfcCoordinator | Self::BackupCoordinator
+        )
+    }
+
+    /// A person holding this role must use a second factor (every state role, and anyone who
+    /// can create accounts or tokens).
+    pub fn needs_second_factor(self) -> bool {
+        self.scope_kind() == ScopeKind::Program || self.manages_accounts() || self.makes_tokens()
+    }
+
+    /// How much a clinic role may do, for "no wider than its own": a coordinator may grant a
+    /// coordinator, a backup or staff; never more than it holds.
+    fn clinic_rank(self) -> u8 {
+        match self {
+            Self::ClinicStaff => 1,
+            Self::BackupCoordinator => 2,
+            Self::Clinic => 2,
+            Self::VfcCoordinator | Self::ProviderOfRecord => 3,
+            _ => 4,
         }
     }
 }
@@ -33,21 +125,50 @@ impl Role {
 /// The part of the program a caller may see.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
-    /// Every PIN (state coordinators).
+    /// Every PIN (state roles).
     Program,
     /// Every location of one PIN.
     Pin(String),
     /// One location.
     Location(String),
+    /// Several PINs or locations (a person with grants at more than one place); never holds
+    /// `Program` or another `Many`.
+    Many(Vec<Scope>),
 }
 
 impl Scope {
-    pub fn covers(&self, code: &LocationCode) -> bool {
-        match self {
-            Scope::Program => true,
-            Scope::Pin(pin) => code.pin().as_str() == pin,
-            Scope::Location(loc) => code.to_string() == *loc,
+    /// The union of some scopes, in its simplest form.
+    pub fn union(scopes: impl IntoIterator<Item = Scope>) -> Scope {
+        let mut parts: Vec<Scope> = Vec::new();
+        for s in scopes {
+            match s {
+                Scope::Program => return Scope::Program,
+                Scope::Many(inner) => parts.extend(inner),
+                one => parts.push(one),
+            }
         }
+        // A location inside a PIN also held adds nothing.
+        let pins: Vec<String> = parts
+            .iter()
+            .filter_map(|s| match s {
+                Scope::Pin(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
+        parts.retain(|s| match s {
+            Scope::Location(c) => !pins.iter().any(|p| c.starts_with(p.as_str())),
+            _ => true,
+        });
+        parts.sort_by_key(|s| s.key());
+        parts.dedup();
+        match parts.len() {
+            1 => parts.pop().expect("one part"),
+            _ => Scope::Many(parts),
+        }
+    }
+
+    pub fn covers(&self, code: &LocationCode) -> bool {
+        self.covers_code(code.pin().as_str(), &code.to_string())
     }
 
     /// Same as [`Scope::covers`] for a code already read from the database.
@@ -56,15 +177,38 @@ impl Scope {
             Scope::Program => true,
             Scope::Pin(p) => p == pin,
             Scope::Location(loc) => loc == code,
+            Scope::Many(parts) => parts.iter().any(|s| s.covers_code(pin, code)),
         }
     }
 
-    /// The scope as one word, for keys: `*`, `pin:012345`, `location:012345A`.
+    /// Whether this scope holds the whole of PIN `pin` (it may add locations to it).
+    pub fn covers_pin(&self, pin: &str) -> bool {
+        match self {
+            Scope::Program => true,
+            Scope::Pin(p) => p == pin,
+            Scope::Location(_) => false,
+            Scope::Many(parts) => parts.iter().any(|s| s.covers_pin(pin)),
+        }
+    }
+
+    /// Whether everything `inner` names is inside this scope.
+    pub fn contains(&self, inner: &Scope) -> bool {
+        match inner {
+            Scope::Program => *self == Scope::Program,
+            Scope::Pin(p) => self.covers_pin(p),
+            Scope::Location(c) => LocationCode::parse(c).is_ok_and(|code| self.covers(&code)),
+            Scope::Many(parts) => parts.iter().all(|s| self.contains(s)),
+        }
+    }
+
+    /// The scope as one word, for keys: `*`, `pin:012345`, `location:012345A`, or such words
+    /// joined by commas.
     pub fn key(&self) -> String {
         match self {
             Scope::Program => "*".into(),
             Scope::Pin(p) => format!("pin:{p}"),
             Scope::Location(c) => format!("location:{c}"),
+            Scope::Many(parts) => parts.iter().map(Scope::key).collect::<Vec<_>>().join(","),
         }
     }
 
@@ -75,26 +219,253 @@ impl Scope {
             Scope::Program => (format!("${param} = ''"), Some(String::new())),
             Scope::Pin(p) => (format!("{pin_col} = ${param}"), Some(p.clone())),
             Scope::Location(c) => (format!("{code_col} = ${param}"), Some(c.clone())),
+            // One parameter for any number of places: ",pin:012345,location:054321A," and a
+            // LIKE per column (codes and PINs hold neither % nor _).
+            Scope::Many(_) => (
+                format!(
+                    "(${param} LIKE ('%,pin:' || {pin_col} || ',%') OR ${param} LIKE ('%,location:' || {code_col} || ',%'))"
+                ),
+                Some(format!(",{},", self.key())),
+            ),
         }
     }
+
+    /// The scope in words, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Scope::Program => "every PIN".into(),
+            Scope::Pin(p) => format!("every location of PIN {p}"),
+            Scope::Location(c) => format!("location {c}"),
+            Scope::Many(parts) => parts.iter().map(Scope::describe).collect::<Vec<_>>().join("; "),
+        }
+    }
+}
+
+/// A role at a scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub role: Role,
+    pub scope: Scope,
+}
+
+impl Grant {
+    /// Checks that the role is granted where it may be (a state role at the program, clinic
+    /// staff at one location, a coordinator at a PIN or a location).
+    pub fn check(&self) -> Result<(), String> {
+        let ok = matches!(
+            (self.role.scope_kind(), &self.scope),
+            (ScopeKind::Program, Scope::Program)
+                | (ScopeKind::PinOrLocation, Scope::Pin(_) | Scope::Location(_))
+                | (ScopeKind::Location, Scope::Location(_))
+        );
+        if ok {
+            return Ok(());
+        }
+        Err(match self.role.scope_kind() {
+            ScopeKind::Program => format!(
+                "{} is a program role: give neither \"pin\" nor \"location\"",
+                self.role.as_str()
+            ),
+            ScopeKind::PinOrLocation => format!("{} needs \"pin\" or \"location\"", self.role.as_str()),
+            ScopeKind::Location => format!("{} is granted at one location: give \"location\"", self.role.as_str()),
+        })
+    }
+
+    /// Whether a holder of this grant may grant `other` (no wider role, no wider scope).
+    pub fn may_grant(&self, other: &Grant) -> bool {
+        match self.role {
+            Role::StateAdmin => true,
+            r if r.manages_accounts() => {
+                other.role.scope_kind() != ScopeKind::Program
+                    && other.role.clinic_rank() <= r.clinic_rank()
+                    && self.scope.contains(&other.scope)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Who a caller is, for records of who did what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Token { id: i64, name: String },
+    Account { id: i64, email: String, name: String },
 }
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    pub token_id: i64,
-    pub name: String,
-    pub role: Role,
+    pub principal: Principal,
+    pub grants: Vec<Grant>,
+    /// The union of the grants' scopes: what the caller sees.
     pub scope: Scope,
+    /// Where the request came from (behind a trusted proxy, the client it names).
+    pub client_addr: Option<String>,
 }
 
 impl Caller {
+    pub fn new(principal: Principal, grants: Vec<Grant>) -> Caller {
+        let scope = if grants.is_empty() {
+            // No grant sees nothing: a location code no one can register.
+            Scope::Location(String::new())
+        } else {
+            Scope::union(grants.iter().map(|g| g.scope.clone()))
+        };
+        Caller {
+            principal,
+            grants,
+            scope,
+            client_addr: None,
+        }
+    }
+
+    /// A caller holding one grant (the command line, a bench, a token).
+    pub fn single(principal: Principal, role: Role, scope: Scope) -> Caller {
+        Caller::new(principal, vec![Grant { role, scope }])
+    }
+
+    /// Reviews, approves, holds and releases for every PIN (a state admin or coordinator).
     pub fn is_state(&self) -> bool {
-        self.role == Role::StateCoordinator
+        self.grants.iter().any(|g| g.role.is_state_coordinator())
+    }
+
+    /// Only reads (every grant is `state-viewer`).
+    pub fn read_only(&self) -> bool {
+        !self.grants.iter().any(|g| g.role.writes())
+    }
+
+    pub fn may_manage_accounts(&self) -> bool {
+        self.grants.iter().any(|g| g.role.manages_accounts())
+    }
+
+    pub fn may_make_tokens(&self) -> bool {
+        self.grants.iter().any(|g| g.role.makes_tokens())
+    }
+
+    /// Whether some grant of the caller lets it grant `g`.
+    pub fn may_grant(&self, g: &Grant) -> bool {
+        self.grants.iter().any(|mine| mine.may_grant(g))
+    }
+
+    /// Whether some grant of the caller that makes tokens covers `g` with a role no wider.
+    pub fn may_make_token(&self, g: &Grant) -> bool {
+        self.grants.iter().any(|mine| {
+            mine.role.makes_tokens()
+                && (mine.role == Role::StateAdmin
+                    || (g.role.scope_kind() != ScopeKind::Program
+                        && g.role.clinic_rank() <= mine.role.clinic_rank().max(2)
+                        && mine.scope.contains(&g.scope)))
+        })
+    }
+
+    /// The account behind the caller, if a person.
+    pub fn account_id(&self) -> Option<i64> {
+        match &self.principal {
+            Principal::Account { id, .. } => Some(*id),
+            Principal::Token { .. } => None,
+        }
     }
 
     /// How the caller is named in records of who did what.
     pub fn actor(&self) -> String {
-        format!("token:{}:{}", self.token_id, self.name)
+        match &self.principal {
+            Principal::Token { id, name } => format!("token:{id}:{name}"),
+            Principal::Account { id, email, .. } => format!("account:{id}:{email}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn g(role: Role, scope: Scope) -> Grant {
+        Grant { role, scope }
+    }
+    fn pin(p: &str) -> Scope {
+        Scope::Pin(p.into())
+    }
+    fn loc(c: &str) -> Scope {
+        Scope::Location(c.into())
+    }
+
+    #[test]
+    fn a_coordinator_of_a_pin_may_invite_staff_to_its_suffix_location_only() {
+        let me = g(Role::VfcCoordinator, pin("012345"));
+        assert!(me.may_grant(&g(Role::ClinicStaff, loc("012345B"))));
+        assert!(me.may_grant(&g(Role::VfcCoordinator, pin("012345"))));
+        assert!(!me.may_grant(&g(Role::ClinicStaff, loc("054321A"))), "another PIN");
+        assert!(!me.may_grant(&g(Role::StateViewer, Scope::Program)), "a state role");
+    }
+
+    #[test]
+    fn a_coordinator_of_one_location_may_not_grant_its_whole_pin() {
+        let me = g(Role::VfcCoordinator, loc("012345A"));
+        assert!(!me.may_grant(&g(Role::ClinicStaff, pin("012345"))));
+        assert!(!me.may_grant(&g(Role::ClinicStaff, loc("012345B"))));
+        assert!(me.may_grant(&g(Role::BackupCoordinator, loc("012345A"))));
+    }
+
+    #[test]
+    fn backups_staff_and_state_coordinators_grant_nothing() {
+        for r in [Role::BackupCoordinator, Role::ClinicStaff, Role::Clinic] {
+            assert!(!g(r, pin("012345")).may_grant(&g(Role::ClinicStaff, loc("012345A"))));
+        }
+        assert!(!g(Role::StateCoordinator, Scope::Program).may_grant(&g(Role::ClinicStaff, loc("012345A"))));
+        assert!(g(Role::StateAdmin, Scope::Program).may_grant(&g(Role::StateAdmin, Scope::Program)));
+    }
+
+    #[test]
+    fn a_person_with_grants_at_two_pins_sees_both_and_nothing_else() {
+        let c = Caller::new(
+            Principal::Token {
+                id: 1,
+                name: "t".into(),
+            },
+            vec![
+                g(Role::VfcCoordinator, pin("012345")),
+                g(Role::BackupCoordinator, loc("054321B")),
+            ],
+        );
+        assert!(c.scope.covers_code("012345", "012345C"));
+        assert!(c.scope.covers_code("054321", "054321B"));
+        assert!(!c.scope.covers_code("054321", "054321A"));
+        let (cond, param) = c.scope.sql_filter("pin", "code", 1);
+        assert!(cond.contains("LIKE"));
+        assert_eq!(param.as_deref(), Some(",location:054321B,pin:012345,"));
+    }
+
+    #[test]
+    fn a_location_inside_a_pin_already_held_adds_nothing() {
+        assert_eq!(Scope::union([pin("012345"), loc("012345B")]), pin("012345"));
+        assert_eq!(Scope::union([loc("012345B"), Scope::Program]), Scope::Program);
+    }
+
+    #[test]
+    fn roles_are_granted_only_at_their_kind_of_scope() {
+        assert!(g(Role::StateAdmin, pin("012345")).check().is_err());
+        assert!(g(Role::ClinicStaff, pin("012345")).check().is_err());
+        assert!(g(Role::ClinicStaff, loc("012345A")).check().is_ok());
+        assert!(g(Role::VfcCoordinator, Scope::Program).check().is_err());
+    }
+
+    #[test]
+    fn second_factor_is_for_state_roles_and_whoever_makes_accounts_or_tokens() {
+        let needs: Vec<&str> = Role::ALL
+            .into_iter()
+            .filter(|r| r.needs_second_factor())
+            .map(Role::as_str)
+            .collect();
+        assert_eq!(
+            needs,
+            [
+                "state-admin",
+                "state-coordinator",
+                "state-viewer",
+                "provider-of-record",
+                "vfc-coordinator",
+                "backup-coordinator"
+            ]
+        );
     }
 }

@@ -35,6 +35,9 @@ pub enum About {
     Device(i64),
     /// A storage unit as a whole: its monitoring stopped or resumed.
     Unit(i64),
+    /// A person's account (an invitation, a password reset, a notice about the account);
+    /// recorded in the audit trail, not on the email.
+    Account,
 }
 
 /// A composed email, ready to queue.
@@ -54,6 +57,7 @@ pub async fn enqueue(tx: &mut AnyConnection, email: &Email<'_>) -> Result<(), sq
         About::Excursion(id) => (Some(id), None, None),
         About::Device(id) => (None, Some(id), None),
         About::Unit(id) => (None, None, Some(id)),
+        About::Account => (None, None, None),
     };
     let now = now_millis();
     sqlx::query(
@@ -171,6 +175,7 @@ pub async fn about(db: &Db, about: About) -> Result<Vec<EmailRecord>, sqlx::Erro
         About::Excursion(id) => ("excursion_id", id),
         About::Device(id) => ("device_alert_id", id),
         About::Unit(id) => ("unit_id", id),
+        About::Account => return Ok(Vec::new()),
     };
     let rows = sqlx::query(&format!(
         "SELECT purpose, recipient_email, status, attempts, last_error, sent_at FROM outbox WHERE {column} = $1 ORDER BY id"

@@ -79,10 +79,17 @@ pub async fn run(base: Settings, args: Args) -> anyhow::Result<()> {
         ack_key: Arc::new(vec![0; 32]),
         intake,
         stock: Arc::new(crate::inventory::holds::ExcursionHolds),
+        public_url: url::Url::parse("http://127.0.0.1/")?,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base_url = format!("http://{}", listener.local_addr()?);
-    let server = tokio::spawn(async move { axum::serve(listener, web::router(state)).await });
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            web::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    });
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.clients)
         .build()?;

@@ -36,12 +36,14 @@ pub async fn run(settings: Settings, cmd: BenchCommand) -> anyhow::Result<()> {
 
 /// The bench acting as a state coordinator.
 pub(crate) fn state_caller() -> Caller {
-    Caller {
-        token_id: 0,
-        name: "bench".into(),
-        role: Role::StateCoordinator,
-        scope: Scope::Program,
-    }
+    Caller::single(
+        crate::accounts::Principal::Token {
+            id: 0,
+            name: "bench".into(),
+        },
+        Role::StateCoordinator,
+        Scope::Program,
+    )
 }
 
 /// Location `{pin}A`, "Bench clinic", with example coordinators.

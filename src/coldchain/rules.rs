@@ -214,6 +214,9 @@ pub struct ProgramSettings {
     /// longer needs the state. Added later: absent from a request, it keeps 24 hours.
     #[serde(default = "default_clinic_maintenance_max_hours")]
     pub clinic_maintenance_max_hours: f64,
+    /// Sessions, sign-in throttling and inactive accounts. Added later: absent, the defaults.
+    #[serde(default)]
+    pub accounts: crate::accounts::sessions::AccountSettings,
 }
 
 fn default_clinic_maintenance_max_hours() -> f64 {
@@ -238,12 +241,14 @@ impl Default for ProgramSettings {
             },
             late_page_limit_hours: 24.0,
             clinic_maintenance_max_hours: default_clinic_maintenance_max_hours(),
+            accounts: Default::default(),
         }
     }
 }
 
 impl ProgramSettings {
     pub fn check(&self) -> Result<(), String> {
+        self.accounts.check()?;
         for rules in [
             &self.rules.refrigerator,
             &self.rules.freezer,

@@ -209,14 +209,10 @@ fn from_row(r: &AnyRow) -> std::result::Result<Location, sqlx::Error> {
 pub async fn create(db: &Db, caller: &Caller, new: &NewLocation) -> Result<Location> {
     let pin = VfcPin::parse(&new.pin)?;
     let code = LocationCode::new(pin.clone(), new.suffix.as_deref())?;
-    match &caller.scope {
-        Scope::Program => {}
-        Scope::Pin(p) if p == pin.as_str() => {}
-        _ => {
-            return Err(Error::Forbidden(format!(
-                "this token may not add locations to PIN {pin}; ask the state VFC coordinator"
-            )))
-        }
+    if !caller.scope.covers_pin(pin.as_str()) {
+        return Err(Error::Forbidden(format!(
+            "you may not add locations to PIN {pin}; ask the state VFC coordinator"
+        )));
     }
     let (name, tz, contacts) = check_details(&new.name, &new.timezone, &new.contacts)?;
     let now = now_millis();

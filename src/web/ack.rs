@@ -4,34 +4,36 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use chrono::TimeZone;
 
-use super::AppState;
+use minijinja::context;
+
+use super::{pages, AppState};
 use crate::alerts::links::{self as ack, Invalid, Subject};
 use crate::coldchain::{devices, excursions};
-
-const PAGE: &str = include_str!("../../dashboards/ack.html");
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/ack/{token}", get(show).post(acknowledge))
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+/// What the link is about, as label/value pairs, and who acknowledged it and when (if anyone).
+type Summary = (Vec<(String, String)>, Option<String>);
 
-fn page(status: StatusCode, title: &str, body: String) -> Response {
-    (
+fn page(
+    status: StatusCode,
+    title: &str,
+    facts: Vec<(String, String)>,
+    notes: &[&str],
+    done: Option<String>,
+) -> Response {
+    pages::render(
         status,
-        Html(PAGE.replace("{{title}}", &escape(title)).replace("{{body}}", &body)),
+        "ack.html",
+        context! { title, facts, notes => minijinja::Value::from(minijinja::value::Serde(notes)), done },
     )
-        .into_response()
 }
 
 fn refused(e: Invalid) -> Response {
@@ -39,18 +41,22 @@ fn refused(e: Invalid) -> Response {
         Invalid::Expired => page(
             StatusCode::GONE,
             "This link has expired",
-            "<p>Acknowledgement links work for 7 days. Acknowledge the excursion in vfc-monitor, or ask the program.</p>".into(),
+            Vec::new(),
+            &["Acknowledgement links work for 7 days. Acknowledge the excursion in vfc-monitor, or ask the program."],
+            None,
         ),
         Invalid::Malformed => page(
             StatusCode::NOT_FOUND,
             "This link is not valid",
-            "<p>Open the link exactly as it appears in the alert email.</p>".into(),
+            Vec::new(),
+            &["Open the link exactly as it appears in the alert email."],
+            None,
         ),
     }
 }
 
-/// What the link is about, as HTML, and who acknowledged it (if anyone).
-async fn summary(s: &AppState, subject: Subject) -> Result<(String, Option<(String, i64)>), Response> {
+/// What the link is about, and who acknowledged it (if anyone).
+async fn summary(s: &AppState, subject: Subject) -> Result<Summary, Response> {
     match subject {
         Subject::Excursion(id) => {
             let f = excursions::find(&s.db, id)
@@ -74,25 +80,28 @@ fn failed(e: crate::error::Error) -> Response {
     page(
         StatusCode::INTERNAL_SERVER_ERROR,
         "Something went wrong",
-        "<p>Try again in a minute.</p>".into(),
+        Vec::new(),
+        &["Try again in a minute."],
+        None,
     )
 }
 
-fn device_summary(f: &devices::Facts) -> (String, Option<(String, i64)>) {
-    let html = format!(
-        "<dl><dt>Location</dt><dd>{} {}</dd><dt>Unit</dt><dd>{}</dd><dt>Logger</dt><dd>{}</dd>\
-         <dt>Condition</dt><dd>{}</dd><dt>Since</dt><dd>{}</dd></dl>",
-        escape(&f.location_code),
-        escape(&f.location_name),
-        escape(&f.unit_name),
-        escape(&f.serial),
-        escape(&f.detail),
-        crate::store::rfc3339(f.started_at),
-    );
-    (html, f.acknowledged.as_ref().map(|(by, t)| (escape(by), *t)))
+fn pair(label: &str, value: impl Into<String>) -> (String, String) {
+    (label.to_string(), value.into())
 }
 
-fn excursion_summary(f: &excursions::Facts) -> (String, Option<(String, i64)>) {
+fn device_summary(f: &devices::Facts) -> Summary {
+    let facts = vec![
+        pair("Location", format!("{} {}", f.location_code, f.location_name)),
+        pair("Unit", f.unit_name.clone()),
+        pair("Logger", f.serial.clone()),
+        pair("Condition", f.detail.clone()),
+        pair("Since", crate::store::rfc3339(f.started_at)),
+    ];
+    (facts, f.acknowledged.as_ref().map(|(by, _)| by.clone()))
+}
+
+fn excursion_summary(f: &excursions::Facts) -> Summary {
     let at = |ms: i64| {
         f.timezone
             .timestamp_millis_opt(ms)
@@ -101,22 +110,15 @@ fn excursion_summary(f: &excursions::Facts) -> (String, Option<(String, i64)>) {
             .unwrap_or_default()
     };
     let ended = f.ended_at.map(at).unwrap_or_else(|| "still out of range".into());
-    let html = format!(
-        "<dl><dt>Location</dt><dd>{} {}</dd><dt>Unit</dt><dd>{}</dd><dt>Out of range since</dt><dd>{}</dd>\
-         <dt>Back in range</dt><dd>{}</dd><dt>Lowest / highest</dt><dd>{:.1} °C / {:.1} °C</dd></dl>",
-        escape(&f.location_code),
-        escape(&f.location_name),
-        escape(&f.unit_name),
-        at(f.started_at),
-        escape(&ended),
-        f.min_c,
-        f.max_c,
-    );
-    let acked = f
-        .acknowledged
-        .as_ref()
-        .map(|(by, t)| (format!("{} at {}", escape(by), at(*t)), *t));
-    (html, acked)
+    let facts = vec![
+        pair("Location", format!("{} {}", f.location_code, f.location_name)),
+        pair("Unit", f.unit_name.clone()),
+        pair("Out of range since", at(f.started_at)),
+        pair("Back in range", ended),
+        pair("Lowest / highest", format!("{:.1} °C / {:.1} °C", f.min_c, f.max_c)),
+    ];
+    let acked = f.acknowledged.as_ref().map(|(by, t)| format!("{by} at {}", at(*t)));
+    (facts, acked)
 }
 
 async fn show(State(s): State<AppState>, Path(token): Path<String>) -> Response {
@@ -128,23 +130,19 @@ async fn show(State(s): State<AppState>, Path(token): Path<String>) -> Response 
         Ok(x) => x,
         Err(r) => return r,
     };
-    let action = match acked {
-        Some((who, _)) => format!("<p class=\"done\">Already acknowledged by {who}.</p>"),
-        None => format!(
-            "<p class=\"todo\">{}</p>\
-             <form method=\"post\"><button type=\"submit\">I am handling this: acknowledge as {}</button></form>",
-            match claim.subject {
-                Subject::Excursion(_) => "Label the vaccine \"Do Not Use\", keep it cold, do not discard it, and contact the manufacturer.",
-                Subject::Device(_) => "Check the unit's thermometer and record its temperature by hand until the logger is fixed or replaced; keep the backup logger in place.",
-            },
-            escape(&claim.email)
-        ),
-    };
     let title = match claim.subject {
         Subject::Excursion(_) => "Temperature excursion",
         Subject::Device(_) => "Data logger problem",
     };
-    page(StatusCode::OK, title, format!("{facts}{action}"))
+    let todo = match claim.subject {
+        Subject::Excursion(_) => "Label the vaccine \"Do Not Use\", keep it cold, do not discard it, and contact the manufacturer.",
+        Subject::Device(_) => "Check the unit's thermometer and record its temperature by hand until the logger is fixed or replaced; keep the backup logger in place.",
+    };
+    let ctx = match acked {
+        Some(who) => context! { title, facts, done => format!("Already acknowledged by {who}.") },
+        None => context! { title, facts, todo, who => claim.email },
+    };
+    pages::render(StatusCode::OK, "ack.html", ctx)
 }
 
 async fn acknowledge(State(s): State<AppState>, Path(token): Path<String>) -> Response {
@@ -157,21 +155,18 @@ async fn acknowledge(State(s): State<AppState>, Path(token): Path<String>) -> Re
         Subject::Device(id) => devices::acknowledge(&s.db, id, &claim.email).await,
     };
     if let Err(e) = done {
-        tracing::error!(error = %e, "acknowledging");
-        return page(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Something went wrong",
-            "<p>Try again in a minute.</p>".into(),
-        );
+        return failed(e);
     }
     let (facts, acked) = match summary(&s, claim.subject).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let who = acked.map(|(w, _)| w).unwrap_or_default();
+    let who = acked.unwrap_or_default();
     page(
         StatusCode::OK,
         "Acknowledged",
-        format!("{facts}<p class=\"done\">Acknowledged by {who}. Escalation has stopped.</p>"),
+        facts,
+        &[],
+        Some(format!("Acknowledged by {who}. Escalation has stopped.")),
     )
 }

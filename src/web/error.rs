@@ -17,6 +17,8 @@ pub enum ApiError {
     MethodNotAllowed(String),
     PayloadTooLarge(String),
     Unavailable(String),
+    /// A refusal with its own code (see [`crate::error::Error::Refused`]).
+    Refused(&'static str, String),
     Internal(anyhow::Error),
 }
 
@@ -32,7 +34,8 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
-                "send a valid API token: Authorization: Bearer <token> (create one with `vfc token create`)"
+                "send a valid API token (Authorization: Bearer <token>) or sign in (POST /api/v1/session); \
+                 a session ends after 30 minutes idle"
                     .to_string(),
             ),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m),
@@ -43,6 +46,7 @@ impl IntoResponse for ApiError {
             ApiError::MethodNotAllowed(m) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", m),
             ApiError::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m),
+            ApiError::Refused(code, m) => (refusal_status(code), code, m),
             ApiError::Internal(e) => {
                 tracing::error!(error = ?e, "request failed");
                 (
@@ -61,6 +65,17 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The status of a refusal, by its code.
+pub fn refusal_status(code: &str) -> StatusCode {
+    match code {
+        "invalid_credentials" => StatusCode::UNAUTHORIZED,
+        "mfa_required" | "csrf" | "scope" => StatusCode::FORBIDDEN,
+        "expired_link" => StatusCode::NOT_FOUND,
+        "throttled" => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
 impl From<crate::error::Error> for ApiError {
     fn from(e: crate::error::Error) -> Self {
         use crate::error::Error as E;
@@ -70,6 +85,7 @@ impl From<crate::error::Error> for ApiError {
             E::Conflict(m) => ApiError::Conflict(m),
             E::Forbidden(m) => ApiError::Forbidden(m),
             E::StateApprovalRequired(m) => ApiError::StateApprovalRequired(m),
+            E::Refused { code, message } => ApiError::Refused(code, message),
             // A stored row this version cannot read: the log names it; the caller is told
             // nothing internal.
             E::Unreadable(m) => ApiError::Internal(anyhow::anyhow!(m)),

@@ -90,3 +90,23 @@ pub fn page_of(limit: Option<i64>, cursor: Option<&str>) -> Result<crate::store:
         .transpose()?;
     Ok(Page { after, limit })
 }
+
+/// A body sent as JSON (scripts) or as a form (the pages); `.1` says which, so a handler answers
+/// a form with a page and JSON with JSON.
+pub struct JsonOrForm<T>(pub T, pub bool);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonOrForm<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if super::auth::is_form(req.headers()) {
+            axum::Form::<T>::from_request(req, state)
+                .await
+                .map(|f| JsonOrForm(f.0, true))
+                .map_err(|e| ApiError::bad_request(format!("form: {}", e.body_text())))
+        } else {
+            Body::<T>::from_request(req, state)
+                .await
+                .map(|b| JsonOrForm(b.0, false))
+        }
+    }
+}

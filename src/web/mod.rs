@@ -3,6 +3,7 @@
 //! router; handlers parse the request, call the capability that owns the answer, and shape the
 //! response — there is no SQL here.
 
+mod accounts;
 mod ack;
 pub mod auth;
 mod coldchain;
@@ -15,7 +16,9 @@ mod hl7;
 mod inventory;
 mod openapi;
 mod ops;
+pub mod pages;
 mod registry;
+mod session;
 mod telemetry;
 
 use std::sync::Arc;
@@ -45,6 +48,8 @@ pub struct AppState {
     pub intake: crate::hl7::intake::Intake,
     /// What a review's determinations do to the stock (the inventory's holds).
     pub stock: Arc<dyn ExposedStock>,
+    /// The base of links in emails (invitations, resets) and whether cookies are `Secure`.
+    pub public_url: url::Url,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -56,11 +61,15 @@ pub fn router(state: AppState) -> Router {
         .merge(excursions::router())
         .merge(inventory::router())
         .merge(doses::router())
-        .merge(hl7::router());
+        .merge(hl7::router())
+        .merge(accounts::router())
+        .merge(session::router())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));
     Router::new()
         .nest("/api/v1", api)
         .merge(ops::router())
         .merge(ack::router())
+        .merge(pages::router())
         .merge(openapi::router())
         .fallback(|| async {
             error::ApiError::NotFound("no such route; the API is described at /api/openapi.json".into())

@@ -10,7 +10,8 @@ use super::AppState;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "vfc-monitor", description = "Vaccine cold-chain, inventory and ordering monitor for the VFC program. \
-        Every /api/v1 route needs `Authorization: Bearer <token>`; errors are {\"error\":{\"code\",\"message\"}}."),
+        Every /api/v1 route needs `Authorization: Bearer <token>` or the session cookie of \
+        POST /api/v1/session (then unsafe methods need `X-CSRF-Token`); errors are {\"error\":{\"code\",\"message\"}}."),
     paths(
         super::registry::list_locations, super::registry::create_location, super::registry::get_location,
         super::registry::update_location, super::registry::list_units, super::registry::create_unit,
@@ -33,6 +34,13 @@ use super::AppState;
         super::doses::facility_ids, super::doses::set_facility_ids, super::doses::exceptions,
         super::doses::resolve_exception, super::doses::borrowing, super::doses::complete_borrowing,
         super::doses::revaccination, super::hl7::hl7, super::hl7::administrations,
+        super::accounts::create_account, super::accounts::list_accounts, super::accounts::get_account,
+        super::accounts::update_account, super::accounts::disable_account, super::accounts::enable_account,
+        super::accounts::reset_second_factor, super::accounts::create_token, super::accounts::list_tokens,
+        super::accounts::location_tokens, super::accounts::revoke_token, super::accounts::audit_trail,
+        super::session::sign_in, super::session::sign_out, super::session::me, super::session::start_totp,
+        super::session::confirm_totp, super::session::accept_invitation, super::session::request_reset,
+        super::session::reset_password,
     ),
     modifiers(&Bearer)
 )]

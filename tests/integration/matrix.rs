@@ -19,9 +19,14 @@ enum Other {
     Hidden,
     /// 200 with an HL7 ACK that records nothing of 012345.
     Ack,
+    /// Needs no caller (its credential is in the body or the link): every caller, and none,
+    /// gets the same answer.
+    Public,
+    /// A person's session only: a token gets 401 like no caller.
+    SessionOnly,
 }
 
-use Other::{Ack, Forbidden, Hidden, Listed};
+use Other::{Ack, Forbidden, Hidden, Listed, Public, SessionOnly};
 
 const MATRIX: &[(&str, &str, Other)] = &[
     ("GET", "/api/v1/locations", Listed),
@@ -94,6 +99,26 @@ const MATRIX: &[(&str, &str, Other)] = &[
     ("GET", "/api/v1/locations/{code}/revaccination-review", Hidden),
     ("POST", "/api/v1/hl7", Ack),
     ("POST", "/api/v1/locations/{code}/administrations", Hidden),
+    ("POST", "/api/v1/accounts", Forbidden),
+    ("GET", "/api/v1/accounts", Forbidden),
+    ("GET", "/api/v1/accounts/{id}", Hidden),
+    ("PATCH", "/api/v1/accounts/{id}", Hidden),
+    ("POST", "/api/v1/accounts/{id}/totp/reset", Hidden),
+    ("POST", "/api/v1/accounts/{id}/disable", Hidden),
+    ("POST", "/api/v1/accounts/{id}/enable", Hidden),
+    ("POST", "/api/v1/tokens", Forbidden),
+    ("GET", "/api/v1/tokens", Listed),
+    ("GET", "/api/v1/locations/{code}/tokens", Hidden),
+    ("DELETE", "/api/v1/tokens/{id}", Hidden),
+    ("GET", "/api/v1/audit", Listed),
+    ("GET", "/api/v1/me", Listed),
+    ("POST", "/api/v1/session", Public),
+    ("DELETE", "/api/v1/session", SessionOnly),
+    ("POST", "/api/v1/me/totp", SessionOnly),
+    ("POST", "/api/v1/me/totp/confirm", SessionOnly),
+    ("POST", "/api/v1/invitations/{token}", Public),
+    ("POST", "/api/v1/password-resets", Public),
+    ("POST", "/api/v1/password-resets/{token}", Public),
 ];
 
 /// One real thing of each kind at PIN 012345, so a 404 to another PIN is the scope speaking,
@@ -110,6 +135,10 @@ struct Things {
     stock_event: i64,
     exception: i64,
     borrowing: i64,
+    /// Clinic staff at 012345A.
+    account: i64,
+    /// A token of 012345A.
+    token: i64,
 }
 
 /// A VXU of one dose at 012345A; `eligibility` V02 (VFC) matches the VFC lot, V01 borrows it,
@@ -211,7 +240,38 @@ async fn things(app: &TestApp) -> Things {
         "holds",
     )
     .await;
+    let out = app.cli(&[
+        "account",
+        "create",
+        "--email",
+        "staff.a@example.org",
+        "--name",
+        "Staff A",
+        "--role",
+        "clinic-staff",
+        "--location",
+        "012345A",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let account = app.get("/api/v1/accounts").await["accounts"][0]["id"].as_i64().unwrap();
+    let out = app.cli(&[
+        "token",
+        "create",
+        "--role",
+        "clinic",
+        "--location",
+        "012345A",
+        "--name",
+        "matrix EHR",
+    ]);
+    let token = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(2)
+        .and_then(|w| w.parse().ok())
+        .expect("created token N");
     Things {
+        account,
+        token,
         unit,
         second_unit,
         lot,
@@ -244,6 +304,10 @@ fn concrete(path: &str, t: &Things) -> String {
         t.exception
     } else if path.starts_with("/api/v1/borrowing/") {
         t.borrowing
+    } else if path.starts_with("/api/v1/accounts/") {
+        t.account
+    } else if path.starts_with("/api/v1/tokens/") {
+        t.token
     } else {
         t.lot
     };
@@ -254,6 +318,7 @@ fn concrete(path: &str, t: &Things) -> String {
         id
     };
     path.replace("{code}", "012345A")
+        .replace("{token}", "a-link-that-never-was")
         .replace("{serial}", "LT-1")
         .replace("{gateway}", "gw-012345A-1")
         .replace("{lot_id}", &t.lot.to_string())
@@ -324,6 +389,16 @@ fn body(method: &str, path: &str, t: &Things) -> Option<Value> {
         ("PUT", "/api/v1/borrowing/{id}") => json!({"reason": "vfc_order_delayed"}),
         ("POST", "/api/v1/locations/{code}/administrations") => json!({"doses": [{"patient_id": "P-9",
             "cvx": "116", "lot": "X123456", "administered_on": "2026-11-01", "eligibility": "V02"}]}),
+        ("POST", "/api/v1/accounts") => json!({"email": "new.staff@example.org", "name": "New Staff",
+            "grants": [{"role": "clinic-staff", "location": "012345A"}]}),
+        ("PATCH", "/api/v1/accounts/{id}") => json!({"name": "Renamed Staff"}),
+        ("POST", "/api/v1/tokens") => json!({"name": "EHR", "role": "clinic-staff", "location": "012345A"}),
+        ("POST", "/api/v1/session") => json!({"email": "nobody@example.org", "password": "not the password at all"}),
+        ("POST", "/api/v1/password-resets") => json!({"email": "nobody@example.org"}),
+        ("POST", "/api/v1/invitations/{token}" | "/api/v1/password-resets/{token}") => {
+            json!({"password": "copper lantern drifts north"})
+        }
+        ("POST", "/api/v1/me/totp/confirm") => json!({"code": "000000"}),
         // Routes that take no body.
         _ => json!({}),
     };
@@ -380,7 +455,8 @@ async fn every_route_refuses_a_missing_token_and_hides_one_pin_from_another() {
     let t = things(&app).await;
     app.create_location("067890", "A").await;
     let other = app.create_token(&["--role", "clinic", "--pin", "067890", "--name", "another PIN"]);
-    let owner = app.create_token(&["--role", "clinic", "--pin", "012345", "--name", "the clinic"]);
+    // The owner is a coordinator of the PIN: it may also manage its staff's accounts and tokens.
+    let owner = app.create_token(&["--role", "vfc-coordinator", "--pin", "012345", "--name", "the clinic"]);
     // A sibling location of the same PIN, with a token of its own: 012345A's things are as hidden
     // from it as from another PIN.
     app.create_location("012345", "B").await;
@@ -410,8 +486,21 @@ async fn every_route_refuses_a_missing_token_and_hides_one_pin_from_another() {
     let mut calls = 0;
     for (method, path, expect) in MATRIX {
         let (target, status, body) = call(&app, None, method, path, &t).await;
-        assert_eq!(status, 401, "{method} {target} without a token: {body}");
         calls += 1;
+        if *expect == Public {
+            // Whoever calls gets the same answer as no one.
+            for token in [&other, &sibling, &owner] {
+                let (_, s2, b2) = call(&app, Some(token), method, path, &t).await;
+                calls += 1;
+                assert_eq!(
+                    (s2, &b2),
+                    (status, &body),
+                    "{method} {target}: the caller changed the answer"
+                );
+            }
+            continue;
+        }
+        assert_eq!(status, 401, "{method} {target} without a token: {body}");
         for (who, token, theirs) in [
             ("another PIN", &other, "012345"),
             ("location 012345B", &sibling, "012345A"),
@@ -423,6 +512,8 @@ async fn every_route_refuses_a_missing_token_and_hides_one_pin_from_another() {
                 Forbidden => status == 403,
                 Hidden => status == 404,
                 Ack => status == 200 && body.starts_with("MSH|") && !body.contains("MSA|AA"),
+                SessionOnly => status == 401,
+                Public => unreachable!("handled above"),
             };
             assert!(
                 ok,
@@ -442,6 +533,9 @@ async fn every_route_refuses_a_missing_token_and_hides_one_pin_from_another() {
             Listed => status == 200 && (body.contains("012345") || body.contains("LT-1")),
             Ack => status == 200 && body.contains("MSA|AA"),
             Forbidden => true,
+            // A token is no session: the owner's gets 401 too; signing in is tested on its own.
+            SessionOnly => status == 401,
+            Public => continue,
         };
         assert!(reached, "{method} {target} as 012345's clinic: {status}: {body}");
         calls += 1;
