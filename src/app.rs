@@ -254,6 +254,12 @@ impl Background {
                 crate::telemetry::held::run(db.clone(), c.clone())
             }));
         }
+        {
+            let (db, c) = (db.clone(), cancel.clone());
+            handles.push(tasks.spawn("inactive-accounts", cancel.clone(), move || {
+                inactive_accounts(db.clone(), c.clone())
+            }));
+        }
         handles.push(tasks.spawn("hl7-intake", cancel.clone(), {
             let c = cancel.clone();
             move || intake_worker.clone().run(c.clone())
@@ -283,6 +289,20 @@ impl Background {
             }
         })
         .await;
+    }
+}
+
+/// Disables sign-ins left unused for the program's inactive days; looks every minute (or every
+/// tenth of that limit when a program sets it shorter, as tests do), a query on `accounts`.
+async fn inactive_accounts(db: Db, cancel: CancellationToken) -> anyhow::Result<()> {
+    loop {
+        let limits = crate::coldchain::settings::program(&db).await?.accounts;
+        crate::accounts::status::sweep_inactive(&db, limits.inactive_ms(), limits.inactive_days).await?;
+        let every = std::time::Duration::from_millis((limits.inactive_ms() / 10).clamp(1_000, 60_000) as u64);
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(every) => {}
+        }
     }
 }
 

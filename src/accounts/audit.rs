@@ -54,6 +54,19 @@ impl Who {
         }
     }
 
+    /// Whoever holds a signed link from an alert email (it acknowledges as that email).
+    pub fn email_link(email: &str, client_addr: Option<String>) -> Who {
+        Who {
+            client_addr,
+            ..Who::named(&format!("email-link:{email}"))
+        }
+    }
+
+    /// An EHR's HL7 message, named by its sending facility.
+    pub fn hl7(facility: &str) -> Who {
+        Who::named(&format!("hl7:{facility}"))
+    }
+
     /// An account acting before it has a session (signing in, setting a password by link).
     pub fn account(id: i64, email: &str, client_addr: Option<String>) -> Who {
         Who {

@@ -8,6 +8,7 @@
 //! the same way.
 
 pub mod audit;
+pub mod contacts;
 pub mod credentials;
 pub mod links;
 pub mod password;
@@ -18,6 +19,8 @@ pub mod status;
 pub mod tokens;
 
 use crate::domain::LocationCode;
+
+pub use contacts::normalise_email;
 
 /// A role, named as the CLI and the API write it. One vocabulary for accounts and tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

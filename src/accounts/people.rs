@@ -5,7 +5,6 @@
 
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row};
-use unicode_normalization::UnicodeNormalization;
 use utoipa::ToSchema;
 
 use super::links::{self, Purpose};
@@ -15,21 +14,7 @@ use crate::accounts::audit::{self, Entry, Who};
 use crate::error::{Error, Result};
 use crate::store::{now_millis, rfc3339, Db, Page};
 
-/// An email as compared and stored: NFKC, trimmed, lower case. `Ann.Lee@Clinic.ORG ` and
-/// `ann.lee@clinic.org` are one account.
-pub fn normalise_email(raw: &str) -> Result<String> {
-    let e: String = raw.trim().nfkc().collect::<String>().to_lowercase();
-    let ok = e.len() <= 254
-        && !e
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
-        && matches!(e.split_once('@'), Some((l, d)) if !l.is_empty() && d.contains('.') && !d.contains('@') && !d.starts_with('.') && !d.ends_with('.'));
-    if ok {
-        Ok(e)
-    } else {
-        Err(Error::Invalid(format!("\"email\" {raw:?} is not an email address")))
-    }
-}
+pub use super::contacts::normalise_email;
 
 /// A grant as the API writes it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
@@ -55,14 +40,6 @@ impl GrantBody {
     }
 }
 
-/// A location whose primary or backup contact has this account's email.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ContactOf {
-    pub location: String,
-    /// `primary` or `backup`.
-    pub contact: String,
-}
-
 /// An account as shown.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Account {
@@ -81,7 +58,7 @@ pub struct Account {
     pub created_at: String,
     pub created_by: String,
     /// Locations whose alerts reach this person as a contact (whether or not they sign in).
-    pub contact_of: Vec<ContactOf>,
+    pub contact_of: Vec<super::contacts::ContactOf>,
 }
 
 /// The stored account, as the sign-in and the checks need it.
@@ -173,25 +150,7 @@ pub(super) async fn shown(conn: &mut AnyConnection, id: i64) -> Result<Option<Ac
     let Some(r) = row else { return Ok(None) };
     let grants = grants_of(conn, id).await?;
     let email: String = r.try_get("email")?;
-    let contacts = sqlx::query(
-        "SELECT code, lower(primary_email) = $1 AS p, lower(backup_email) = $1 AS b FROM location_contacts \
-         WHERE lower(primary_email) = $1 OR lower(backup_email) = $1 ORDER BY code",
-    )
-    .bind(&email)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut contact_of = Vec::new();
-    for c in contacts {
-        let code: String = c.try_get("code")?;
-        for (col, what) in [("p", "primary"), ("b", "backup")] {
-            if truthy(&c, col)? {
-                contact_of.push(ContactOf {
-                    location: code.clone(),
-                    contact: what.into(),
-                });
-            }
-        }
-    }
+    let contact_of = super::contacts::contact_of(conn, &email).await?;
     Ok(Some(Account {
         id,
         second_factor: r.try_get::<Option<i64>, _>("totp_enabled_at")?.is_some(),
@@ -206,13 +165,6 @@ pub(super) async fn shown(conn: &mut AnyConnection, id: i64) -> Result<Option<Ac
         created_by: r.try_get("created_by")?,
         contact_of,
     }))
-}
-
-/// A boolean column, whichever way the database returns it.
-fn truthy(r: &sqlx::any::AnyRow, col: &str) -> Result<bool> {
-    Ok(r.try_get::<bool, _>(col)
-        .or_else(|_| r.try_get::<i64, _>(col).map(|v| v != 0))
-        .unwrap_or(false))
 }
 
 /// What `POST /api/v1/accounts` asks for.
@@ -495,26 +447,4 @@ pub async fn end_sessions(conn: &mut AnyConnection, account_id: i64, reason: &st
         .execute(&mut *conn)
         .await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn emails_are_one_account_whatever_their_case_spacing_or_width() {
-        assert_eq!(normalise_email(" Ann.Lee@Clinic.ORG ").unwrap(), "ann.lee@clinic.org");
-        // Full-width letters become their ASCII forms under NFKC.
-        assert_eq!(normalise_email("ａｎｎ@clinic.org").unwrap(), "ann@clinic.org");
-        for bad in [
-            "ann",
-            "ann@",
-            "@clinic.org",
-            "ann@clinic",
-            "a b@clinic.org",
-            "a@b@c.org",
-        ] {
-            assert!(normalise_email(bad).is_err(), "{bad}");
-        }
-    }
 }

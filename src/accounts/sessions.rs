@@ -101,6 +101,24 @@ pub async fn sign_in(db: &Db, limits: &AccountSettings, creds: &Credentials, cli
     Ok(started)
 }
 
+/// Whether tries for `email` from `client` must wait now, after repeated failures (sign-ins
+/// and second-factor codes count alike).
+pub async fn must_wait(db: &Db, limits: &AccountSettings, email: &str, client: &str) -> Result<bool> {
+    let (failures, last) = failures(db, email, client).await?;
+    let wait = limits.delay_ms(failures);
+    Ok(wait > 0 && now_millis() < last + wait)
+}
+
+/// Counts a wrong second-factor code while setting one up, like a failed sign-in: the same
+/// growing delay follows.
+pub async fn code_failed(db: &Db, email: &str, client: &str) -> Result<()> {
+    let (failures, _) = failures(db, email, client).await?;
+    match failed(db, email, client, None, failures + 1).await {
+        Error::Refused { .. } => Ok(()),
+        e => Err(e),
+    }
+}
+
 /// Whether the second factor is right (`Some(true)`), not needed yet (`Some(false)`: the
 /// account has none on; a role that needs one can then only enrol), or wrong (`None`).
 async fn second_factor_ok(conn: &mut AnyConnection, a: &Stored, creds: &Credentials) -> Result<Option<bool>> {

@@ -132,3 +132,84 @@ pub async fn enable(db: &Db, caller: &Caller, id: i64) -> Result<people::Account
     tx.commit().await?;
     Ok(shown)
 }
+
+/// Disables the sign-in of every active account not signed in for `inactive_ms` (counted from
+/// its last sign-in, or its password being set), as `system`; the person and the coordinators
+/// of their places are told by email. Their alerts as a location contact go on. Returns how
+/// many were disabled.
+pub async fn sweep_inactive(db: &Db, inactive_ms: i64, days: f64) -> Result<usize> {
+    let cutoff = now_millis() - inactive_ms;
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM accounts WHERE status = 'active' \
+         AND COALESCE(last_sign_in_at, password_changed_at, created_at) < $1 ORDER BY id LIMIT 1000",
+    )
+    .bind(cutoff)
+    .fetch_all(&db.pool)
+    .await?;
+    let reason = format!("not signed in for {days} days");
+    for id in &ids {
+        let mut tx = db.begin().await?;
+        let Some(a) = people::stored(&mut tx, By::Id(*id)).await? else {
+            continue;
+        };
+        disable_in(&mut tx, &Who::system(), &a, &reason).await?;
+        tell_inactive(&mut tx, &a, &reason).await?;
+        tx.commit().await?;
+        metrics::counter!("vfc_accounts_disabled_inactive_total").increment(1);
+    }
+    Ok(ids.len())
+}
+
+/// Tells a person, and the coordinators of the places they hold grants at, that their sign-in
+/// was disabled for inactivity.
+async fn tell_inactive(conn: &mut AnyConnection, a: &Stored, reason: &str) -> Result<()> {
+    let mut to = vec![Recipient::new(&a.name, &a.email)];
+    for g in &a.grants {
+        let (pin, loc) = super::tokens::columns(&g.scope);
+        let rows = sqlx::query(
+            "SELECT primary_name, primary_email, backup_name, backup_email FROM location_contacts \
+             WHERE code = $1 OR pin = $2 ORDER BY code",
+        )
+        .bind(loc.unwrap_or_default())
+        .bind(pin.unwrap_or_default())
+        .fetch_all(&mut *conn)
+        .await?;
+        for r in rows {
+            for (n, e) in [("primary_name", "primary_email"), ("backup_name", "backup_email")] {
+                let r = Recipient::new(r.try_get::<String, _>(n)?, r.try_get::<String, _>(e)?);
+                if !to.iter().any(|t| t.email.eq_ignore_ascii_case(&r.email)) {
+                    to.push(r);
+                }
+            }
+        }
+    }
+    for (i, r) in to.iter().enumerate() {
+        let body = if i == 0 {
+            format!(
+                "Hello {},\n\nYour vfc-monitor sign-in was disabled: {reason}. Your coordinator (or the state \
+                 program) can enable it again. Alerts for the locations you are a contact of keep reaching you \
+                 by email all the same.\n",
+                r.name
+            )
+        } else {
+            format!(
+                "Hello {},\n\nThe vfc-monitor sign-in of {} ({}) was disabled: {reason}. Enable it again \
+                 (POST /api/v1/accounts/{}/enable) if they still need it; alerts keep reaching them as a \
+                 location contact either way.\n",
+                r.name, a.name, a.email, a.id
+            )
+        };
+        outbox::enqueue(
+            conn,
+            &Email {
+                about: About::Account,
+                purpose: "account_inactive",
+                to: r,
+                subject: "A vfc-monitor sign-in was disabled after inactivity",
+                body: &body,
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}

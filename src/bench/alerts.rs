@@ -178,7 +178,7 @@ async fn setup(db: &Db, run: &str, n: usize) -> anyhow::Result<Vec<String>> {
     for i in 0..n {
         let unit = units::create(
             db,
-            &caller.scope,
+            &caller,
             &location.code,
             &units::NewUnit {
                 name: format!("Bench unit {i} fridge"),

@@ -3,7 +3,6 @@
 //! loopback; and, in the same run and the same server, the rate of a bare authenticated request
 //! (`GET /api/v1/locations/{code}`) as the baseline.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -17,7 +16,6 @@ use crate::domain::UnitKind;
 use crate::inventory::movements::{self, Receipt, ReceiptLine};
 use crate::registry::units;
 use crate::store::Db;
-use crate::web::{self, AppState};
 
 #[derive(ClapArgs, Debug)]
 pub struct Args {
@@ -63,33 +61,7 @@ pub async fn run(base: Settings, args: Args) -> anyhow::Result<()> {
     let db = crate::app::open_database(&settings.database).await?;
     let (code, token) = setup(&db).await?;
 
-    let (intake, worker) = crate::hl7::intake::Intake::new(db.clone());
-    let tasks = crate::supervise::Tasks::new();
-    let cancel = tokio_util::sync::CancellationToken::new();
-    let _intake = tasks.spawn("hl7-intake", cancel.clone(), {
-        let c = cancel.clone();
-        move || worker.clone().run(c.clone())
-    });
-    let state = AppState {
-        db: db.clone(),
-        settings: Arc::new(settings.clone()),
-        mqtt: Arc::new(crate::telemetry::mqtt::MqttHealth::default()),
-        tasks,
-        metrics: None,
-        ack_key: Arc::new(vec![0; 32]),
-        intake,
-        stock: Arc::new(crate::inventory::holds::ExcursionHolds),
-        public_url: url::Url::parse("http://127.0.0.1/")?,
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base_url = format!("http://{}", listener.local_addr()?);
-    let server = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            web::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .await
-    });
+    let (base_url, server) = super::serve_in_process(&db, &settings).await?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.clients)
         .build()?;
@@ -213,7 +185,7 @@ async fn setup(db: &Db) -> anyhow::Result<(String, String)> {
     let location = super::clinic(db, &pin).await?;
     let unit = units::create(
         db,
-        &caller.scope,
+        &caller,
         &location.code,
         &units::NewUnit {
             name: "Bench refrigerator".into(),

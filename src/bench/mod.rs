@@ -4,6 +4,7 @@ pub mod alerts;
 pub mod gateway;
 pub mod hl7;
 pub mod ingest;
+pub mod signin;
 pub mod smtp_sink;
 
 use clap::Subcommand;
@@ -23,6 +24,8 @@ pub enum BenchCommand {
     Gateway(gateway::Args),
     /// HL7 VXU messages per second through POST /api/v1/hl7 vs. a bare authenticated request.
     Hl7(hl7::Args),
+    /// Sign-in latency (Argon2id included) vs. the bare password check and a token request.
+    SignIn(signin::Args),
 }
 
 pub async fn run(settings: Settings, cmd: BenchCommand) -> anyhow::Result<()> {
@@ -31,6 +34,7 @@ pub async fn run(settings: Settings, cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Alerts(args) => alerts::run(settings, args).await,
         BenchCommand::Hl7(args) => hl7::run(settings, args).await,
         BenchCommand::Gateway(args) => gateway::run(settings, args).await,
+        BenchCommand::SignIn(args) => signin::run(settings, args).await,
     }
 }
 
@@ -52,6 +56,7 @@ pub(crate) async fn clinic(db: &Db, pin: &str) -> anyhow::Result<Location> {
         name: who.into(),
         email: format!("{who}@bench.example"),
         phone: None,
+        account_id: None,
     };
     let new = NewLocation {
         pin: pin.to_string(),
@@ -83,4 +88,40 @@ pub(crate) async fn registered_gateway(db: &Db, pin: &str, id: &str) -> anyhow::
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
+}
+
+/// The service's HTTP router (with its HL7 intake) served on a free loopback port in this
+/// process; its base URL, and the server's task (abort it when done).
+pub(crate) async fn serve_in_process(
+    db: &Db,
+    settings: &Settings,
+) -> anyhow::Result<(String, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    let (intake, worker) = crate::hl7::intake::Intake::new(db.clone());
+    let tasks = crate::supervise::Tasks::new();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let _intake = tasks.spawn("hl7-intake", cancel.clone(), {
+        let c = cancel.clone();
+        move || worker.clone().run(c.clone())
+    });
+    let state = crate::web::AppState {
+        db: db.clone(),
+        settings: std::sync::Arc::new(settings.clone()),
+        mqtt: std::sync::Arc::new(crate::telemetry::mqtt::MqttHealth::default()),
+        tasks,
+        metrics: None,
+        ack_key: std::sync::Arc::new(vec![0; 32]),
+        intake,
+        stock: std::sync::Arc::new(crate::inventory::holds::ExcursionHolds),
+        public_url: url::Url::parse("http://127.0.0.1/")?,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base_url = format!("http://{}", listener.local_addr()?);
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            crate::web::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    });
+    Ok((base_url, server))
 }

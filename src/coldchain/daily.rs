@@ -12,6 +12,7 @@ use sqlx::{Any, Row, Transaction};
 use utoipa::ToSchema;
 
 use super::episodes::Sample;
+use crate::accounts::audit::{self, Entry, Who};
 use crate::accounts::Scope;
 use crate::error::{Error, Result};
 use crate::registry::{locations, units};
@@ -177,8 +178,9 @@ pub async fn sign(
     unit_id: i64,
     day: NaiveDate,
     note: Option<&str>,
-    by: &str,
+    who: &Who,
 ) -> Result<SignOff> {
+    let by = who.actor.as_str();
     let unit = units::get(db, scope, unit_id).await?;
     let location = locations::get(db, scope, &unit.location).await?;
     let tz = location.tz()?;
@@ -189,6 +191,7 @@ pub async fn sign(
         )));
     }
     let now = now_millis();
+    let mut tx = db.begin().await?;
     let inserted = sqlx::query(
         "INSERT INTO daily_signoffs (unit_id, day, signed_by, signed_at, note, source) VALUES ($1, $2, $3, $4, $5, 'api')          ON CONFLICT (unit_id, day) DO NOTHING",
     )
@@ -197,7 +200,7 @@ pub async fn sign(
     .bind(by)
     .bind(now)
     .bind(note)
-    .execute(&db.pool)
+    .execute(&mut *tx)
     .await?
     .rows_affected();
     if inserted == 0 {
@@ -205,6 +208,11 @@ pub async fn sign(
             "{day} of unit {unit_id} is already signed off"
         )));
     }
+    let entry = Entry::new("daily.sign", "unit", [unit_id])
+        .at(None, Some(&unit.location))
+        .changed("day", serde_json::Value::Null, day.to_string());
+    audit::record(&mut tx, who, entry).await?;
+    tx.commit().await?;
     Ok(SignOff {
         date: day.to_string(),
         signed_by: by.to_string(),

@@ -11,6 +11,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
+use crate::accounts::audit::{Entry, Who};
 use crate::accounts::Caller;
 use crate::error::{Error, Result};
 use crate::store::{now_millis, rfc3339, Db};
@@ -174,6 +175,15 @@ pub async fn add(db: &Db, unit_id: i64, body: &NewDowntime, caller: &Caller, sto
         created_by: actor.to_string(),
     };
     told(&mut tx, unit_id, None, &added, actor, now).await?;
+    let entry = Entry::new("downtime.add", "downtime", [id])
+        .changed(
+            "kind",
+            serde_json::Value::Null,
+            serde_json::to_value(body.kind).expect("plain data"),
+        )
+        .changed("reason", serde_json::Value::Null, reason)
+        .changed("until", serde_json::Value::Null, added.until.clone());
+    crate::registry::units::audited(&mut tx, &Who::of(caller), entry, unit_id).await?;
     tx.commit().await?;
     Ok(added)
 }
@@ -246,6 +256,9 @@ pub async fn end(db: &Db, unit_id: i64, id: i64, caller: &Caller) -> Result<Down
         ..before.clone()
     };
     told(&mut tx, unit_id, Some(&before), &ended, &caller.actor(), now).await?;
+    let entry =
+        Entry::new("downtime.end", "downtime", [id]).changed("until", before.until.clone(), ended.until.clone());
+    crate::registry::units::audited(&mut tx, &Who::of(caller), entry, unit_id).await?;
     tx.commit().await?;
     Ok(ended)
 }

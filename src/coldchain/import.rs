@@ -22,6 +22,7 @@ use firmware_bridge::{berlinger, logtag};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::accounts::audit::{Entry, Who};
 use crate::accounts::Scope;
 use crate::domain::{LoggerRole, LoggerSerial};
 use crate::readings::{self, NewReading};
@@ -307,6 +308,16 @@ pub async fn import(db: &Db, req: &Request<'_>) -> anyhow::Result<Report> {
     .execute(&mut *tx)
     .await?
     .rows_affected();
+    if imported > 0 {
+        let entry = Entry::new("logger_file.import", "unit", [unit_id.to_string(), serial.to_string()])
+            .changed("readings", serde_json::Value::Null, taken.len())
+            .changed(
+                "file",
+                serde_json::Value::Null,
+                path.file_name().map(|f| f.to_string_lossy().into_owned()),
+            );
+        crate::registry::units::audited(&mut tx, &Who::cli(), entry, unit_id).await?;
+    }
     tx.commit().await?;
     Ok(Report {
         device: file.device,

@@ -10,6 +10,7 @@ use sqlx::{AnyConnection, Row};
 
 use super::changes::{self, Subject};
 use super::rules::{check_rules, no_looser, range_no_looser, ProgramSettings, Rule};
+use crate::accounts::audit::{self, Entry, Who};
 use crate::accounts::Caller;
 use crate::domain::UnitKind;
 use crate::error::{Error, Result};
@@ -131,7 +132,9 @@ pub async fn program_in(conn: &mut AnyConnection) -> Result<ProgramSettings> {
 }
 
 /// Saves the program's settings, recording the change with the document it replaced.
-pub async fn save_program(db: &Db, settings: &ProgramSettings, actor: &str) -> Result<()> {
+pub async fn save_program(db: &Db, settings: &ProgramSettings, caller: &Caller) -> Result<()> {
+    let actor = caller.actor();
+    let actor = actor.as_str();
     settings.check().map_err(Error::Invalid)?;
     let json = serde_json::to_string(settings).expect("settings serialise");
     let now = now_millis();
@@ -161,6 +164,15 @@ pub async fn save_program(db: &Db, settings: &ProgramSettings, actor: &str) -> R
         at: now,
     };
     changes::record(&mut tx, &change).await?;
+    let entry = Entry::new("program.update", "program", [1]).changed(
+        "settings",
+        change
+            .before
+            .as_deref()
+            .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok()),
+        serde_json::from_str::<serde_json::Value>(&json).ok(),
+    );
+    audit::record(&mut tx, &Who::of(caller), compact(entry)).await?;
     // Units that could not be judged are tried again at once on the new settings.
     super::quarantine::retry_now(&mut tx, None, now).await?;
     tx.commit().await?;
@@ -273,9 +285,45 @@ pub async fn save_unit_rules(db: &Db, unit: &Unit, rules: Option<&[Rule]>, calle
         at: now,
     };
     changes::record(&mut tx, &change).await?;
+    let entry = Entry::new("unit.rules", "unit", [unit_id])
+        .at(None, Some(&unit.location))
+        .changed(
+            "rules",
+            change
+                .before
+                .as_deref()
+                .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok()),
+            serde_json::from_str::<serde_json::Value>(&after).ok(),
+        );
+    audit::record(&mut tx, &Who::of(caller), compact(entry)).await?;
     super::quarantine::retry_now(&mut tx, Some(unit_id), now).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Keeps only the top-level keys of a settings document that changed (the audit row stays
+/// compact; the rule history keeps both documents whole).
+fn compact(mut entry: Entry) -> Entry {
+    use serde_json::Value;
+    let Some(Value::Object(changes)) = entry.changes.as_mut() else {
+        return entry;
+    };
+    for (_, pair) in changes.iter_mut() {
+        if let Value::Array(both) = pair {
+            if let [Value::Object(before), Value::Object(after)] = both.as_mut_slice() {
+                let same: Vec<String> = before
+                    .iter()
+                    .filter(|(k, v)| after.get(*k) == Some(*v))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in same {
+                    before.remove(&k);
+                    after.remove(&k);
+                }
+            }
+        }
+    }
+    entry
 }
 
 /// Renames a unit or changes its range. A range change is a rule change: it is recorded with
@@ -305,6 +353,15 @@ pub async fn update_unit(db: &Db, caller: &Caller, id: i64, upd: &UnitUpdate) ->
     let now = now_millis();
     let mut tx = db.begin().await?;
     units::write(&mut tx, id, &name, range).await?;
+    let entry = Entry::new("unit.update", "unit", [id])
+        .at(None, Some(&unit.location))
+        .changed("name", unit.name.as_str(), name.as_str())
+        .changed(
+            "range",
+            serde_json::to_value(unit.range).expect("plain data"),
+            serde_json::to_value(range).expect("plain data"),
+        );
+    audit::record(&mut tx, &Who::of(caller), entry).await?;
     if range.min_c != unit.range.min_c || range.max_c != unit.range.max_c {
         let before = serde_json::to_string(&unit.range).expect("plain data");
         let after = serde_json::to_string::<Range>(&range).expect("plain data");
@@ -337,6 +394,22 @@ mod tests {
         assert_eq!(
             p.late_page_limit_hours,
             ProgramSettings::default().late_page_limit_hours
+        );
+    }
+
+    #[test]
+    fn a_stored_program_from_before_accounts_reads_with_their_defaults() {
+        let mut doc = serde_json::to_value(ProgramSettings::default()).unwrap();
+        doc.as_object_mut().unwrap().remove("accounts");
+        let read = read_program(&doc.to_string()).unwrap();
+        assert_eq!(read.accounts.session_idle_minutes, 30.0);
+        assert_eq!(read.accounts.inactive_days, 90.0);
+        // And with only some of them set, the rest take theirs.
+        doc["accounts"] = serde_json::json!({"free_failures": 3});
+        let read = read_program(&doc.to_string()).unwrap();
+        assert_eq!(
+            (read.accounts.free_failures, read.accounts.session_max_hours),
+            (3, 12.0)
         );
     }
 

@@ -20,6 +20,7 @@ use super::ack::{self, AckCode};
 use super::messages::{self, kept, Kept, Key};
 use super::vxu::{self, Header};
 use super::Issue;
+use crate::accounts::audit::{self, Who};
 use crate::accounts::Scope;
 use crate::inventory::doses::{self, Outcome, Unmatched};
 use crate::inventory::{catalog, Place};
@@ -160,6 +161,8 @@ async fn record(
     let now = now_millis();
     let mut issues = Vec::new();
     let mut recorded = 0;
+    let mut changed: Vec<i64> = Vec::new();
+    let mut at_place: Option<(String, String)> = None;
     for (d, place) in parsed.doses.iter().zip(places) {
         let d = match d {
             Ok(d) => d,
@@ -208,6 +211,8 @@ async fn record(
             .await
             .context("recording a dose")?;
         recorded += 1;
+        changed.extend(outcome.administration_id());
+        at_place.get_or_insert_with(|| (place.pin.clone(), place.code.clone()));
         let at = |f| Some(("RXA", d.rxa, f));
         for w in outcome.warnings() {
             // HL7 table 0357, at the field the problem is in.
@@ -227,6 +232,17 @@ async fn record(
     let code = if dose_errors { AckCode::Error } else { AckCode::Accepted };
     let ack = reply(Some(h), code, &issues);
     metrics::counter!("vfc_hl7_messages_total", "ack" => code.as_str()).increment(1);
+    // One audit row per message that recorded something, in the batch's transaction.
+    if recorded > 0 {
+        let (pin, code) = at_place.unwrap_or_default();
+        let entry = audit::Entry::new("doses.hl7", "administration", changed)
+            .at(Some(&pin), Some(&code))
+            .changed("message", serde_json::Value::Null, h.control_id.as_str())
+            .changed("via", serde_json::Value::Null, sender.actor.as_str());
+        audit::record(conn, &Who::hl7(&h.sending_facility), entry)
+            .await
+            .map_err(anyhow::Error::from)?;
+    }
     // Keep the message (and its ACK) when it recorded something: the same message again gets
     // this ACK. One that recorded nothing may be corrected and sent again under its id.
     let keep = (recorded > 0).then(|| Kept {

@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 
 use super::ledger::{self, Entry, Kind};
 use super::{place, unit_of, Error, Result};
+use crate::accounts::audit::{self, Who};
 use crate::accounts::Caller;
 use crate::coldchain::stock::{Alarmed, Determination, ExposedStock, Viability, WriteOff};
 use crate::store::{now_millis, rfc3339, Db, Page};
@@ -266,6 +267,11 @@ pub async fn place_hold(db: &Db, caller: &Caller, code: &str, body: &NewHold) ->
     e.hold_id = Some(id);
     e.note = Some(body.reason.trim());
     ledger::record(&mut tx, &e).await?;
+    let entry = audit::Entry::new("hold.place", "hold", [id])
+        .at(Some(&place.pin), Some(&place.code))
+        .changed("lot_id", serde_json::Value::Null, body.lot_id)
+        .changed("reason", serde_json::Value::Null, body.reason.trim());
+    audit::record(&mut tx, &Who::of(caller), entry).await?;
     let h = get(&mut tx, id).await?;
     tx.commit().await?;
     Ok(h)
@@ -301,6 +307,10 @@ pub async fn release(db: &Db, caller: &Caller, id: i64, note: &str) -> Result<Ho
         )));
     }
     end(&mut tx, &h, Outcome::Released, None, note, &caller.actor()).await?;
+    let entry = audit::Entry::new("hold.release", "hold", [id])
+        .at(None, Some(&h.location))
+        .changed("outcome", serde_json::Value::Null, "released");
+    audit::record(&mut tx, &Who::of(caller), entry).await?;
     let h = get(&mut tx, id).await?;
     tx.commit().await?;
     Ok(h)

@@ -7,6 +7,7 @@ use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
 use super::{Error, Result};
+use crate::accounts::audit::{self, Who};
 use crate::store::{now_millis, rfc3339};
 
 /// What happened to the stock (docs/domain.md, "Movements").
@@ -250,11 +251,15 @@ pub async fn reverse_at(
     code: &str,
     id: i64,
     reason: &str,
-    actor: &str,
+    who: &Who,
 ) -> Result<i64> {
     let mut tx = db.begin().await?;
     let place = super::place(&mut tx, scope, code).await?;
-    let event_id = reverse(&mut tx, &place.code, id, reason, actor).await?;
+    let event_id = reverse(&mut tx, &place.code, id, reason, &who.actor).await?;
+    let entry = audit::Entry::new("stock.reverse", "stock_event", [id, event_id])
+        .at(Some(&place.pin), Some(&place.code))
+        .changed("reason", serde_json::Value::Null, reason);
+    audit::record(&mut tx, who, entry).await?;
     tx.commit().await?;
     Ok(event_id)
 }

@@ -6,6 +6,7 @@ use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
 use super::{Error, Result};
+use crate::accounts::audit::{self, Who};
 use crate::accounts::Caller;
 use crate::domain::{parse_date, Funding, LotNumber, Ndc};
 use crate::store::{now_millis, Db};
@@ -114,13 +115,23 @@ pub async fn correct_lot(db: &Db, caller: &Caller, id: i64, body: &LotCorrection
     let expires = parse_date("expires_on", &body.expires_on)?
         .format("%Y-%m-%d")
         .to_string();
+    let mut tx = db.begin().await?;
+    let before: Option<String> = sqlx::query_scalar("SELECT expires_on FROM lots WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
     let r =
         sqlx::query("UPDATE lots SET expires_on = $1 WHERE id = $2 RETURNING id, ndc, lot_number, funding, expires_on")
             .bind(&expires)
             .bind(id)
-            .fetch_optional(&db.pool)
+            .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| Error::NotFound(format!("no lot {id}")))?;
+    let entry = audit::Entry::new("lot.correct", "lot", [id])
+        .changed("expires_on", before, expires.as_str())
+        .changed("reason", serde_json::Value::Null, body.reason.trim());
+    audit::record(&mut tx, &Who::of(caller), entry).await?;
+    tx.commit().await?;
     tracing::info!(lot = id, expires_on = %expires, reason = %body.reason.trim(), by = %caller.actor(), "lot expiration corrected");
     Ok(LotRecord {
         id: r.try_get("id")?,

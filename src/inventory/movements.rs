@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 use super::ledger::{self, Entry, Kind};
 use super::lots::lot_for;
 use super::{place, unit_of, Error, Place, Result};
+use crate::accounts::audit::{self, Who};
 use crate::accounts::Caller;
 use crate::domain::{parse_date, Doses, Funding, LotNumber};
 use crate::store::{now_millis, Db};
@@ -137,6 +138,12 @@ pub async fn receive(db: &Db, caller: &Caller, code: &str, body: &Receipt) -> Re
         let id = ledger::record(&mut tx, &e).await?;
         events.push(moved(&mut tx, id, body.unit_id, lot_id, doses.get()).await?);
     }
+    let ids: Vec<i64> = events.iter().map(|m| m.event_id).collect();
+    let entry = audit::Entry::new("stock.receive", "stock_event", ids)
+        .at(Some(&place.pin), Some(&place.code))
+        .changed("unit_id", serde_json::Value::Null, body.unit_id)
+        .changed("lines", serde_json::Value::Null, body.lines.len());
+    audit::record(&mut tx, &Who::of(caller), entry).await?;
     tx.commit().await?;
     Ok(Movement { events })
 }
@@ -169,6 +176,16 @@ pub async fn remove(db: &Db, caller: &Caller, code: &str, kind: Kind, body: &Rem
     e.note = body.note.as_deref();
     let id = ledger::record(&mut tx, &e).await?;
     let m = moved(&mut tx, id, body.unit_id, body.lot_id, -doses.get()).await?;
+    let action = if kind == Kind::Wastage {
+        "stock.waste"
+    } else {
+        "stock.return"
+    };
+    let entry = audit::Entry::new(action, "stock_event", [id])
+        .at(Some(&place.pin), Some(&place.code))
+        .changed("doses", serde_json::Value::Null, -doses.get())
+        .changed("reason_code", serde_json::Value::Null, body.reason_code.as_str());
+    audit::record(&mut tx, &Who::of(caller), entry).await?;
     tx.commit().await?;
     Ok(Movement { events: vec![m] })
 }
@@ -237,6 +254,11 @@ pub async fn adjust(db: &Db, caller: &Caller, code: &str, body: &Adjustment) -> 
     e.note = Some(body.reason.trim());
     let id = ledger::record(&mut tx, &e).await?;
     let m = moved(&mut tx, id, body.unit_id, body.lot_id, body.doses).await?;
+    let entry = audit::Entry::new("stock.adjust", "stock_event", [id])
+        .at(Some(&place.pin), Some(&place.code))
+        .changed("doses", serde_json::Value::Null, body.doses)
+        .changed("reason", serde_json::Value::Null, body.reason.trim());
+    audit::record(&mut tx, &Who::of(caller), entry).await?;
     tx.commit().await?;
     Ok(Movement { events: vec![m] })
 }

@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 
 use super::ledger::{self, Entry, Kind};
 use super::{parse_time, place, Error, Result};
+use crate::accounts::audit::{self, Who};
 use crate::accounts::Caller;
 use crate::store::{now_millis, rfc3339, Db, Page};
 
@@ -183,6 +184,12 @@ pub async fn record(db: &Db, caller: &Caller, code: &str, body: &NewReconciliati
         .bind(id)
         .fetch_one(&mut *tx)
         .await?;
+    let mut ids = vec![id];
+    ids.extend(lines.iter().filter_map(|l| l.event_id));
+    let entry = audit::Entry::new("stock.reconcile", "reconciliation", ids)
+        .at(Some(&place.pin), Some(&place.code))
+        .changed("counts", serde_json::Value::Null, body.counts.len());
+    audit::record(&mut tx, &Who::of(caller), entry).await?;
     tx.commit().await?;
     from_row(&r)
 }

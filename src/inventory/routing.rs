@@ -7,6 +7,7 @@ use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
 use super::{place, unit_of, Error, Result};
+use crate::accounts::audit::{self, Who};
 use crate::accounts::Caller;
 use crate::domain::Ndc;
 use crate::store::Db;
@@ -68,6 +69,10 @@ pub async fn set_product_unit(db: &Db, caller: &Caller, code: &str, body: &Produ
     .bind(body.unit_id)
     .execute(&mut *tx)
     .await?;
+    let entry = audit::Entry::new("product_unit.set", "location", [place.code.as_str()])
+        .at(Some(&place.pin), Some(&place.code))
+        .changed(ndc.as_str(), serde_json::Value::Null, body.unit_id);
+    audit::record(&mut tx, &Who::of(caller), entry).await?;
     tx.commit().await?;
     product_units(db, caller, code).await
 }
@@ -137,6 +142,10 @@ pub async fn set_facility_ids(db: &Db, caller: &Caller, code: &str, body: &Facil
             .execute(&mut *tx)
             .await?;
     }
+    let entry = audit::Entry::new("facility_ids.set", "location", [place.code.as_str()])
+        .at(Some(&place.pin), Some(&place.code))
+        .changed("facility_ids", serde_json::Value::Null, body.facility_ids.clone());
+    audit::record(&mut tx, &Who::of(caller), entry).await?;
     tx.commit().await?;
     crate::registry::directory_changed();
     facility_ids(db, caller, code).await

@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 use super::ledger::{self, Entry, Kind};
 use super::movements::stock_row;
 use super::{place, today, unit_of, Error, Place, Result};
+use crate::accounts::audit::{self, Who};
 use crate::accounts::{Caller, Scope};
 use crate::domain::{Doses, LocationCode};
 use crate::store::{now_millis, rfc3339, Db, Page};
@@ -251,6 +252,11 @@ pub async fn transfer(db: &Db, caller: &Caller, code: &str, body: &NewTransfer) 
         .await?;
     }
     let t = get_transfer(&mut tx, id).await?;
+    let entry = audit::Entry::new("transfer.request", "transfer", [id])
+        .at(Some(&from.pin), Some(&from.code))
+        .changed("to_location", serde_json::Value::Null, t.to_location.as_str())
+        .changed("status", serde_json::Value::Null, t.status.as_str());
+    audit::record(&mut tx, &Who::of(caller), entry).await?;
     tx.commit().await?;
     Ok(t)
 }
@@ -357,6 +363,11 @@ pub async fn decide(db: &Db, caller: &Caller, id: i64, approve: bool, body: &Dec
         .execute(&mut *tx)
         .await?;
     let t = get_transfer(&mut tx, id).await?;
+    let action = if approve { "transfer.approve" } else { "transfer.reject" };
+    let entry = audit::Entry::new(action, "transfer", [id])
+        .at(None, Some(&t.from_location))
+        .changed("status", "pending", t.status.as_str());
+    audit::record(&mut tx, &Who::of(caller), entry).await?;
     tx.commit().await?;
     Ok(t)
 }

@@ -15,6 +15,7 @@ use sqlx::{Any, AnyConnection, Row, Transaction};
 use utoipa::ToSchema;
 
 use super::{locations, Error, Result};
+use crate::accounts::audit::{self, Entry, Who};
 use crate::accounts::{Caller, Scope};
 use crate::store::{rfc3339, Db};
 
@@ -119,24 +120,35 @@ pub async fn register(db: &Db, caller: &Caller, code: &str, new: &NewGateway, no
             true
         }
     };
+    let action = if fresh { "gateway.register" } else { "gateway.rename" };
+    let entry = Entry::new(action, "gateway", [new.id.as_str()])
+        .at(Some(&location.pin), Some(&location.code))
+        .changed("name", serde_json::Value::Null, new.name.trim());
+    audit::record(&mut tx, &Who::of(caller), entry).await?;
     tx.commit().await?;
     Ok(fresh)
 }
 
 /// Takes a gateway off a location; its later readings are held until it is registered again.
-pub async fn remove(db: &Db, scope: &Scope, code: &str, id: &str) -> Result<()> {
-    let location = locations::get(db, scope, code).await?;
+pub async fn remove(db: &Db, caller: &Caller, code: &str, id: &str) -> Result<()> {
+    let location = locations::get(db, &caller.scope, code).await?;
+    let mut tx = db.begin().await?;
     let done = sqlx::query(
         "UPDATE gateways SET location_code = NULL, name = NULL, registered_at = NULL, registered_by = NULL \
          WHERE id = $1 AND location_code = $2",
     )
     .bind(id)
     .bind(&location.code)
-    .execute(&db.pool)
+    .execute(&mut *tx)
     .await?;
     if done.rows_affected() == 0 {
         return Err(Error::NotFound(format!("no gateway {id} at {}", location.code)));
     }
+    let entry = Entry::new("gateway.remove", "gateway", [id])
+        .at(Some(&location.pin), Some(&location.code))
+        .changed("location", location.code.as_str(), serde_json::Value::Null);
+    audit::record(&mut tx, &Who::of(caller), entry).await?;
+    tx.commit().await?;
     Ok(())
 }
 

@@ -7,6 +7,7 @@ use sqlx::Row;
 use utoipa::ToSchema;
 
 use super::{Error, Result};
+use crate::accounts::audit::{self, Entry, Who};
 use crate::accounts::{Caller, Scope};
 use crate::domain::{LocationCode, VfcPin};
 use crate::store::{is_unique_violation, now_millis, rfc3339, Db};
@@ -17,6 +18,40 @@ pub struct Contact {
     pub email: String,
     #[serde(default)]
     pub phone: Option<String>,
+    /// The account with this email, if the person has one (shown, never sent: alerts reach the
+    /// contact whether or not they sign in).
+    #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
+    #[schema(read_only)]
+    pub account_id: Option<i64>,
+}
+
+impl Contact {
+    /// The contact as the audit compares it (who, not which account).
+    fn audited(&self) -> serde_json::Value {
+        serde_json::json!({"name": self.name, "email": self.email, "phone": self.phone})
+    }
+}
+
+/// A change of a location's primary or backup VFC coordinator. States require such a change
+/// reported to them within 10 business days (docs/domain.md); the watcher reports it at once.
+pub struct CoordinatorChange<'a> {
+    pub code: &'a str,
+    pub location_name: &'a str,
+    /// `primary` or `backup`.
+    pub role: &'static str,
+    pub before: &'a Contact,
+    pub after: &'a Contact,
+    pub actor: &'a str,
+    pub at: i64,
+}
+
+/// Who is told of a coordinator change, in the change's own transaction.
+pub trait ContactsWatcher: Send + Sync {
+    fn coordinator_changed<'a>(
+        &'a self,
+        tx: &'a mut sqlx::AnyConnection,
+        change: CoordinatorChange<'a>,
+    ) -> futures_util::future::BoxFuture<'a, Result<()>>;
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -157,6 +192,7 @@ fn check_contact(which: &str, c: &Contact) -> Result<Contact> {
             .map(str::trim)
             .filter(|p| !p.is_empty())
             .map(String::from),
+        account_id: None,
     })
 }
 
@@ -195,11 +231,13 @@ fn from_row(r: &AnyRow) -> std::result::Result<Location, sqlx::Error> {
                 name: r.try_get("primary_name")?,
                 email: r.try_get("primary_email")?,
                 phone: r.try_get("primary_phone")?,
+                account_id: None,
             },
             backup: Contact {
                 name: r.try_get("backup_name")?,
                 email: r.try_get("backup_email")?,
                 phone: r.try_get("backup_phone")?,
+                account_id: None,
             },
         },
         created_at: rfc3339(r.try_get("created_at")?),
@@ -254,13 +292,27 @@ pub async fn create(db: &Db, caller: &Caller, new: &NewLocation) -> Result<Locat
         }
         other => other?,
     };
+    let entry = Entry::new("location.create", "location", [code.to_string()])
+        .at(Some(pin.as_str()), Some(&code.to_string()))
+        .changed("name", serde_json::Value::Null, name.as_str());
+    audit::record(&mut tx, &Who::of(caller), entry).await?;
     tx.commit().await?;
     get(db, &caller.scope, &code.to_string()).await
 }
 
-pub async fn update(db: &Db, scope: &Scope, code: &str, upd: &LocationUpdate) -> Result<Location> {
+/// Changes a location's details; a change of its primary or backup coordinator (another
+/// person: name or email) goes to `watcher` in the same transaction.
+pub async fn update(
+    db: &Db,
+    caller: &Caller,
+    code: &str,
+    upd: &LocationUpdate,
+    watcher: &dyn ContactsWatcher,
+) -> Result<Location> {
+    let scope = &caller.scope;
     let existing = get(db, scope, code).await?;
     let (name, tz, contacts) = check_details(&upd.name, &upd.timezone, &upd.contacts)?;
+    let mut tx = db.begin().await?;
     sqlx::query(
         "UPDATE locations SET name = $1, timezone = $2, address = $3, primary_name = $4, primary_email = $5, \
          primary_phone = $6, backup_name = $7, backup_email = $8, backup_phone = $9, updated_at = $10 \
@@ -283,8 +335,40 @@ pub async fn update(db: &Db, scope: &Scope, code: &str, upd: &LocationUpdate) ->
     .bind(contacts.backup.phone.clone())
     .bind(now_millis())
     .bind(&existing.code)
-    .execute(&db.pool)
+    .execute(&mut *tx)
     .await?;
+    let mut entry = Entry::new("location.update", "location", [existing.code.clone()])
+        .at(Some(&existing.pin), Some(&existing.code))
+        .changed("name", existing.name.as_str(), name.as_str())
+        .changed("timezone", existing.timezone.as_str(), tz.as_str());
+    for (field, before, after) in [
+        ("primary", &existing.contacts.primary, &contacts.primary),
+        ("backup", &existing.contacts.backup, &contacts.backup),
+    ] {
+        entry = entry.changed(field, before.audited(), after.audited());
+    }
+    audit::record(&mut tx, &Who::of(caller), entry).await?;
+    let now = now_millis();
+    for (role, before, after) in [
+        ("primary", &existing.contacts.primary, &contacts.primary),
+        ("backup", &existing.contacts.backup, &contacts.backup),
+    ] {
+        let same_person =
+            before.name.trim() == after.name.trim() && before.email.eq_ignore_ascii_case(after.email.trim());
+        if !same_person {
+            let change = CoordinatorChange {
+                code: &existing.code,
+                location_name: &name,
+                role,
+                before,
+                after,
+                actor: &caller.actor(),
+                at: now,
+            };
+            watcher.coordinator_changed(&mut tx, change).await?;
+        }
+    }
+    tx.commit().await?;
     // The time zone reads HL7 times; lookups kept by the HL7 intake are dropped.
     super::directory_changed();
     get(db, scope, code).await
@@ -299,6 +383,22 @@ pub async fn list(db: &Db, scope: &Scope) -> Result<Vec<Location>> {
     }
     let rows = q.fetch_all(&db.pool).await?;
     Ok(rows.iter().map(from_row).collect::<std::result::Result<_, _>>()?)
+}
+
+/// Links each contact to the account with its email, if any (the API shows both sides).
+pub async fn link_accounts(db: &Db, locations: &mut [Location]) -> Result<()> {
+    let emails: Vec<String> = locations
+        .iter()
+        .flat_map(|l| [&l.contacts.primary.email, &l.contacts.backup.email])
+        .cloned()
+        .collect();
+    let ids = crate::accounts::contacts::ids_by_email(db, &emails).await?;
+    for l in locations {
+        for c in [&mut l.contacts.primary, &mut l.contacts.backup] {
+            c.account_id = ids.get(&c.email.trim().to_lowercase()).copied();
+        }
+    }
+    Ok(())
 }
 
 /// A location the caller may see, by code; `NotFound` when absent or out of scope alike.

@@ -8,6 +8,8 @@ use utoipa::ToSchema;
 
 use super::assignments::{self, Assignment};
 use super::{locations, Error, Result};
+use crate::accounts::audit::{self, Entry, Who};
+use crate::accounts::Caller;
 use crate::accounts::Scope;
 use crate::domain::{Celsius, UnitKind};
 use crate::readings::{self, Reading};
@@ -130,13 +132,15 @@ pub async fn place_of(conn: &mut AnyConnection, unit_id: i64) -> Result<Option<P
     .transpose()
 }
 
-pub async fn create(db: &Db, scope: &Scope, code: &str, new: &NewUnit) -> Result<Unit> {
+pub async fn create(db: &Db, caller: &Caller, code: &str, new: &NewUnit) -> Result<Unit> {
+    let scope = &caller.scope;
     let location = locations::get(db, scope, code).await?;
     let name = new.name.trim();
     if name.is_empty() {
         return Err(Error::Invalid("name is required (e.g. \"Main refrigerator\")".into()));
     }
     let range = check_range(new.kind, new.range)?;
+    let mut tx = db.begin().await?;
     let id: i64 = sqlx::query(
         "INSERT INTO units (location_code, name, kind, range_min_c, range_max_c, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
@@ -147,9 +151,15 @@ pub async fn create(db: &Db, scope: &Scope, code: &str, new: &NewUnit) -> Result
     .bind(range.min_c)
     .bind(range.max_c)
     .bind(now_millis())
-    .fetch_one(&db.pool)
+    .fetch_one(&mut *tx)
     .await?
     .try_get("id")?;
+    let entry = Entry::new("unit.create", "unit", [id])
+        .at(Some(&location.pin), Some(&location.code))
+        .changed("name", serde_json::Value::Null, name)
+        .changed("kind", serde_json::Value::Null, new.kind.as_str());
+    audit::record(&mut tx, &Who::of(caller), entry).await?;
+    tx.commit().await?;
     get(db, scope, id).await
 }
 
@@ -285,4 +295,12 @@ pub async fn lock_for_judging(tx: &mut AnyConnection, id: i64) -> Result<Judged>
             max_c: r.try_get("range_max_c")?,
         },
     })
+}
+
+/// Writes the audit row of a change to unit `unit_id`, placed at the unit's location so its
+/// clinic sees it in its trail.
+pub async fn audited(conn: &mut AnyConnection, who: &Who, entry: Entry, unit_id: i64) -> Result<()> {
+    let place = place_of(conn, unit_id).await?;
+    let entry = entry.at(None, place.as_ref().map(|p| p.location_code.as_str()));
+    audit::record(conn, who, entry).await
 }

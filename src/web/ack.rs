@@ -11,7 +11,9 @@ use chrono::TimeZone;
 
 use minijinja::context;
 
+use super::auth::ClientAddr;
 use super::{pages, AppState};
+use crate::accounts::audit::Who;
 use crate::alerts::links::{self as ack, Invalid, Subject};
 use crate::coldchain::{devices, excursions};
 
@@ -145,14 +147,15 @@ async fn show(State(s): State<AppState>, Path(token): Path<String>) -> Response 
     pages::render(StatusCode::OK, "ack.html", ctx)
 }
 
-async fn acknowledge(State(s): State<AppState>, Path(token): Path<String>) -> Response {
+async fn acknowledge(State(s): State<AppState>, ClientAddr(from): ClientAddr, Path(token): Path<String>) -> Response {
     let claim = match ack::verify(&s.ack_key, &token) {
         Ok(c) => c,
         Err(e) => return refused(e),
     };
+    let who = Who::email_link(&claim.email, Some(from));
     let done = match claim.subject {
-        Subject::Excursion(id) => excursions::acknowledge(&s.db, id, &claim.email).await.map(|_| ()),
-        Subject::Device(id) => devices::acknowledge(&s.db, id, &claim.email).await,
+        Subject::Excursion(id) => excursions::acknowledge(&s.db, id, &claim.email, &who).await.map(|_| ()),
+        Subject::Device(id) => devices::acknowledge(&s.db, id, &claim.email, &who).await,
     };
     if let Err(e) = done {
         return failed(e);

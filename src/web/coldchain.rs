@@ -13,6 +13,7 @@ use super::auth::{require_state, StateCoordinator};
 use super::error::ApiError;
 use super::extract::{page_of, query_time, Body, Id, Params};
 use super::AppState;
+use crate::accounts::audit::Who;
 use crate::accounts::Caller;
 use crate::coldchain::changes::{self, RuleChange};
 use crate::coldchain::daily::{self, Day, SignOff};
@@ -54,7 +55,7 @@ async fn put_program(
     StateCoordinator(caller): StateCoordinator,
     Body(body): Body<ProgramSettings>,
 ) -> Result<Json<ProgramSettings>, ApiError> {
-    settings::save_program(&s.db, &body, &caller.actor()).await?;
+    settings::save_program(&s.db, &body, &caller).await?;
     Ok(Json(body))
 }
 
@@ -239,7 +240,7 @@ async fn sign_day(
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("request body: {e}")))?
     };
     let day = day("date", Some(&date))?;
-    let signed = daily::sign(&s.db, &caller.scope, id, day, body.note.as_deref(), &caller.actor()).await?;
+    let signed = daily::sign(&s.db, &caller.scope, id, day, body.note.as_deref(), &Who::of(&caller)).await?;
     Ok((StatusCode::CREATED, Json(signed)))
 }
 
@@ -277,7 +278,7 @@ async fn acknowledge_device(
     Id(id): Id<i64>,
 ) -> Result<StatusCode, ApiError> {
     devices::visible(&s.db, &caller.scope, id).await?;
-    devices::acknowledge(&s.db, id, &caller.actor()).await?;
+    devices::acknowledge(&s.db, id, &caller.actor(), &Who::of(&caller)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -136,7 +136,14 @@ async fn resolve_exception(
     Body(body): Body<Resolution>,
 ) -> Result<Json<DecrementException>, ApiError> {
     Ok(Json(
-        doses::resolve_now(&s.db, &caller.scope, id, &body, &caller.actor()).await?,
+        doses::resolve_now(
+            &s.db,
+            &caller.scope,
+            id,
+            &body,
+            &crate::accounts::audit::Who::of(&caller),
+        )
+        .await?,
     ))
 }
 

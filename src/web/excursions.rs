@@ -102,7 +102,7 @@ async fn get_excursion(
     params(("id" = i64, Path)), responses((status = 200, body = Excursion), (status = 404)))]
 async fn acknowledge(State(s): State<AppState>, caller: Caller, Id(id): Id<i64>) -> Result<Json<Excursion>, ApiError> {
     excursions::visible(&s.db, &caller.scope, id).await?;
-    excursions::acknowledge(&s.db, id, &caller.actor()).await?;
+    excursions::acknowledge(&s.db, id, &caller.actor(), &crate::accounts::audit::Who::of(&caller)).await?;
     Ok(Json(excursions::visible(&s.db, &caller.scope, id).await?))
 }
 
@@ -118,6 +118,14 @@ async fn review(
     Id(id): Id<i64>,
     Body(body): Body<Review>,
 ) -> Result<Json<Excursion>, ApiError> {
-    let done = review::record(&s.db, &caller.scope, id, &body, &caller.actor(), s.stock.as_ref()).await?;
+    let done = review::record(
+        &s.db,
+        &caller.scope,
+        id,
+        &body,
+        &crate::accounts::audit::Who::of(&caller),
+        s.stock.as_ref(),
+    )
+    .await?;
     Ok(Json(done))
 }

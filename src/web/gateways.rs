@@ -88,7 +88,7 @@ async fn remove(
     caller: Caller,
     Id((code, id)): Id<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    gateways::remove(&s.db, &caller.scope, &code, &id).await?;
+    gateways::remove(&s.db, &caller, &code, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

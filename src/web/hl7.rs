@@ -282,6 +282,7 @@ async fn administrations(
         }
         results.push(r);
     }
-    batch.commit().await?;
+    let ids: Vec<i64> = results.iter().filter_map(|r| r.administration_id).collect();
+    batch.commit(&crate::accounts::audit::Who::of(&caller), ids).await?;
     Ok(Json(AdministrationResults { results }))
 }

@@ -66,10 +66,10 @@ async fn list_products(State(s): State<AppState>, _caller: Caller) -> Result<Jso
     request_body = NewProduct, responses((status = 201, body = Product), (status = 400), (status = 403)))]
 async fn add_product(
     State(s): State<AppState>,
-    _state: StateCoordinator,
+    StateCoordinator(caller): StateCoordinator,
     Body(body): Body<NewProduct>,
 ) -> Result<(StatusCode, Json<Product>), ApiError> {
-    Ok((StatusCode::CREATED, Json(catalog::add(&s.db, &body).await?)))
+    Ok((StatusCode::CREATED, Json(catalog::add(&s.db, &caller, &body).await?)))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -211,7 +211,15 @@ async fn reverse(
     if body.reason.trim().is_empty() {
         return Err(ApiError::bad_request("\"reason\" is required"));
     }
-    let event_id = ledger::reverse_at(&s.db, &caller.scope, &code, id, body.reason.trim(), &caller.actor()).await?;
+    let event_id = ledger::reverse_at(
+        &s.db,
+        &caller.scope,
+        &code,
+        id,
+        body.reason.trim(),
+        &crate::accounts::audit::Who::of(&caller),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(Reversed { event_id })))
 }
 

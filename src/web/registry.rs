@@ -53,9 +53,9 @@ pub struct LoggerList {
 #[utoipa::path(get, path = "/api/v1/locations", tag = "registry", security(("bearer" = [])),
     responses((status = 200, body = LocationList), (status = 401)))]
 async fn list_locations(State(s): State<AppState>, caller: Caller) -> Result<Json<LocationList>, ApiError> {
-    Ok(Json(LocationList {
-        locations: locations::list(&s.db, &caller.scope).await?,
-    }))
+    let mut list = locations::list(&s.db, &caller.scope).await?;
+    locations::link_accounts(&s.db, &mut list).await?;
+    Ok(Json(LocationList { locations: list }))
 }
 
 /// Registers a suffix location of a PIN (state coordinators, or a clinic token for its own PIN).
@@ -81,7 +81,10 @@ async fn get_location(
     caller: Caller,
     Id(code): Id<String>,
 ) -> Result<Json<Location>, ApiError> {
-    Ok(Json(locations::get(&s.db, &caller.scope, &code).await?))
+    let mut one = [locations::get(&s.db, &caller.scope, &code).await?];
+    locations::link_accounts(&s.db, &mut one).await?;
+    let [location] = one;
+    Ok(Json(location))
 }
 
 /// Changes a location's name, time zone, address or coordinators.
@@ -94,7 +97,16 @@ async fn update_location(
     Id(code): Id<String>,
     Body(body): Body<LocationUpdate>,
 ) -> Result<Json<Location>, ApiError> {
-    Ok(Json(locations::update(&s.db, &caller.scope, &code, &body).await?))
+    Ok(Json(
+        locations::update(
+            &s.db,
+            &caller,
+            &code,
+            &body,
+            &crate::coldchain::coordinators::StateIsTold,
+        )
+        .await?,
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/locations/{code}/units", tag = "registry", security(("bearer" = [])),
@@ -128,7 +140,7 @@ async fn create_unit(
     }
     Ok((
         StatusCode::CREATED,
-        Json(units::create(&s.db, &caller.scope, &code, &body).await?),
+        Json(units::create(&s.db, &caller, &code, &body).await?),
     ))
 }
 

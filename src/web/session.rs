@@ -12,7 +12,7 @@ use minijinja::context;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::{client_addr, peer};
+use super::auth::{client_addr, peer, ClientAddr};
 use super::error::ApiError;
 use super::extract::JsonOrForm;
 use super::pages::{self, login_page, password_page, safe_next, session_cookie, totp_stage};
@@ -20,7 +20,7 @@ use super::AppState;
 use crate::accounts::links::Purpose;
 use crate::accounts::people::{self, Account};
 use crate::accounts::sessions::{self, Credentials, Live};
-use crate::accounts::{credentials, second_factor, Caller};
+use crate::accounts::{credentials, second_factor, Caller, Principal};
 use crate::error::Error;
 
 pub fn router() -> Router<AppState> {
@@ -189,12 +189,33 @@ pub struct RecoveryCodes {
 async fn confirm_totp(
     State(s): State<AppState>,
     live: Live,
+    ClientAddr(from): ClientAddr,
     JsonOrForm(body, form): JsonOrForm<TotpConfirm>,
 ) -> Response {
-    match (
-        second_factor::confirm(&s.db, &live.caller, Some(&live.key), &body.code).await,
-        form,
-    ) {
+    let email = match &live.caller.principal {
+        Principal::Account { email, .. } => email.clone(),
+        Principal::Token { .. } => return ApiError::Unauthorized.into_response(),
+    };
+    // Codes are tried as sign-ins are: after repeated failures, each try waits.
+    let confirmed = async {
+        let program = crate::coldchain::settings::program(&s.db).await?;
+        if sessions::must_wait(&s.db, &program.accounts, &email, &from).await? {
+            return Err(Error::refused(
+                "invalid_code",
+                "too many wrong codes: wait a minute, then type the code the app shows",
+            ));
+        }
+        let done = second_factor::confirm(&s.db, &live.caller, Some(&live.key), &body.code).await;
+        if let Err(Error::Refused {
+            code: "invalid_code", ..
+        }) = &done
+        {
+            sessions::code_failed(&s.db, &email, &from).await?;
+        }
+        done
+    }
+    .await;
+    match (confirmed, form) {
         (Ok(codes), false) => Json(RecoveryCodes { recovery_codes: codes }).into_response(),
         (Ok(codes), true) => totp_stage(StatusCode::OK, &live.csrf_token, "done", context! { codes }),
         (Err(Error::Refused { message, .. }), true) => {

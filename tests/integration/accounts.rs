@@ -37,7 +37,7 @@ async fn emailed_link(app: &TestApp, to: &str, kind: &str) -> String {
         app.emails()
             .iter()
             .rev()
-            .filter(|m| m.contains(to))
+            .filter(|m| m.to_lowercase().contains(&to.to_lowercase()))
             .find_map(|m| {
                 let at = m.find(kind)? + kind.len();
                 Some(m[at..at + 64].to_string())
@@ -290,6 +290,7 @@ async fn a_reset_for_an_unknown_email_answers_exactly_like_a_known_one(db: Datab
     invite_cli(&app, "kim@clinic.example", "Kim Known", "state-viewer", &[]);
     let link = emailed_link(&app, "kim@clinic.example", "/invite/").await;
     assert_eq!(accept(&app, &link, GOOD).await.0, 204);
+    let before_reset = sign_in(&app, "kim@clinic.example", GOOD).await;
     let unknown = post_json(
         &app,
         "/api/v1/password-resets",
@@ -313,6 +314,8 @@ async fn a_reset_for_an_unknown_email_answers_exactly_like_a_known_one(db: Datab
     sign_in(&app, "kim@clinic.example", GOOD_2).await;
     let (status, _, _) = sign_in_with(&app, json!({"email": "kim@clinic.example", "password": GOOD})).await;
     assert_eq!(status, 401, "the old password is gone");
+    let (status, _) = send(&app, &before_reset, "GET", "/api/v1/me", None, false).await;
+    assert_eq!(status, 401, "a new password ends the sessions open before it");
 }
 
 async fn a_wrong_password_answers_alike_for_a_known_and_an_unknown_email(db: Database) {
@@ -502,6 +505,103 @@ async fn a_totp_code_is_accepted_once_and_a_recovery_code_once(db: Database) {
     assert_eq!(sign_in_with(&app, recovery).await.0, 401, "a recovery code works once");
 }
 
+async fn wrong_codes_while_setting_up_a_second_factor_wait_like_failed_sign_ins(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    sets_program(&app, json!({"failure_delay_cap_minutes": 0.034})).await;
+    invite_cli(&app, "vic@state.example", "Vic Viewer", "state-viewer", &[]);
+    let vic = joined(&app, "vic@state.example", GOOD).await;
+    let (status, e) = send(&app, &vic, "POST", "/api/v1/me/totp", None, true).await;
+    assert_eq!(status, 200, "{e}");
+    let uri = e["otpauth_uri"].as_str().unwrap().to_string();
+    let confirm = |code: String| {
+        let (app, vic) = (&app, &vic);
+        async move {
+            send(
+                app,
+                vic,
+                "POST",
+                "/api/v1/me/totp/confirm",
+                Some(json!({ "code": code })),
+                true,
+            )
+            .await
+        }
+    };
+    for _ in 0..5 {
+        let (status, body) = confirm("000000".into()).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("invalid_code")),
+            "{body}"
+        );
+    }
+    let (status, body) = confirm(code(&uri, 0)).await;
+    assert_eq!(status, 400, "even the right code waits: {body}");
+    app.eventually("the right code accepted once the delay has passed", || async {
+        let (status, body) = confirm(code(&uri, 0)).await;
+        if status == 200 {
+            Ok(())
+        } else {
+            Err(body.to_string())
+        }
+    })
+    .await;
+}
+
+async fn a_state_admin_resets_a_lost_second_factor_and_the_person_enrols_again(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    app.create_location("012345", "A").await;
+    let ada = admin(&app).await;
+    let cora_account = invite(
+        &app,
+        &ada,
+        "cora@clinic.example",
+        "Cora Coordinator",
+        json!({"role": "vfc-coordinator", "pin": "012345"}),
+    )
+    .await;
+    let cora = joined(&app, "cora@clinic.example", GOOD_2).await;
+    enrol(&app, &cora).await;
+    let id = cora_account["id"].as_i64().unwrap();
+    // Cora may not reset her own; the admin may.
+    let (status, _) = send(
+        &app,
+        &cora,
+        "POST",
+        &format!("/api/v1/accounts/{id}/totp/reset"),
+        None,
+        true,
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, body) = send(
+        &app,
+        &ada,
+        "POST",
+        &format!("/api/v1/accounts/{id}/totp/reset"),
+        None,
+        true,
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    let (status, _) = send(&app, &cora, "GET", "/api/v1/me", None, false).await;
+    assert_eq!(status, 401, "her sessions ended");
+    let (status, signed, again) = sign_in_with(&app, json!({"email": "cora@clinic.example", "password": GOOD_2})).await;
+    assert_eq!(
+        (status, &signed["second_factor_setup_required"]),
+        (200, &json!(true)),
+        "{signed}"
+    );
+    enrol(&app, &again.unwrap()).await;
+    let audit = app
+        .get(&format!("/api/v1/audit?object=account:{id}&action=second_factor.reset"))
+        .await;
+    assert_eq!(
+        audit["audit"][0]["actor"], "account:1:ada.admin@state.example",
+        "{audit}"
+    );
+}
+
 /// GETs a page; returns its status, headers and HTML.
 async fn page(app: &TestApp, path: &str, cookie: Option<&str>) -> (u16, header::HeaderMap, String) {
     let mut req = app.http.get(app.url(path));
@@ -669,7 +769,111 @@ async fn the_sign_in_invitation_reset_and_enrolment_pages_render_keep_input_and_
     );
 }
 
+async fn an_account_unused_past_the_inactive_days_is_disabled_and_its_person_still_gets_alerts(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let unit = app.fridge().await;
+    assert!(unit > 0);
+    // The location's primary contact has an account.
+    let pat = "primary.012345A@example.org";
+    invite_cli(&app, pat, "Pat Primary", "clinic-staff", &["--location", "012345A"]);
+    let link = emailed_link(&app, pat, "/invite/").await;
+    assert_eq!(accept(&app, &link, GOOD).await.0, 204);
+    sign_in(&app, pat, GOOD).await;
+    let id = app.get("/api/v1/accounts").await["accounts"][0]["id"].as_i64().unwrap();
+    assert_eq!(
+        app.get(&format!("/api/v1/accounts/{id}")).await["contact_of"][0]["contact"],
+        "primary"
+    );
+    let location = app.get("/api/v1/locations/012345A").await;
+    assert_eq!(
+        location["contacts"]["primary"]["account_id"], id,
+        "linked in both places: {location}"
+    );
+    // A test-sized limit: 3 seconds; the service looks again at once when it starts.
+    sets_program(&app, json!({"inactive_days": 0.000035})).await;
+    let mut app = app;
+    app.stop();
+    app.start().await;
+    let account = app
+        .eventually("the unused account disabled", || async {
+            let a = app.get(&format!("/api/v1/accounts/{id}")).await;
+            if a["status"] == "disabled" {
+                Ok(a)
+            } else {
+                Err(a.to_string())
+            }
+        })
+        .await;
+    assert!(
+        account["disabled_reason"].as_str().unwrap().contains("not signed in"),
+        "{account}"
+    );
+    let told = app.wait_email_with("disabled after inactivity").await;
+    assert!(
+        told.iter().any(|m| m.to_lowercase().contains(&pat.to_lowercase())),
+        "the person is told"
+    );
+    assert!(
+        told.iter().any(|m| m.contains("backup.012345A@example.org")),
+        "their coordinators are told"
+    );
+    let (status, _, _) = sign_in_with(&app, json!({"email": pat, "password": GOOD})).await;
+    assert_eq!(status, 401);
+    // Alerts do not depend on signing in.
+    app.freezing("LT-1").await;
+    let alerts = app.wait_email_with("VFC temperature alert: 012345A").await;
+    assert!(
+        alerts.iter().any(|m| m.contains(pat)),
+        "the disabled person still gets the alert"
+    );
+}
+
+async fn a_new_primary_coordinator_is_recorded_and_emailed_to_the_state(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let mut program = app.get("/api/v1/program").await;
+    program["state_coordinators"] = json!([{"name": "Sue State", "email": "sue@health.state.example"}]);
+    let (status, body) = app.send_as(&app.token, "PUT", "/api/v1/program", program).await;
+    assert_eq!(status, 200, "{body}");
+    app.create_location("012345", "A").await;
+    let mut location = crate::harness::location_body("012345", "A");
+    let o = location.as_object_mut().unwrap();
+    o.remove("pin");
+    o.remove("suffix");
+    location["contacts"]["primary"] =
+        json!({"name": "Nia New", "email": "nia@clinic.example", "phone": "410-555-0199"});
+    let clinic = app.create_token(&["--role", "vfc-coordinator", "--location", "012345A", "--name", "clinic"]);
+    let (status, body) = app.send_as(&clinic, "PUT", "/api/v1/locations/012345A", location).await;
+    assert_eq!(status, 200, "{body}");
+    let all = app.wait_email_with("VFC coordinator change: 012345A").await;
+    let mail = all
+        .iter()
+        .find(|m| m.contains("VFC coordinator change: 012345A"))
+        .unwrap();
+    assert!(
+        mail.contains("sue@health.state.example") && mail.contains("Nia New"),
+        "{mail}"
+    );
+    assert!(mail.contains("Pat Primary"), "the one replaced is named: {mail}");
+    let audit = app
+        .get("/api/v1/audit?object=location:012345A&action=location.update")
+        .await;
+    let change = &audit["audit"][0]["changes"]["primary"];
+    assert_eq!(
+        (change[0]["name"].as_str(), change[1]["name"].as_str()),
+        (Some("Pat Primary"), Some("Nia New")),
+        "{audit}"
+    );
+    assert_eq!(
+        audit["audit"][0]["actor"].as_str().unwrap().split(':').nth(2),
+        Some("clinic")
+    );
+}
+
 on_both_databases!(
+    a_state_admin_resets_a_lost_second_factor_and_the_person_enrols_again,
+    wrong_codes_while_setting_up_a_second_factor_wait_like_failed_sign_ins,
+    an_account_unused_past_the_inactive_days_is_disabled_and_its_person_still_gets_alerts,
+    a_new_primary_coordinator_is_recorded_and_emailed_to_the_state,
     a_state_admin_invites_a_coordinator_who_enrols_and_invites_staff_who_see_only_their_location,
     weak_passwords_are_refused_and_a_used_invitation_link_is_dead,
     a_reset_for_an_unknown_email_answers_exactly_like_a_known_one,

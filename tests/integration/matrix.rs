@@ -366,7 +366,8 @@ fn body(method: &str, path: &str, t: &Things) -> Option<Value> {
         ("POST", "/api/v1/units/{id}/daily/{date}/sign") => json!({"note": "checked"}),
         ("PUT", "/api/v1/program") => json!({}),
         ("POST", "/api/v1/excursions/{id}/review") => {
-            json!({"reviewed_by": "Pat Primary", "cause": "door", "corrective_action": "closed it"})
+            json!({"reviewed_by": "Pat Primary", "cause": "door", "corrective_action": "closed it",
+                "lot_determinations": [{"lot_id": lot, "determination": "viable"}]})
         }
         ("POST", "/api/v1/catalog/products") => json!({"ndc": "99999-9999-99", "name": "Test", "cvx": "116"}),
         ("POST", "/api/v1/locations/{code}/receipts") => json!({"unit_id": unit, "lines": [
@@ -389,6 +390,7 @@ fn body(method: &str, path: &str, t: &Things) -> Option<Value> {
         ("PUT", "/api/v1/borrowing/{id}") => json!({"reason": "vfc_order_delayed"}),
         ("POST", "/api/v1/locations/{code}/administrations") => json!({"doses": [{"patient_id": "P-9",
             "cvx": "116", "lot": "X123456", "administered_on": "2026-11-01", "eligibility": "V02"}]}),
+        ("POST", "/api/v1/transfers/{id}/reject") => json!({"note": "not needed"}),
         ("POST", "/api/v1/accounts") => json!({"email": "new.staff@example.org", "name": "New Staff",
             "grants": [{"role": "clinic-staff", "location": "012345A"}]}),
         ("PATCH", "/api/v1/accounts/{id}") => json!({"name": "Renamed Staff"}),
@@ -542,4 +544,288 @@ async fn every_route_refuses_a_missing_token_and_hides_one_pin_from_another() {
     }
     // The matrix's size, for the record: routes × callers.
     println!("authorization matrix: {} routes, {calls} calls", MATRIX.len());
+}
+
+/// The newest audit row's id (0 for none).
+async fn last_audit_id(app: &TestApp) -> i64 {
+    app.get("/api/v1/audit?limit=1").await["audit"][0]["id"]
+        .as_i64()
+        .unwrap_or(0)
+}
+
+/// The audit walk: every write route of the API leaves exactly one audit row, naming who did
+/// it and the objects it changed, in the transaction of the change. Each route is called as
+/// 012345's coordinator, or, where that is the state's, as the state coordinator. Routes that
+/// need no caller or a person's session (signing in, links, a second factor) have their own
+/// walk below.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_write_route_leaves_one_audit_row_naming_its_actor_and_objects() {
+    let app = TestApp::spawn(Database::Sqlite, Broker::Embedded).await;
+    let mut t = things(&app).await;
+    let out = app.cli(&[
+        "token",
+        "create",
+        "--role",
+        "vfc-coordinator",
+        "--pin",
+        "012345",
+        "--name",
+        "the clinic",
+    ]);
+    let owner = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_string();
+    let owner_id = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .to_string();
+    let state_id = app.get("/api/v1/me").await["token"].as_str().unwrap().to_string();
+    // The excursion back in range, so that it can be reviewed.
+    let mut p = app.publisher("walk").await;
+    p.reading(
+        "LT-1",
+        &(chrono::Utc::now() + chrono::Duration::minutes(1)).to_rfc3339(),
+        4.6,
+    )
+    .await;
+    p.wait_acked(1).await;
+    app.eventually("the excursion over", || async {
+        let x = app.get(&format!("/api/v1/excursions/{}", t.excursion)).await;
+        x["ended_at"].as_str().map(|_| ()).ok_or_else(|| x.to_string())
+    })
+    .await;
+    // Another PIN to send doses to: approving and rejecting need a pending request.
+    app.create_location("067890", "A").await;
+    app.create_unit("067890A", "Their refrigerator", "refrigerator").await;
+    let mut walked = 0;
+    for (method, path, expect) in MATRIX {
+        if *method == "GET" || matches!(expect, Public | SessionOnly) {
+            continue;
+        }
+        if path.ends_with("/approve") || path.ends_with("/reject") {
+            let (status, request) = app
+                .send_as(
+                    &owner,
+                    "POST",
+                    "/api/v1/locations/012345A/transfers",
+                    json!({"from_unit_id": t.unit, "to_location": "067890A", "reason": "they ran out",
+                        "lines": [{"lot_id": t.lot, "doses": 1}]}),
+                )
+                .await;
+            assert_eq!(
+                (status, request["status"].as_str()),
+                (201, Some("pending")),
+                "{request}"
+            );
+            t.transfer = request["id"].as_i64().unwrap();
+        }
+        if path.contains("/stock-events/") {
+            // The receipt's doses have moved on by now: reverse the walk's own adjustment.
+            let ledger = app
+                .get(&format!("/api/v1/locations/012345A/lots/{}/ledger", t.lot))
+                .await;
+            t.stock_event = ledger["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["kind"] == "adjustment")
+                .filter_map(|e| e["id"].as_i64())
+                .max()
+                .expect("the walk's adjustment");
+        }
+        if path.starts_with("/api/v1/holds/") {
+            // The excursion's hold ended with its review: release the walk's own.
+            let holds = app.get("/api/v1/locations/012345A/holds?open=true").await;
+            t.hold = holds["holds"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|h| h["id"].as_i64())
+                .max()
+                .expect("the walk's hold");
+        }
+        let before = last_audit_id(&app).await;
+        if path.ends_with("/reconciliations") {
+            // A count of every lot on hand, as the walk has left them.
+            let stock = app.get("/api/v1/locations/012345A/inventory").await;
+            let counts: Vec<Value> = stock["lots"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| json!({"unit_id": l["unit_id"], "lot_id": l["lot_id"], "counted": l["on_hand"]}))
+                .collect();
+            let body = json!({"as_of": chrono::Utc::now().to_rfc3339(), "counted_by": "Pat", "counts": counts});
+            let (status, out) = app.send_as(&owner, method, &concrete(path, &t), body).await;
+            assert_eq!(status, 201, "{out}");
+            let rows = app.get("/api/v1/audit?limit=2").await["audit"]
+                .as_array()
+                .unwrap()
+                .clone();
+            let new: Vec<&Value> = rows.iter().filter(|r| r["id"].as_i64().unwrap() > before).collect();
+            assert_eq!(new.len(), 1, "{new:?}");
+            assert_eq!(
+                new[0]["actor"].as_str().unwrap(),
+                format!("token:{owner_id}:the clinic")
+            );
+            walked += 1;
+            continue;
+        }
+        if *path == "/api/v1/program" {
+            // The matrix's empty body is refused before the scope; the walk saves the document.
+            let program = app.get(path).await;
+            let (status, body) = app.send_as(&app.token, method, path, program).await;
+            assert_eq!(status, 200, "{body}");
+            let row = &app.get("/api/v1/audit?limit=1").await["audit"][0];
+            assert!(
+                row["id"].as_i64().unwrap() > before && row["actor"] == state_id.as_str(),
+                "{row}"
+            );
+            walked += 1;
+            continue;
+        }
+        let (mut target, mut status, mut body) = call(&app, Some(&owner), method, path, &t).await;
+        let mut actor = format!("token:{owner_id}:the clinic");
+        if status == 403 {
+            (target, status, body) = call(&app, Some(&app.token), method, path, &t).await;
+            actor = state_id.clone();
+        }
+        assert!((200..300).contains(&status), "{method} {target}: {status}: {body}");
+        let rows = app.get("/api/v1/audit?limit=10").await["audit"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let new: Vec<&Value> = rows.iter().filter(|r| r["id"].as_i64().unwrap() > before).collect();
+        assert_eq!(new.len(), 1, "{method} {target} left {} audit rows: {new:?}", new.len());
+        let row = new[0];
+        let expected_actor = if path.ends_with("/hl7") {
+            "hl7:012345A"
+        } else {
+            actor.as_str()
+        };
+        assert_eq!(row["actor"], expected_actor, "{method} {target}: {row}");
+        assert!(
+            !row["object_ids"].as_array().unwrap().is_empty(),
+            "{method} {target} names no object: {row}"
+        );
+        assert!(row["action"].as_str().is_some_and(|a| a.contains('.')), "{row}");
+        walked += 1;
+    }
+    walked += walk_a_persons_routes(&app).await;
+    println!("audit walk: {walked} write routes, one row each");
+}
+
+/// The walk of the routes a person uses: from the invitation link to signing out, each leaves
+/// one row naming the person's account (or, asking for a reset, no one).
+async fn walk_a_persons_routes(app: &TestApp) -> usize {
+    let out = app.cli(&[
+        "account",
+        "create",
+        "--email",
+        "walker@state.example",
+        "--name",
+        "Wren Walker",
+        "--role",
+        "state-viewer",
+    ]);
+    assert!(out.status.success());
+    let link = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_string();
+    let token = link.rsplit('/').next().unwrap().to_string();
+    let id = app.get("/api/v1/accounts?limit=1000").await["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["email"] == "walker@state.example")
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let me = format!("account:{id}:walker@state.example");
+    let http = &app.http;
+    let mut cookie = String::new();
+    let mut csrf = String::new();
+    let mut walked = 0;
+    let steps: [(&str, &str, &str); 7] = [
+        ("POST", "/api/v1/invitations/{token}", "account.accept_invitation"),
+        ("POST", "/api/v1/password-resets", "account.request_reset"),
+        ("POST", "/api/v1/password-resets/{token}", "account.reset_password"),
+        ("POST", "/api/v1/session", "session.sign_in"),
+        ("POST", "/api/v1/me/totp", "second_factor.start"),
+        ("POST", "/api/v1/me/totp/confirm", "second_factor.enable"),
+        ("DELETE", "/api/v1/session", "session.sign_out"),
+    ];
+    let mut uri = String::new();
+    for (method, route, action) in steps {
+        assert!(
+            MATRIX.iter().any(|(m, p, _)| *m == method && *p == route),
+            "{method} {route} is a route"
+        );
+        let before = last_audit_id(app).await;
+        let path = match route {
+            "/api/v1/invitations/{token}" => format!("/api/v1/invitations/{token}"),
+            "/api/v1/password-resets/{token}" => {
+                let all = app.wait_email_with("Reset your vfc-monitor password").await;
+                let mail = all
+                    .iter()
+                    .find(|m| m.contains("Reset your vfc-monitor password"))
+                    .unwrap();
+                let at = mail.find("/reset/").unwrap() + "/reset/".len();
+                format!("/api/v1/password-resets/{}", &mail[at..at + 64])
+            }
+            other => other.to_string(),
+        };
+        let body = match route {
+            "/api/v1/invitations/{token}" => json!({"password": "copper lantern drifts north"}),
+            "/api/v1/password-resets" => json!({"email": "walker@state.example"}),
+            "/api/v1/password-resets/{token}" => json!({"password": "violet harbour sings twice"}),
+            "/api/v1/session" => json!({"email": "walker@state.example", "password": "violet harbour sings twice"}),
+            "/api/v1/me/totp/confirm" => {
+                let totp = totp_rs::Totp::from_url(&uri).unwrap();
+                json!({"code": totp.generate(chrono::Utc::now().timestamp() as u64).to_string()})
+            }
+            _ => json!({}),
+        };
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = http.request(m, app.url(&path)).json(&body);
+        if !cookie.is_empty() {
+            req = req.header("cookie", &cookie).header("x-csrf-token", &csrf);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        if let Some(c) = r.headers().get("set-cookie") {
+            cookie = c.to_str().unwrap().split(';').next().unwrap().to_string();
+        }
+        let out: Value = r.json().await.unwrap_or(Value::Null);
+        assert!((200..300).contains(&status), "{method} {path}: {status}: {out}");
+        if let Some(c) = out["csrf_token"].as_str() {
+            csrf = c.to_string();
+        }
+        if let Some(u) = out["otpauth_uri"].as_str() {
+            uri = u.to_string();
+        }
+        let rows = app.get("/api/v1/audit?limit=10").await["audit"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let new: Vec<&Value> = rows.iter().filter(|r| r["id"].as_i64().unwrap() > before).collect();
+        assert_eq!(new.len(), 1, "{method} {route} left {} audit rows: {new:?}", new.len());
+        assert_eq!(new[0]["action"], action, "{method} {route}");
+        // Asking for a reset is anyone's; everything else is the person's own.
+        let actor = if action == "account.request_reset" {
+            "anonymous"
+        } else {
+            me.as_str()
+        };
+        assert_eq!(new[0]["actor"], actor, "{method} {route}");
+        assert_eq!(new[0]["object_ids"], json!([id.to_string()]), "{method} {route}");
+        walked += 1;
+    }
+    walked
 }

@@ -6,6 +6,7 @@ use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
 use super::Kind;
+use crate::accounts::audit::{Entry, Who};
 use crate::accounts::Scope;
 use crate::alerts::links::Subject;
 use crate::alerts::{outbox, About, Email, Links, Recipient};
@@ -169,15 +170,30 @@ pub async fn visible(db: &Db, scope: &Scope, id: i64) -> Result<Facts> {
 }
 
 /// Acknowledges a logger condition once (the first acknowledgement stands).
-pub async fn acknowledge(db: &Db, id: i64, by: &str) -> Result<()> {
-    sqlx::query(
+pub async fn acknowledge(db: &Db, id: i64, by: &str, who: &Who) -> Result<()> {
+    let mut tx = db.begin().await?;
+    let done = sqlx::query(
         "UPDATE device_alerts SET acknowledged_at = $1, acknowledged_by = $2 WHERE id = $3 AND acknowledged_at IS NULL",
     )
     .bind(now_millis())
     .bind(by)
     .bind(id)
-    .execute(&db.pool)
+    .execute(&mut *tx)
     .await?;
+    if done.rows_affected() == 1 {
+        let unit_id: i64 = sqlx::query("SELECT unit_id FROM device_alerts WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("unit_id")?;
+        let entry = Entry::new("device_alert.acknowledge", "device_alert", [id]).changed(
+            "acknowledged_by",
+            serde_json::Value::Null,
+            by,
+        );
+        crate::registry::units::audited(&mut tx, who, entry, unit_id).await?;
+    }
+    tx.commit().await?;
     Ok(())
 }
 

@@ -14,6 +14,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
+use crate::accounts::audit::{Entry, Who};
 use crate::accounts::Scope;
 use crate::domain::LocationCode;
 use crate::error::{Error, Result};
@@ -229,20 +230,30 @@ pub async fn alarms_of(db: &Db, id: i64) -> Result<Vec<AlarmInfo>> {
 }
 
 /// Acknowledges an excursion once (the first acknowledgement stands); returns who and when.
-pub async fn acknowledge(db: &Db, id: i64, by: &str) -> Result<(String, i64)> {
-    sqlx::query(
+pub async fn acknowledge(db: &Db, id: i64, by: &str, who: &Who) -> Result<(String, i64)> {
+    let mut tx = db.begin().await?;
+    let done = sqlx::query(
         "UPDATE excursions SET acknowledged_at = $1, acknowledged_by = $2 WHERE id = $3 AND acknowledged_at IS NULL",
     )
     .bind(now_millis())
     .bind(by)
     .bind(id)
-    .execute(&db.pool)
+    .execute(&mut *tx)
     .await?;
-    let r = sqlx::query("SELECT acknowledged_at, acknowledged_by FROM excursions WHERE id = $1")
+    let r = sqlx::query("SELECT unit_id, acknowledged_at, acknowledged_by FROM excursions WHERE id = $1")
         .bind(id)
-        .fetch_optional(&db.pool)
+        .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| Error::NotFound(format!("no excursion {id}")))?;
+    if done.rows_affected() == 1 {
+        let entry = Entry::new("excursion.acknowledge", "excursion", [id]).changed(
+            "acknowledged_by",
+            serde_json::Value::Null,
+            by,
+        );
+        crate::registry::units::audited(&mut tx, who, entry, r.try_get("unit_id")?).await?;
+    }
+    tx.commit().await?;
     Ok((r.try_get("acknowledged_by")?, r.try_get("acknowledged_at")?))
 }
 

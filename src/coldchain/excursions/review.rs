@@ -10,6 +10,7 @@ use sqlx::Row;
 use utoipa::ToSchema;
 
 use super::{visible_in, Excursion, Status};
+use crate::accounts::audit::{self, Who};
 use crate::accounts::Scope;
 use crate::coldchain::stock::{Alarmed, Determination, ExposedStock};
 use crate::error::{Error, Result};
@@ -89,9 +90,10 @@ pub async fn record(
     scope: &Scope,
     id: i64,
     review: &Review,
-    actor: &str,
+    who: &Who,
     stock: &dyn ExposedStock,
 ) -> Result<Excursion> {
+    let actor = who.actor.as_str();
     review.check()?;
     let mut tx = db.begin().await?;
     // SQLite: be the one writer before reading, or a review that read while another committed
@@ -153,6 +155,14 @@ pub async fn record(
         .determine(&mut tx, &alarmed, &review.lot_determinations, actor)
         .await?;
     let reviewed = visible_in(&mut tx, scope, id).await?;
+    let entry = audit::Entry::new("excursion.review", "excursion", [id])
+        .changed("cause", serde_json::Value::Null, review.cause.as_str())
+        .changed(
+            "lot_determinations",
+            serde_json::Value::Null,
+            review.lot_determinations.len(),
+        );
+    crate::registry::units::audited(&mut tx, who, entry, alarmed.unit_id).await?;
     tx.commit().await?;
     Ok(reviewed)
 }

@@ -6,6 +6,7 @@
 use anyhow::Context;
 
 use super::{upsert_product, Product};
+use crate::accounts::audit::{self, Who};
 use crate::domain::{Cvx, Ndc};
 use crate::store::{now_millis, Db};
 
@@ -229,6 +230,10 @@ pub async fn import(db: &Db, kind: CdcFile, bytes: &[u8]) -> anyhow::Result<(usi
             }
         }
     }
+    let entry = audit::Entry::new("catalog.import", "catalog", [format!("{kind:?}")])
+        .changed("rows_stored", serde_json::Value::Null, stored)
+        .changed("rows_skipped", serde_json::Value::Null, skipped);
+    audit::record(&mut tx, &Who::cli(), entry).await?;
     tx.commit().await?;
     crate::registry::directory_changed();
     Ok((stored, skipped))

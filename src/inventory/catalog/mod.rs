@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
+use crate::accounts::audit::{self, Who};
 use crate::domain::{Cvx, Ndc};
 use crate::error::{Error, Result};
 use crate::store::{now_millis, Db};
@@ -124,7 +125,7 @@ pub struct NewProduct {
     pub use_ndcs: Vec<String>,
 }
 
-pub async fn add(db: &Db, body: &NewProduct) -> Result<Product> {
+pub async fn add(db: &Db, caller: &crate::accounts::Caller, body: &NewProduct) -> Result<Product> {
     let invalid = |e: crate::domain::ParseError| Error::Invalid(e.0);
     let p = Product {
         ndc: Ndc::parse(&body.ndc).map_err(invalid)?.to_string(),
@@ -145,9 +146,15 @@ pub async fn add(db: &Db, body: &NewProduct) -> Result<Product> {
     if p.doses_per_package.is_some_and(|d| !(1..=1000).contains(&d)) {
         return Err(Error::Invalid("\"doses_per_package\" must be from 1 to 1000".into()));
     }
-    let mut conn = db.pool.acquire().await?;
-    upsert_product(&mut conn, &p, "api", now_millis()).await?;
+    let mut tx = db.begin().await?;
+    upsert_product(&mut tx, &p, "api", now_millis()).await?;
+    let entry = audit::Entry::new("product.add", "product", [p.ndc.as_str()])
+        .changed("name", serde_json::Value::Null, p.name.as_str())
+        .changed("cvx", serde_json::Value::Null, p.cvx.as_str());
+    audit::record(&mut tx, &Who::of(caller), entry).await?;
+    tx.commit().await?;
     crate::registry::directory_changed();
+    let mut conn = db.pool.acquire().await?;
     get(&mut conn, &p.ndc)
         .await?
         .ok_or_else(|| Error::NotFound(p.ndc.clone()))

@@ -12,6 +12,7 @@ use super::decide::Status;
 use super::matching::{Match, NoMatch};
 use super::report::Outcome;
 use super::write::{self, Done, Given};
+use crate::accounts::audit::{self, Who};
 use crate::accounts::Scope;
 use crate::domain::{Eligibility, Funding, FundingSource};
 use crate::error::{Error, Result};
@@ -128,15 +129,13 @@ pub async fn exceptions_at(
 }
 
 /// Resolves a queued dose in its own transaction.
-pub async fn resolve_now(
-    db: &Db,
-    scope: &Scope,
-    id: i64,
-    body: &Resolution,
-    actor: &str,
-) -> Result<DecrementException> {
+pub async fn resolve_now(db: &Db, scope: &Scope, id: i64, body: &Resolution, who: &Who) -> Result<DecrementException> {
     let mut tx = db.begin().await?;
-    let x = resolve(&mut tx, scope, id, body, actor).await?;
+    let x = resolve(&mut tx, scope, id, body, &who.actor).await?;
+    let entry = audit::Entry::new("decrement_exception.resolve", "decrement_exception", [id])
+        .at(None, Some(&x.location))
+        .changed("resolution", serde_json::Value::Null, x.resolution.clone());
+    audit::record(&mut tx, who, entry).await?;
     tx.commit().await?;
     Ok(x)
 }

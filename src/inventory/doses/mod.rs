@@ -25,6 +25,7 @@ use sqlx::AnyConnection;
 
 use super::catalog;
 use super::{Error, Place, Result};
+use crate::accounts::audit::{self, Who};
 use crate::accounts::Scope;
 use crate::store::Db;
 use decide::{Nothing, Step};
@@ -86,7 +87,11 @@ impl Batch {
         apply(&mut self.tx, &self.place, d, actor).await
     }
 
-    pub async fn commit(self) -> Result<()> {
+    /// Commits the batch with its one audit row naming the doses it recorded.
+    pub async fn commit(mut self, who: &Who, administration_ids: Vec<i64>) -> Result<()> {
+        let entry = audit::Entry::new("doses.report", "administration", administration_ids)
+            .at(Some(&self.place.pin), Some(&self.place.code));
+        audit::record(&mut self.tx, who, entry).await?;
         self.tx.commit().await?;
         Ok(())
     }

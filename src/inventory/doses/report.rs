@@ -141,6 +141,17 @@ pub enum Flag {
 }
 
 impl Outcome {
+    /// The dose on record this outcome changed or found, if any.
+    pub fn administration_id(&self) -> Option<i64> {
+        match self {
+            Outcome::Decremented { administration_id, .. }
+            | Outcome::Duplicate { administration_id }
+            | Outcome::GivenBack { administration_id }
+            | Outcome::Exception { administration_id, .. } => Some(*administration_id),
+            Outcome::NotCounted { .. } | Outcome::NothingToDo { .. } => None,
+        }
+    }
+
     /// A sentence for the clinic (HL7 ERR-8, JSON `message`) when the outcome needs a look.
     pub fn warnings(&self) -> Vec<String> {
         match self {

@@ -6,6 +6,7 @@ use sqlx::Row;
 use utoipa::ToSchema;
 
 use super::super::{place, Error, Result};
+use crate::accounts::audit::{self, Who};
 use crate::accounts::Caller;
 use crate::store::{now_millis, rfc3339, Db, Page};
 
@@ -121,6 +122,10 @@ pub async fn complete(db: &Db, caller: &Caller, id: i64, body: &BorrowingReason)
         .bind(id)
         .fetch_one(&mut *tx)
         .await?;
+    let entry = audit::Entry::new("borrowing.complete", "borrowing", [id])
+        .at(None, Some(&b.location))
+        .changed("reason", b.reason.clone(), body.reason.as_str());
+    audit::record(&mut tx, &Who::of(caller), entry).await?;
     tx.commit().await?;
     Ok(row(&r)?)
 }

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::AnyConnection;
 
 use super::{current_assignments, serial_history, unit_history, AssignLogger, Assignment};
+use crate::accounts::audit::{self, Entry, Who};
 use crate::accounts::Caller;
 use crate::domain::{LoggerRole, LoggerSerial};
 use crate::error::{Error, Result};
@@ -220,6 +221,16 @@ pub async fn assign(
         };
         watcher.primary_changed(&mut tx, change).await?;
     }
+    let entry = Entry::new("logger.assign", "unit", [unit_id.to_string(), serial.to_string()])
+        .at(None, Some(&unit.location))
+        .changed("serial", replaced.as_ref().map(|r| r.serial.clone()), serial.as_str())
+        .changed(
+            "role",
+            serde_json::Value::Null,
+            serde_json::to_value(role).expect("plain data"),
+        )
+        .changed("from", serde_json::Value::Null, rfc3339(from));
+    audit::record(&mut tx, &Who::of(caller), entry).await?;
     tx.commit().await?;
     loggers::update_details(db, &serial, body).await?;
     Ok(Assignment {
@@ -243,7 +254,7 @@ pub async fn unassign(
     at: Option<DateTime<Utc>>,
     watcher: &dyn Watcher,
 ) -> Result<Assignment> {
-    units::get(db, &caller.scope, unit_id).await?;
+    let unit = units::get(db, &caller.scope, unit_id).await?;
     let mut current = current_assignments(db, unit_id)
         .await?
         .into_iter()
@@ -286,6 +297,10 @@ pub async fn unassign(
             readings::dirty::mark(&mut tx, &[(serial.to_string(), to - 1)]).await?;
         }
     }
+    let entry = Entry::new("logger.unassign", "unit", [unit_id.to_string(), serial.to_string()])
+        .at(None, Some(&unit.location))
+        .changed("to", serde_json::Value::Null, rfc3339(to));
+    audit::record(&mut tx, &Who::of(caller), entry).await?;
     tx.commit().await?;
     current.to_ms = Some(to);
     current.to = Some(rfc3339(to));
