@@ -137,23 +137,44 @@ impl Entry {
 
 /// Writes one row, on the connection of the change's own transaction.
 pub async fn record(conn: &mut AnyConnection, who: &Who, entry: Entry) -> Result<()> {
-    sqlx::query(
+    record_many(conn, &[(who.clone(), entry)]).await
+}
+
+/// Writes the rows of several requests or messages committed together (an HL7 batch) in one
+/// statement.
+pub async fn record_many(conn: &mut AnyConnection, rows: &[(Who, Entry)]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    const COLS: usize = 11;
+    let values = (0..rows.len())
+        .map(|i| {
+            let params: Vec<String> = (1..=COLS).map(|c| format!("${}", i * COLS + c)).collect();
+            format!("({})", params.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
         "INSERT INTO audit_log (at, actor, account_id, token_id, client_addr, action, object_type, \
-         object_ids, pin, location_code, changes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-    )
-    .bind(now_millis())
-    .bind(&who.actor)
-    .bind(who.account_id)
-    .bind(who.token_id)
-    .bind(who.client_addr.as_deref())
-    .bind(entry.action)
-    .bind(entry.object_type)
-    .bind(serde_json::to_string(&entry.object_ids).expect("strings serialise"))
-    .bind(entry.pin)
-    .bind(entry.location_code)
-    .bind(entry.changes.map(|c| c.to_string()))
-    .execute(&mut *conn)
-    .await?;
+         object_ids, pin, location_code, changes) VALUES {values}"
+    );
+    let now = now_millis();
+    let mut q = sqlx::query(&sql);
+    for (who, entry) in rows {
+        q = q
+            .bind(now)
+            .bind(&who.actor)
+            .bind(who.account_id)
+            .bind(who.token_id)
+            .bind(who.client_addr.as_deref())
+            .bind(entry.action)
+            .bind(entry.object_type)
+            .bind(serde_json::to_string(&entry.object_ids).expect("strings serialise"))
+            .bind(entry.pin.as_deref())
+            .bind(entry.location_code.as_deref())
+            .bind(entry.changes.as_ref().map(|c| c.to_string()));
+    }
+    q.execute(&mut *conn).await?;
     Ok(())
 }
 

@@ -106,10 +106,11 @@ pub async fn process(
         metrics::counter!("vfc_hl7_messages_total", "ack" => "duplicate").increment(1);
         return Ok(ack);
     }
-    let (ack, keep) = record(conn, &parsed, sender, seen).await?;
+    let (ack, keep, audited) = record(conn, &parsed, sender, seen).await?;
     if let Some(k) = keep {
         messages::store(conn, &[k]).await?;
     }
+    audit::record_many(conn, audited.as_slice()).await?;
     Ok(ack)
 }
 
@@ -128,11 +129,11 @@ async fn record(
     parsed: &vxu::Parsed,
     sender: &Sender,
     seen: &mut Lookups,
-) -> anyhow::Result<(String, Option<Kept>)> {
+) -> anyhow::Result<(String, Option<Kept>, Option<(Who, audit::Entry)>)> {
     let h = &parsed.header;
     if !parsed.errors.is_empty() {
         metrics::counter!("vfc_hl7_messages_total", "ack" => "AE").increment(1);
-        return Ok((reply(Some(h), AckCode::Error, &parsed.errors), None));
+        return Ok((reply(Some(h), AckCode::Error, &parsed.errors), None, None));
     }
 
     // Where each dose was given, as far as this sender may report.
@@ -232,17 +233,15 @@ async fn record(
     let code = if dose_errors { AckCode::Error } else { AckCode::Accepted };
     let ack = reply(Some(h), code, &issues);
     metrics::counter!("vfc_hl7_messages_total", "ack" => code.as_str()).increment(1);
-    // One audit row per message that recorded something, in the batch's transaction.
-    if recorded > 0 {
+    // One audit row per message that recorded something, written with the batch's.
+    let audited = (recorded > 0).then(|| {
         let (pin, code) = at_place.unwrap_or_default();
         let entry = audit::Entry::new("doses.hl7", "administration", changed)
             .at(Some(&pin), Some(&code))
             .changed("message", serde_json::Value::Null, h.control_id.as_str())
             .changed("via", serde_json::Value::Null, sender.actor.as_str());
-        audit::record(conn, &Who::hl7(&h.sending_facility), entry)
-            .await
-            .map_err(anyhow::Error::from)?;
-    }
+        (Who::hl7(&h.sending_facility), entry)
+    });
     // Keep the message (and its ACK) when it recorded something: the same message again gets
     // this ACK. One that recorded nothing may be corrected and sent again under its id.
     let keep = (recorded > 0).then(|| Kept {
@@ -251,7 +250,7 @@ async fn record(
         code: code.as_str(),
         ack: ack.clone(),
     });
-    Ok((ack, keep))
+    Ok((ack, keep, audited))
 }
 
 struct Job {
@@ -365,6 +364,7 @@ async fn run(db: &Db, batch: &[Job], seen: &mut Lookups) -> anyhow::Result<Vec<a
         .collect();
     let mut known = kept(&mut tx, &keys).await?;
     let mut keep = Vec::new();
+    let mut audited = Vec::new();
     let mut acks = Vec::with_capacity(batch.len());
     for (job, parsed) in batch.iter().zip(&parsed) {
         let parsed = match parsed {
@@ -381,7 +381,8 @@ async fn run(db: &Db, batch: &[Job], seen: &mut Lookups) -> anyhow::Result<Vec<a
             continue;
         }
         match record(&mut tx, parsed, &job.sender, seen).await {
-            Ok((ack, k)) => {
+            Ok((ack, k, a)) => {
+                audited.extend(a);
                 if let Some(k) = k {
                     known.insert(k.key.clone(), ack.clone());
                     keep.push(k);
@@ -395,7 +396,11 @@ async fn run(db: &Db, batch: &[Job], seen: &mut Lookups) -> anyhow::Result<Vec<a
             }
         }
     }
-    if let Err(e) = messages::store(&mut tx, &keep).await {
+    let stored = async {
+        messages::store(&mut tx, &keep).await?;
+        audit::record_many(&mut tx, &audited).await.map_err(anyhow::Error::from)
+    };
+    if let Err(e) = stored.await {
         tracing::warn!(error = ?e, "keeping the batch's ACKs failed; retrying its messages one by one");
         tx.rollback().await?;
         return one_by_one(db, batch).await;
