@@ -208,7 +208,7 @@ pub struct AuditRow {
 /// What to look for: each given filter narrows the list.
 #[derive(Debug, Default)]
 pub struct Filter {
-    /// An actor as written (`account:3:…`), or its prefix (`account:3`, `token:`).
+    /// An actor as written (`account:3:…`), or its prefix (`account:3:`, `token:`); case counts.
     pub actor: Option<String>,
     /// An object type, or `type:id` for one object.
     pub object: Option<String>,
@@ -240,8 +240,8 @@ pub async fn list(db: &Db, scope: &Scope, f: &Filter, page: Page) -> Result<(Vec
     if let Some(a) = &f.actor {
         and(
             &mut sql,
-            "(actor = ? OR actor LIKE ?)",
-            vec![Bind::Text(a.clone()), Bind::Text(format!("{}%", like_escape(a)))],
+            "substr(actor, 1, CAST(? AS INTEGER)) = ?",
+            vec![Bind::Int(a.chars().count() as i64), Bind::Text(a.clone())],
         );
     }
     if let Some(o) = &f.object {
@@ -257,8 +257,8 @@ pub async fn list(db: &Db, scope: &Scope, f: &Filter, page: Page) -> Result<(Vec
     if let Some(a) = &f.action {
         and(
             &mut sql,
-            "action LIKE ?",
-            vec![Bind::Text(format!("{}%", like_escape(a)))],
+            "substr(action, 1, CAST(? AS INTEGER)) = ?",
+            vec![Bind::Int(a.chars().count() as i64), Bind::Text(a.clone())],
         );
     }
     if let Some(t) = f.from {

@@ -48,6 +48,10 @@ pub async fn request_reset(db: &Db, public_url: &url::Url, raw: &str, from: Stri
     else {
         return Ok(());
     };
+    // One reset email a minute at most: asking again and again floods no one's inbox.
+    if links::issued_within(&mut tx, a.id, Purpose::Reset, 60_000).await? {
+        return Ok(());
+    }
     links::send(&mut tx, public_url, (a.id, &a.email, &a.name), Purpose::Reset, None).await?;
     audit::record(
         &mut tx,

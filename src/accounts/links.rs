@@ -88,6 +88,19 @@ async fn live(conn: &mut AnyConnection, token: &str, purpose: Purpose) -> Result
     }
 }
 
+/// Whether a link of this purpose was issued to the account in the last `ms` milliseconds.
+pub async fn issued_within(conn: &mut AnyConnection, account_id: i64, purpose: Purpose, ms: i64) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM account_links WHERE account_id = $1 AND purpose = $2 AND created_at > $3",
+    )
+    .bind(account_id)
+    .bind(purpose.as_str())
+    .bind(now_millis() - ms)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(n > 0)
+}
+
 /// The account a working link is for, without using it (the page that asks for a password).
 pub async fn peek(db: &Db, token: &str, purpose: Purpose) -> Result<i64> {
     let mut conn = db.pool.acquire().await?;

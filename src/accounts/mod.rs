@@ -13,12 +13,13 @@ pub mod credentials;
 pub mod links;
 pub mod password;
 pub mod people;
+pub mod scope;
 pub mod second_factor;
 pub mod sessions;
 pub mod status;
 pub mod tokens;
 
-use crate::domain::LocationCode;
+pub use scope::Scope;
 
 pub use contacts::normalise_email;
 
@@ -125,125 +126,6 @@ impl Role {
     }
 }
 
-/// The part of the program a caller may see.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scope {
-    /// Every PIN (state roles).
-    Program,
-    /// Every location of one PIN.
-    Pin(String),
-    /// One location.
-    Location(String),
-    /// Several PINs or locations (a person with grants at more than one place); never holds
-    /// `Program` or another `Many`.
-    Many(Vec<Scope>),
-}
-
-impl Scope {
-    /// The union of some scopes, in its simplest form.
-    pub fn union(scopes: impl IntoIterator<Item = Scope>) -> Scope {
-        let mut parts: Vec<Scope> = Vec::new();
-        for s in scopes {
-            match s {
-                Scope::Program => return Scope::Program,
-                Scope::Many(inner) => parts.extend(inner),
-                one => parts.push(one),
-            }
-        }
-        // A location inside a PIN also held adds nothing.
-        let pins: Vec<String> = parts
-            .iter()
-            .filter_map(|s| match s {
-                Scope::Pin(p) => Some(p.clone()),
-                _ => None,
-            })
-            .collect();
-        parts.retain(|s| match s {
-            Scope::Location(c) => !pins.iter().any(|p| c.starts_with(p.as_str())),
-            _ => true,
-        });
-        parts.sort_by_key(|s| s.key());
-        parts.dedup();
-        match parts.len() {
-            1 => parts.pop().expect("one part"),
-            _ => Scope::Many(parts),
-        }
-    }
-
-    pub fn covers(&self, code: &LocationCode) -> bool {
-        self.covers_code(code.pin().as_str(), &code.to_string())
-    }
-
-    /// Same as [`Scope::covers`] for a code already read from the database.
-    pub fn covers_code(&self, pin: &str, code: &str) -> bool {
-        match self {
-            Scope::Program => true,
-            Scope::Pin(p) => p == pin,
-            Scope::Location(loc) => loc == code,
-            Scope::Many(parts) => parts.iter().any(|s| s.covers_code(pin, code)),
-        }
-    }
-
-    /// Whether this scope holds the whole of PIN `pin` (it may add locations to it).
-    pub fn covers_pin(&self, pin: &str) -> bool {
-        match self {
-            Scope::Program => true,
-            Scope::Pin(p) => p == pin,
-            Scope::Location(_) => false,
-            Scope::Many(parts) => parts.iter().any(|s| s.covers_pin(pin)),
-        }
-    }
-
-    /// Whether everything `inner` names is inside this scope.
-    pub fn contains(&self, inner: &Scope) -> bool {
-        match inner {
-            Scope::Program => *self == Scope::Program,
-            Scope::Pin(p) => self.covers_pin(p),
-            Scope::Location(c) => LocationCode::parse(c).is_ok_and(|code| self.covers(&code)),
-            Scope::Many(parts) => parts.iter().all(|s| self.contains(s)),
-        }
-    }
-
-    /// The scope as one word, for keys: `*`, `pin:012345`, `location:012345A`, or such words
-    /// joined by commas.
-    pub fn key(&self) -> String {
-        match self {
-            Scope::Program => "*".into(),
-            Scope::Pin(p) => format!("pin:{p}"),
-            Scope::Location(c) => format!("location:{c}"),
-            Scope::Many(parts) => parts.iter().map(Scope::key).collect::<Vec<_>>().join(","),
-        }
-    }
-
-    /// A SQL condition limiting `{pin_col}`/`{code_col}` to this scope, with its bound value.
-    pub fn sql_filter(&self, pin_col: &str, code_col: &str, param: usize) -> (String, Option<String>) {
-        match self {
-            // Still references the parameter, so its position is bound on every database.
-            Scope::Program => (format!("${param} = ''"), Some(String::new())),
-            Scope::Pin(p) => (format!("{pin_col} = ${param}"), Some(p.clone())),
-            Scope::Location(c) => (format!("{code_col} = ${param}"), Some(c.clone())),
-            // One parameter for any number of places: ",pin:012345,location:054321A," and a
-            // LIKE per column (codes and PINs hold neither % nor _).
-            Scope::Many(_) => (
-                format!(
-                    "(${param} LIKE ('%,pin:' || {pin_col} || ',%') OR ${param} LIKE ('%,location:' || {code_col} || ',%'))"
-                ),
-                Some(format!(",{},", self.key())),
-            ),
-        }
-    }
-
-    /// The scope in words, for messages.
-    pub fn describe(&self) -> String {
-        match self {
-            Scope::Program => "every PIN".into(),
-            Scope::Pin(p) => format!("every location of PIN {p}"),
-            Scope::Location(c) => format!("location {c}"),
-            Scope::Many(parts) => parts.iter().map(Scope::describe).collect::<Vec<_>>().join("; "),
-        }
-    }
-}
-
 /// A role at a scope.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
@@ -337,28 +219,85 @@ impl Caller {
         !self.grants.iter().any(|g| g.role.writes())
     }
 
+    /// Whether the caller is a person: only people, who sign in with a second factor, manage
+    /// accounts and make tokens; a token (an EHR feed's credential) never does, whatever its
+    /// role.
+    pub fn is_person(&self) -> bool {
+        matches!(self.principal, Principal::Account { .. })
+    }
+
     pub fn may_manage_accounts(&self) -> bool {
-        self.grants.iter().any(|g| g.role.manages_accounts())
+        self.is_person() && self.grants.iter().any(|g| g.role.manages_accounts())
     }
 
     pub fn may_make_tokens(&self) -> bool {
-        self.grants.iter().any(|g| g.role.makes_tokens())
+        self.is_person() && self.grants.iter().any(|g| g.role.makes_tokens())
     }
 
     /// Whether some grant of the caller lets it grant `g`.
     pub fn may_grant(&self, g: &Grant) -> bool {
-        self.grants.iter().any(|mine| mine.may_grant(g))
+        self.is_person() && self.grants.iter().any(|mine| mine.may_grant(g))
+    }
+
+    /// The places whose people's accounts the caller manages (its account-managing grants).
+    pub fn manage_scope(&self) -> Scope {
+        let scopes: Vec<Scope> = self
+            .grants
+            .iter()
+            .filter(|g| g.role.manages_accounts())
+            .map(|g| g.scope.clone())
+            .collect();
+        if scopes.is_empty() || !self.is_person() {
+            Scope::Location(String::new())
+        } else {
+            Scope::union(scopes)
+        }
+    }
+
+    /// The caller as it writes: only the grants that may change things (a state viewer's
+    /// program-wide grant lets its holder read every PIN, never write there).
+    pub fn writing(mut self) -> Caller {
+        let writers: Vec<Grant> = self.grants.iter().filter(|g| g.role.writes()).cloned().collect();
+        if writers.len() != self.grants.len() {
+            self.scope = if writers.is_empty() {
+                Scope::Location(String::new())
+            } else {
+                Scope::union(writers.iter().map(|g| g.scope.clone()))
+            };
+        }
+        self
+    }
+
+    /// Whether every grant the caller writes with is clinic staff: staff record stock, doses,
+    /// daily checks and reviews, and change nothing of the registry, rules, accounts or tokens.
+    pub fn only_staff(&self) -> bool {
+        let writers: Vec<Role> = self.grants.iter().filter(|g| g.role.writes()).map(|g| g.role).collect();
+        !writers.is_empty() && writers.iter().all(|r| *r == Role::ClinicStaff)
     }
 
     /// Whether some grant of the caller that makes tokens covers `g` with a role no wider.
     pub fn may_make_token(&self, g: &Grant) -> bool {
-        self.grants.iter().any(|mine| {
-            mine.role.makes_tokens()
-                && (mine.role == Role::StateAdmin
-                    || (g.role.scope_kind() != ScopeKind::Program
-                        && g.role.clinic_rank() <= mine.role.clinic_rank().max(2)
-                        && mine.scope.contains(&g.scope)))
-        })
+        self.is_person()
+            && self.grants.iter().any(|mine| {
+                mine.role.makes_tokens()
+                    && (mine.role == Role::StateAdmin
+                        || (g.role.scope_kind() != ScopeKind::Program
+                            && g.role.clinic_rank() <= mine.role.clinic_rank().max(2)
+                            && mine.scope.contains(&g.scope)))
+            })
+    }
+
+    /// Whether the caller is only clinic staff at this location (no grant covering it gives
+    /// more): staff record stock, doses and checks, but do not change who the location's
+    /// coordinators are.
+    pub fn only_staff_at(&self, pin: &str, code: &str) -> bool {
+        let covering: Vec<Role> = self
+            .grants
+            .iter()
+            .filter(|g| g.scope.covers_code(pin, code))
+            .map(|g| g.role)
+            .collect();
+        !covering.is_empty() && covering.iter().all(|r| *r == Role::ClinicStaff)
     }
 
     /// The account behind the caller, if a person.

@@ -96,8 +96,14 @@ pub fn verify_nothing(raw: &str) {
     let _ = verify(raw, dummy);
 }
 
-/// Runs a password hash or check off the async workers.
+/// How many password hashes or checks run at once (each takes 19 MiB and a core for tens of
+/// milliseconds): a flood of sign-ins waits its turn instead of exhausting the machine.
+const AT_ONCE: usize = 2;
+
+/// Runs a password hash or check off the async workers, at most [`AT_ONCE`] at a time.
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(AT_ONCE);
+    let _turn = HASHING.acquire().await.expect("the semaphore is never closed");
     tokio::task::spawn_blocking(f)
         .await
         .expect("a password hash does not panic")

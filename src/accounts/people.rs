@@ -310,9 +310,10 @@ async fn insert_grants(conn: &mut AnyConnection, id: i64, grants: &[Grant]) -> R
 /// Whether the caller may see this account: itself; a state role; a coordinator whose scope
 /// holds one of its grants.
 fn may_see(caller: &Caller, id: i64, grants: &[Grant]) -> bool {
+    let manages = caller.manage_scope();
     caller.account_id() == Some(id)
         || caller.scope == Scope::Program
-        || (caller.may_manage_accounts() && grants.iter().any(|g| caller.scope.contains(&g.scope)))
+        || grants.iter().any(|g| manages.contains(&g.scope))
 }
 
 /// Whether the caller may change this account: a state admin; a coordinator who could have
@@ -356,7 +357,12 @@ pub async fn list(db: &Db, caller: &Caller, page: Page) -> Result<(Vec<Account>,
         ));
     }
     let mut conn = db.pool.acquire().await?;
-    let (cond, param) = caller.scope.sql_filter("COALESCE(g.pin, l.pin)", "g.location_code", 1);
+    // The state sees every account; a coordinator those with a grant where they manage.
+    let seen = match caller.scope {
+        Scope::Program => Scope::Program,
+        _ => caller.manage_scope(),
+    };
+    let (cond, param) = seen.sql_filter("COALESCE(g.pin, l.pin)", "g.location_code", 1);
     let sql = format!(
         "SELECT DISTINCT a.id FROM accounts a LEFT JOIN account_grants g ON g.account_id = a.id \
          LEFT JOIN location_contacts l ON l.code = g.location_code WHERE {cond} AND a.id > $2 ORDER BY a.id LIMIT $3"

@@ -221,8 +221,13 @@ pub async fn reset(db: &Db, caller: &Caller, id: i64) -> Result<()> {
         .await?
         .filter(|a| caller.scope == super::Scope::Program || a.grants.iter().any(|g| caller.scope.contains(&g.scope)))
         .ok_or_else(|| Error::NotFound(format!("no account {id} in your scope")))?;
-    if caller.account_id() == Some(id) || !caller.may_manage_accounts() || !a.grants.iter().all(|g| caller.may_grant(g))
-    {
+    // A state admin resets anyone's; a clinic's coordinator only their own clinic staff's.
+    let admin = caller.grants.iter().any(|g| g.role == super::Role::StateAdmin);
+    let staff_of_theirs = !a.grants.is_empty()
+        && a.grants
+            .iter()
+            .all(|g| g.role == super::Role::ClinicStaff && caller.may_grant(g));
+    if caller.account_id() == Some(id) || !caller.is_person() || !(admin || staff_of_theirs) {
         return Err(Error::refused(
             "scope",
             "a second factor is reset by a state admin, or for clinic staff by their coordinator",

@@ -53,6 +53,11 @@ pub struct Started {
 
 /// Signs a person in. Every failure is the same [`invalid`].
 pub async fn sign_in(db: &Db, limits: &AccountSettings, creds: &Credentials, client: &str) -> Result<Started> {
+    // Sign-ins of this process take turns from reading the failure count to recording the
+    // outcome, so tries sent at once cannot all slip in before the count says to wait (at most
+    // one more than allowed, two running at a time).
+    static TURNS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+    let _turn = TURNS.acquire().await.expect("the semaphore is never closed");
     // An address that is no email is still throttled and answered alike.
     let key = people::normalise_email(&creds.email).unwrap_or_else(|_| creds.email.trim().to_lowercase());
     let now = now_millis();

@@ -115,7 +115,7 @@ pub async fn enable(db: &Db, caller: &Caller, id: i64) -> Result<people::Account
     if before.status == "disabled" {
         // The inactivity clock starts again now, or the sweep would disable it at once.
         sqlx::query(
-            "UPDATE accounts SET status = $1, disabled_reason = NULL, last_sign_in_at = NULL, updated_at = $2 WHERE id = $3",
+            "UPDATE accounts SET status = $1, disabled_reason = NULL, last_sign_in_at = $2, updated_at = $2 WHERE id = $3",
         )
         .bind(status)
         .bind(now_millis())

@@ -30,31 +30,20 @@ pub fn router() -> Router<AppState> {
         .route("/audit", get(audit_trail))
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct Invited {
-    pub account: Account,
-    /// The invitation link, also emailed to the person (72 hours, single use).
-    pub invitation_url: String,
-}
-
 /// Invites a person: an account with grants no wider than the caller's own, and an emailed
 /// link to set a password. A state admin may invite anyone; a `vfc-coordinator` or
 /// `provider-of-record` its own staff (403 `scope` otherwise).
 #[utoipa::path(post, path = "/api/v1/accounts", tag = "accounts", security(("bearer" = [])), request_body = NewAccount,
-    responses((status = 201, body = Invited), (status = 400), (status = 403, description = "scope"), (status = 409)))]
+    responses((status = 201, body = Account), (status = 400), (status = 403, description = "scope"), (status = 409)))]
 async fn create_account(
     State(s): State<AppState>,
     caller: Caller,
     Body(body): Body<NewAccount>,
-) -> Result<(StatusCode, Json<Invited>), ApiError> {
-    let (account, invitation_url) = people::create(&s.db, Some(&caller), &s.public_url, &body).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(Invited {
-            account,
-            invitation_url,
-        }),
-    ))
+) -> Result<(StatusCode, Json<Account>), ApiError> {
+    // The link goes only to the person's email: whoever invites never holds it, so the email is
+    // proven and the account is the person's alone.
+    let (account, _link) = people::create(&s.db, Some(&caller), &s.public_url, &body).await?;
+    Ok((StatusCode::CREATED, Json(account)))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -187,9 +176,22 @@ async fn list_tokens(
     caller: Caller,
     Params(q): Params<TokenQuery>,
 ) -> Result<Json<TokenList>, ApiError> {
+    may_see_tokens(&caller)?;
     Ok(Json(TokenList {
         tokens: tokens::list_in(&s.db, &caller.scope, q.revoked).await?,
     }))
+}
+
+/// Tokens are listed to those who may make them (and to the state).
+fn may_see_tokens(caller: &Caller) -> Result<(), ApiError> {
+    if caller.may_make_tokens() || caller.scope == Scope::Program {
+        Ok(())
+    } else {
+        Err(ApiError::Refused(
+            "scope",
+            "the list of tokens is for those who may make them: a coordinator signed in".into(),
+        ))
+    }
 }
 
 /// The tokens of one location and its PIN's PIN-wide tokens.
@@ -205,6 +207,7 @@ async fn location_tokens(
     if !caller.scope.covers(&code) {
         return Err(ApiError::NotFound(format!("no location {code}")));
     }
+    may_see_tokens(&caller)?;
     crate::registry::locations::get(&s.db, &caller.scope, &code.to_string()).await?;
     let here = Scope::Location(code.to_string());
     let mut list = tokens::list_in(&s.db, &here, q.revoked).await?;

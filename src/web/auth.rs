@@ -31,6 +31,52 @@ const ENROLMENT: [(Method, &str); 4] = [
     (Method::POST, "/me/totp/confirm"),
 ];
 
+/// What clinic staff may change (README, the roles table): stock, doses, daily checks and
+/// reviews, and their own sign-in. `*` stands for one path segment.
+const STAFF_WRITES: [(&str, &str); 20] = [
+    ("POST", "/locations/*/receipts"),
+    ("POST", "/locations/*/wastage"),
+    ("POST", "/locations/*/returns"),
+    ("POST", "/locations/*/adjustments"),
+    ("POST", "/locations/*/stock-events/*/reverse"),
+    ("POST", "/locations/*/transfers"),
+    ("POST", "/locations/*/reconciliations"),
+    ("POST", "/locations/*/holds"),
+    ("POST", "/locations/*/administrations"),
+    ("POST", "/holds/*/release"),
+    ("POST", "/decrement-exceptions/*/resolve"),
+    ("PUT", "/borrowing/*"),
+    ("POST", "/hl7"),
+    ("POST", "/units/*/daily/*/sign"),
+    ("POST", "/excursions/*/acknowledge"),
+    ("POST", "/excursions/*/review"),
+    ("POST", "/device-alerts/*/acknowledge"),
+    // Their own name (the account routes refuse anything else).
+    ("PATCH", "/accounts/*"),
+    ("POST", "/me/totp"),
+    ("POST", "/me/totp/confirm"),
+];
+
+fn matches_route(pattern: &str, path: &str) -> bool {
+    let (p, a): (Vec<&str>, Vec<&str>) = (pattern.split('/').collect(), path.split('/').collect());
+    p.len() == a.len() && p.iter().zip(&a).all(|(p, a)| *p == "*" || p == a)
+}
+
+fn staff_may(method: &Method, path: &str) -> bool {
+    (*method == Method::DELETE && path == "/session")
+        || STAFF_WRITES
+            .iter()
+            .any(|(m, p)| method.as_str() == *m && matches_route(p, path))
+}
+
+fn staff_refused() -> ApiError {
+    ApiError::Refused(
+        "scope",
+        "clinic staff record stock, doses, daily checks and reviews; this change is for the location's VFC coordinator"
+            .into(),
+    )
+}
+
 /// Routes that take no caller (their credential is in the body or the link): a stale cookie on
 /// them is ignored, and needs no CSRF token.
 fn public(method: &Method, path: &str) -> bool {
@@ -128,14 +174,24 @@ async fn authenticated(s: &AppState, req: Request) -> Result<Request, ApiError> 
     if let Some(secret) = bearer(&parts.headers) {
         if let Some(mut caller) = tokens::authenticate(&s.db, secret).await? {
             caller.client_addr = Some(client);
-            if caller.read_only() && unsafe_method {
-                return Err(read_only());
+            if unsafe_method {
+                if caller.read_only() {
+                    return Err(read_only());
+                }
+                if caller.only_staff() && !staff_may(&parts.method, &path) {
+                    return Err(staff_refused());
+                }
+                caller = caller.writing();
             }
             parts.extensions.insert(caller);
         }
         return Ok(Request::from_parts(parts, body));
     }
     if public(&parts.method, &path) {
+        // A form from another site may not sign someone in to an account of its choosing.
+        if is_form(&parts.headers) && !same_origin(&parts.headers) {
+            return Err(csrf());
+        }
         return Ok(Request::from_parts(parts, body));
     }
     let Some(mut live) = session_of(s, &parts.headers).await? else {
@@ -172,8 +228,15 @@ async fn authenticated(s: &AppState, req: Request) -> Result<Request, ApiError> 
             "your role needs a second factor: set one up first (POST /api/v1/me/totp, or the page /me/totp)".into(),
         ));
     }
-    if live.caller.read_only() && unsafe_method && !ENROLMENT.iter().any(|(m, p)| *m == parts.method && *p == path) {
-        return Err(read_only());
+    let own = ENROLMENT.iter().any(|(m, p)| *m == parts.method && *p == path);
+    if unsafe_method && !own {
+        if live.caller.read_only() {
+            return Err(read_only());
+        }
+        if live.caller.only_staff() && !staff_may(&parts.method, &path) {
+            return Err(staff_refused());
+        }
+        live.caller = live.caller.clone().writing();
     }
     live.caller.client_addr = Some(client);
     parts.extensions.insert(live.caller.clone());
@@ -186,6 +249,24 @@ fn read_only() -> ApiError {
         "scope",
         "a state viewer reads only; ask a state coordinator to make the change".into(),
     )
+}
+
+/// Whether a browser's request came from a page of this site: its `Origin` (or, lacking one,
+/// `Referer`) names the host it was sent to. A request with neither (a script) passes.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let from = headers
+        .get(header::ORIGIN)
+        .or_else(|| headers.get(header::REFERER))
+        .and_then(|h| h.to_str().ok());
+    match (from, host) {
+        (None, _) => true,
+        (Some(from), Some(host)) => url::Url::parse(from).is_ok_and(|u| {
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            u.host_str().is_some_and(|h| format!("{h}{port}") == host)
+        }),
+        (Some(_), None) => false,
+    }
 }
 
 pub fn is_form(headers: &HeaderMap) -> bool {

@@ -309,10 +309,14 @@ async fn request_reset(State(s): State<AppState>, req: axum::extract::Request) -
             Ok(b) => b,
             Err(e) => return ApiError::into_response(e),
         };
-    if let Err(e) = credentials::request_reset(&s.db, &s.public_url, &b.email, from).await {
-        // Logged, never told: the answer must not differ.
-        tracing::error!(error = %e, "a password reset could not be queued");
-    }
+    // Done after the answer, so neither its answer nor its timing tells whether the email
+    // has an account; a failure is logged, never told.
+    let (db, public_url, email) = (s.db.clone(), s.public_url.clone(), b.email.clone());
+    tokio::spawn(async move {
+        if let Err(e) = credentials::request_reset(&db, &public_url, &email, from).await {
+            tracing::error!(error = %e, "a password reset could not be queued");
+        }
+    });
     if form {
         pages::message(
             StatusCode::ACCEPTED,

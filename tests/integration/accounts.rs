@@ -161,7 +161,11 @@ async fn invite(app: &TestApp, by: &Person, email: &str, name: &str, grant: Valu
     )
     .await;
     assert_eq!(status, 201, "{body}");
-    body["account"].clone()
+    assert!(
+        body.get("invitation_url").is_none(),
+        "the link goes to the person only: {body}"
+    );
+    body.clone()
 }
 
 /// An invited person who set their password from the emailed link and signed in.
@@ -252,9 +256,15 @@ async fn a_state_admin_invites_a_coordinator_who_enrols_and_invites_staff_who_se
     assert_eq!(codes, ["012345B"]);
     let (status, _) = send(&app, &sam, "GET", "/api/v1/locations/012345A", None, false).await;
     assert_eq!(status, 404);
-    // Staff manage no accounts.
+    // Staff manage no accounts, and do not change who the location's coordinators are.
     let (status, _) = send(&app, &sam, "GET", "/api/v1/accounts", None, false).await;
     assert_eq!(status, 403);
+    let mut b = crate::harness::location_body("012345", "B");
+    let o = b.as_object_mut().unwrap();
+    o.remove("pin");
+    o.remove("suffix");
+    let (status, body) = send(&app, &sam, "PUT", "/api/v1/locations/012345B", Some(b), true).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("scope")), "{body}");
 }
 
 async fn weak_passwords_are_refused_and_a_used_invitation_link_is_dead(db: Database) {
@@ -375,7 +385,7 @@ async fn after_five_failures_the_right_password_waits_out_the_delay_and_it_is_au
 
 async fn a_cookie_write_needs_the_csrf_token_and_a_bearer_write_does_not(db: Database) {
     let app = TestApp::spawn(db, Broker::Embedded).await;
-    app.create_location("012345", "A").await;
+    let unit = app.fridge().await;
     invite_cli(
         &app,
         "sam@clinic.example",
@@ -384,16 +394,83 @@ async fn a_cookie_write_needs_the_csrf_token_and_a_bearer_write_does_not(db: Dat
         &["--location", "012345A"],
     );
     let sam = joined(&app, "sam@clinic.example", GOOD).await;
-    let unit = json!({"name": "Back fridge", "kind": "refrigerator"});
-    let path = "/api/v1/locations/012345A/units";
-    let (status, body) = send(&app, &sam, "POST", path, Some(unit.clone()), false).await;
+    let sign = |day: &str| format!("/api/v1/units/{unit}/daily/{day}/sign");
+    let (status, body) = send(
+        &app,
+        &sam,
+        "POST",
+        &sign("2026-11-02"),
+        Some(json!({"note": "checked"})),
+        false,
+    )
+    .await;
     assert_eq!((status, body["error"]["code"].as_str()), (403, Some("csrf")), "{body}");
-    let (status, body) = send(&app, &sam, "POST", path, Some(unit.clone()), true).await;
+    let (status, body) = send(
+        &app,
+        &sam,
+        "POST",
+        &sign("2026-11-02"),
+        Some(json!({"note": "checked"})),
+        true,
+    )
+    .await;
     assert_eq!(status, 201, "{body}");
     let (status, body) = app
-        .send_as(&app.token, "POST", path, json!({"name": "Freezer", "kind": "freezer"}))
+        .send_as(&app.token, "POST", &sign("2026-11-03"), json!({"note": "checked"}))
         .await;
     assert_eq!(status, 201, "{body}");
+}
+
+async fn clinic_staff_record_checks_but_change_nothing_of_the_registry_accounts_or_tokens(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let unit = app.fridge().await;
+    invite_cli(
+        &app,
+        "sam@clinic.example",
+        "Sam Staff",
+        "clinic-staff",
+        &["--location", "012345A"],
+    );
+    let sam = joined(&app, "sam@clinic.example", GOOD).await;
+    let refused = [
+        (
+            "POST",
+            "/api/v1/locations/012345A/units".to_string(),
+            json!({"name": "Back fridge", "kind": "refrigerator"}),
+        ),
+        ("PUT", format!("/api/v1/units/{unit}/rules"), json!({"rules": null})),
+        (
+            "POST",
+            "/api/v1/locations/012345A/gateways".to_string(),
+            json!({"id": "gw-sam-1", "name": "x"}),
+        ),
+        (
+            "POST",
+            "/api/v1/tokens".to_string(),
+            json!({"name": "EHR", "role": "clinic-staff", "location": "012345A"}),
+        ),
+    ];
+    for (method, path, body) in refused {
+        let (status, out) = send(&app, &sam, method, &path, Some(body), true).await;
+        assert_eq!(
+            (status, out["error"]["code"].as_str()),
+            (403, Some("scope")),
+            "{method} {path}: {out}"
+        );
+    }
+    let (status, out) = send(&app, &sam, "GET", "/api/v1/tokens", None, false).await;
+    assert_eq!(status, 403, "{out}");
+    // What staff do, they may.
+    let (status, out) = send(
+        &app,
+        &sam,
+        "POST",
+        &format!("/api/v1/units/{unit}/daily/2026-11-02/sign"),
+        Some(json!({"note": "min 3.9, max 5.1"})),
+        true,
+    )
+    .await;
+    assert_eq!(status, 201, "{out}");
 }
 
 async fn disabling_an_account_ends_its_session_and_its_locations_token_keeps_working(db: Database) {
@@ -870,6 +947,7 @@ async fn a_new_primary_coordinator_is_recorded_and_emailed_to_the_state(db: Data
 }
 
 on_both_databases!(
+    clinic_staff_record_checks_but_change_nothing_of_the_registry_accounts_or_tokens,
     a_state_admin_resets_a_lost_second_factor_and_the_person_enrols_again,
     wrong_codes_while_setting_up_a_second_factor_wait_like_failed_sign_ins,
     an_account_unused_past_the_inactive_days_is_disabled_and_its_person_still_gets_alerts,
