@@ -254,10 +254,17 @@ impl Caller {
         }
     }
 
-    /// The caller as it writes: only the grants that may change things (a state viewer's
-    /// program-wide grant lets its holder read every PIN, never write there).
-    pub fn writing(mut self) -> Caller {
-        let writers: Vec<Grant> = self.grants.iter().filter(|g| g.role.writes()).cloned().collect();
+    /// The caller as it writes: only the grants that may make this change. A state viewer's
+    /// program-wide grant lets its holder read every PIN, never write there; a clinic-staff
+    /// grant counts only for what staff may do (`staff_may`), so a person who is staff at one
+    /// location and coordinator at another changes the first's registry no more than staff do.
+    pub fn writing(mut self, staff_may: bool) -> Caller {
+        let writers: Vec<Grant> = self
+            .grants
+            .iter()
+            .filter(|g| g.role.writes() && (staff_may || g.role != Role::ClinicStaff))
+            .cloned()
+            .collect();
         if writers.len() != self.grants.len() {
             self.scope = if writers.is_empty() {
                 Scope::Location(String::new())

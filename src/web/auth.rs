@@ -181,7 +181,7 @@ async fn authenticated(s: &AppState, req: Request) -> Result<Request, ApiError> 
                 if caller.only_staff() && !staff_may(&parts.method, &path) {
                     return Err(staff_refused());
                 }
-                caller = caller.writing();
+                caller = caller.writing(staff_may(&parts.method, &path));
             }
             parts.extensions.insert(caller);
         }
@@ -236,7 +236,7 @@ async fn authenticated(s: &AppState, req: Request) -> Result<Request, ApiError> 
         if live.caller.only_staff() && !staff_may(&parts.method, &path) {
             return Err(staff_refused());
         }
-        live.caller = live.caller.clone().writing();
+        live.caller = live.caller.clone().writing(staff_may(&parts.method, &path));
     }
     live.caller.client_addr = Some(client);
     parts.extensions.insert(live.caller.clone());

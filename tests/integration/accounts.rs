@@ -460,6 +460,52 @@ async fn clinic_staff_record_checks_but_change_nothing_of_the_registry_accounts_
     }
     let (status, out) = send(&app, &sam, "GET", "/api/v1/tokens", None, false).await;
     assert_eq!(status, 403, "{out}");
+    // Staff at 012345A and backup coordinator at 012345B: a coordinator's change only at B.
+    app.create_location("012345", "B").await;
+    let ada = admin(&app).await;
+    let id = app.get("/api/v1/accounts").await["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["email"] == "sam@clinic.example")
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let grants = json!({"grants": [{"role": "clinic-staff", "location": "012345A"},
+        {"role": "backup-coordinator", "location": "012345B"}]});
+    let (status, out) = send(
+        &app,
+        &ada,
+        "PATCH",
+        &format!("/api/v1/accounts/{id}"),
+        Some(grants),
+        true,
+    )
+    .await;
+    assert_eq!(status, 200, "{out}");
+    let sam = sign_in(&app, "sam@clinic.example", GOOD).await;
+    enrol(&app, &sam).await;
+    let fridge = json!({"name": "Back fridge", "kind": "refrigerator"});
+    let (status, out) = send(
+        &app,
+        &sam,
+        "POST",
+        "/api/v1/locations/012345A/units",
+        Some(fridge.clone()),
+        true,
+    )
+    .await;
+    assert_eq!(status, 404, "as staff at 012345A: {out}");
+    let (status, out) = send(
+        &app,
+        &sam,
+        "POST",
+        "/api/v1/locations/012345B/units",
+        Some(fridge),
+        true,
+    )
+    .await;
+    assert_eq!(status, 201, "as backup coordinator at 012345B: {out}");
     // What staff do, they may.
     let (status, out) = send(
         &app,
