@@ -189,19 +189,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             pin,
             location,
         }) => {
+            use crate::accounts::{people, Grant, ScopeKind};
+            // The flags are checked in the flags' own words before anything is written.
+            let role_of = Role::parse(&role).filter(|r| *r != Role::Clinic).ok_or_else(|| {
+                let people_roles: Vec<&str> = Role::ALL
+                    .iter()
+                    .filter(|r| **r != Role::Clinic)
+                    .map(|r| r.as_str())
+                    .collect();
+                anyhow::anyhow!("--role {role:?} must be one of {}", people_roles.join(", "))
+            })?;
+            let scope = tokens::scope_from_flags(role_of, pin.as_deref(), location.as_deref())?;
+            if (Grant { role: role_of, scope }).check().is_err() {
+                anyhow::bail!(match role_of.scope_kind() {
+                    ScopeKind::Program => format!("--role {role} covers every PIN: drop --pin and --location"),
+                    ScopeKind::Location => format!("--role {role} is granted at one location: give --location CODE"),
+                    ScopeKind::PinOrLocation => format!("--role {role} needs --pin PIN or --location CODE"),
+                });
+            }
+            if people::normalise_email(&email).is_err() {
+                anyhow::bail!("--email {email:?} is not an email address such as ada@health.state.example");
+            }
             let db = crate::app::open_database(&settings.database).await?;
-            let new = crate::accounts::people::NewAccount {
+            let new = people::NewAccount {
                 email,
                 name,
-                grants: vec![crate::accounts::people::GrantBody { role, pin, location }],
+                grants: vec![people::GrantBody { role, pin, location }],
             };
+            let public_url = settings.public_url(settings.http_addr);
+            let (account, link) = people::create(&db, None, &public_url, &new).await?;
             if settings.public_url.is_none() {
                 eprintln!(
                     "warning: VFC_PUBLIC_URL is not set: the link points at VFC_HTTP_ADDR; set it to the address people reach the service at"
                 );
             }
-            let public_url = settings.public_url(settings.http_addr);
-            let (account, link) = crate::accounts::people::create(&db, None, &public_url, &new).await?;
             println!(
                 "invited account {} for {} <{}>; the link is emailed and works once, for 72 hours:",
                 account.id, account.name, account.email

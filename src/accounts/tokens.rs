@@ -176,7 +176,7 @@ pub fn scope_from_flags(role: Role, pin: Option<&str>, location: Option<&str>) -
         (None, None) if role.scope_kind() == super::ScopeKind::Program => Scope::Program,
         (None, None) => {
             bail!(
-                "a {} token needs --pin PIN (all its locations) or --location CODE (one)",
+                "--role {} needs --pin PIN (all its locations) or --location CODE (one)",
                 role.as_str()
             )
         }
