@@ -192,7 +192,7 @@ impl Caller {
     pub fn new(principal: Principal, grants: Vec<Grant>) -> Caller {
         let scope = if grants.is_empty() {
             // No grant sees nothing: a location code no one can register.
-            Scope::Location(String::new())
+            Scope::nothing()
         } else {
             Scope::union(grants.iter().map(|g| g.scope.clone()))
         };
@@ -248,7 +248,7 @@ impl Caller {
             .map(|g| g.scope.clone())
             .collect();
         if scopes.is_empty() || !self.is_person() {
-            Scope::Location(String::new())
+            Scope::nothing()
         } else {
             Scope::union(scopes)
         }
@@ -267,7 +267,7 @@ impl Caller {
             .collect();
         if writers.len() != self.grants.len() {
             self.scope = if writers.is_empty() {
-                Scope::Location(String::new())
+                Scope::nothing()
             } else {
                 Scope::union(writers.iter().map(|g| g.scope.clone()))
             };
@@ -292,19 +292,6 @@ impl Caller {
                             && g.role.clinic_rank() <= mine.role.clinic_rank().max(2)
                             && mine.scope.contains(&g.scope)))
             })
-    }
-
-    /// Whether the caller is only clinic staff at this location (no grant covering it gives
-    /// more): staff record stock, doses and checks, but do not change who the location's
-    /// coordinators are.
-    pub fn only_staff_at(&self, pin: &str, code: &str) -> bool {
-        let covering: Vec<Role> = self
-            .grants
-            .iter()
-            .filter(|g| g.scope.covers_code(pin, code))
-            .map(|g| g.role)
-            .collect();
-        !covering.is_empty() && covering.iter().all(|r| *r == Role::ClinicStaff)
     }
 
     /// The account behind the caller, if a person.

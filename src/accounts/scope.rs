@@ -19,6 +19,12 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// No place at all (a caller without a grant that allows this): a location code no one can
+    /// register.
+    pub fn nothing() -> Scope {
+        Scope::Location(String::new())
+    }
+
     /// The union of some scopes, in its simplest form.
     pub fn union(scopes: impl IntoIterator<Item = Scope>) -> Scope {
         let mut parts: Vec<Scope> = Vec::new();

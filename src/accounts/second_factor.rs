@@ -41,15 +41,21 @@ fn totp(secret_b32: &str, email: &str) -> Result<Totp> {
         .map_err(|e| Error::unreadable("accounts", email, format!("TOTP: {e}")))
 }
 
-/// Starts (or restarts) enrolment: a new secret, not yet in force.
-pub async fn start(db: &Db, caller: &Caller) -> Result<Enrolment> {
+/// The caller's own account: a second factor is a person's, never a token's.
+async fn own(conn: &mut AnyConnection, caller: &Caller) -> Result<Stored> {
     let id = caller
         .account_id()
         .ok_or_else(|| Error::Invalid("a second factor is for people signed in, not tokens".into()))?;
-    let mut tx = db.begin().await?;
-    let a = people::stored(&mut tx, By::Id(id))
+    people::stored(conn, By::Id(id))
         .await?
-        .ok_or_else(|| Error::NotFound("your account no longer exists".into()))?;
+        .ok_or_else(|| Error::NotFound("your account no longer exists".into()))
+}
+
+/// Starts (or restarts) enrolment: a new secret, not yet in force.
+pub async fn start(db: &Db, caller: &Caller) -> Result<Enrolment> {
+    let mut tx = db.begin().await?;
+    let a = own(&mut tx, caller).await?;
+    let id = a.id;
     if a.totp_enabled {
         return Err(Error::Conflict(
             "a second factor is already on; to move it to another phone, ask your coordinator (or a state admin) to reset it".into(),
@@ -76,13 +82,8 @@ pub async fn start(db: &Db, caller: &Caller) -> Result<Enrolment> {
 
 /// The enrolment started and not yet confirmed, shown again (after a mistyped code).
 pub async fn pending(db: &Db, caller: &Caller) -> Result<Enrolment> {
-    let id = caller
-        .account_id()
-        .ok_or_else(|| Error::Invalid("a second factor is for people signed in, not tokens".into()))?;
     let mut conn = db.pool.acquire().await?;
-    let a = people::stored(&mut conn, By::Id(id))
-        .await?
-        .ok_or_else(|| Error::NotFound("your account no longer exists".into()))?;
+    let a = own(&mut conn, caller).await?;
     match (&a.totp_secret, a.totp_enabled) {
         (Some(b32), false) => enrolment(b32, &a.email),
         _ => Err(Error::Conflict("no second factor is being set up".into())),
@@ -150,13 +151,9 @@ fn normal_code(code: &str) -> String {
 /// Turns the second factor on with a first code from the app; returns ten recovery codes
 /// (shown only now). The session that did it counts as having passed the second factor.
 pub async fn confirm(db: &Db, caller: &Caller, session_key: Option<&str>, code: &str) -> Result<Vec<String>> {
-    let id = caller
-        .account_id()
-        .ok_or_else(|| Error::Invalid("a second factor is for people signed in, not tokens".into()))?;
     let mut tx = db.begin().await?;
-    let a = people::stored(&mut tx, By::Id(id))
-        .await?
-        .ok_or_else(|| Error::NotFound("your account no longer exists".into()))?;
+    let a = own(&mut tx, caller).await?;
+    let id = a.id;
     if a.totp_enabled {
         return Err(Error::Conflict("a second factor is already on".into()));
     }

@@ -48,16 +48,7 @@ pub async fn run(base: Settings, args: Args) -> anyhow::Result<()> {
     if args.clients == 0 || args.seconds == 0 {
         bail!("--clients and --seconds must be at least 1");
     }
-    let tmp = std::env::temp_dir().join(format!("vfc-bench-hl7-{}", std::process::id()));
-    let settings = Settings {
-        data_dir: tmp.clone(),
-        database: match &args.database_url {
-            Some(u) if u.starts_with("postgres") => DatabaseUrl::Postgres(u.clone()),
-            Some(u) => DatabaseUrl::Sqlite(u.trim_start_matches("sqlite://").into()),
-            None => DatabaseUrl::Sqlite(tmp.join("bench.db")),
-        },
-        ..base
-    };
+    let (settings, tmp) = super::scratch(base, "hl7", args.database_url.as_deref());
     let db = crate::app::open_database(&settings.database).await?;
     let (code, token) = setup(&db).await?;
 

@@ -90,6 +90,23 @@ pub(crate) async fn registered_gateway(db: &Db, pin: &str, id: &str) -> anyhow::
     Ok(())
 }
 
+/// The settings of a bench run: `base` with a data directory of its own under the system's
+/// temporary folder, and the database given (default: a fresh SQLite file there).
+pub(crate) fn scratch(base: Settings, name: &str, database_url: Option<&str>) -> (Settings, std::path::PathBuf) {
+    use crate::config::DatabaseUrl;
+    let tmp = std::env::temp_dir().join(format!("vfc-bench-{name}-{}", std::process::id()));
+    let settings = Settings {
+        data_dir: tmp.clone(),
+        database: match database_url {
+            Some(u) if u.starts_with("postgres") => DatabaseUrl::Postgres(u.to_string()),
+            Some(u) => DatabaseUrl::Sqlite(u.trim_start_matches("sqlite://").into()),
+            None => DatabaseUrl::Sqlite(tmp.join("bench.db")),
+        },
+        ..base
+    };
+    (settings, tmp)
+}
+
 /// The service's HTTP router (with its HL7 intake) served on a free loopback port in this
 /// process; its base URL, and the server's task (abort it when done).
 pub(crate) async fn serve_in_process(

@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::accounts::links::Purpose;
 use crate::accounts::people::{self, GrantBody, NewAccount};
 use crate::accounts::{credentials, password, tokens, Role, Scope};
-use crate::config::{DatabaseUrl, Settings};
+use crate::config::Settings;
 
 #[derive(ClapArgs, Debug)]
 pub struct Args {
@@ -40,16 +40,7 @@ pub async fn run(base: Settings, args: Args) -> anyhow::Result<()> {
     if args.samples == 0 {
         bail!("--samples must be at least 1");
     }
-    let tmp = std::env::temp_dir().join(format!("vfc-bench-signin-{}", std::process::id()));
-    let settings = Settings {
-        data_dir: tmp.clone(),
-        database: match &args.database_url {
-            Some(u) if u.starts_with("postgres") => DatabaseUrl::Postgres(u.clone()),
-            Some(u) => DatabaseUrl::Sqlite(u.trim_start_matches("sqlite://").into()),
-            None => DatabaseUrl::Sqlite(tmp.join("bench.db")),
-        },
-        ..base
-    };
+    let (settings, tmp) = super::scratch(base, "signin", args.database_url.as_deref());
     let db = crate::app::open_database(&settings.database).await?;
     // A person without a second factor (clinic staff): the sign-in is email and password.
     let email = format!("bench.{}@example.org", rand::random::<u32>());

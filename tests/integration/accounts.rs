@@ -20,15 +20,7 @@ struct Person {
 fn invite_cli(app: &TestApp, email: &str, name: &str, role: &str, place: &[&str]) -> String {
     let mut args = vec!["account", "create", "--email", email, "--name", name, "--role", role];
     args.extend_from_slice(place);
-    let out = app.cli(&args);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .trim()
-        .to_string()
+    app.cli_last_line(&args)
 }
 
 /// The secret of the `kind` link (`/invite/`, `/reset/`) in the last such email to `to`.

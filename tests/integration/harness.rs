@@ -535,10 +535,17 @@ impl TestApp {
     pub fn create_token(&self, args: &[&str]) -> String {
         let mut all = vec!["token", "create"];
         all.extend_from_slice(args);
-        let out = self.cli(&all);
+        self.cli_last_line(&all)
+    }
+
+    /// Runs `vfc ARGS`, which must succeed, and returns the last line it printed (where
+    /// `token create` puts the secret and `account create` the invitation link).
+    pub fn cli_last_line(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
         assert!(
             out.status.success(),
-            "token create failed: {}",
+            "vfc {} failed: {}",
+            args.join(" "),
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout)

@@ -173,7 +173,7 @@ fn owner_for<'a>(route: &str, token: &'a str, t: &'a Things) -> As<'a> {
 /// A vfc-coordinator of PIN 012345 who accepted the invitation, signed in and set up TOTP.
 async fn coordinator(app: &TestApp) -> Person {
     let email = "cora.matrix@example.org";
-    let out = app.cli(&[
+    let link = app.cli_last_line(&[
         "account",
         "create",
         "--email",
@@ -185,13 +185,6 @@ async fn coordinator(app: &TestApp) -> Person {
         "--pin",
         "012345",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let link = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap()
-        .trim()
-        .to_string();
     let token = link.rsplit('/').next().unwrap();
     let password = "copper lantern drifts north";
     let r = app
@@ -824,7 +817,7 @@ async fn every_write_route_leaves_one_audit_row_naming_its_actor_and_objects(db:
 /// The walk of the routes a person uses: from the invitation link to signing out, each leaves
 /// one row naming the person's account (or, asking for a reset, no one).
 async fn walk_a_persons_routes(app: &TestApp) -> usize {
-    let out = app.cli(&[
+    let link = app.cli_last_line(&[
         "account",
         "create",
         "--email",
@@ -834,13 +827,6 @@ async fn walk_a_persons_routes(app: &TestApp) -> usize {
         "--role",
         "state-viewer",
     ]);
-    assert!(out.status.success());
-    let link = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap()
-        .trim()
-        .to_string();
     let token = link.rsplit('/').next().unwrap().to_string();
     let id = app.get("/api/v1/accounts?limit=1000").await["accounts"]
         .as_array()
