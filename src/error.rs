@@ -29,6 +29,14 @@ pub enum Error {
     /// `mfa_required`, `csrf`, `scope`, `expired_link`…); the API picks the status from the code.
     #[error("{message}")]
     Refused { code: &'static str, message: String },
+    /// A refusal that carries what a client needs to act on it, beside the message (an order's
+    /// failed prerequisites, the window it missed): fields added to the error object.
+    #[error("{message}")]
+    RefusedWith {
+        code: &'static str,
+        message: String,
+        details: serde_json::Map<String, serde_json::Value>,
+    },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }

@@ -19,6 +19,7 @@ pub mod files;
 pub mod fuzz_targets;
 pub mod hl7;
 pub mod inventory;
+pub mod orders;
 pub mod readings;
 pub mod registry;
 pub mod store;

@@ -178,6 +178,23 @@ pub async fn record_many(conn: &mut AnyConnection, rows: &[(Who, Entry)]) -> Res
     Ok(())
 }
 
+/// The locations something was written for after audit row `after` (an id), and the latest
+/// row id: how a summary kept per location learns which to bring up to date.
+pub async fn locations_written_after(conn: &mut AnyConnection, after: i64) -> Result<(Vec<String>, i64)> {
+    let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM audit_log")
+        .fetch_one(&mut *conn)
+        .await?;
+    let latest = latest.unwrap_or(0);
+    let codes = sqlx::query_scalar::<_, String>(
+        "SELECT DISTINCT location_code FROM audit_log WHERE id > $1 AND id <= $2 AND location_code IS NOT NULL",
+    )
+    .bind(after)
+    .bind(latest)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok((codes, latest))
+}
+
 /// Writes one row in a transaction of its own (an event that changes nothing else, such as a
 /// failed sign-in).
 pub async fn record_alone(db: &Db, who: &Who, entry: Entry) -> Result<()> {

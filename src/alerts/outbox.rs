@@ -35,6 +35,8 @@ pub enum About {
     Device(i64),
     /// A storage unit as a whole: its monitoring stopped or resumed.
     Unit(i64),
+    /// A vaccine order: its approval, denial, return, shipment or receipt.
+    Order(i64),
     /// A person's account (an invitation, a password reset, a notice about the account);
     /// recorded in the audit trail, not on the email.
     Account,
@@ -53,16 +55,17 @@ pub struct Email<'a> {
 
 /// Queues an email in the caller's transaction: it is sent if and only if that commits.
 pub async fn enqueue(tx: &mut AnyConnection, email: &Email<'_>) -> Result<(), sqlx::Error> {
-    let (excursion_id, device_alert_id, unit_id) = match email.about {
-        About::Excursion(id) => (Some(id), None, None),
-        About::Device(id) => (None, Some(id), None),
-        About::Unit(id) => (None, None, Some(id)),
-        About::Account => (None, None, None),
+    let (excursion_id, device_alert_id, unit_id, order_id) = match email.about {
+        About::Excursion(id) => (Some(id), None, None, None),
+        About::Device(id) => (None, Some(id), None, None),
+        About::Unit(id) => (None, None, Some(id), None),
+        About::Order(id) => (None, None, None, Some(id)),
+        About::Account => (None, None, None, None),
     };
     let now = now_millis();
     sqlx::query(
-        "INSERT INTO outbox (excursion_id, device_alert_id, unit_id, purpose, recipient_name, recipient_email, subject, body, \
-         status, attempts, next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, $9)",
+        "INSERT INTO outbox (excursion_id, device_alert_id, unit_id, order_id, purpose, recipient_name, recipient_email, subject, body, \
+         status, attempts, next_attempt_at, created_at) VALUES ($1, $2, $3, $10, $4, $5, $6, $7, $8, 'pending', 0, $9, $9)",
     )
     .bind(excursion_id)
     .bind(device_alert_id)
@@ -73,6 +76,7 @@ pub async fn enqueue(tx: &mut AnyConnection, email: &Email<'_>) -> Result<(), sq
     .bind(email.subject)
     .bind(email.body)
     .bind(now)
+    .bind(order_id)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -158,7 +162,7 @@ pub async fn record(
 }
 
 /// An email as the record of what it is about shows it.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct EmailRecord {
     pub purpose: String,
     pub to: String,
@@ -175,6 +179,7 @@ pub async fn about(db: &Db, about: About) -> Result<Vec<EmailRecord>, sqlx::Erro
         About::Excursion(id) => ("excursion_id", id),
         About::Device(id) => ("device_alert_id", id),
         About::Unit(id) => ("unit_id", id),
+        About::Order(id) => ("order_id", id),
         About::Account => return Ok(Vec::new()),
     };
     let rows = sqlx::query(&format!(

@@ -130,20 +130,25 @@ pub async fn of_unit(db: &Db, scope: &Scope, unit_id: i64, from: NaiveDate, to: 
         )));
     }
     let tz = locations::get(db, scope, &unit.location).await?.tz()?;
+    let mut conn = db.pool.acquire().await?;
+    record_in(&mut conn, unit_id, (unit.range.min_c, unit.range.max_c), tz, from, to).await
+}
+
+/// The unit's days `from..=to` with their sign-offs, in the caller's connection.
+pub async fn record_in(
+    conn: &mut sqlx::AnyConnection,
+    unit_id: i64,
+    range: (f64, f64),
+    tz: chrono_tz::Tz,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<Day>> {
     let start = day_start(tz, from);
     let end = day_start(tz, to.succ_opt().unwrap_or(to));
-    let mut conn = db.pool.acquire().await?;
     // A margin on both sides so the first and last readings of each day are weighted right.
     let margin = 6 * 3_600_000;
-    let record = super::primary::record(&mut conn, unit_id, start - margin, end + margin).await?;
-    let mut days = days(
-        &record.samples,
-        tz,
-        from,
-        to,
-        (unit.range.min_c, unit.range.max_c),
-        record.gap_ms,
-    );
+    let record = super::primary::record(&mut *conn, unit_id, start - margin, end + margin).await?;
+    let mut days = days(&record.samples, tz, from, to, range, record.gap_ms);
     let signed = sqlx::query(
         "SELECT day, signed_by, signed_at FROM daily_signoffs WHERE unit_id = $1 AND day >= $2 AND day <= $3",
     )

@@ -217,6 +217,9 @@ pub struct ProgramSettings {
     /// Sessions, sign-in throttling and inactive accounts. Added later: absent, the defaults.
     #[serde(default)]
     pub accounts: crate::accounts::sessions::AccountSettings,
+    /// Order windows, prerequisites and suggestions. Added later: absent, the defaults.
+    #[serde(default)]
+    pub ordering: crate::domain::ordering::OrderingSettings,
 }
 
 fn default_clinic_maintenance_max_hours() -> f64 {
@@ -242,6 +245,7 @@ impl Default for ProgramSettings {
             late_page_limit_hours: 24.0,
             clinic_maintenance_max_hours: default_clinic_maintenance_max_hours(),
             accounts: Default::default(),
+            ordering: Default::default(),
         }
     }
 }
@@ -249,6 +253,7 @@ impl Default for ProgramSettings {
 impl ProgramSettings {
     pub fn check(&self) -> Result<(), String> {
         self.accounts.check()?;
+        self.ordering.check()?;
         for rules in [
             &self.rules.refrigerator,
             &self.rules.freezer,

@@ -4,6 +4,7 @@
 //! parsed into these, and everything past the edge can rely on them being well formed.
 
 pub mod codes;
+pub mod ordering;
 
 use std::fmt;
 

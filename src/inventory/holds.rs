@@ -251,22 +251,7 @@ pub async fn place_hold(db: &Db, caller: &Caller, code: &str, body: &NewHold) ->
         return Err(Error::Conflict("that stock is already on hold".into()));
     }
     let actor = caller.actor();
-    let id: i64 = sqlx::query(
-        "INSERT INTO holds (location_code, unit_id, lot_id, reason, placed_at, placed_by) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-    )
-    .bind(&place.code)
-    .bind(body.unit_id)
-    .bind(body.lot_id)
-    .bind(body.reason.trim())
-    .bind(now_millis())
-    .bind(&actor)
-    .fetch_one(&mut *tx)
-    .await?
-    .try_get("id")?;
-    let mut e = Entry::new(&place.code, body.unit_id, body.lot_id, Kind::Hold, 0, &actor);
-    e.hold_id = Some(id);
-    e.note = Some(body.reason.trim());
-    ledger::record(&mut tx, &e).await?;
+    let id = hold_in(&mut tx, &place.code, body.unit_id, body.lot_id, body.reason.trim(), &actor).await?;
     let entry = audit::Entry::new("hold.place", "hold", [id])
         .at(Some(&place.pin), Some(&place.code))
         .changed("lot_id", serde_json::Value::Null, body.lot_id)
@@ -275,6 +260,34 @@ pub async fn place_hold(db: &Db, caller: &Caller, code: &str, body: &NewHold) ->
     let h = get(&mut tx, id).await?;
     tx.commit().await?;
     Ok(h)
+}
+
+/// Holds stock in the caller's transaction ("Do Not Use"), with its ledger row; the hold's id.
+pub async fn hold_in(
+    conn: &mut AnyConnection,
+    location: &str,
+    unit_id: i64,
+    lot_id: i64,
+    reason: &str,
+    actor: &str,
+) -> Result<i64> {
+    let id: i64 = sqlx::query(
+        "INSERT INTO holds (location_code, unit_id, lot_id, reason, placed_at, placed_by) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+    )
+    .bind(location)
+    .bind(unit_id)
+    .bind(lot_id)
+    .bind(reason)
+    .bind(now_millis())
+    .bind(actor)
+    .fetch_one(&mut *conn)
+    .await?
+    .try_get("id")?;
+    let mut e = Entry::new(location, unit_id, lot_id, Kind::Hold, 0, actor);
+    e.hold_id = Some(id);
+    e.note = Some(reason);
+    ledger::record(conn, &e).await?;
+    Ok(id)
 }
 
 async fn get(conn: &mut AnyConnection, id: i64) -> Result<Hold> {

@@ -18,6 +18,7 @@ pub mod reconcile;
 pub mod routing;
 pub mod stock;
 pub mod transfers;
+pub mod usage;
 
 use chrono_tz::Tz;
 use sqlx::AnyConnection;

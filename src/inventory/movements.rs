@@ -148,6 +148,39 @@ pub async fn receive(db: &Db, caller: &Caller, code: &str, body: &Receipt) -> Re
     Ok(Movement { events })
 }
 
+/// Doses arriving from an order's shipment, put into one unit.
+pub struct Arrival<'a> {
+    pub unit_id: i64,
+    pub ndc: &'a str,
+    pub lot: &'a str,
+    pub expires_on: &'a str,
+    pub funding: Funding,
+    pub doses: i64,
+    /// The order and shipment line, e.g. `order:12:shipment_line:40`.
+    pub source_ref: String,
+}
+
+/// Records an order's arrival in the caller's transaction: the receipt row (source `order`,
+/// with the order's funding) and the lot, created on first receipt. Returns the event and the
+/// lot.
+pub async fn receive_order_line(
+    conn: &mut AnyConnection,
+    place: &Place,
+    a: &Arrival<'_>,
+    actor: &str,
+) -> Result<(i64, i64)> {
+    unit_of(conn, place, a.unit_id).await?;
+    crate::coldchain::downtime::refuse_stock_if_out_of_service(conn, a.unit_id, now_millis()).await?;
+    let lot = LotNumber::parse(a.lot)?;
+    let doses = Doses::parse(a.doses)?;
+    let expires = parse_date("expires_on", a.expires_on)?;
+    let lot_id = lot_for(conn, a.ndc, &lot, a.funding, expires).await?;
+    let mut e = Entry::new(&place.code, a.unit_id, lot_id, Kind::Receipt, doses.get(), actor);
+    e.source = "order";
+    e.source_ref = Some(a.source_ref.clone());
+    Ok((ledger::record(conn, &e).await?, lot_id))
+}
+
 /// Body of wastage and return: doses of one lot leaving a unit, with the form's reason code.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -37,6 +37,20 @@ pub async fn unit_for_lot(conn: &mut AnyConnection, code: &str, lot_id: i64) -> 
     .transpose()?)
 }
 
+/// The unit location `code` puts product `ndc` in, if it has set one (frozen varicella: the
+/// freezer).
+pub async fn unit_for_ndc(conn: &mut AnyConnection, code: &str, ndc: &str) -> Result<Option<i64>> {
+    Ok(
+        sqlx::query("SELECT unit_id FROM location_product_units WHERE location_code = $1 AND ndc = $2")
+            .bind(code)
+            .bind(ndc)
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|r| r.try_get("unit_id"))
+            .transpose()?,
+    )
+}
+
 /// Body of `PUT /api/v1/locations/{code}/product-units`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

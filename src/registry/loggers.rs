@@ -210,6 +210,41 @@ pub enum Filter {
     Unassigned,
 }
 
+/// A logger serving one of a location's units now, with its calibration.
+#[derive(Debug, Clone)]
+pub struct Serving {
+    pub serial: String,
+    pub unit_id: i64,
+    pub unit_name: String,
+    pub role: String,
+    /// YYYY-MM-DD; none on record.
+    pub calibration_expires_on: Option<String>,
+}
+
+/// The loggers serving location `code`'s units now (open assignments).
+pub async fn serving_location(conn: &mut sqlx::AnyConnection, code: &str) -> Result<Vec<Serving>> {
+    sqlx::query(
+        "SELECT a.serial, a.unit_id, a.role, u.name, g.calibration_expires_on FROM logger_assignments a \
+         JOIN units u ON u.id = a.unit_id JOIN loggers g ON g.serial = a.serial \
+         WHERE u.location_code = $1 AND a.to_ts IS NULL ORDER BY a.unit_id, a.role, a.serial",
+    )
+    .bind(code)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(Serving {
+            serial: r.try_get("serial")?,
+            unit_id: r.try_get("unit_id")?,
+            unit_name: r.try_get("name")?,
+            role: r.try_get("role")?,
+            calibration_expires_on: r.try_get("calibration_expires_on")?,
+        })
+    })
+    .collect::<sqlx::Result<_>>()
+    .map_err(Into::into)
+}
+
 /// Loggers the caller may see, by serial, a page at a time (at most `limit`, after the serial
 /// `after`): one query for the loggers and where they serve, one for their latest readings.
 /// Unassigned loggers (readings from serials no unit has) are the state coordinator's, and a

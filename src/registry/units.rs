@@ -243,6 +243,18 @@ pub async fn write(tx: &mut Transaction<'static, Any>, id: i64, name: &str, rang
     Ok(())
 }
 
+/// A unit's name and range, for another capability's transaction.
+pub async fn brief(conn: &mut AnyConnection, unit_id: i64) -> Result<Option<(String, (f64, f64))>> {
+    let Some(r) = sqlx::query("SELECT name, range_min_c, range_max_c FROM units WHERE id = $1")
+        .bind(unit_id)
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some((r.try_get("name")?, (r.try_get("range_min_c")?, r.try_get("range_max_c")?))))
+}
+
 /// The name of unit `unit_id` if it is a unit of location `code`.
 pub async fn name_at(conn: &mut AnyConnection, unit_id: i64, code: &str) -> Result<Option<String>> {
     Ok(

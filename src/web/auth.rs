@@ -33,7 +33,7 @@ const ENROLMENT: [(Method, &str); 4] = [
 
 /// What clinic staff may change (README, the roles table): stock, doses, daily checks and
 /// reviews, and their own sign-in. `*` stands for one path segment.
-const STAFF_WRITES: [(&str, &str); 20] = [
+const STAFF_WRITES: [(&str, &str); 24] = [
     ("POST", "/locations/*/receipts"),
     ("POST", "/locations/*/wastage"),
     ("POST", "/locations/*/returns"),
@@ -51,6 +51,11 @@ const STAFF_WRITES: [(&str, &str); 20] = [
     ("POST", "/excursions/*/acknowledge"),
     ("POST", "/excursions/*/review"),
     ("POST", "/device-alerts/*/acknowledge"),
+    // Orders: staff draft them and receive shipments; a coordinator submits.
+    ("POST", "/locations/*/orders"),
+    ("PATCH", "/orders/*"),
+    ("POST", "/orders/*/receive"),
+    ("POST", "/locations/*/no-doses-report"),
     // Their own name (the account routes refuse anything else).
     ("PATCH", "/accounts/*"),
     ("POST", "/me/totp"),

@@ -19,6 +19,8 @@ pub enum ApiError {
     Unavailable(String),
     /// A refusal with its own code (see [`crate::error::Error::Refused`]).
     Refused(&'static str, String),
+    /// A refusal with fields beside the message (see [`crate::error::Error::RefusedWith`]).
+    RefusedWith(&'static str, String, serde_json::Map<String, serde_json::Value>),
     Internal(anyhow::Error),
 }
 
@@ -30,6 +32,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let ApiError::RefusedWith(code, message, mut details) = self {
+            details.insert("code".into(), code.into());
+            details.insert("message".into(), message.into());
+            return (refusal_status(code), Json(json!({ "error": details }))).into_response();
+        }
         let (status, code, message) = match self {
             ApiError::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
@@ -47,6 +54,7 @@ impl IntoResponse for ApiError {
             ApiError::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m),
             ApiError::Refused(code, m) => (refusal_status(code), code, m),
+            ApiError::RefusedWith(..) => unreachable!("answered above"),
             ApiError::Internal(e) => {
                 tracing::error!(error = ?e, "request failed");
                 (
@@ -72,6 +80,8 @@ pub fn refusal_status(code: &str) -> StatusCode {
         "mfa_required" | "csrf" | "scope" => StatusCode::FORBIDDEN,
         "expired_link" => StatusCode::NOT_FOUND,
         "throttled" => StatusCode::TOO_MANY_REQUESTS,
+        "prerequisites" | "outside_window" | "already_received" => StatusCode::CONFLICT,
+        "bad_rows" => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::BAD_REQUEST,
     }
 }
@@ -86,6 +96,7 @@ impl From<crate::error::Error> for ApiError {
             E::Forbidden(m) => ApiError::Forbidden(m),
             E::StateApprovalRequired(m) => ApiError::StateApprovalRequired(m),
             E::Refused { code, message } => ApiError::Refused(code, message),
+            E::RefusedWith { code, message, details } => ApiError::RefusedWith(code, message, details),
             // A stored row this version cannot read: the log names it; the caller is told
             // nothing internal.
             E::Unreadable(m) => ApiError::Internal(anyhow::anyhow!(m)),

@@ -16,6 +16,7 @@ mod hl7;
 mod inventory;
 mod openapi;
 mod ops;
+mod orders;
 pub mod pages;
 mod registry;
 mod session;
@@ -62,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .merge(inventory::router())
         .merge(doses::router())
         .merge(hl7::router())
+        .merge(orders::router())
         .merge(accounts::router())
         .merge(session::router())
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));

@@ -41,6 +41,12 @@ use super::AppState;
         super::session::sign_in, super::session::sign_out, super::session::me, super::session::start_totp,
         super::session::confirm_totp, super::session::accept_invitation, super::session::request_reset,
         super::session::reset_password,
+        super::orders::get_profile, super::orders::put_profile, super::orders::no_doses, super::orders::prerequisites,
+        super::orders::waive, super::orders::suggestion, super::orders::location_orders, super::orders::create,
+        super::orders::queue, super::orders::get_order, super::orders::edit, super::orders::submit,
+        super::orders::local_approve, super::orders::approve, super::orders::deny, super::orders::give_back,
+        super::orders::cancel, super::orders::close_line, super::orders::receive_order, super::orders::export,
+        super::orders::export_again, super::orders::shipments,
     ),
     modifiers(&Bearer)
 )]

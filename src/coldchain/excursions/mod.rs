@@ -388,6 +388,26 @@ pub async fn spans_of_unit(conn: &mut AnyConnection, unit_id: i64) -> Result<Vec
         .collect()
 }
 
+/// Excursions at location `code` that met a rule before `met_before` (epoch ms) and are not
+/// reviewed yet, oldest first: (id, unit id, when the rule was first met).
+pub async fn unreviewed_met_before(conn: &mut AnyConnection, code: &str, met_before: i64) -> Result<Vec<(i64, i64, i64)>> {
+    sqlx::query(
+        "SELECT e.id, e.unit_id, MIN(a.met_at) AS met_at FROM excursions e \
+         JOIN unit_places p ON p.unit_id = e.unit_id \
+         JOIN alarm_excursions ae ON ae.excursion_id = e.id JOIN alarms a ON a.id = ae.alarm_id \
+         WHERE p.location_code = $1 AND e.status <> 'reviewed' \
+         GROUP BY e.id, e.unit_id HAVING MIN(a.met_at) < $2 ORDER BY MIN(a.met_at), e.id",
+    )
+    .bind(code)
+    .bind(met_before)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| Ok((r.try_get("id")?, r.try_get("unit_id")?, r.try_get("met_at")?)))
+    .collect::<sqlx::Result<_>>()
+    .map_err(Into::into)
+}
+
 /// When each of these excursions began, by id.
 pub async fn started_at(conn: &mut AnyConnection, ids: &[i64]) -> Result<std::collections::HashMap<i64, i64>> {
     let mut out = std::collections::HashMap::new();

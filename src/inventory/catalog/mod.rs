@@ -187,6 +187,17 @@ pub async fn list(db: &Db) -> Result<Vec<Product>> {
         .map_err(Error::from)
 }
 
+/// Product names by unit-of-sale NDC.
+pub async fn names(conn: &mut AnyConnection) -> Result<std::collections::HashMap<String, String>> {
+    sqlx::query("SELECT ndc, name FROM products")
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("ndc")?, r.try_get("name")?)))
+        .collect::<sqlx::Result<_>>()
+        .map_err(Error::from)
+}
+
 pub async fn get(conn: &mut AnyConnection, ndc: &str) -> Result<Option<Product>> {
     let Some(r) = sqlx::query("SELECT ndc, name, cvx, mvx, doses_per_package FROM products WHERE ndc = $1")
         .bind(ndc)

@@ -67,6 +67,23 @@ pub async fn close(conn: &mut AnyConnection, administration_id: i64, actor: &str
     Ok(())
 }
 
+/// The location's unresolved decrement exceptions queued before `before` (epoch ms), oldest
+/// first: (id, queued at).
+pub async fn open_before(conn: &mut AnyConnection, code: &str, before: i64) -> Result<Vec<(i64, i64)>> {
+    sqlx::query(
+        "SELECT id, created_at FROM decrement_exceptions WHERE location_code = $1 AND resolved_at IS NULL AND created_at < $2 \
+         ORDER BY created_at, id",
+    )
+    .bind(code)
+    .bind(before)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| Ok((r.try_get("id")?, r.try_get("created_at")?)))
+    .collect::<sqlx::Result<_>>()
+    .map_err(Into::into)
+}
+
 /// A queued dose as the clinic and the state see it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DecrementException {

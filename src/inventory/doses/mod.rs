@@ -63,6 +63,17 @@ pub async fn decremented_at(db: &Db, code: &str) -> Result<i64> {
     )
 }
 
+/// When a dose was last recorded at location `code` (HL7 or JSON, whatever became of it), for
+/// the orders' "doses reported" check.
+pub async fn last_recorded_at(conn: &mut AnyConnection, code: &str) -> Result<Option<i64>> {
+    Ok(
+        sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(created_at) FROM administrations WHERE location_code = $1")
+            .bind(code)
+            .fetch_one(&mut *conn)
+            .await?,
+    )
+}
+
 /// Doses reported together for one location (the JSON route): one transaction, one report at
 /// a time, committed at the end.
 pub struct Batch {
