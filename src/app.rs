@@ -260,6 +260,12 @@ impl Background {
                 inactive_accounts(db.clone(), c.clone())
             }));
         }
+        {
+            let (db, c) = (db.clone(), cancel.clone());
+            handles.push(tasks.spawn("order-upkeep", cancel.clone(), move || {
+                order_upkeep(db.clone(), c.clone())
+            }));
+        }
         handles.push(tasks.spawn("hl7-intake", cancel.clone(), {
             let c = cancel.clone();
             move || intake_worker.clone().run(c.clone())
@@ -302,6 +308,27 @@ async fn inactive_accounts(db: Db, cancel: CancellationToken) -> anyhow::Result<
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
             _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// Keeps orders current as time passes and inputs change: expires returned orders past their
+/// days, and brings each location's stored prerequisite status up to date — those written to
+/// since the last pass (every audited write names its location), and a batch of those computed
+/// longest ago — so lists read it and never recompute it. Every 15 s.
+async fn order_upkeep(db: Db, cancel: CancellationToken) -> anyhow::Result<()> {
+    // Writes from before this start are caught by the refresh of the oldest statuses.
+    let mut watermark = {
+        let mut conn = db.pool.acquire().await?;
+        crate::accounts::audit::locations_written_after(&mut conn, i64::MAX).await?.1
+    };
+    loop {
+        crate::orders::life::expire_returned(&db).await?;
+        let n = crate::orders::readiness::sweep(&db, &mut watermark, 200).await?;
+        metrics::counter!("vfc_order_readiness_computed_total").increment(n as u64);
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(std::time::Duration::from_secs(15)) => {}
         }
     }
 }

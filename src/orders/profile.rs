@@ -178,9 +178,11 @@ impl Profile {
             ))
         })?;
         Ok(match &set.products {
+            // The whole catalog: by NDC, those whose package size is known first, so a
+            // brand's line orders an NDC that packs a known number of doses.
             None => {
                 let mut all: Vec<&Product> = catalog.iter().collect();
-                all.sort_by(|a, b| a.ndc.cmp(&b.ndc));
+                all.sort_by_key(|p| (p.doses_per_package.unwrap_or(0) <= 0, p.ndc.clone()));
                 all
             }
             Some(list) => list.iter().filter_map(|n| catalog.iter().find(|p| &p.ndc == n)).collect(),

@@ -85,12 +85,48 @@ pub async fn unreceived_shipment_lines(conn: &mut AnyConnection, order_id: i64) 
     .await?)
 }
 
+/// Refuses a shipment line of order `id` received before, saying what was received.
+async fn already_received(conn: &mut AnyConnection, id: i64, shipment_line_id: i64) -> Result<()> {
+    let Some(done) = sqlx::query(
+        "SELECT id, doses_received, condition, received_by FROM order_receipts WHERE shipment_line_id = $1 AND order_id = $2",
+    )
+    .bind(shipment_line_id)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(());
+    };
+    let doses: i64 = done.try_get("doses_received")?;
+    let mut details = serde_json::Map::new();
+    details.insert(
+        "received".into(),
+        serde_json::json!({
+            "receipt_id": done.try_get::<i64, _>("id")?,
+            "shipment_line_id": shipment_line_id,
+            "doses_received": doses,
+            "condition": done.try_get::<String, _>("condition")?,
+            "received_by": done.try_get::<String, _>("received_by")?,
+        }),
+    );
+    Err(Error::RefusedWith {
+        code: "already_received",
+        message: format!(
+            "shipment line {shipment_line_id} was already received ({doses} doses); a correction is a stock adjustment, not a second receipt"
+        ),
+        details,
+    })
+}
+
 pub async fn receive(db: &Db, caller: &Caller, id: i64, body: &Receive) -> Result<Order> {
     if body.lines.is_empty() {
         return Err(Error::Invalid("a receipt needs at least one line in \"lines\"".into()));
     }
     let mut tx = db.begin().await?;
     let order = head(&mut tx, &caller.scope, id).await?;
+    for l in &body.lines {
+        already_received(&mut tx, id, l.shipment_line_id).await?;
+    }
     if !order.status.with_distributor() {
         return Err(not_now(
             &order,
@@ -120,34 +156,6 @@ pub async fn receive(db: &Db, caller: &Caller, id: i64, body: &Receive) -> Resul
                 l.shipment_line_id
             )));
         };
-        if let Some(done) = sqlx::query(
-            "SELECT id, doses_received, condition, received_by FROM order_receipts WHERE shipment_line_id = $1",
-        )
-        .bind(l.shipment_line_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        {
-            let mut details = serde_json::Map::new();
-            details.insert(
-                "received".into(),
-                serde_json::json!({
-                    "receipt_id": done.try_get::<i64, _>("id")?,
-                    "shipment_line_id": l.shipment_line_id,
-                    "doses_received": done.try_get::<i64, _>("doses_received")?,
-                    "condition": done.try_get::<String, _>("condition")?,
-                    "received_by": done.try_get::<String, _>("received_by")?,
-                }),
-            );
-            return Err(Error::RefusedWith {
-                code: "already_received",
-                message: format!(
-                    "shipment line {} was already received ({} doses); a correction is a stock adjustment, not a second receipt",
-                    l.shipment_line_id,
-                    done.try_get::<i64, _>("doses_received")?
-                ),
-                details,
-            });
-        }
         let (line_id, ndc, shipped): (i64, String, i64) = (s.try_get("order_line_id")?, s.try_get("ndc")?, s.try_get("doses")?);
         if shipped == 0 {
             return Err(at(format!(

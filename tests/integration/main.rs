@@ -16,6 +16,7 @@ mod import;
 mod ingest;
 mod inventory;
 mod matrix;
+mod orders;
 mod registry;
 mod safety;
 mod schema;
