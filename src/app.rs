@@ -320,10 +320,12 @@ async fn order_upkeep(db: Db, cancel: CancellationToken) -> anyhow::Result<()> {
     // Writes from before this start are caught by the refresh of the oldest statuses.
     let mut watermark = {
         let mut conn = db.pool.acquire().await?;
-        crate::accounts::audit::locations_written_after(&mut conn, i64::MAX).await?.1
+        crate::accounts::audit::locations_written_after(&mut conn, i64::MAX)
+            .await?
+            .1
     };
     loop {
-        crate::orders::life::expire_returned(&db).await?;
+        crate::orders::progress::expire_returned(&db).await?;
         let n = crate::orders::readiness::sweep(&db, &mut watermark, 200).await?;
         metrics::counter!("vfc_order_readiness_computed_total").increment(n as u64);
         tokio::select! {

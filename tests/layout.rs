@@ -75,6 +75,21 @@ const OWNERS: &[(&str, &[&str])] = &[
         &["administrations", "decrement_exceptions", "borrowing"],
     ),
     ("hl7/messages.rs", &["hl7_messages"]),
+    (
+        "orders/",
+        &[
+            "ordering_profiles",
+            "orders",
+            "order_lines",
+            "order_events",
+            "order_waivers",
+            "no_dose_reports",
+            "order_readiness",
+            "order_exports",
+            "shipment_lines",
+            "order_receipts",
+        ],
+    ),
 ];
 
 /// Read models a module publishes for others to join (created by migrations as views).

@@ -62,7 +62,9 @@ impl Window {
 
     /// The window's next day on or after `day`, to tell a clinic when it may order.
     pub fn next_open(&self, day: NaiveDate) -> Option<NaiveDate> {
-        (0..400).map(|n| day + chrono::Duration::days(n)).find(|d| self.contains(*d))
+        (0..400)
+            .map(|n| day + chrono::Duration::days(n))
+            .find(|d| self.contains(*d))
     }
 }
 

@@ -251,7 +251,15 @@ pub async fn place_hold(db: &Db, caller: &Caller, code: &str, body: &NewHold) ->
         return Err(Error::Conflict("that stock is already on hold".into()));
     }
     let actor = caller.actor();
-    let id = hold_in(&mut tx, &place.code, body.unit_id, body.lot_id, body.reason.trim(), &actor).await?;
+    let id = hold_in(
+        &mut tx,
+        &place.code,
+        body.unit_id,
+        body.lot_id,
+        body.reason.trim(),
+        &actor,
+    )
+    .await?;
     let entry = audit::Entry::new("hold.place", "hold", [id])
         .at(Some(&place.pin), Some(&place.code))
         .changed("lot_id", serde_json::Value::Null, body.lot_id)

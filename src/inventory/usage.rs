@@ -138,13 +138,12 @@ pub async fn administered_since(conn: &mut AnyConnection, code: &str, since: i64
 /// with doses now, and those whose ledger moved since.
 pub async fn units_that_held_stock(conn: &mut AnyConnection, code: &str, since: i64) -> Result<Vec<i64>> {
     let mut units = BTreeSet::new();
-    for r in sqlx::query(
-        "SELECT DISTINCT unit_id FROM stock WHERE location_code = $1 AND (on_hand > 0 OR updated_at >= $2)",
-    )
-    .bind(code)
-    .bind(since)
-    .fetch_all(&mut *conn)
-    .await?
+    for r in
+        sqlx::query("SELECT DISTINCT unit_id FROM stock WHERE location_code = $1 AND (on_hand > 0 OR updated_at >= $2)")
+            .bind(code)
+            .bind(since)
+            .fetch_all(&mut *conn)
+            .await?
     {
         units.insert(r.try_get::<i64, _>("unit_id")?);
     }

@@ -11,7 +11,7 @@ use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
 use super::view::{self, OrderLine};
-use super::{head, life, notify, transition, Status};
+use super::{head, notify, progress, transition, Status};
 use crate::accounts::audit::{self, Who};
 use crate::accounts::Caller;
 use crate::error::{Error, Result};
@@ -107,7 +107,14 @@ pub async fn export(db: &Db, caller: &Caller) -> Result<Batch> {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        transition(&mut tx, &order, Status::Sent, &caller.actor(), Some(&format!("export batch {batch}"))).await?;
+        transition(
+            &mut tx,
+            &order,
+            Status::Sent,
+            &caller.actor(),
+            Some(&format!("export batch {batch}")),
+        )
+        .await?;
     }
     let csv = String::from_utf8(out.into_inner().map_err(|e| csv_error(e.into_error()))?).expect("CSV of UTF-8 fields");
     sqlx::query("UPDATE order_exports SET csv = $1 WHERE id = $2")
@@ -117,7 +124,11 @@ pub async fn export(db: &Db, caller: &Caller) -> Result<Batch> {
         .await?;
     let mut objects = vec![batch];
     objects.extend(&ids);
-    let entry = audit::Entry::new("orders.export", "order_export", objects).changed("orders", serde_json::Value::Null, ids.len());
+    let entry = audit::Entry::new("orders.export", "order_export", objects).changed(
+        "orders",
+        serde_json::Value::Null,
+        ids.len(),
+    );
     audit::record(&mut tx, &Who::of(caller), entry).await?;
     tx.commit().await?;
     Ok(Batch {
@@ -159,11 +170,11 @@ pub struct Imported {
     /// Rows recorded before (the same row again): not counted twice.
     pub already_imported: usize,
     /// The orders the file touched, with their status now.
-    pub orders: Vec<OrderStatus>,
+    pub orders: Vec<ImportedOrder>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct OrderStatus {
+pub struct ImportedOrder {
     pub id: i64,
     pub status: Status,
 }
@@ -185,7 +196,9 @@ struct Row10 {
 
 /// `POST /api/v1/shipments` (state, `text/csv`).
 pub async fn import_shipments(db: &Db, caller: &Caller, text: &str) -> Result<Imported> {
-    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
     let header: Vec<String> = reader
         .headers()
         .map_err(|e| Error::Invalid(format!("the file is not CSV: {e}")))?
@@ -233,7 +246,10 @@ pub async fn import_shipments(db: &Db, caller: &Caller, text: &str) -> Result<Im
             message: format!(
                 "{} row(s) of the file are wrong; nothing was imported. Fix them and send the whole file again: {}",
                 bad.len(),
-                bad.iter().map(|b| format!("line {}: {}", b.line, b.error)).collect::<Vec<_>>().join("; ")
+                bad.iter()
+                    .map(|b| format!("line {}: {}", b.line, b.error))
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ),
             details,
         });
@@ -277,10 +293,20 @@ pub async fn import_shipments(db: &Db, caller: &Caller, text: &str) -> Result<Im
                         r.doses,
                         r.ndc,
                         r.lot.as_deref().unwrap_or("?"),
-                        if r.direct { ", shipped direct by the manufacturer" } else { "" },
+                        if r.direct {
+                            ", shipped direct by the manufacturer"
+                        } else {
+                            ""
+                        },
                         r.carrier.as_deref().unwrap_or("carrier not given"),
-                        r.tracking.as_deref().map(|t| format!("tracking {t}")).unwrap_or_default(),
-                        r.ship_date.as_deref().map(|d| format!(", shipped {d}")).unwrap_or_default(),
+                        r.tracking
+                            .as_deref()
+                            .map(|t| format!("tracking {t}"))
+                            .unwrap_or_default(),
+                        r.ship_date
+                            .as_deref()
+                            .map(|d| format!(", shipped {d}"))
+                            .unwrap_or_default(),
                     ));
                 }
                 if r.backordered > 0 {
@@ -298,7 +324,7 @@ pub async fn import_shipments(db: &Db, caller: &Caller, text: &str) -> Result<Im
     touched.dedup();
     let mut statuses = Vec::new();
     for id in &touched {
-        let status = life::settle(&mut tx, *id, &actor).await?;
+        let status = progress::settle(&mut tx, *id, &actor).await?;
         if let Some(what) = shipped_now.get(id) {
             let (order, _) = &orders[id];
             let text = format!(
@@ -308,10 +334,18 @@ pub async fn import_shipments(db: &Db, caller: &Caller, text: &str) -> Result<Im
                 what.join("\n- "),
                 status.as_str()
             );
-            notify::tell(&mut tx, *id, &order.location, "order_shipped", &format!("VFC order {id}: {}", status.as_str().replace('_', " ")), &text, false)
-                .await?;
+            notify::tell(
+                &mut tx,
+                *id,
+                &order.location,
+                "order_shipped",
+                &format!("VFC order {id}: {}", status.as_str().replace('_', " ")),
+                &text,
+                false,
+            )
+            .await?;
         }
-        statuses.push(OrderStatus { id: *id, status });
+        statuses.push(ImportedOrder { id: *id, status });
     }
     let mut objects = new_ids.clone();
     objects.extend(&touched);
@@ -339,12 +373,17 @@ async fn check_row(
     let Ok(order_id) = f(0).parse::<i64>() else {
         return Ok(Err(format!("order_id {:?} is not a number", f(0))));
     };
-    if !orders.contains_key(&order_id) {
-        let Ok(h) = head(conn, &crate::accounts::Scope::Program, order_id).await else {
-            return Ok(Err(format!("there is no order {order_id}")));
+    if let std::collections::hash_map::Entry::Vacant(slot) = orders.entry(order_id) {
+        let h = match head(conn, &crate::accounts::Scope::Program, order_id).await {
+            Ok(h) => h,
+            Err(Error::NotFound(_)) => return Ok(Err(format!("there is no order {order_id}"))),
+            Err(e) => return Err(e),
         };
-        let lines = view::lines_of(conn, &[order_id]).await?.remove(&order_id).unwrap_or_default();
-        orders.insert(order_id, (h, lines));
+        let lines = view::lines_of(conn, &[order_id])
+            .await?
+            .remove(&order_id)
+            .unwrap_or_default();
+        slot.insert((h, lines));
     }
     let (order, lines) = &orders[&order_id];
     if !order.status.with_distributor() {
@@ -375,7 +414,9 @@ async fn check_row(
         (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
     };
     if doses == 0 && backordered == 0 {
-        return Ok(Err("a row ships doses, backorders doses, or both; this one does neither".into()));
+        return Ok(Err(
+            "a row ships doses, backorders doses, or both; this one does neither".into(),
+        ));
     }
     let (lot, expires_on) = (opt(2), opt(3));
     if doses > 0 {

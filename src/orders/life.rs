@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use super::profile::{self, Profile};
 use super::view::{self, Order};
-use super::{head, history, not_now, notify, readiness, reason, suggest, transition, Head, Status};
+use super::{head, history, not_now, note, readiness, reason, suggest, transition, Head, Status};
 use crate::accounts::audit::{self, Who};
 use crate::accounts::{Caller, Role};
 use crate::domain::ordering::OrderingSettings;
@@ -91,13 +91,19 @@ fn check_lines(
         let funding = Funding::parse(l.funding.trim()).map_err(|e| at(e.0))?;
         if !funding.is_public() {
             return Err(at(
-                "private stock is never ordered here: order it from the distributor with the practice's own funds".into(),
+                "private stock is never ordered here: order it from the distributor with the practice's own funds"
+                    .into(),
             ));
         }
         if !program.fundings.contains(&funding) {
             return Err(at(format!(
                 "the program orders {} stock only",
-                program.fundings.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(" and ")
+                program
+                    .fundings
+                    .iter()
+                    .map(|f| f.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" and ")
             )));
         }
         if l.doses <= 0 {
@@ -105,7 +111,10 @@ fn check_lines(
         }
         let doses = Doses::parse(l.doses).map_err(|e| at(e.0))?.get();
         if out.iter().any(|c| c.ndc == ndc.as_str() && c.funding == funding) {
-            return Err(at(format!("{ndc} ({}) is on two lines; send one line each", funding.as_str())));
+            return Err(at(format!(
+                "{ndc} ({}) is on two lines; send one line each",
+                funding.as_str()
+            )));
         }
         out.push(Checked {
             ndc: ndc.as_str().to_string(),
@@ -114,13 +123,6 @@ fn check_lines(
         });
     }
     Ok(out)
-}
-
-fn note(raw: Option<&str>) -> Result<Option<String>> {
-    match raw.map(str::trim).filter(|n| !n.is_empty()) {
-        Some(n) if n.chars().count() > 1000 => Err(Error::Invalid("\"note\" is at most 1000 characters".into())),
-        n => Ok(n.map(str::to_string)),
-    }
 }
 
 async fn write_lines(conn: &mut AnyConnection, order_id: i64, lines: &[Checked]) -> Result<()> {
@@ -168,7 +170,11 @@ pub async fn create(db: &Db, caller: &Caller, code: &str, body: &Draft) -> Resul
     let entry = audit::Entry::new("order.create", "order", [id])
         .at(Some(&place.pin), Some(&place.code))
         .changed("set", serde_json::Value::Null, set)
-        .changed("lines", serde_json::Value::Null, serde_json::to_value(&body.lines).expect("plain data"));
+        .changed(
+            "lines",
+            serde_json::Value::Null,
+            serde_json::to_value(&body.lines).expect("plain data"),
+        );
     audit::record(&mut tx, &Who::of(caller), entry).await?;
     tx.commit().await?;
     let mut conn = db.pool.acquire().await?;
@@ -224,14 +230,16 @@ pub async fn edit(db: &Db, caller: &Caller, id: i64, body: &Edit) -> Result<Orde
         Some(n) => note(Some(n))?,
         None => None,
     };
-    sqlx::query("UPDATE orders SET set_name = $1, note = CASE WHEN $2 = 1 THEN $3 ELSE note END, updated_at = $4 WHERE id = $5")
-        .bind(&set)
-        .bind(body.note.is_some() as i64)
-        .bind(new_note)
-        .bind(now_millis())
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "UPDATE orders SET set_name = $1, note = CASE WHEN $2 = 1 THEN $3 ELSE note END, updated_at = $4 WHERE id = $5",
+    )
+    .bind(&set)
+    .bind(body.note.is_some() as i64)
+    .bind(new_note)
+    .bind(now_millis())
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
     audit::record(&mut tx, &Who::of(caller), entry).await?;
     tx.commit().await?;
     let mut conn = db.pool.acquire().await?;
@@ -273,7 +281,10 @@ pub async fn submit(db: &Db, caller: &Caller, id: i64, body: &Submit) -> Result<
         )));
     }
     let urgent_reason = if body.urgent {
-        Some(reason(body.urgent_reason.as_deref(), "why this order cannot wait for the window")?)
+        Some(reason(
+            body.urgent_reason.as_deref(),
+            "why this order cannot wait for the window",
+        )?)
     } else {
         None
     };
@@ -304,7 +315,14 @@ pub async fn submit(db: &Db, caller: &Caller, id: i64, body: &Submit) -> Result<
             });
         }
     }
-    let ready = readiness::compute(&mut tx, &place, &program.prerequisites, program.temperature_lookback_days, Some(id)).await?;
+    let ready = readiness::compute(
+        &mut tx,
+        &place,
+        &program.prerequisites,
+        program.temperature_lookback_days,
+        Some(id),
+    )
+    .await?;
     if !ready.ready {
         let failed = ready.failed();
         let mut details = serde_json::Map::new();
@@ -314,7 +332,11 @@ pub async fn submit(db: &Db, caller: &Caller, id: i64, body: &Submit) -> Result<
             message: format!(
                 "{} is not ready to order: {}",
                 place.code,
-                failed.iter().map(|c| format!("{}: {}", c.check, c.detail)).collect::<Vec<_>>().join(" | ")
+                failed
+                    .iter()
+                    .map(|c| format!("{}: {}", c.check, c.detail))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
             ),
             details,
         });
@@ -332,7 +354,10 @@ pub async fn submit(db: &Db, caller: &Caller, id: i64, body: &Submit) -> Result<
     check_lines(&as_written, &order.set, &profile, &program, &products)?;
     let suggestion = suggest::compute(&mut tx, &place, &profile, &program, &order.set, &products).await?;
     for l in &lines {
-        let cvx_mvx = products.iter().find(|p| p.ndc == l.ndc).map(|p| (p.cvx.clone(), p.mvx.clone()));
+        let cvx_mvx = products
+            .iter()
+            .find(|p| p.ndc == l.ndc)
+            .map(|p| (p.cvx.clone(), p.mvx.clone()));
         let suggested = suggestion
             .iter()
             .find(|s| s.funding == l.funding && Some((s.cvx.clone(), s.mvx.clone())) == cvx_mvx)
@@ -349,14 +374,21 @@ pub async fn submit(db: &Db, caller: &Caller, id: i64, body: &Submit) -> Result<
         Status::InReview
     };
     let actor = caller.actor();
-    sqlx::query("UPDATE orders SET urgent = $1, urgent_reason = $2, submitted_at = $3, returned_at = NULL WHERE id = $4")
-        .bind(body.urgent as i64)
-        .bind(&urgent_reason)
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    let waived: Vec<&str> = ready.checks.iter().filter(|c| c.waiver.is_some()).map(|c| c.check.as_str()).collect();
+    sqlx::query(
+        "UPDATE orders SET urgent = $1, urgent_reason = $2, submitted_at = $3, returned_at = NULL WHERE id = $4",
+    )
+    .bind(body.urgent as i64)
+    .bind(&urgent_reason)
+    .bind(now)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    let waived: Vec<&str> = ready
+        .checks
+        .iter()
+        .filter(|c| c.waiver.is_some())
+        .map(|c| c.check.as_str())
+        .collect();
     let note = match (&urgent_reason, waived.is_empty()) {
         (Some(r), true) => Some(format!("urgent: {r}")),
         (Some(r), false) => Some(format!("urgent: {r}; waived: {}", waived.join(", "))),
@@ -364,7 +396,16 @@ pub async fn submit(db: &Db, caller: &Caller, id: i64, body: &Submit) -> Result<
         (None, true) => None,
     };
     transition(&mut tx, &order, to, &actor, note.as_deref()).await?;
-    readiness::use_waivers(&mut tx, &ready, id).await?;
+    super::waivers::use_waivers(
+        &mut tx,
+        &ready
+            .checks
+            .iter()
+            .filter_map(|c| c.waiver.as_ref().map(|w| w.id))
+            .collect::<Vec<_>>(),
+        id,
+    )
+    .await?;
     readiness::store(&mut tx, &place.code, &ready).await?;
     let mut entry = audit::Entry::new("order.submit", "order", [id])
         .at(Some(&order.pin), Some(&order.location))
@@ -398,7 +439,14 @@ pub async fn local_approve(db: &Db, caller: &Caller, id: i64) -> Result<Order> {
     if order.status != Status::PendingLocalApproval {
         return Err(not_now(&order, "approved locally", &[Status::PendingLocalApproval]));
     }
-    transition(&mut tx, &order, Status::InReview, &caller.actor(), Some("approved by the provider of record")).await?;
+    transition(
+        &mut tx,
+        &order,
+        Status::InReview,
+        &caller.actor(),
+        Some("approved by the provider of record"),
+    )
+    .await?;
     let entry = audit::Entry::new("order.local_approve", "order", [id])
         .at(Some(&order.pin), Some(&order.location))
         .changed("status", order.status.as_str(), Status::InReview.as_str());
@@ -406,302 +454,6 @@ pub async fn local_approve(db: &Db, caller: &Caller, id: i64) -> Result<Order> {
     tx.commit().await?;
     let mut conn = db.pool.acquire().await?;
     finish(&mut conn, db, caller, id).await
-}
-
-/// A reviewer's change to one line.
-#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LineDecision {
-    pub id: i64,
-    pub doses: i64,
-    /// Required when `doses` is below what was asked.
-    #[serde(default)]
-    pub reason: Option<String>,
-}
-
-/// Body of `POST /api/v1/orders/{id}/approve`.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Approve {
-    /// Lines approved at other quantities than asked; the rest are approved as asked.
-    #[serde(default)]
-    pub lines: Vec<LineDecision>,
-    #[serde(default)]
-    pub note: Option<String>,
-}
-
-pub async fn approve(db: &Db, caller: &Caller, id: i64, body: &Approve) -> Result<Order> {
-    let mut tx = db.begin().await?;
-    let order = head(&mut tx, &caller.scope, id).await?;
-    if order.status != Status::InReview {
-        return Err(not_now(&order, "approved", &[Status::InReview]));
-    }
-    let lines = view::lines_of(&mut tx, &[id]).await?.remove(&id).unwrap_or_default();
-    let mut reductions = Vec::new();
-    for (i, d) in body.lines.iter().enumerate() {
-        let at = |m: String| Error::Invalid(format!("lines[{i}]: {m}"));
-        let Some(line) = lines.iter().find(|l| l.id == d.id) else {
-            return Err(at(format!("order {id} has no line {}", d.id)));
-        };
-        if body.lines[..i].iter().any(|o| o.id == d.id) {
-            return Err(at(format!("line {} appears twice", d.id)));
-        }
-        if d.doses < 0 {
-            return Err(at("\"doses\" is 0 or more".into()));
-        }
-        if d.doses > line.doses {
-            return Err(at(format!(
-                "line {} asked for {} doses; a reviewer may reduce a line but not increase it \
-                 (return the order for correction instead)",
-                d.id, line.doses
-            )));
-        }
-        if d.doses < line.doses {
-            let why = reason(d.reason.as_deref(), &format!("why line {} is reduced", d.id))?;
-            reductions.push((line.clone(), d.doses, why));
-        }
-    }
-    let now = now_millis();
-    sqlx::query("UPDATE order_lines SET approved_doses = doses WHERE order_id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    for (line, doses, why) in &reductions {
-        sqlx::query("UPDATE order_lines SET approved_doses = $1, reduction_reason = $2 WHERE id = $3")
-            .bind(doses)
-            .bind(why)
-            .bind(line.id)
-            .execute(&mut *tx)
-            .await?;
-    }
-    sqlx::query("UPDATE orders SET approved_at = $1 WHERE id = $2")
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    let note = note(body.note.as_deref())?;
-    transition(&mut tx, &order, Status::Approved, &caller.actor(), note.as_deref()).await?;
-    let mut text = format!("Order {id} for {} was approved.", order.location);
-    if reductions.is_empty() {
-        text.push_str(" Every line was approved as asked.");
-    } else {
-        text.push_str("\n\nReduced:");
-        for (line, doses, why) in &reductions {
-            text.push_str(&format!(
-                "\n- {} ({}): {} doses asked, {} approved. Why: {}",
-                line.product.as_deref().unwrap_or(&line.ndc),
-                line.funding,
-                line.doses,
-                doses,
-                why
-            ));
-        }
-    }
-    if let Some(n) = &note {
-        text.push_str(&format!("\n\nThe reviewer's note: {n}"));
-    }
-    notify::tell(&mut tx, id, &order.location, "order_approved", &format!("VFC order {id} approved"), &text, false).await?;
-    let entry = audit::Entry::new("order.approve", "order", [id])
-        .at(Some(&order.pin), Some(&order.location))
-        .changed("status", order.status.as_str(), Status::Approved.as_str())
-        .changed(
-            "reduced",
-            serde_json::Value::Null,
-            reductions
-                .iter()
-                .map(|(l, d, why)| serde_json::json!({"line_id": l.id, "from": l.doses, "to": d, "reason": why}))
-                .collect::<Vec<_>>(),
-        );
-    audit::record(&mut tx, &Who::of(caller), entry).await?;
-    tx.commit().await?;
-    let mut conn = db.pool.acquire().await?;
-    finish(&mut conn, db, caller, id).await
-}
-
-/// Body of deny, return and cancel.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Reason {
-    pub reason: String,
-}
-
-/// The decisions that end or return an order with a reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    Deny,
-    Return,
-    Cancel,
-}
-
-pub async fn decide(db: &Db, caller: &Caller, id: i64, d: Decision, body: &Reason) -> Result<Order> {
-    let (to, verb, allowed, action): (Status, &str, &[Status], &'static str) = match d {
-        Decision::Deny => (Status::Denied, "denied", &[Status::PendingLocalApproval, Status::InReview], "order.deny"),
-        Decision::Return => (
-            Status::Returned,
-            "returned for correction",
-            &[Status::PendingLocalApproval, Status::InReview],
-            "order.return",
-        ),
-        Decision::Cancel => (
-            Status::Cancelled,
-            "cancelled",
-            &[Status::Draft, Status::PendingLocalApproval, Status::InReview, Status::Returned],
-            "order.cancel",
-        ),
-    };
-    let why = reason(Some(&body.reason), &format!("why the order is {verb}"))?;
-    let mut tx = db.begin().await?;
-    let order = head(&mut tx, &caller.scope, id).await?;
-    if !allowed.contains(&order.status) {
-        return Err(not_now(&order, verb, allowed));
-    }
-    let now = now_millis();
-    sqlx::query("UPDATE orders SET decision_reason = $1, returned_at = CASE WHEN $2 = 1 THEN $3 ELSE returned_at END WHERE id = $4")
-        .bind(&why)
-        .bind((d == Decision::Return) as i64)
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    transition(&mut tx, &order, to, &caller.actor(), Some(&why)).await?;
-    match d {
-        Decision::Deny => {
-            let text = format!("Order {id} for {} was denied.\n\nWhy: {why}", order.location);
-            notify::tell(&mut tx, id, &order.location, "order_denied", &format!("VFC order {id} denied"), &text, false).await?;
-        }
-        Decision::Return => {
-            let program = crate::coldchain::settings::program_in(&mut tx).await?.ordering;
-            let text = format!(
-                "Order {id} for {} was returned for correction.\n\nWhy: {why}\n\nCorrect it (PATCH /api/v1/orders/{id}) and submit it again \
-                 within {} days, or it expires.",
-                order.location, program.returned_expire_days
-            );
-            notify::tell(&mut tx, id, &order.location, "order_returned", &format!("VFC order {id} returned for correction"), &text, false)
-                .await?;
-        }
-        Decision::Cancel => {}
-    }
-    let entry = audit::Entry::new(action, "order", [id])
-        .at(Some(&order.pin), Some(&order.location))
-        .changed("status", order.status.as_str(), to.as_str())
-        .changed("reason", serde_json::Value::Null, why.as_str());
-    audit::record(&mut tx, &Who::of(caller), entry).await?;
-    tx.commit().await?;
-    let mut conn = db.pool.acquire().await?;
-    finish(&mut conn, db, caller, id).await
-}
-
-/// `POST /api/v1/orders/{id}/lines/{line_id}/close` (state): a line that will not ship.
-pub async fn close_line(db: &Db, caller: &Caller, id: i64, line_id: i64, body: &Reason) -> Result<Order> {
-    let why = reason(Some(&body.reason), "why the line will not ship")?;
-    let mut tx = db.begin().await?;
-    let order = head(&mut tx, &caller.scope, id).await?;
-    let allowed = [
-        Status::Approved,
-        Status::Sent,
-        Status::Backordered,
-        Status::PartiallyShipped,
-        Status::Shipped,
-    ];
-    if !allowed.contains(&order.status) {
-        return Err(not_now(&order, "have a line closed", &allowed));
-    }
-    let now = now_millis();
-    let closed = sqlx::query(
-        "UPDATE order_lines SET closed_at = $1, closed_by = $2, closed_reason = $3 WHERE id = $4 AND order_id = $5 AND closed_at IS NULL",
-    )
-    .bind(now)
-    .bind(caller.actor())
-    .bind(&why)
-    .bind(line_id)
-    .bind(id)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if closed == 0 {
-        let exists = view::lines_of(&mut tx, &[id]).await?.remove(&id).unwrap_or_default().into_iter().any(|l| l.id == line_id);
-        return Err(if exists {
-            Error::Conflict(format!("line {line_id} of order {id} is already closed"))
-        } else {
-            Error::NotFound(format!("order {id} has no line {line_id}"))
-        });
-    }
-    history(&mut tx, id, order.status, &caller.actor(), Some(&format!("line {line_id} closed: {why}")), now).await?;
-    settle(&mut tx, id, &caller.actor()).await?;
-    let entry = audit::Entry::new("order.close_line", "order_line", [line_id])
-        .at(Some(&order.pin), Some(&order.location))
-        .changed("order_id", serde_json::Value::Null, id)
-        .changed("reason", serde_json::Value::Null, why.as_str());
-    audit::record(&mut tx, &Who::of(caller), entry).await?;
-    tx.commit().await?;
-    let mut conn = db.pool.acquire().await?;
-    finish(&mut conn, db, caller, id).await
-}
-
-/// Sets an order with the distributor to what its lines say: received when every line is
-/// received or closed; else shipped, partially shipped or backordered. Tells the clinic when it
-/// becomes received. Returns the status it is in.
-pub async fn settle(conn: &mut AnyConnection, id: i64, actor: &str) -> Result<Status> {
-    let order = head(conn, &crate::accounts::Scope::Program, id).await?;
-    if !order.status.with_distributor() && order.status != Status::Approved {
-        return Ok(order.status);
-    }
-    let lines = view::lines_of(conn, &[id]).await?.remove(&id).unwrap_or_default();
-    let unreceived = super::receive::unreceived_shipment_lines(conn, id).await?;
-    let open: Vec<_> = lines.iter().filter(|l| l.closed_at.is_none() && l.wanted() > 0).collect();
-    let all_shipped = open.iter().all(|l| l.shipped_doses >= l.wanted());
-    let received = all_shipped && unreceived == 0 && (order.status != Status::Approved || open.is_empty());
-    let to = if received {
-        Status::Received
-    } else if order.status == Status::Approved {
-        Status::Approved
-    } else if all_shipped {
-        Status::Shipped
-    } else if lines.iter().any(|l| l.shipped_doses > 0) {
-        Status::PartiallyShipped
-    } else if open.iter().any(|l| l.backordered_doses > 0) {
-        Status::Backordered
-    } else {
-        order.status
-    };
-    if to != order.status {
-        transition(conn, &order, to, actor, None).await?;
-        if to == Status::Received {
-            let text = format!(
-                "Order {id} for {} is received: every line arrived or was closed.",
-                order.location
-            );
-            notify::tell(conn, id, &order.location, "order_received", &format!("VFC order {id} received"), &text, false).await?;
-        }
-    }
-    Ok(to)
-}
-
-/// Expires returned orders not resubmitted in time (the supervised sweep). Returns how many.
-pub async fn expire_returned(db: &Db) -> Result<usize> {
-    let program = crate::coldchain::settings::program(db).await?.ordering;
-    let before = now_millis() - (program.returned_expire_days * 86_400_000.0) as i64;
-    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM orders WHERE status = 'returned' AND returned_at < $1 ORDER BY id LIMIT 500")
-        .bind(before)
-        .fetch_all(&db.pool)
-        .await?;
-    let mut n = 0;
-    for id in ids {
-        let mut tx = db.begin().await?;
-        let order = head(&mut tx, &crate::accounts::Scope::Program, id).await?;
-        if order.status != Status::Returned {
-            continue;
-        }
-        let why = format!("not corrected and resubmitted within {} days", program.returned_expire_days);
-        transition(&mut tx, &order, Status::Expired, "system", Some(&why)).await?;
-        let entry = audit::Entry::new("order.expire", "order", [id])
-            .at(Some(&order.pin), Some(&order.location))
-            .changed("status", order.status.as_str(), Status::Expired.as_str());
-        audit::record(&mut tx, &Who::system(), entry).await?;
-        tx.commit().await?;
-        n += 1;
-    }
-    Ok(n)
 }
 
 /// The location of an order the caller sees, for routes that need it.

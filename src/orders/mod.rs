@@ -1,8 +1,9 @@
 //! Vaccine orders (README, "Ordering"; docs/domain.md, "Ordering (VFC)"): each suffix location
 //! orders its public stock on its own profile ([`profile`]), once its prerequisites are met or
-//! waived ([`readiness`]), starting from a suggestion it can redo by hand ([`suggest`]); the
-//! state reviews ([`life`]), the distributor's files say what was sent and shipped
-//! ([`exchange`]), and the clinic receives against the shipment ([`receive`]). Every
+//! waived ([`readiness`]), starting from a suggestion it can redo by hand ([`suggest`]), written
+//! and submitted by the clinic ([`life`]); the state reviews ([`review`]), the distributor's
+//! files say what was sent and shipped ([`exchange`]), and the clinic receives against the
+//! shipment ([`receive`]); [`progress`] says where an order with the distributor stands. Every
 //! transition is in the order's history and the audit trail, and the location's coordinators
 //! are emailed ([`notify`]).
 //!
@@ -14,10 +15,13 @@ pub mod exchange;
 pub mod life;
 pub mod notify;
 pub mod profile;
+pub mod progress;
 pub mod readiness;
 pub mod receive;
+pub mod review;
 pub mod suggest;
 pub mod view;
+pub mod waivers;
 
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row};
@@ -28,6 +32,7 @@ use crate::store::now_millis;
 
 /// Where an order is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = OrderStatus)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Draft,
@@ -220,5 +225,13 @@ pub fn reason(raw: Option<&str>, what: &str) -> Result<String> {
         Some(r) if r.chars().count() <= 500 => Ok(r.to_string()),
         Some(_) => Err(Error::Invalid(format!("\"reason\" ({what}) is at most 500 characters"))),
         None => Err(Error::Invalid(format!("give a \"reason\": {what}"))),
+    }
+}
+
+/// An optional, trimmed note of at most 1000 characters.
+pub fn note(raw: Option<&str>) -> Result<Option<String>> {
+    match raw.map(str::trim).filter(|n| !n.is_empty()) {
+        Some(n) if n.chars().count() > 1000 => Err(Error::Invalid("\"note\" is at most 1000 characters".into())),
+        n => Ok(n.map(str::to_string)),
     }
 }

@@ -10,10 +10,12 @@ use crate::error::Result;
 
 /// The location's coordinators, as the registry has them (whether or not they have accounts).
 async fn coordinators(conn: &mut AnyConnection, code: &str) -> Result<Vec<Recipient>> {
-    let Some(r) = sqlx::query("SELECT primary_name, primary_email, backup_name, backup_email FROM location_contacts WHERE code = $1")
-        .bind(code)
-        .fetch_optional(&mut *conn)
-        .await?
+    let Some(r) = sqlx::query(
+        "SELECT primary_name, primary_email, backup_name, backup_email FROM location_contacts WHERE code = $1",
+    )
+    .bind(code)
+    .fetch_optional(&mut *conn)
+    .await?
     else {
         return Ok(Vec::new());
     };
@@ -21,7 +23,10 @@ async fn coordinators(conn: &mut AnyConnection, code: &str) -> Result<Vec<Recipi
         r.try_get::<String, _>("primary_name")?,
         r.try_get::<String, _>("primary_email")?,
     )];
-    let backup = Recipient::new(r.try_get::<String, _>("backup_name")?, r.try_get::<String, _>("backup_email")?);
+    let backup = Recipient::new(
+        r.try_get::<String, _>("backup_name")?,
+        r.try_get::<String, _>("backup_email")?,
+    );
     if !backup.email.eq_ignore_ascii_case(&out[0].email) {
         out.push(backup);
     }
@@ -42,7 +47,12 @@ pub async fn tell(
     let mut to = coordinators(conn, code).await?;
     if tell_state {
         let program = crate::coldchain::settings::program_in(conn).await?;
-        to.extend(program.state_coordinators.iter().map(|p| Recipient::new(&p.name, &p.email)));
+        to.extend(
+            program
+                .state_coordinators
+                .iter()
+                .map(|p| Recipient::new(&p.name, &p.email)),
+        );
     }
     for r in &to {
         let body = format!(

@@ -100,13 +100,17 @@ impl Profile {
         }
         self.sets.entry(ROUTINE.to_string()).or_default();
         for (name, set) in self.sets.iter_mut() {
-            if name.trim().is_empty() || name.len() > 40 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            if name.trim().is_empty()
+                || name.len() > 40
+                || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
                 return Err(Error::Invalid(format!(
                     "order set name {name:?}: letters, digits, _ and -, at most 40"
                 )));
             }
             if let Some(w) = &set.window {
-                w.check().map_err(|e| Error::Invalid(format!("sets.{name}.window: {e}")))?;
+                w.check()
+                    .map_err(|e| Error::Invalid(format!("sets.{name}.window: {e}")))?;
             }
             if let Some(list) = set.products.as_mut() {
                 if list.is_empty() {
@@ -133,7 +137,10 @@ impl Profile {
         for d in self.delivery_days.iter_mut() {
             *d = d.trim().to_ascii_lowercase();
             if !DAYS.contains(&d.as_str()) {
-                return Err(Error::Invalid(format!("delivery_days: {d:?} is not one of {}", DAYS.join(", "))));
+                return Err(Error::Invalid(format!(
+                    "delivery_days: {d:?} is not one of {}",
+                    DAYS.join(", ")
+                )));
             }
         }
         if let Some(i) = &self.instructions {
@@ -145,7 +152,9 @@ impl Profile {
             }
         }
         for (name, v) in [("ship_to", &self.ship_to), ("delivery_hours", &self.delivery_hours)] {
-            if v.as_ref().is_some_and(|v| v.chars().count() > 200 || v.contains(['\n', '\r'])) {
+            if v.as_ref()
+                .is_some_and(|v| v.chars().count() > 200 || v.contains(['\n', '\r']))
+            {
                 return Err(Error::Invalid(format!("{name} is one line of at most 200 characters")));
             }
         }
@@ -185,7 +194,10 @@ impl Profile {
                 all.sort_by_key(|p| (p.doses_per_package.unwrap_or(0) <= 0, p.ndc.clone()));
                 all
             }
-            Some(list) => list.iter().filter_map(|n| catalog.iter().find(|p| &p.ndc == n)).collect(),
+            Some(list) => list
+                .iter()
+                .filter_map(|n| catalog.iter().find(|p| &p.ndc == n))
+                .collect(),
         })
     }
 }

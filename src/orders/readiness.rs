@@ -14,24 +14,16 @@ use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
-use crate::accounts::audit::{self, Who};
+use crate::accounts::audit;
 use crate::accounts::Caller;
 use crate::domain::ordering::Prerequisites;
 use crate::error::{Error, Result};
 use crate::inventory::{self, usage, Place};
 use crate::store::{now_millis, rfc3339, Db};
 
-const DAY_MS: i64 = 86_400_000;
+pub use super::waivers::{WaiverRef, CHECKS};
 
-/// The checks, by the names the API uses.
-pub const CHECKS: [&str; 6] = [
-    "reconciliation",
-    "doses_reported",
-    "temperature_records",
-    "unreviewed_excursions",
-    "calibration_current",
-    "decrement_exceptions",
-];
+const DAY_MS: i64 = 86_400_000;
 
 /// One check's outcome.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -45,14 +37,6 @@ pub struct Check {
     /// A state coordinator's waiver that lets this check pass once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiver: Option<WaiverRef>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct WaiverRef {
-    pub id: i64,
-    pub reason: String,
-    pub granted_by: String,
-    pub expires_at: String,
 }
 
 /// `GET /api/v1/locations/{code}/orders/prerequisites`.
@@ -93,7 +77,12 @@ pub async fn last_submitted(conn: &mut AnyConnection, code: &str, except: Option
 
 /// Lists the first few of `items` and how many more.
 fn some<T: std::fmt::Display>(items: &[T], max: usize) -> String {
-    let mut s = items.iter().take(max).map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+    let mut s = items
+        .iter()
+        .take(max)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     if items.len() > max {
         s.push_str(&format!(" and {} more", items.len() - max));
     }
@@ -102,7 +91,13 @@ fn some<T: std::fmt::Display>(items: &[T], max: usize) -> String {
 
 /// Computes the checks of `place` now, with the waivers in force (`except`: the order being
 /// submitted, whose own submission time is not "the previous order").
-pub async fn compute(conn: &mut AnyConnection, place: &Place, p: &Prerequisites, lookback_days: i64, except: Option<i64>) -> Result<Readiness> {
+pub async fn compute(
+    conn: &mut AnyConnection,
+    place: &Place,
+    p: &Prerequisites,
+    lookback_days: i64,
+    except: Option<i64>,
+) -> Result<Readiness> {
     let now = now_millis();
     let today = inventory::today(place.tz, now);
     let code = place.code.as_str();
@@ -135,7 +130,7 @@ pub async fn compute(conn: &mut AnyConnection, place: &Place, p: &Prerequisites,
     if let Some(days) = p.doses_reported_days {
         let since = now - days * DAY_MS;
         let last = inventory::doses::last_recorded_at(conn, code).await?;
-        let report = latest_no_dose_report(conn, code).await?;
+        let report = super::waivers::latest_no_dose_report(conn, code).await?;
         // "No doses since D" covers the days from D on: it satisfies the check when made within
         // the period and D reaches back to the last dose recorded, or to the period's start.
         let covered = report.as_ref().is_some_and(|(reported_at, from)| {
@@ -183,9 +178,15 @@ pub async fn compute(conn: &mut AnyConnection, place: &Place, p: &Prerequisites,
         let mut problems = Vec::new();
         if first <= last {
             for unit in usage::units_that_held_stock(conn, code, start).await? {
-                let Some((name, range)) = crate::registry::units::brief(conn, unit).await? else { continue };
+                let Some((name, range)) = crate::registry::units::brief(conn, unit).await? else {
+                    continue;
+                };
                 let days = crate::coldchain::daily::record_in(conn, unit, range, place.tz, first, last).await?;
-                let incomplete: Vec<&str> = days.iter().filter(|d| p.temperature_records && !d.complete).map(|d| d.date.as_str()).collect();
+                let incomplete: Vec<&str> = days
+                    .iter()
+                    .filter(|d| p.temperature_records && !d.complete)
+                    .map(|d| d.date.as_str())
+                    .collect();
                 let unsigned: Vec<&str> = days
                     .iter()
                     .filter(|d| p.daily_signoff && d.signed_by.is_none() && workday(&d.date))
@@ -226,7 +227,12 @@ pub async fn compute(conn: &mut AnyConnection, place: &Place, p: &Prerequisites,
         let before = now - hours * 3_600_000;
         let late = crate::coldchain::excursions::unreviewed_met_before(conn, code, before).await?;
         checks.push(if late.is_empty() {
-            check("unreviewed_excursions", true, format!("no excursion left unreviewed over {hours} hours"), None)
+            check(
+                "unreviewed_excursions",
+                true,
+                format!("no excursion left unreviewed over {hours} hours"),
+                None,
+            )
         } else {
             let named: Vec<String> = late
                 .iter()
@@ -251,8 +257,14 @@ pub async fn compute(conn: &mut AnyConnection, place: &Place, p: &Prerequisites,
             .iter()
             .filter(|l| l.calibration_expires_on.as_deref().is_none_or(|e| e < today_s.as_str()))
             .map(|l| match &l.calibration_expires_on {
-                Some(e) => format!("{} ({} logger of unit {} {}) expired {e}", l.serial, l.role, l.unit_id, l.unit_name),
-                None => format!("{} ({} logger of unit {} {}) has no calibration on record", l.serial, l.role, l.unit_id, l.unit_name),
+                Some(e) => format!(
+                    "{} ({} logger of unit {} {}) expired {e}",
+                    l.serial, l.role, l.unit_id, l.unit_name
+                ),
+                None => format!(
+                    "{} ({} logger of unit {} {}) has no calibration on record",
+                    l.serial, l.role, l.unit_id, l.unit_name
+                ),
             })
             .collect();
         checks.push(if bad.is_empty() {
@@ -274,9 +286,17 @@ pub async fn compute(conn: &mut AnyConnection, place: &Place, p: &Prerequisites,
         let before = now - days * DAY_MS;
         let old = inventory::doses::exceptions::open_before(conn, code, before).await?;
         checks.push(if old.is_empty() {
-            check("decrement_exceptions", true, format!("none older than {days} days"), Some(before))
+            check(
+                "decrement_exceptions",
+                true,
+                format!("none older than {days} days"),
+                Some(before),
+            )
         } else {
-            let ids: Vec<String> = old.iter().map(|(id, at)| format!("{id} (since {})", rfc3339(*at))).collect();
+            let ids: Vec<String> = old
+                .iter()
+                .map(|(id, at)| format!("{id} (since {})", rfc3339(*at)))
+                .collect();
             check(
                 "decrement_exceptions",
                 false,
@@ -289,7 +309,7 @@ pub async fn compute(conn: &mut AnyConnection, place: &Place, p: &Prerequisites,
         });
     }
 
-    for w in waivers_in_force(conn, code, now).await? {
+    for w in super::waivers::waivers_in_force(conn, code, now).await? {
         if let Some(c) = checks.iter_mut().find(|c| c.check == w.0 && !c.ok) {
             c.waiver = Some(w.1);
         }
@@ -325,7 +345,14 @@ pub async fn store(conn: &mut AnyConnection, code: &str, r: &Readiness) -> Resul
 /// Computes and stores the status of `place`.
 pub async fn refresh(conn: &mut AnyConnection, place: &Place) -> Result<Readiness> {
     let program = crate::coldchain::settings::program_in(conn).await?.ordering;
-    let r = compute(conn, place, &program.prerequisites, program.temperature_lookback_days, None).await?;
+    let r = compute(
+        conn,
+        place,
+        &program.prerequisites,
+        program.temperature_lookback_days,
+        None,
+    )
+    .await?;
     store(conn, &place.code, &r).await?;
     Ok(r)
 }
@@ -338,7 +365,10 @@ pub async fn of_location(db: &Db, caller: &Caller, code: &str) -> Result<Readine
 }
 
 /// The stored status of locations, for lists: (ready, checks, computed at).
-pub async fn stored(conn: &mut AnyConnection, codes: &[String]) -> Result<std::collections::HashMap<String, Readiness>> {
+pub async fn stored(
+    conn: &mut AnyConnection,
+    codes: &[String],
+) -> Result<std::collections::HashMap<String, Readiness>> {
     let mut out = std::collections::HashMap::new();
     if codes.is_empty() {
         return Ok(out);
@@ -374,7 +404,7 @@ pub async fn sweep(db: &Db, watermark: &mut i64, stale_batch: i64) -> Result<usi
     let mut conn = db.pool.acquire().await?;
     let (mut codes, latest) = audit::locations_written_after(&mut conn, *watermark).await?;
     let stale: Vec<String> = sqlx::query_scalar(
-        "SELECT l.code FROM locations l LEFT JOIN order_readiness r ON r.location_code = l.code \
+        "SELECT l.code FROM location_contacts l LEFT JOIN order_readiness r ON r.location_code = l.code \
          WHERE r.computed_at IS NULL OR r.computed_at < $1 ORDER BY COALESCE(r.computed_at, 0), l.code LIMIT $2",
     )
     .bind(now_millis() - 3_600_000)
@@ -398,186 +428,4 @@ pub async fn sweep(db: &Db, watermark: &mut i64, stale_batch: i64) -> Result<usi
     }
     *watermark = latest;
     Ok(n)
-}
-
-async fn latest_no_dose_report(conn: &mut AnyConnection, code: &str) -> Result<Option<(i64, NaiveDate)>> {
-    let Some(r) = sqlx::query(
-        "SELECT since, reported_at FROM no_dose_reports WHERE location_code = $1 ORDER BY reported_at DESC, id DESC LIMIT 1",
-    )
-    .bind(code)
-    .fetch_optional(&mut *conn)
-    .await?
-    else {
-        return Ok(None);
-    };
-    let since: String = r.try_get("since")?;
-    let day = NaiveDate::parse_from_str(&since, "%Y-%m-%d").map_err(|e| Error::unreadable("no_dose_reports", code, e))?;
-    Ok(Some((r.try_get("reported_at")?, day)))
-}
-
-/// Body of `POST /api/v1/locations/{code}/no-doses-report`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NoDoses {
-    /// No doses were given here from this day (YYYY-MM-DD) until today.
-    pub since: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct NoDosesReport {
-    pub id: i64,
-    pub location: String,
-    pub since: String,
-    pub reported_by: String,
-    pub reported_at: String,
-}
-
-pub async fn report_no_doses(db: &Db, caller: &Caller, code: &str, body: &NoDoses) -> Result<NoDosesReport> {
-    let since = crate::domain::parse_date("since", &body.since)?;
-    let mut tx = db.begin().await?;
-    let place = inventory::place(&mut tx, &caller.scope, code).await?;
-    let now = now_millis();
-    if since > inventory::today(place.tz, now) {
-        return Err(Error::Invalid(format!("\"since\" {since} is in the future")));
-    }
-    let id: i64 = sqlx::query(
-        "INSERT INTO no_dose_reports (location_code, since, reported_by, reported_at) VALUES ($1, $2, $3, $4) RETURNING id",
-    )
-    .bind(&place.code)
-    .bind(since.to_string())
-    .bind(caller.actor())
-    .bind(now)
-    .fetch_one(&mut *tx)
-    .await?
-    .try_get("id")?;
-    let entry = audit::Entry::new("orders.no_doses", "no_dose_report", [id])
-        .at(Some(&place.pin), Some(&place.code))
-        .changed("since", serde_json::Value::Null, since.to_string());
-    audit::record(&mut tx, &Who::of(caller), entry).await?;
-    tx.commit().await?;
-    Ok(NoDosesReport {
-        id,
-        location: place.code,
-        since: since.to_string(),
-        reported_by: caller.actor(),
-        reported_at: rfc3339(now),
-    })
-}
-
-/// Body of `POST /api/v1/locations/{code}/orders/waivers`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewWaiver {
-    /// One of the check names of `GET …/orders/prerequisites`.
-    pub check: String,
-    pub reason: String,
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Waiver {
-    pub id: i64,
-    pub location: String,
-    pub check: String,
-    pub reason: String,
-    pub granted_by: String,
-    pub granted_at: String,
-    pub expires_at: String,
-    /// The submission that used it.
-    pub order_id: Option<i64>,
-}
-
-fn waiver_row(r: &sqlx::any::AnyRow) -> sqlx::Result<Waiver> {
-    Ok(Waiver {
-        id: r.try_get("id")?,
-        location: r.try_get("location_code")?,
-        check: r.try_get("check_name")?,
-        reason: r.try_get("reason")?,
-        granted_by: r.try_get("granted_by")?,
-        granted_at: rfc3339(r.try_get("granted_at")?),
-        expires_at: rfc3339(r.try_get("expires_at")?),
-        order_id: r.try_get("order_id")?,
-    })
-}
-
-pub async fn waive(db: &Db, caller: &Caller, code: &str, body: &NewWaiver) -> Result<Waiver> {
-    if !CHECKS.contains(&body.check.as_str()) {
-        return Err(Error::Invalid(format!("\"check\" {:?} is not one of {}", body.check, CHECKS.join(", "))));
-    }
-    let reason = super::reason(Some(&body.reason), "why the check is waived")?;
-    let mut tx = db.begin().await?;
-    let place = inventory::place(&mut tx, &caller.scope, code).await?;
-    let program = crate::coldchain::settings::program_in(&mut tx).await?.ordering;
-    let now = now_millis();
-    let expires = now + (program.waiver_days * DAY_MS as f64) as i64;
-    let id: i64 = sqlx::query(
-        "INSERT INTO order_waivers (location_code, check_name, reason, granted_by, granted_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-    )
-    .bind(&place.code)
-    .bind(&body.check)
-    .bind(&reason)
-    .bind(caller.actor())
-    .bind(now)
-    .bind(expires)
-    .fetch_one(&mut *tx)
-    .await?
-    .try_get("id")?;
-    let entry = audit::Entry::new("orders.waive", "order_waiver", [id])
-        .at(Some(&place.pin), Some(&place.code))
-        .changed("check", serde_json::Value::Null, body.check.as_str())
-        .changed("reason", serde_json::Value::Null, reason.as_str());
-    audit::record(&mut tx, &Who::of(caller), entry).await?;
-    refresh(&mut tx, &place).await?;
-    let r = sqlx::query("SELECT * FROM order_waivers WHERE id = $1").bind(id).fetch_one(&mut *tx).await?;
-    tx.commit().await?;
-    Ok(waiver_row(&r)?)
-}
-
-async fn waivers_in_force(conn: &mut AnyConnection, code: &str, now: i64) -> Result<Vec<(String, WaiverRef)>> {
-    sqlx::query(
-        "SELECT id, check_name, reason, granted_by, expires_at FROM order_waivers \
-         WHERE location_code = $1 AND order_id IS NULL AND expires_at > $2 ORDER BY id",
-    )
-    .bind(code)
-    .bind(now)
-    .fetch_all(&mut *conn)
-    .await?
-    .iter()
-    .map(|r| {
-        Ok((
-            r.try_get("check_name")?,
-            WaiverRef {
-                id: r.try_get("id")?,
-                reason: r.try_get("reason")?,
-                granted_by: r.try_get("granted_by")?,
-                expires_at: rfc3339(r.try_get("expires_at")?),
-            },
-        ))
-    })
-    .collect::<sqlx::Result<_>>()
-    .map_err(Into::into)
-}
-
-/// Marks the waivers a submission used as used by it.
-pub async fn use_waivers(conn: &mut AnyConnection, r: &Readiness, order_id: i64) -> Result<()> {
-    for w in r.checks.iter().filter_map(|c| c.waiver.as_ref()) {
-        sqlx::query("UPDATE order_waivers SET order_id = $1 WHERE id = $2 AND order_id IS NULL")
-            .bind(order_id)
-            .bind(w.id)
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
-}
-
-/// The waivers an order used.
-pub async fn of_order(conn: &mut AnyConnection, order_id: i64) -> Result<Vec<Waiver>> {
-    sqlx::query("SELECT * FROM order_waivers WHERE order_id = $1 ORDER BY id")
-        .bind(order_id)
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(waiver_row)
-        .collect::<sqlx::Result<_>>()
-        .map_err(Into::into)
 }

@@ -28,6 +28,7 @@ pub const SHORTFALL_REASONS: &[(&str, &str)] = &[
 
 /// How a shipment line arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = ArrivalCondition)]
 #[serde(rename_all = "snake_case")]
 pub enum Condition {
     Ok,
@@ -72,17 +73,6 @@ pub struct Receive {
     pub lines: Vec<ReceiveLine>,
     #[serde(default)]
     pub note: Option<String>,
-}
-
-/// How many of the order's shipment lines that shipped doses have no receipt yet.
-pub async fn unreceived_shipment_lines(conn: &mut AnyConnection, order_id: i64) -> Result<i64> {
-    Ok(sqlx::query_scalar(
-        "SELECT COUNT(*) FROM shipment_lines s WHERE s.order_id = $1 AND s.doses > 0 \
-         AND NOT EXISTS (SELECT 1 FROM order_receipts r WHERE r.shipment_line_id = s.id)",
-    )
-    .bind(order_id)
-    .fetch_one(&mut *conn)
-    .await?)
 }
 
 /// Refuses a shipment line of order `id` received before, saying what was received.
@@ -131,7 +121,12 @@ pub async fn receive(db: &Db, caller: &Caller, id: i64, body: &Receive) -> Resul
         return Err(not_now(
             &order,
             "received",
-            &[Status::Sent, Status::Backordered, Status::PartiallyShipped, Status::Shipped],
+            &[
+                Status::Sent,
+                Status::Backordered,
+                Status::PartiallyShipped,
+                Status::Shipped,
+            ],
         ));
     }
     let place = inventory::place(&mut tx, &caller.scope, &order.location).await?;
@@ -156,7 +151,8 @@ pub async fn receive(db: &Db, caller: &Caller, id: i64, body: &Receive) -> Resul
                 l.shipment_line_id
             )));
         };
-        let (line_id, ndc, shipped): (i64, String, i64) = (s.try_get("order_line_id")?, s.try_get("ndc")?, s.try_get("doses")?);
+        let (line_id, ndc, shipped): (i64, String, i64) =
+            (s.try_get("order_line_id")?, s.try_get("ndc")?, s.try_get("doses")?);
         if shipped == 0 {
             return Err(at(format!(
                 "shipment line {} only reports a backorder; nothing arrived to receive",
@@ -169,20 +165,32 @@ pub async fn receive(db: &Db, caller: &Caller, id: i64, body: &Receive) -> Resul
             )));
         }
         let shortfall = if l.doses_received < shipped {
-            let code = l.shortfall_reason.as_deref().map(str::trim).filter(|r| !r.is_empty()).ok_or_else(|| {
-                at(format!(
-                    "{shipped} doses shipped and {} received: give a \"shortfall_reason\", one of {}",
-                    l.doses_received,
-                    SHORTFALL_REASONS.iter().map(|(c, _)| *c).collect::<Vec<_>>().join(", ")
-                ))
-            })?;
+            let code = l
+                .shortfall_reason
+                .as_deref()
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .ok_or_else(|| {
+                    at(format!(
+                        "{shipped} doses shipped and {} received: give a \"shortfall_reason\", one of {}",
+                        l.doses_received,
+                        SHORTFALL_REASONS.iter().map(|(c, _)| *c).collect::<Vec<_>>().join(", ")
+                    ))
+                })?;
             if !SHORTFALL_REASONS.iter().any(|(c, _)| *c == code) {
                 return Err(at(format!(
                     "shortfall_reason {code:?} is not one of {}",
-                    SHORTFALL_REASONS.iter().map(|(c, d)| format!("{c} ({d})")).collect::<Vec<_>>().join(", ")
+                    SHORTFALL_REASONS
+                        .iter()
+                        .map(|(c, d)| format!("{c} ({d})"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )));
             }
-            shortfalls.push(format!("{} of {shipped} doses of {ndc} arrived ({code})", l.doses_received));
+            shortfalls.push(format!(
+                "{} of {shipped} doses of {ndc} arrived ({code})",
+                l.doses_received
+            ));
             Some(code.to_string())
         } else {
             None
@@ -195,12 +203,14 @@ pub async fn receive(db: &Db, caller: &Caller, id: i64, body: &Receive) -> Resul
             .ok_or_else(|| Error::unreadable("shipment_lines", l.shipment_line_id, "its order line is gone"))?;
         let unit_id = match l.unit_id {
             Some(u) => u,
-            None => routing::unit_for_ndc(&mut tx, &place.code, &ndc).await?.ok_or_else(|| {
-                at(format!(
-                    "give \"unit_id\": {} has no unit set for {ndc} (PUT /api/v1/locations/{}/product-units)",
-                    place.code, place.code
-                ))
-            })?,
+            None => routing::unit_for_ndc(&mut tx, &place.code, &ndc)
+                .await?
+                .ok_or_else(|| {
+                    at(format!(
+                        "give \"unit_id\": {} has no unit set for {ndc} (PUT /api/v1/locations/{}/product-units)",
+                        place.code, place.code
+                    ))
+                })?,
         };
         let (mut event, mut lot_id, mut hold) = (None, None, None);
         if l.doses_received > 0 {
@@ -266,7 +276,15 @@ pub async fn receive(db: &Db, caller: &Caller, id: i64, body: &Receive) -> Resul
         id,
         order.status,
         &actor,
-        Some(&format!("received {} shipment line(s){}", receipt_ids.len(), if said.is_empty() { String::new() } else { format!(": {}", said.join("; ")) })),
+        Some(&format!(
+            "received {} shipment line(s){}",
+            receipt_ids.len(),
+            if said.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", said.join("; "))
+            }
+        )),
         now,
     )
     .await?;
@@ -276,10 +294,18 @@ pub async fn receive(db: &Db, caller: &Caller, id: i64, body: &Receive) -> Resul
             order.location,
             problems.join("\n- ")
         );
-        notify::tell(&mut tx, id, &order.location, "order_arrived_damaged", &format!("VFC order {id}: stock on hold at arrival"), &text, true)
-            .await?;
+        notify::tell(
+            &mut tx,
+            id,
+            &order.location,
+            "order_arrived_damaged",
+            &format!("VFC order {id}: stock on hold at arrival"),
+            &text,
+            true,
+        )
+        .await?;
     }
-    super::life::settle(&mut tx, id, &actor).await?;
+    super::progress::settle(&mut tx, id, &actor).await?;
     let entry = audit::Entry::new("order.receive", "order_receipt", receipt_ids.clone())
         .at(Some(&order.pin), Some(&order.location))
         .changed("order_id", serde_json::Value::Null, id)

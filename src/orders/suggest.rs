@@ -97,7 +97,10 @@ pub async fn compute(
         short_dated_through: today + chrono::Duration::days(program.short_dated_days),
         today,
     };
-    let used: HashMap<(Brand, String), BrandUse> = usage::of_location(conn, &place.code, &horizon).await?.into_iter().collect();
+    let used: HashMap<(Brand, String), BrandUse> = usage::of_location(conn, &place.code, &horizon)
+        .await?
+        .into_iter()
+        .collect();
     let pending = on_order(conn, &place.code).await?;
     let brand_of: HashMap<&str, Brand> = products
         .iter()

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
-use super::readiness::{self, Readiness, Waiver};
+use super::readiness::{self, Readiness};
+use super::waivers::Waiver;
 use super::Status;
 use crate::accounts::{Caller, Scope};
 use crate::alerts::outbox::{self, EmailRecord};
@@ -235,9 +236,11 @@ pub async fn full(conn: &mut AnyConnection, db: &Db, scope: &Scope, id: i64) -> 
             })
             .collect::<sqlx::Result<_>>()?,
     );
-    o.waivers = Some(readiness::of_order(conn, id).await?);
+    o.waivers = Some(super::waivers::of_order(conn, id).await?);
     o.shipments = Some(shipments(conn, id).await?);
-    o.prerequisites = readiness::stored(conn, std::slice::from_ref(&o.location)).await?.remove(&o.location);
+    o.prerequisites = readiness::stored(conn, std::slice::from_ref(&o.location))
+        .await?
+        .remove(&o.location);
     o.emails = Some(outbox::about(db, About::Order(id)).await?);
     Ok(o)
 }
@@ -305,7 +308,13 @@ pub struct Filter {
 
 /// Orders the scope covers, oldest first (the review queue) or newest first (a location's
 /// list), each with its lines and its location's stored prerequisite status.
-pub async fn list(db: &Db, scope: &Scope, f: &Filter, page: Page, newest_first: bool) -> Result<(Vec<Order>, Option<i64>)> {
+pub async fn list(
+    db: &Db,
+    scope: &Scope,
+    f: &Filter,
+    page: Page,
+    newest_first: bool,
+) -> Result<(Vec<Order>, Option<i64>)> {
     let mut conn = db.pool.acquire().await?;
     let (cond, param) = scope.sql_filter("o.pin", "o.location_code", 1);
     let (cmp, dir) = if newest_first { ("<", "DESC") } else { (">", "ASC") };

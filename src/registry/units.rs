@@ -252,7 +252,10 @@ pub async fn brief(conn: &mut AnyConnection, unit_id: i64) -> Result<Option<(Str
     else {
         return Ok(None);
     };
-    Ok(Some((r.try_get("name")?, (r.try_get("range_min_c")?, r.try_get("range_max_c")?))))
+    Ok(Some((
+        r.try_get("name")?,
+        (r.try_get("range_min_c")?, r.try_get("range_max_c")?),
+    )))
 }
 
 /// The name of unit `unit_id` if it is a unit of location `code`.

@@ -15,12 +15,14 @@ use super::extract::{Body, Id, PageParams, Params};
 use super::AppState;
 use crate::accounts::Caller;
 use crate::orders::exchange::{self, Imported};
-use crate::orders::life::{self, Approve, Decision, Draft, Edit, Reason, Submit};
+use crate::orders::life::{self, Draft, Edit, Submit};
 use crate::orders::profile::{self, Profile, ProfileView};
-use crate::orders::readiness::{self, NewWaiver, NoDoses, NoDosesReport, Readiness, Waiver};
+use crate::orders::readiness::{self, Readiness};
 use crate::orders::receive::{self, Receive};
+use crate::orders::review::{self, Approve, Decision, Reason};
 use crate::orders::suggest::{self, Suggestion};
 use crate::orders::view::{self, Filter, Order};
+use crate::orders::waivers::{self, NewWaiver, NoDoses, NoDosesReport, Waiver};
 use crate::orders::Status;
 
 pub fn router() -> Router<AppState> {
@@ -49,7 +51,11 @@ pub fn router() -> Router<AppState> {
 /// A location's ordering profile, with the frequency its last 12 months call for beside it.
 #[utoipa::path(get, path = "/api/v1/locations/{code}/ordering", tag = "orders", security(("bearer" = [])),
     params(("code" = String, Path)), responses((status = 200, body = ProfileView), (status = 404)))]
-async fn get_profile(State(s): State<AppState>, caller: Caller, Id(code): Id<String>) -> Result<Json<ProfileView>, ApiError> {
+async fn get_profile(
+    State(s): State<AppState>,
+    caller: Caller,
+    Id(code): Id<String>,
+) -> Result<Json<ProfileView>, ApiError> {
     Ok(Json(profile::view(&s.db, &caller, &code).await?))
 }
 
@@ -76,14 +82,21 @@ async fn no_doses(
     Id(code): Id<String>,
     Body(body): Body<NoDoses>,
 ) -> Result<(StatusCode, Json<NoDosesReport>), ApiError> {
-    Ok((StatusCode::CREATED, Json(readiness::report_no_doses(&s.db, &caller, &code, &body).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(waivers::report_no_doses(&s.db, &caller, &code, &body).await?),
+    ))
 }
 
 /// The prerequisites of an order at this location, computed now; each failed check says what
 /// to fix.
 #[utoipa::path(get, path = "/api/v1/locations/{code}/orders/prerequisites", tag = "orders", security(("bearer" = [])),
     params(("code" = String, Path)), responses((status = 200, body = Readiness), (status = 404)))]
-async fn prerequisites(State(s): State<AppState>, caller: Caller, Id(code): Id<String>) -> Result<Json<Readiness>, ApiError> {
+async fn prerequisites(
+    State(s): State<AppState>,
+    caller: Caller,
+    Id(code): Id<String>,
+) -> Result<Json<Readiness>, ApiError> {
     Ok(Json(readiness::of_location(&s.db, &caller, &code).await?))
 }
 
@@ -97,7 +110,10 @@ async fn waive(
     Id(code): Id<String>,
     Body(body): Body<NewWaiver>,
 ) -> Result<(StatusCode, Json<Waiver>), ApiError> {
-    Ok((StatusCode::CREATED, Json(readiness::waive(&s.db, &caller, &code, &body).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(waivers::waive(&s.db, &caller, &code, &body).await?),
+    ))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -116,7 +132,9 @@ async fn suggestion(
     Id(code): Id<String>,
     Params(q): Params<SetQuery>,
 ) -> Result<Json<Suggestion>, ApiError> {
-    Ok(Json(suggest::of_location(&s.db, &caller, &code, q.set.as_deref()).await?))
+    Ok(Json(
+        suggest::of_location(&s.db, &caller, &code, q.set.as_deref()).await?,
+    ))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -158,7 +176,10 @@ async fn create(
     Id(code): Id<String>,
     Body(body): Body<Draft>,
 ) -> Result<(StatusCode, Json<Order>), ApiError> {
-    Ok((StatusCode::CREATED, Json(life::create(&s.db, &caller, &code, &body).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(life::create(&s.db, &caller, &code, &body).await?),
+    ))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -177,7 +198,11 @@ pub struct QueueQuery {
 /// requested-minus-suggested per line.
 #[utoipa::path(get, path = "/api/v1/orders", tag = "orders", security(("bearer" = [])),
     params(QueueQuery), responses((status = 200, body = OrderList), (status = 400)))]
-async fn queue(State(s): State<AppState>, caller: Caller, Params(q): Params<QueueQuery>) -> Result<Json<OrderList>, ApiError> {
+async fn queue(
+    State(s): State<AppState>,
+    caller: Caller,
+    Params(q): Params<QueueQuery>,
+) -> Result<Json<OrderList>, ApiError> {
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(raw) => Some(Status::parse(raw).ok_or_else(|| {
@@ -212,7 +237,12 @@ async fn get_order(State(s): State<AppState>, caller: Caller, Id(id): Id<i64>) -
 #[utoipa::path(patch, path = "/api/v1/orders/{id}", tag = "orders", security(("bearer" = [])),
     params(("id" = i64, Path)), request_body = Edit,
     responses((status = 200, body = Order), (status = 400), (status = 404), (status = 409)))]
-async fn edit(State(s): State<AppState>, caller: Caller, Id(id): Id<i64>, Body(body): Body<Edit>) -> Result<Json<Order>, ApiError> {
+async fn edit(
+    State(s): State<AppState>,
+    caller: Caller,
+    Id(id): Id<i64>,
+    Body(body): Body<Edit>,
+) -> Result<Json<Order>, ApiError> {
     Ok(Json(life::edit(&s.db, &caller, id, &body).await?))
 }
 
@@ -221,7 +251,12 @@ async fn edit(State(s): State<AppState>, caller: Caller, Id(id): Id<i64>, Body(b
 #[utoipa::path(post, path = "/api/v1/orders/{id}/submit", tag = "orders", security(("bearer" = [])),
     params(("id" = i64, Path)), request_body = Submit,
     responses((status = 200, body = Order), (status = 400), (status = 403), (status = 404), (status = 409)))]
-async fn submit(State(s): State<AppState>, caller: Caller, Id(id): Id<i64>, Body(body): Body<Submit>) -> Result<Json<Order>, ApiError> {
+async fn submit(
+    State(s): State<AppState>,
+    caller: Caller,
+    Id(id): Id<i64>,
+    Body(body): Body<Submit>,
+) -> Result<Json<Order>, ApiError> {
     Ok(Json(life::submit(&s.db, &caller, id, &body).await?))
 }
 
@@ -242,7 +277,7 @@ async fn approve(
     Id(id): Id<i64>,
     Body(body): Body<Approve>,
 ) -> Result<Json<Order>, ApiError> {
-    Ok(Json(life::approve(&s.db, &caller, id, &body).await?))
+    Ok(Json(review::approve(&s.db, &caller, id, &body).await?))
 }
 
 /// Denies an order, with the reason (state).
@@ -255,7 +290,7 @@ async fn deny(
     Id(id): Id<i64>,
     Body(body): Body<Reason>,
 ) -> Result<Json<Order>, ApiError> {
-    Ok(Json(life::decide(&s.db, &caller, id, Decision::Deny, &body).await?))
+    Ok(Json(review::decide(&s.db, &caller, id, Decision::Deny, &body).await?))
 }
 
 /// Returns an order for correction, with the reason (state); it expires if not resubmitted.
@@ -268,15 +303,20 @@ async fn give_back(
     Id(id): Id<i64>,
     Body(body): Body<Reason>,
 ) -> Result<Json<Order>, ApiError> {
-    Ok(Json(life::decide(&s.db, &caller, id, Decision::Return, &body).await?))
+    Ok(Json(review::decide(&s.db, &caller, id, Decision::Return, &body).await?))
 }
 
 /// Cancels an order before it is approved, with the reason.
 #[utoipa::path(post, path = "/api/v1/orders/{id}/cancel", tag = "orders", security(("bearer" = [])),
     params(("id" = i64, Path)), request_body = Reason,
     responses((status = 200, body = Order), (status = 400), (status = 404), (status = 409)))]
-async fn cancel(State(s): State<AppState>, caller: Caller, Id(id): Id<i64>, Body(body): Body<Reason>) -> Result<Json<Order>, ApiError> {
-    Ok(Json(life::decide(&s.db, &caller, id, Decision::Cancel, &body).await?))
+async fn cancel(
+    State(s): State<AppState>,
+    caller: Caller,
+    Id(id): Id<i64>,
+    Body(body): Body<Reason>,
+) -> Result<Json<Order>, ApiError> {
+    Ok(Json(review::decide(&s.db, &caller, id, Decision::Cancel, &body).await?))
 }
 
 /// Closes a line that will not ship, e.g. a cancelled backorder (state).
@@ -289,7 +329,7 @@ async fn close_line(
     Id((id, line_id)): Id<(i64, i64)>,
     Body(body): Body<Reason>,
 ) -> Result<Json<Order>, ApiError> {
-    Ok(Json(life::close_line(&s.db, &caller, id, line_id, &body).await?))
+    Ok(Json(review::close_line(&s.db, &caller, id, line_id, &body).await?))
 }
 
 /// Receives shipment lines into stock (409 with what was received for a line received before).
@@ -331,7 +371,11 @@ async fn export(State(s): State<AppState>, StateCoordinator(caller): StateCoordi
 /// An export batch again, as it was first sent (state).
 #[utoipa::path(get, path = "/api/v1/orders/exports/{id}", tag = "orders", security(("bearer" = [])),
     params(("id" = i64, Path)), responses((status = 200, content_type = "text/csv", body = String), (status = 403), (status = 404)))]
-async fn export_again(State(s): State<AppState>, StateCoordinator(_caller): StateCoordinator, Id(id): Id<i64>) -> Result<Response, ApiError> {
+async fn export_again(
+    State(s): State<AppState>,
+    StateCoordinator(_caller): StateCoordinator,
+    Id(id): Id<i64>,
+) -> Result<Response, ApiError> {
     Ok(csv_response(exchange::batch(&s.db, id).await?))
 }
 

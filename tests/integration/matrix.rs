@@ -120,6 +120,28 @@ const MATRIX: &[(&str, &str, Other)] = &[
     ("POST", "/api/v1/invitations/{token}", Public),
     ("POST", "/api/v1/password-resets", Public),
     ("POST", "/api/v1/password-resets/{token}", Public),
+    ("GET", "/api/v1/locations/{code}/ordering", Hidden),
+    ("PUT", "/api/v1/locations/{code}/ordering", Forbidden),
+    ("POST", "/api/v1/locations/{code}/no-doses-report", Hidden),
+    ("GET", "/api/v1/locations/{code}/orders/prerequisites", Hidden),
+    ("POST", "/api/v1/locations/{code}/orders/waivers", Forbidden),
+    ("GET", "/api/v1/locations/{code}/orders/suggestion", Hidden),
+    ("GET", "/api/v1/locations/{code}/orders", Hidden),
+    ("POST", "/api/v1/locations/{code}/orders", Hidden),
+    ("GET", "/api/v1/orders", Listed),
+    ("GET", "/api/v1/orders/{id}", Hidden),
+    ("PATCH", "/api/v1/orders/{id}", Hidden),
+    ("POST", "/api/v1/orders/{id}/submit", Hidden),
+    ("POST", "/api/v1/orders/{id}/local-approve", Hidden),
+    ("POST", "/api/v1/orders/{id}/approve", Forbidden),
+    ("POST", "/api/v1/orders/{id}/deny", Forbidden),
+    ("POST", "/api/v1/orders/{id}/return", Forbidden),
+    ("POST", "/api/v1/orders/{id}/cancel", Hidden),
+    ("POST", "/api/v1/orders/{id}/lines/{line_id}/close", Forbidden),
+    ("POST", "/api/v1/orders/{id}/receive", Hidden),
+    ("POST", "/api/v1/orders/export", Forbidden),
+    ("GET", "/api/v1/orders/exports/{id}", Forbidden),
+    ("POST", "/api/v1/shipments", Forbidden),
 ];
 
 /// One real thing of each kind at PIN 012345, so a 404 to another PIN is the scope speaking,
@@ -143,6 +165,16 @@ struct Things {
     /// 012345's VFC coordinator, signed in with a second factor: accounts and tokens are managed
     /// by people, never by tokens.
     coordinator: Person,
+    /// An order of 012345A (a draft at first) and its line.
+    order: i64,
+    order_line: i64,
+    /// A shipment line of an order the walk sent, and a shipment file for one.
+    shipment_line: i64,
+    shipment_csv: String,
+    /// 012345's provider of record (a token), who approves orders locally, and how the audit
+    /// trail names it.
+    provider: String,
+    provider_actor: String,
 }
 
 /// A person signed in.
@@ -163,6 +195,9 @@ enum As<'a> {
 /// 012345's own caller for a route: its coordinator in person for accounts and tokens, its
 /// token for everything else.
 fn owner_for<'a>(route: &str, token: &'a str, t: &'a Things) -> As<'a> {
+    if route.ends_with("/local-approve") {
+        return As::Token(&t.provider);
+    }
     if route.starts_with("/api/v1/accounts") || route.starts_with("/api/v1/tokens") || route.ends_with("/tokens") {
         As::Person(&t.coordinator)
     } else {
@@ -360,7 +395,35 @@ async fn things(app: &TestApp) -> Things {
         .and_then(|w| w.parse().ok())
         .expect("created token N");
     let coordinator = coordinator(app).await;
+    let (status, order) = app
+        .send_as(
+            &app.token,
+            "POST",
+            "/api/v1/locations/012345A/orders",
+            json!({"lines": [{"ndc": ROTATEQ, "funding": "vfc", "doses": 10}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{order}");
+    let out = app.cli(&[
+        "token",
+        "create",
+        "--role",
+        "provider-of-record",
+        "--pin",
+        "012345",
+        "--name",
+        "provider",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let provider = stdout.lines().last().unwrap().trim().to_string();
+    let provider_actor = format!("token:{}:provider", stdout.split_whitespace().nth(2).unwrap());
     Things {
+        order: order["id"].as_i64().unwrap(),
+        order_line: order["lines"][0]["id"].as_i64().unwrap(),
+        shipment_line: 0,
+        shipment_csv: shipment_row(order["id"].as_i64().unwrap()),
+        provider,
+        provider_actor,
         coordinator,
         account,
         token,
@@ -378,9 +441,19 @@ async fn things(app: &TestApp) -> Things {
     }
 }
 
+/// A shipment file shipping order `id`'s 10 doses of RotaTeq.
+fn shipment_row(id: i64) -> String {
+    format!(
+        "order_id,ndc,lot,expires_on,doses,backordered_doses,carrier,tracking_number,ship_date,direct_ship\n\
+         {id},{ROTATEQ},ORD-{id},2099-01-31,10,0,UPS,1Z{id},2026-11-20,false\n"
+    )
+}
+
 /// The route with PIN 012345's things in it.
 fn concrete(path: &str, t: &Things) -> String {
-    let id = if path.starts_with("/api/v1/units/") {
+    let id = if path.starts_with("/api/v1/orders/") {
+        t.order
+    } else if path.starts_with("/api/v1/units/") {
         t.unit
     } else if path.starts_with("/api/v1/excursions/") {
         t.excursion
@@ -414,6 +487,7 @@ fn concrete(path: &str, t: &Things) -> String {
         .replace("{serial}", "LT-1")
         .replace("{gateway}", "gw-012345A-1")
         .replace("{lot_id}", &t.lot.to_string())
+        .replace("{line_id}", &t.order_line.to_string())
         .replace("{downtime_id}", &t.downtime.to_string())
         .replace("{date}", "2026-11-01")
         .replace(
@@ -493,6 +567,24 @@ fn body(method: &str, path: &str, t: &Things) -> Option<Value> {
             json!({"password": "copper lantern drifts north"})
         }
         ("POST", "/api/v1/me/totp/confirm") => json!({"code": "000000"}),
+        ("PUT", "/api/v1/locations/{code}/ordering") => json!({"frequency": "as_needed", "instructions": "Rear dock"}),
+        ("POST", "/api/v1/locations/{code}/no-doses-report") => json!({"since": "2026-11-01"}),
+        ("POST", "/api/v1/locations/{code}/orders/waivers") => {
+            json!({"check": "reconciliation", "reason": "count booked"})
+        }
+        ("POST", "/api/v1/locations/{code}/orders") => {
+            json!({"lines": [{"ndc": ROTATEQ, "funding": "vfc", "doses": 10}]})
+        }
+        ("PATCH", "/api/v1/orders/{id}") => json!({"note": "for the clinic day"}),
+        ("POST", "/api/v1/orders/{id}/submit") => json!({"urgent": false}),
+        ("POST", "/api/v1/orders/{id}/deny" | "/api/v1/orders/{id}/return" | "/api/v1/orders/{id}/cancel") => {
+            json!({"reason": "ordered twice"})
+        }
+        ("POST", "/api/v1/orders/{id}/lines/{line_id}/close") => json!({"reason": "backorder cancelled"}),
+        ("POST", "/api/v1/orders/{id}/receive") => {
+            json!({"lines": [{"shipment_line_id": t.shipment_line, "unit_id": unit,
+            "doses_received": 10, "lot": format!("ORD-{}", t.order), "expires_on": "2099-01-31", "condition": "ok"}]})
+        }
         // Routes that take no body.
         _ => json!({}),
     };
@@ -511,6 +603,8 @@ async fn call(app: &TestApp, who: As<'_>, method: &str, route: &str, t: &Things)
     }
     req = if route.ends_with("/hl7") {
         req.body(vxu("M-1", "X123456", "V02"))
+    } else if route == "/api/v1/shipments" {
+        req.header("content-type", "text/csv").body(t.shipment_csv.clone())
     } else if let Some(b) = body(method, route, t) {
         req.json(&b)
     } else {
@@ -536,6 +630,8 @@ async fn snapshot(app: &TestApp) -> Vec<Value> {
         "/api/v1/locations/012345A/facility-ids",
         "/api/v1/locations/012345A/product-units",
         "/api/v1/locations/012345A/reconciliations",
+        "/api/v1/locations/012345A/orders",
+        "/api/v1/locations/012345A/ordering",
         "/api/v1/excursions",
         "/api/v1/device-alerts",
         "/api/v1/catalog/products",
@@ -690,6 +786,14 @@ async fn every_write_route_leaves_one_audit_row_naming_its_actor_and_objects(db:
         x["ended_at"].as_str().map(|_| ()).ok_or_else(|| x.to_string())
     })
     .await;
+    // Orders are submitted in the walk without waiting for prerequisites.
+    set_ordering(
+        &app,
+        json!({"prerequisites": {"reconciliation_days": null, "doses_reported_days": null, "temperature_records": false,
+            "daily_signoff": false, "unreviewed_excursion_hours": null, "calibration_current": false,
+            "decrement_exception_days": null}}),
+    )
+    .await;
     // Another PIN to send doses to: approving and rejecting need a pending request.
     app.create_location("067890", "A").await;
     app.create_unit("067890A", "Their refrigerator", "refrigerator").await;
@@ -698,7 +802,7 @@ async fn every_write_route_leaves_one_audit_row_naming_its_actor_and_objects(db:
         if *method == "GET" || matches!(expect, Public | SessionOnly) {
             continue;
         }
-        if path.ends_with("/approve") || path.ends_with("/reject") {
+        if path.starts_with("/api/v1/transfers/") && (path.ends_with("/approve") || path.ends_with("/reject")) {
             let (status, request) = app
                 .send_as(
                     &owner,
@@ -739,6 +843,9 @@ async fn every_write_route_leaves_one_audit_row_naming_its_actor_and_objects(db:
                 .filter_map(|h| h["id"].as_i64())
                 .max()
                 .expect("the walk's hold");
+        }
+        if path.starts_with("/api/v1/orders/") || *path == "/api/v1/shipments" {
+            order_for_the_walk(&app, &owner, method, path, &mut t).await;
         }
         let before = last_audit_id(&app).await;
         if path.ends_with("/reconciliations") {
@@ -783,6 +890,7 @@ async fn every_write_route_leaves_one_audit_row_naming_its_actor_and_objects(db:
         let (mut target, mut status, mut body) = call(&app, who, method, path, &t).await;
         let mut actor = match who {
             As::Person(p) => p.actor.clone(),
+            As::Token(token) if token == t.provider => t.provider_actor.clone(),
             _ => format!("token:{owner_id}:the clinic"),
         };
         if status == 403 {
@@ -812,6 +920,85 @@ async fn every_write_route_leaves_one_audit_row_naming_its_actor_and_objects(db:
     }
     walked += walk_a_persons_routes(&app).await;
     println!("audit walk: {walked} write routes, one row each");
+}
+
+/// Puts an order in the state the route acts on (a draft to submit, one in review to approve,
+/// one approved to close a line of, one sent with a shipment to receive), as 012345's clinic and
+/// the state would.
+async fn order_for_the_walk(app: &TestApp, owner: &str, method: &str, path: &str, t: &mut Things) {
+    let send = |token: String, method: &'static str, path: String, body: Value| async move {
+        let (status, out) = app.send_as(&token, method, &path, body).await;
+        assert!((200..300).contains(&status), "{method} {path}: {status}: {out}");
+        out
+    };
+    let state = app.token.clone();
+    let local = path.ends_with("/local-approve");
+    if local {
+        set_ordering(app, json!({"local_approval": true})).await;
+    }
+    let draft = send(
+        owner.to_string(),
+        "POST",
+        "/api/v1/locations/012345A/orders".into(),
+        json!({"lines": [{"ndc": ROTATEQ, "funding": "vfc", "doses": 10}]}),
+    )
+    .await;
+    t.order = draft["id"].as_i64().unwrap();
+    t.order_line = draft["lines"][0]["id"].as_i64().unwrap();
+    let id = t.order;
+    if method == "PATCH" || path.ends_with("/submit") || path.ends_with("/cancel") {
+        return;
+    }
+    send(
+        owner.to_string(),
+        "POST",
+        format!("/api/v1/orders/{id}/submit"),
+        json!({"urgent": false}),
+    )
+    .await;
+    if local {
+        set_ordering(app, json!({"local_approval": false})).await;
+    }
+    if local || path.ends_with("/approve") || path.ends_with("/deny") || path.ends_with("/return") {
+        return;
+    }
+    send(state.clone(), "POST", format!("/api/v1/orders/{id}/approve"), json!({})).await;
+    if path.ends_with("/close") || path == "/api/v1/orders/export" {
+        return;
+    }
+    let r = app
+        .http
+        .post(app.url("/api/v1/orders/export"))
+        .bearer_auth(&state)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    t.shipment_csv = shipment_row(id);
+    if path.ends_with("/receive") {
+        let r = app
+            .http
+            .post(app.url("/api/v1/shipments"))
+            .bearer_auth(&state)
+            .header("content-type", "text/csv")
+            .body(t.shipment_csv.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        let o = app.get(&format!("/api/v1/orders/{id}")).await;
+        t.shipment_line = o["shipments"][0]["id"].as_i64().unwrap();
+    }
+}
+
+/// Sets keys of the program's ordering settings.
+async fn set_ordering(app: &TestApp, keys: Value) {
+    let mut program = app.get("/api/v1/program").await;
+    for (k, v) in keys.as_object().unwrap() {
+        program["ordering"][k] = v.clone();
+    }
+    let (status, out) = app.send_as(&app.token, "PUT", "/api/v1/program", program).await;
+    assert_eq!(status, 200, "{out}");
 }
 
 /// The walk of the routes a person uses: from the invitation link to signing out, each leaves

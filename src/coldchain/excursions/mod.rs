@@ -390,7 +390,11 @@ pub async fn spans_of_unit(conn: &mut AnyConnection, unit_id: i64) -> Result<Vec
 
 /// Excursions at location `code` that met a rule before `met_before` (epoch ms) and are not
 /// reviewed yet, oldest first: (id, unit id, when the rule was first met).
-pub async fn unreviewed_met_before(conn: &mut AnyConnection, code: &str, met_before: i64) -> Result<Vec<(i64, i64, i64)>> {
+pub async fn unreviewed_met_before(
+    conn: &mut AnyConnection,
+    code: &str,
+    met_before: i64,
+) -> Result<Vec<(i64, i64, i64)>> {
     sqlx::query(
         "SELECT e.id, e.unit_id, MIN(a.met_at) AS met_at FROM excursions e \
          JOIN unit_places p ON p.unit_id = e.unit_id \
