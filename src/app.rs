@@ -312,10 +312,10 @@ async fn inactive_accounts(db: Db, cancel: CancellationToken) -> anyhow::Result<
     }
 }
 
-/// Keeps orders current as time passes and inputs change: expires returned orders past their
-/// days, and brings each location's stored prerequisite status up to date — those written to
-/// since the last pass (every audited write names its location), and a batch of those computed
-/// longest ago — so lists read it and never recompute it. Every 15 s.
+/// Keeps orders current as time passes and inputs change: brings each location's stored
+/// prerequisite status up to date — every 5 s those written to since the last pass (every
+/// audited write names its location), every minute also the 200 computed longest ago (over an
+/// hour) — so lists read it and never recompute it; and expires returned orders past their days.
 async fn order_upkeep(db: Db, cancel: CancellationToken) -> anyhow::Result<()> {
     // Writes from before this start are caught by the refresh of the oldest statuses.
     let mut watermark = {
@@ -324,15 +324,21 @@ async fn order_upkeep(db: Db, cancel: CancellationToken) -> anyhow::Result<()> {
             .await?
             .1
     };
-    loop {
-        crate::orders::progress::expire_returned(&db).await?;
-        let n = crate::orders::readiness::sweep(&db, &mut watermark, 200).await?;
+    for pass in 0u64.. {
+        let stale = if pass % 12 == 0 {
+            crate::orders::progress::expire_returned(&db).await?;
+            200
+        } else {
+            0
+        };
+        let n = crate::orders::readiness::sweep(&db, &mut watermark, stale).await?;
         metrics::counter!("vfc_order_readiness_computed_total").increment(n as u64);
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(std::time::Duration::from_secs(15)) => {}
+            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
         }
     }
+    Ok(())
 }
 
 pub async fn stop_on_signal(cancel: CancellationToken) {

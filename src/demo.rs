@@ -64,6 +64,7 @@ pub async fn run(mut args: SettingsArgs, demo: DemoArgs) -> anyhow::Result<()> {
     };
     wait_healthy(&api.http, &base, &mut service).await?;
     let units = api.clinic().await?;
+    let orders = api.orders().await?;
 
     // The gateway talks to the service's own broker.
     let broker = match (&settings.mqtt, ports.mqtt) {
@@ -118,11 +119,14 @@ pub async fn run(mut args: SettingsArgs, demo: DemoArgs) -> anyhow::Result<()> {
          broker: the last {REPLAY_H} hours replay in about {:.0} s, then they go on live. {PIN}A's\n\
          refrigerator compressor failed two hours ago. Once their history is in, the loggers are\n\
          assigned to their units and that history is judged: the excursion opens, late, and alarms.\n\
-         Try: curl -H \"Authorization: Bearer {}\" {base}/api/v1/excursions\n",
+         Orders: {orders}.\n\
+         Try: curl -H \"Authorization: Bearer {}\" {base}/api/v1/excursions\n\
+         \x20    curl -H \"Authorization: Bearer {}\" \"{base}/api/v1/orders?status=in_review\"\n",
         token.secret,
         outbox.display(),
         dir.display(),
         demo.timeline,
+        token.secret,
         token.secret
     );
 
@@ -323,6 +327,104 @@ impl Api {
             }
         }
         Ok(units)
+    }
+
+    /// Two orders, through the API as the clinic and the state would: one of 012345A's waiting
+    /// for the state's review, and one of 012345B's approved, sent and shipped with tracking
+    /// numbers. A clinic enrolled today has no history for the prerequisites: the state waives
+    /// what fails, with the reason. Returns a sentence saying so.
+    async fn orders(&self) -> anyhow::Result<String> {
+        let get = reqwest::Method::GET;
+        let post = reqwest::Method::POST;
+        let mut ids = Vec::new();
+        for (code, lines) in [
+            (
+                format!("{PIN}A"),
+                json!([{"ndc": "00006-4047-41", "funding": "vfc", "doses": 20}, {"ndc": "00006-4681-00", "funding": "vfc", "doses": 10}]),
+            ),
+            (
+                format!("{PIN}B"),
+                json!([{"ndc": "00006-4826-00", "funding": "vfc", "doses": 10}, {"ndc": "49281-0560-05", "funding": "vfc", "doses": 10}]),
+            ),
+        ] {
+            let ready = self
+                .call(
+                    get.clone(),
+                    &format!("/api/v1/locations/{code}/orders/prerequisites"),
+                    None,
+                )
+                .await?;
+            for c in ready["checks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|c| c["ok"] == false)
+            {
+                self.call(
+                    post.clone(),
+                    &format!("/api/v1/locations/{code}/orders/waivers"),
+                    Some(json!({"check": c["check"], "reason": "demo: a clinic enrolled today has no history yet"})),
+                )
+                .await?;
+            }
+            let order = self
+                .call(
+                    post.clone(),
+                    &format!("/api/v1/locations/{code}/orders"),
+                    Some(json!({"lines": lines})),
+                )
+                .await?;
+            let id = order["id"].as_i64().context("the new order has no id")?;
+            self.call(
+                post.clone(),
+                &format!("/api/v1/orders/{id}/submit"),
+                Some(json!({"urgent": false})),
+            )
+            .await?;
+            ids.push(id);
+        }
+        let shipped = ids[1];
+        self.call(
+            post.clone(),
+            &format!("/api/v1/orders/{shipped}/approve"),
+            Some(json!({})),
+        )
+        .await?;
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/orders/export", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            bail!("the export: {}", resp.status());
+        }
+        let today = chrono::Utc::now().date_naive();
+        let file = format!(
+            "order_id,ndc,lot,expires_on,doses,backordered_doses,carrier,tracking_number,ship_date,direct_ship\n\
+             {shipped},00006-4826-00,VX-DEMO1,2027-12-31,10,0,FedEx,771234567890,{today},true\n\
+             {shipped},49281-0560-05,PC-DEMO1,2027-10-31,10,0,UPS,1Z999AA10123456784,{today},false\n"
+        );
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/shipments", self.base))
+            .bearer_auth(&self.token)
+            .header("content-type", "text/csv")
+            .body(file)
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            bail!(
+                "the shipment file: {} {}",
+                resp.status(),
+                resp.text().await.unwrap_or_default()
+            );
+        }
+        Ok(format!(
+            "order {} of {PIN}A is in review; order {shipped} of {PIN}B shipped (UPS 1Z999AA10123456784, and FedEx \
+             771234567890 direct from Merck)",
+            ids[0]
+        ))
     }
 
     /// Waits until every logger's latest reading is within ten minutes of now (the replay is in).

@@ -4,6 +4,7 @@ pub mod alerts;
 pub mod gateway;
 pub mod hl7;
 pub mod ingest;
+pub mod orders;
 pub mod signin;
 pub mod smtp_sink;
 
@@ -26,6 +27,9 @@ pub enum BenchCommand {
     Hl7(hl7::Args),
     /// Sign-in latency (Argon2id included) vs. the bare password check and a token request.
     SignIn(signin::Args),
+    /// A location's prerequisites and suggestion, and the state's order queue, in a program of
+    /// 2,000 locations with two years of ledger, vs. a bare authenticated request.
+    Orders(orders::Args),
 }
 
 pub async fn run(settings: Settings, cmd: BenchCommand) -> anyhow::Result<()> {
@@ -35,6 +39,7 @@ pub async fn run(settings: Settings, cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Hl7(args) => hl7::run(settings, args).await,
         BenchCommand::Gateway(args) => gateway::run(settings, args).await,
         BenchCommand::SignIn(args) => signin::run(settings, args).await,
+        BenchCommand::Orders(args) => orders::run(settings, args).await,
     }
 }
 

@@ -9,6 +9,7 @@ pub mod catalog;
 
 pub mod doses;
 pub mod exposure;
+pub mod history;
 pub mod holds;
 pub mod ledger;
 pub mod lots;

@@ -403,14 +403,18 @@ pub async fn stored(
 pub async fn sweep(db: &Db, watermark: &mut i64, stale_batch: i64) -> Result<usize> {
     let mut conn = db.pool.acquire().await?;
     let (mut codes, latest) = audit::locations_written_after(&mut conn, *watermark).await?;
-    let stale: Vec<String> = sqlx::query_scalar(
-        "SELECT l.code FROM location_contacts l LEFT JOIN order_readiness r ON r.location_code = l.code \
+    let stale: Vec<String> = if stale_batch == 0 {
+        Vec::new()
+    } else {
+        sqlx::query_scalar(
+            "SELECT l.code FROM location_contacts l LEFT JOIN order_readiness r ON r.location_code = l.code \
          WHERE r.computed_at IS NULL OR r.computed_at < $1 ORDER BY COALESCE(r.computed_at, 0), l.code LIMIT $2",
-    )
-    .bind(now_millis() - 3_600_000)
-    .bind(stale_batch)
-    .fetch_all(&mut *conn)
-    .await?;
+        )
+        .bind(now_millis() - 3_600_000)
+        .bind(stale_batch)
+        .fetch_all(&mut *conn)
+        .await?
+    };
     codes.extend(stale);
     codes.sort();
     codes.dedup();

@@ -346,3 +346,16 @@ pub async fn list(
     }
     Ok(page.cut(orders, |o| o.id))
 }
+
+/// A location's orders, newest first; 404 for a location outside the scope, as everywhere.
+pub async fn of_location(db: &Db, caller: &Caller, code: &str, page: Page) -> Result<(Vec<Order>, Option<i64>)> {
+    let place = {
+        let mut conn = db.pool.acquire().await?;
+        crate::inventory::place(&mut conn, &caller.scope, code).await?
+    };
+    let f = Filter {
+        location: Some(place.code),
+        ..Default::default()
+    };
+    list(db, &caller.scope, &f, page, true).await
+}

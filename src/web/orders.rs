@@ -153,13 +153,7 @@ async fn location_orders(
     Id(code): Id<String>,
     Params(p): Params<PageParams>,
 ) -> Result<Json<OrderList>, ApiError> {
-    // 404 for a location outside the scope, as everywhere.
-    let place = profile::view(&s.db, &caller, &code).await?.location;
-    let f = Filter {
-        location: Some(place),
-        ..Default::default()
-    };
-    let (orders, next) = view::list(&s.db, &caller.scope, &f, p.page()?, true).await?;
+    let (orders, next) = view::of_location(&s.db, &caller, &code, p.page()?).await?;
     Ok(Json(OrderList {
         orders,
         next: next.map(|n| n.to_string()),

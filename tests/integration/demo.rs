@@ -92,6 +92,48 @@ async fn the_demo_reaches_an_excursion_and_writes_its_email() {
         "{list}"
     );
 
+    // One order waits for review; another shipped with a tracking number.
+    let orders: Value = reqwest::Client::new()
+        .get(format!("http://{http}/api/v1/orders"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let status = |s: &str| {
+        orders["orders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["status"] == s)
+            .cloned()
+    };
+    assert_eq!(
+        status("in_review").expect("an order in review")["location"],
+        "012345A",
+        "{orders}"
+    );
+    let shipped = status("shipped").expect("a shipped order");
+    let order: Value = reqwest::Client::new()
+        .get(format!("http://{http}/api/v1/orders/{}", shipped["id"]))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        order["shipments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["tracking_number"] == "1Z999AA10123456784"),
+        "{order}"
+    );
+
     // Ctrl-C stops everything cleanly.
     Command::new("kill")
         .args(["-INT", &child.id().to_string()])

@@ -1188,7 +1188,74 @@ async fn a_clinic_sees_and_acts_on_its_own_locations_orders_only(db: Database) {
     );
 }
 
+async fn the_queue_shows_each_locations_prerequisites_as_its_inputs_change(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    no_prerequisites(&app).await;
+    ordering(&app, json!({"prerequisites": {"reconciliation_days": 30}})).await;
+    let fridge = app.fridge().await;
+    let lot = receive(
+        &app,
+        "012345A",
+        fridge,
+        (MMR, "MM-3", "2099-01-31", "vfc"),
+        20,
+        Utc::now() - Duration::days(2),
+    )
+    .await;
+    ok(
+        &app,
+        "POST",
+        "/api/v1/locations/012345A/orders/waivers",
+        json!({"check": "reconciliation", "reason": "count booked for Friday"}),
+    )
+    .await;
+    let id = ok(
+        &app,
+        "POST",
+        "/api/v1/locations/012345A/orders",
+        json!({"lines": [{"ndc": MMR, "funding": "vfc", "doses": 10}]}),
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
+    ok(
+        &app,
+        "POST",
+        &format!("/api/v1/orders/{id}/submit"),
+        json!({"urgent": false}),
+    )
+    .await;
+    // Nobody asks for the prerequisites again: the stored status follows what happens.
+    let queued = |ready: bool| {
+        let app = &app;
+        async move {
+            app.eventually(&format!("the queue showing ready = {ready}"), || async {
+                let q = app.get("/api/v1/orders?status=in_review").await;
+                let p = &q["orders"][0]["prerequisites"];
+                if p["ready"] == ready {
+                    Ok(p.clone())
+                } else {
+                    Err(format!("{q}"))
+                }
+            })
+            .await
+        }
+    };
+    let p = queued(false).await;
+    let failed: Vec<&Value> = p["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .collect();
+    assert_eq!(failed.len(), 1, "the waiver was used by the submission: {p}");
+    assert_eq!(failed[0]["check"], "reconciliation");
+    reconcile(&app, &[(fridge, lot, 20)]).await;
+    queued(true).await;
+}
+
 on_both_databases!(
+    the_queue_shows_each_locations_prerequisites_as_its_inputs_change,
     suggestions_follow_the_formula_to_the_dose,
     each_prerequisite_fails_alone_naming_what_to_fix_and_passes_once_fixed,
     a_waiver_lets_one_submission_through_and_is_audited,
