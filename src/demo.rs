@@ -166,7 +166,7 @@ pub async fn run(mut args: SettingsArgs, demo: DemoArgs) -> anyhow::Result<()> {
                 if cancel.is_cancelled() { Ok(()) } else { Err(anyhow::anyhow!("the demo gateway stopped")) }
             }),
             _ = tick.tick(), if !told => {
-                if let Some(first) = first_email(&outbox) {
+                if let Some(first) = first_alert(&outbox) {
                     println!("An excursion opened on {PIN}A's refrigerator; its alert email is {}", first.display());
                     told = true;
                 }
@@ -454,12 +454,14 @@ impl Api {
     }
 }
 
-fn first_email(outbox: &Path) -> Option<PathBuf> {
+fn first_alert(outbox: &Path) -> Option<PathBuf> {
     let mut all: Vec<PathBuf> = std::fs::read_dir(outbox)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "eml"))
         .collect();
     all.sort();
-    all.into_iter().next()
+    // The orders' emails (approved, shipped) come first; the alert is the temperature one.
+    all.into_iter()
+        .find(|p| std::fs::read_to_string(p).is_ok_and(|text| text.contains("Subject: VFC temperature alert")))
 }
