@@ -314,15 +314,19 @@ async fn inactive_accounts(db: Db, cancel: CancellationToken) -> anyhow::Result<
 
 /// Keeps orders current as time passes and inputs change: brings each location's stored
 /// prerequisite status up to date — every 5 s those written to since the last pass (every
-/// audited write names its location), every minute also the 200 computed longest ago (over an
-/// hour) — so lists read it and never recompute it; and expires returned orders past their days.
+/// audited write names its location) or whose excursions changed, every minute also the 200
+/// computed longest ago (over an hour) — so lists read it and never recompute it; and expires
+/// returned orders past their days.
 async fn order_upkeep(db: Db, cancel: CancellationToken) -> anyhow::Result<()> {
     // Writes from before this start are caught by the refresh of the oldest statuses.
     let mut watermark = {
         let mut conn = db.pool.acquire().await?;
-        crate::accounts::audit::locations_written_after(&mut conn, i64::MAX)
-            .await?
-            .1
+        crate::orders::readiness::Watermark {
+            audit_id: crate::accounts::audit::locations_written_after(&mut conn, i64::MAX)
+                .await?
+                .1,
+            at: crate::store::now_millis(),
+        }
     };
     for pass in 0u64.. {
         let stale = if pass % 12 == 0 {

@@ -129,7 +129,7 @@ CREATE TABLE order_receipts (
     shipment_line_id    BIGINT NOT NULL UNIQUE REFERENCES shipment_lines (id),
     order_id            BIGINT NOT NULL REFERENCES orders (id),
     order_line_id       BIGINT NOT NULL REFERENCES order_lines (id),
-    unit_id             BIGINT NOT NULL REFERENCES units (id),
+    unit_id             BIGINT REFERENCES units (id),   -- null when none arrived
     lot_id              BIGINT,             -- null when none arrived
     doses_received      BIGINT NOT NULL,
     condition           TEXT NOT NULL,      -- ok | too_warm | too_cold | damaged
@@ -150,3 +150,5 @@ CREATE INDEX outbox_order ON outbox (order_id);
 -- the doses-reported check its latest dose.
 CREATE INDEX stock_events_location_kind ON stock_events (location_code, kind, occurred_at);
 CREATE INDEX administrations_location_created ON administrations (location_code, created_at);
+-- The stored prerequisite statuses follow excursions as they open and close.
+CREATE INDEX excursions_updated ON excursions (updated_at);

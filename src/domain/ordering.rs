@@ -115,13 +115,16 @@ pub struct Prerequisites {
     #[serde(deserialize_with = "days_or_off")]
     pub doses_reported_days: Option<i64>,
     /// Every day since the last order (or the last 30) has a complete temperature record.
+    #[serde(deserialize_with = "on_or_null")]
     pub temperature_records: bool,
     /// … and, on workdays, the day's check signed.
+    #[serde(deserialize_with = "on_or_null")]
     pub daily_signoff: bool,
     /// No excursion that met a rule left unreviewed longer than this many hours.
     #[serde(deserialize_with = "days_or_off")]
     pub unreviewed_excursion_hours: Option<i64>,
     /// Every active logger's calibration current.
+    #[serde(deserialize_with = "on_or_null")]
     pub calibration_current: bool,
     /// No decrement exception older than this many days.
     #[serde(deserialize_with = "days_or_off")]
@@ -142,6 +145,11 @@ fn days_or_off<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D:
             "give a number of days (or hours), or null / false to switch the check off",
         )),
     }
+}
+
+/// A check that is on (`true`) or off (`false` or `null`).
+fn on_or_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(d)?.unwrap_or(false))
 }
 
 impl Default for Prerequisites {
@@ -366,5 +374,8 @@ mod tests {
         assert_eq!((p.reconciliation_days, p.doses_reported_days), (None, None));
         assert_eq!(p.unreviewed_excursion_hours, Some(24));
         assert!(serde_json::from_str::<Prerequisites>(r#"{"reconciliation_days":true}"#).is_err());
+        let p: Prerequisites =
+            serde_json::from_str(r#"{"temperature_records":null,"calibration_current":false}"#).unwrap();
+        assert!(!p.temperature_records && !p.calibration_current && !p.daily_signoff);
     }
 }

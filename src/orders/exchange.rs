@@ -1,8 +1,6 @@
-//! The state's exchange with the distributor, as files (README, "Ordering": both formats with an
-//! example). An export batch holds every approved order not yet exported and marks them sent;
-//! it is kept, so a lost response loses nothing. A shipment file is imported all or nothing:
-//! one bad row refuses the whole file with every bad row and why; a row imported again is not
-//! counted twice.
+//! The distributor's shipment file (README, "Ordering", with an example), imported all or
+//! nothing: one bad row refuses the whole file with every bad row and why; a row imported again
+//! is not counted twice. What is sent to the distributor is [`super::export`].
 
 use std::collections::HashMap;
 
@@ -11,26 +9,11 @@ use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
 use super::view::{self, OrderLine};
-use super::{head, notify, progress, transition, Status};
+use super::{head, notify, progress, Status};
 use crate::accounts::audit::{self, Who};
 use crate::accounts::Caller;
 use crate::error::{Error, Result};
-use crate::store::{now_millis, rfc3339, Db};
-
-pub const EXPORT_COLUMNS: [&str; 12] = [
-    "order_id",
-    "line_id",
-    "pin",
-    "suffix",
-    "ship_to",
-    "delivery_hours",
-    "instructions",
-    "ndc",
-    "funding",
-    "doses",
-    "urgent",
-    "approved_at",
-];
+use crate::store::{now_millis, Db};
 
 pub const SHIPMENT_COLUMNS: [&str; 10] = [
     "order_id",
@@ -44,117 +27,6 @@ pub const SHIPMENT_COLUMNS: [&str; 10] = [
     "ship_date",
     "direct_ship",
 ];
-
-/// An export batch: its id and the CSV.
-pub struct Batch {
-    pub id: i64,
-    pub csv: String,
-    pub orders: i64,
-}
-
-/// `POST /api/v1/orders/export` (state): every approved order not yet exported, marked sent.
-pub async fn export(db: &Db, caller: &Caller) -> Result<Batch> {
-    let mut tx = db.begin().await?;
-    let rows = sqlx::query("SELECT id FROM orders WHERE status = 'approved' AND export_batch_id IS NULL ORDER BY id")
-        .fetch_all(&mut *tx)
-        .await?;
-    let ids: Vec<i64> = rows.iter().map(|r| r.try_get("id")).collect::<sqlx::Result<_>>()?;
-    let mut lines = view::lines_of(&mut tx, &ids).await?;
-    let mut out = csv::Writer::from_writer(Vec::new());
-    out.write_record(EXPORT_COLUMNS).map_err(csv_error)?;
-    let now = now_millis();
-    let batch: i64 = sqlx::query(
-        "INSERT INTO order_exports (csv, orders, created_by, created_at) VALUES ('', $1, $2, $3) RETURNING id",
-    )
-    .bind(ids.len() as i64)
-    .bind(caller.actor())
-    .bind(now)
-    .fetch_one(&mut *tx)
-    .await?
-    .try_get("id")?;
-    for id in &ids {
-        let order = head(&mut tx, &caller.scope, *id).await?;
-        let r = sqlx::query("SELECT urgent, approved_at FROM orders WHERE id = $1")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
-        let (profile, _) = super::profile::stored(&mut tx, &order.location).await?;
-        let suffix = order.location.strip_prefix(order.pin.as_str()).map(str::to_string);
-        let urgent = r.try_get::<i64, _>("urgent")? != 0;
-        let approved_at: Option<i64> = r.try_get("approved_at")?;
-        for l in lines.remove(id).unwrap_or_default() {
-            if l.closed_at.is_some() || l.wanted() == 0 {
-                continue;
-            }
-            out.write_record([
-                id.to_string(),
-                l.id.to_string(),
-                order.pin.clone(),
-                suffix.clone().unwrap_or_default(),
-                profile.ship_to.clone().unwrap_or_default(),
-                profile.delivery_hours.clone().unwrap_or_default(),
-                profile.instructions.clone().unwrap_or_default(),
-                l.ndc.clone(),
-                l.funding.clone(),
-                l.wanted().to_string(),
-                urgent.to_string(),
-                approved_at.map(rfc3339).unwrap_or_default(),
-            ])
-            .map_err(csv_error)?;
-        }
-        sqlx::query("UPDATE orders SET export_batch_id = $1 WHERE id = $2")
-            .bind(batch)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        transition(
-            &mut tx,
-            &order,
-            Status::Sent,
-            &caller.actor(),
-            Some(&format!("export batch {batch}")),
-        )
-        .await?;
-    }
-    let csv = String::from_utf8(out.into_inner().map_err(|e| csv_error(e.into_error()))?).expect("CSV of UTF-8 fields");
-    sqlx::query("UPDATE order_exports SET csv = $1 WHERE id = $2")
-        .bind(&csv)
-        .bind(batch)
-        .execute(&mut *tx)
-        .await?;
-    let mut objects = vec![batch];
-    objects.extend(&ids);
-    let entry = audit::Entry::new("orders.export", "order_export", objects).changed(
-        "orders",
-        serde_json::Value::Null,
-        ids.len(),
-    );
-    audit::record(&mut tx, &Who::of(caller), entry).await?;
-    tx.commit().await?;
-    Ok(Batch {
-        id: batch,
-        csv,
-        orders: ids.len() as i64,
-    })
-}
-
-fn csv_error(e: impl std::fmt::Display) -> Error {
-    Error::Database(sqlx::Error::Protocol(format!("writing CSV: {e}")))
-}
-
-/// `GET /api/v1/orders/exports/{id}` (state): the batch as it was sent.
-pub async fn batch(db: &Db, id: i64) -> Result<Batch> {
-    let r = sqlx::query("SELECT id, csv, orders FROM order_exports WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&db.pool)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("no export batch {id}")))?;
-    Ok(Batch {
-        id,
-        csv: r.try_get("csv")?,
-        orders: r.try_get("orders")?,
-    })
-}
 
 /// A bad row of a shipment file: its line number in the file (the header is line 1) and why.
 #[derive(Debug, Serialize, ToSchema)]
@@ -192,6 +64,8 @@ struct Row10 {
     ship_date: Option<String>,
     direct: bool,
     key: String,
+    /// Imported before: not counted again.
+    seen: bool,
 }
 
 /// `POST /api/v1/shipments` (state, `text/csv`).
@@ -218,6 +92,9 @@ pub async fn import_shipments(db: &Db, caller: &Caller, text: &str) -> Result<Im
     let mut orders: HashMap<i64, (super::Head, Vec<OrderLine>)> = HashMap::new();
     // Doses shipped per line so far in this file, to refuse more than ordered across rows.
     let mut in_file: HashMap<i64, i64> = HashMap::new();
+    // How many times each row (as parsed) has come so far in this file: two identical rows are
+    // two boxes, and each is its own shipment line.
+    let mut repeats: HashMap<String, usize> = HashMap::new();
     for (i, record) in reader.records().enumerate() {
         let line = i as u64 + 2;
         let record = match record {
@@ -230,7 +107,7 @@ pub async fn import_shipments(db: &Db, caller: &Caller, text: &str) -> Result<Im
                 continue;
             }
         };
-        match check_row(&mut tx, &record, &mut orders, &mut in_file).await? {
+        match check_row(&mut tx, &record, &mut orders, &mut in_file, &mut repeats).await? {
             Ok(row) => rows.push(row),
             Err(error) => bad.push(BadRow { line, error }),
         }
@@ -259,7 +136,11 @@ pub async fn import_shipments(db: &Db, caller: &Caller, text: &str) -> Result<Im
     let (mut imported, mut again) = (0, 0);
     let mut new_ids = Vec::new();
     let mut shipped_now: HashMap<i64, Vec<String>> = HashMap::new();
-    for r in &rows {
+    for r in rows.iter() {
+        if r.seen {
+            again += 1;
+            continue;
+        }
         let id: Option<i64> = sqlx::query(
             "INSERT INTO shipment_lines (order_id, order_line_id, ndc, lot, expires_on, doses, backordered_doses, carrier, \
              tracking_number, ship_date, direct_ship, row_key, imported_by, imported_at) \
@@ -347,11 +228,25 @@ pub async fn import_shipments(db: &Db, caller: &Caller, text: &str) -> Result<Im
         }
         statuses.push(ImportedOrder { id: *id, status });
     }
-    let mut objects = new_ids.clone();
-    objects.extend(&touched);
-    let entry = audit::Entry::new("orders.shipments", "shipment_line", objects)
-        .changed("rows", serde_json::Value::Null, rows.len())
-        .changed("already_imported", serde_json::Value::Null, again);
+    let places: Vec<(String, String)> = touched
+        .iter()
+        .filter_map(|id| orders.get(id).map(|(h, _)| (h.pin.clone(), h.location.clone())))
+        .collect();
+    let entry = audit::Entry::new("orders.shipments", "order", touched.clone())
+        .changed("shipment_lines", serde_json::Value::Null, new_ids.clone())
+        .changed("already_imported", serde_json::Value::Null, again)
+        .changed(
+            "status",
+            serde_json::Value::Null,
+            statuses
+                .iter()
+                .map(|o| serde_json::json!({"order_id": o.id, "status": o.status}))
+                .collect::<Vec<_>>(),
+        );
+    let entry = match super::one_place(&places) {
+        Some((pin, code)) => entry.at(Some(pin), Some(code)),
+        None => entry,
+    };
     audit::record(&mut tx, &Who::of(caller), entry).await?;
     tx.commit().await?;
     Ok(Imported {
@@ -361,43 +256,23 @@ pub async fn import_shipments(db: &Db, caller: &Caller, text: &str) -> Result<Im
     })
 }
 
-/// Reads and checks one row; `Ok(Err(why))` for a bad row.
+/// Reads and checks one row; `Ok(Err(why))` for a bad row. A row imported before (the same
+/// fields, the same repeat within its file) is recognised first and not checked again.
 async fn check_row(
     conn: &mut AnyConnection,
     rec: &csv::StringRecord,
     orders: &mut HashMap<i64, (super::Head, Vec<OrderLine>)>,
     in_file: &mut HashMap<i64, i64>,
+    repeats: &mut HashMap<String, usize>,
 ) -> Result<std::result::Result<Row10, String>> {
     let f = |i: usize| rec.get(i).unwrap_or("").trim().to_string();
     let opt = |i: usize| Some(f(i)).filter(|s| !s.is_empty());
     let Ok(order_id) = f(0).parse::<i64>() else {
         return Ok(Err(format!("order_id {:?} is not a number", f(0))));
     };
-    if let std::collections::hash_map::Entry::Vacant(slot) = orders.entry(order_id) {
-        let h = match head(conn, &crate::accounts::Scope::Program, order_id).await {
-            Ok(h) => h,
-            Err(Error::NotFound(_)) => return Ok(Err(format!("there is no order {order_id}"))),
-            Err(e) => return Err(e),
-        };
-        let lines = view::lines_of(conn, &[order_id])
-            .await?
-            .remove(&order_id)
-            .unwrap_or_default();
-        slot.insert((h, lines));
-    }
-    let (order, lines) = &orders[&order_id];
-    if !order.status.with_distributor() {
-        return Ok(Err(format!(
-            "order {order_id} is {}; shipments are for orders sent to the distributor",
-            order.status.as_str()
-        )));
-    }
     let ndc = match crate::domain::Ndc::parse(&f(1)) {
         Ok(n) => n.as_str().to_string(),
         Err(e) => return Ok(Err(e.0)),
-    };
-    let Some(line) = lines.iter().find(|l| l.ndc == ndc && l.closed_at.is_none()) else {
-        return Ok(Err(format!("order {order_id} has no open line for NDC {ndc}")));
     };
     let number = |i: usize, name: &str| -> std::result::Result<i64, String> {
         let raw = f(i);
@@ -419,61 +294,111 @@ async fn check_row(
         ));
     }
     let (lot, expires_on) = (opt(2), opt(3));
-    if doses > 0 {
-        if lot.is_none() {
-            return Ok(Err("a row that ships doses names their lot".into()));
-        }
-        match &expires_on {
-            None => return Ok(Err("a row that ships doses gives expires_on".into())),
-            Some(e) => {
-                if let Err(e) = crate::domain::parse_date("expires_on", e) {
-                    return Ok(Err(e.0));
-                }
-            }
+    let mut expiry = None;
+    if let Some(e) = &expires_on {
+        match crate::domain::parse_date("expires_on", e) {
+            Ok(d) => expiry = Some(d.to_string()),
+            Err(e) => return Ok(Err(e.0)),
         }
     }
-    let ship_date = opt(8);
-    if let Some(d) = &ship_date {
-        if let Err(e) = crate::domain::parse_date("ship_date", d) {
-            return Ok(Err(e.0));
-        }
+    if doses > 0 && (lot.is_none() || expiry.is_none()) {
+        return Ok(Err("a row that ships doses names their lot and expires_on".into()));
     }
+    let ship_date = match opt(8) {
+        None => None,
+        Some(d) => match crate::domain::parse_date("ship_date", &d) {
+            Ok(d) => Some(d.to_string()),
+            Err(e) => return Ok(Err(e.0)),
+        },
+    };
     let direct = match f(9).to_ascii_lowercase().as_str() {
         "true" => true,
         "false" | "" => false,
         other => return Ok(Err(format!("direct_ship {other:?} must be true or false"))),
     };
-    let key = rec.iter().map(str::trim).collect::<Vec<_>>().join("\u{1f}");
-    // A row seen before is not counted again, and not checked against what it already counts.
+    // The row as parsed (NDC in 5-4-2, lot in upper case, dates as dates), and which repeat of
+    // it in this file.
+    let fields = [
+        order_id.to_string(),
+        ndc.clone(),
+        lot.as_deref().unwrap_or("").to_uppercase(),
+        expiry.clone().unwrap_or_default(),
+        doses.to_string(),
+        backordered.to_string(),
+        f(6).to_uppercase(),
+        f(7).to_uppercase(),
+        ship_date.clone().unwrap_or_default(),
+        direct.to_string(),
+    ]
+    .join("\u{1f}");
+    let nth = repeats.entry(fields.clone()).or_insert(0);
+    *nth += 1;
+    let key = format!("{fields}\u{1f}{nth}");
     let seen: Option<i64> = sqlx::query_scalar("SELECT id FROM shipment_lines WHERE row_key = $1")
         .bind(&key)
         .fetch_optional(&mut *conn)
         .await?;
-    if seen.is_none() {
-        let so_far = line.shipped_doses + in_file.get(&line.id).copied().unwrap_or(0);
-        let remaining = (line.wanted() - so_far).max(0);
-        if doses + backordered > remaining {
-            return Ok(Err(format!(
-                "line {} of order {order_id} is for {} doses of {ndc} with {so_far} shipped so far; \
-                 {doses} shipped and {backordered} backordered is more than the {remaining} left",
-                line.id,
-                line.wanted(),
-            )));
-        }
-        *in_file.entry(line.id).or_default() += doses;
-    }
-    Ok(Ok(Row10 {
+    let row = |line_id: i64, seen: bool| Row10 {
         order_id,
-        line_id: line.id,
-        ndc,
-        lot,
-        expires_on,
+        line_id,
+        ndc: ndc.clone(),
+        lot: lot.clone(),
+        expires_on: expiry.clone(),
         doses,
         backordered,
         carrier: opt(6),
         tracking: opt(7),
-        ship_date,
+        ship_date: ship_date.clone(),
         direct,
-        key,
-    }))
+        key: key.clone(),
+        seen,
+    };
+    if seen.is_some() {
+        return Ok(Ok(row(0, true)));
+    }
+    if let std::collections::hash_map::Entry::Vacant(slot) = orders.entry(order_id) {
+        let h = match head(conn, &crate::accounts::Scope::Program, order_id).await {
+            Ok(h) => h,
+            Err(Error::NotFound(_)) => return Ok(Err(format!("there is no order {order_id}"))),
+            Err(e) => return Err(e),
+        };
+        let lines = view::lines_of(conn, &[order_id])
+            .await?
+            .remove(&order_id)
+            .unwrap_or_default();
+        slot.insert((h, lines));
+    }
+    let (order, lines) = &orders[&order_id];
+    if !order.status.with_distributor() {
+        return Ok(Err(format!(
+            "order {order_id} is {}; shipments are for orders sent to the distributor",
+            order.status.as_str()
+        )));
+    }
+    let left = |l: &OrderLine| (l.wanted() - l.shipped_doses - in_file.get(&l.id).copied().unwrap_or(0)).max(0);
+    let of_ndc: Vec<&OrderLine> = lines.iter().filter(|l| l.ndc == ndc).collect();
+    if of_ndc.is_empty() {
+        return Ok(Err(format!("order {order_id} has no line for NDC {ndc}")));
+    }
+    // The first open line of the NDC with doses left (an order may hold one NDC as VFC and as
+    // state stock; the file does not say which, so they fill in line order).
+    let open: Vec<&&OrderLine> = of_ndc.iter().filter(|l| l.closed_at.is_none()).collect();
+    let Some(line) = open.iter().find(|l| left(l) > 0).or(open.first()) else {
+        return Ok(Err(format!(
+            "order {order_id}'s line for NDC {ndc} was closed ({}); it ships no more",
+            of_ndc[0].closed_reason.as_deref().unwrap_or("no reason given")
+        )));
+    };
+    let remaining = left(line);
+    if doses + backordered > remaining {
+        return Ok(Err(format!(
+            "line {} of order {order_id} is for {} doses of {ndc} with {} shipped so far; \
+             {doses} shipped and {backordered} backordered is more than the {remaining} left",
+            line.id,
+            line.wanted(),
+            line.wanted() - remaining,
+        )));
+    }
+    *in_file.entry(line.id).or_default() += doses;
+    Ok(Ok(row(line.id, false)))
 }

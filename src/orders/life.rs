@@ -66,6 +66,7 @@ struct Checked {
 
 /// Checks lines against the location's set and the program's fundings.
 fn check_lines(
+    code: &str,
     lines: &[LineIn],
     set: &str,
     profile: &Profile,
@@ -85,7 +86,7 @@ fn check_lines(
         let ndc = Ndc::parse(&l.ndc).map_err(|e| at(e.0))?;
         if !in_set.iter().any(|p| p.ndc == ndc.as_str()) {
             return Err(at(format!(
-                "{ndc} is not in this location's {set:?} order set; see GET /api/v1/locations/{{code}}/orders/suggestion?set={set}"
+                "{ndc} is not in {code}'s {set:?} order set; see GET /api/v1/locations/{code}/orders/suggestion?set={set}"
             )));
         }
         let funding = Funding::parse(l.funding.trim()).map_err(|e| at(e.0))?;
@@ -149,7 +150,7 @@ pub async fn create(db: &Db, caller: &Caller, code: &str, body: &Draft) -> Resul
     let program = crate::coldchain::settings::program_in(&mut tx).await?.ordering;
     let (profile, _) = profile::stored(&mut tx, &place.code).await?;
     let set = body.set.as_deref().map(str::trim).unwrap_or(profile::ROUTINE);
-    let lines = check_lines(&body.lines, set, &profile, &program, &products)?;
+    let lines = check_lines(&place.code, &body.lines, set, &profile, &program, &products)?;
     let now = now_millis();
     let actor = caller.actor();
     let id: i64 = sqlx::query(
@@ -196,7 +197,14 @@ pub async fn edit(db: &Db, caller: &Caller, id: i64, body: &Edit) -> Result<Orde
         entry = entry.changed("set", order.set.as_str(), set.as_str());
     }
     let lines = match &body.lines {
-        Some(lines) => Some(check_lines(lines, &set, &profile, &program, &products)?),
+        Some(lines) => Some(check_lines(
+            &order.location,
+            lines,
+            &set,
+            &profile,
+            &program,
+            &products,
+        )?),
         None => {
             // A new set must still hold every line's product.
             let kept: Vec<LineIn> = view::lines_of(&mut tx, &[id])
@@ -210,7 +218,7 @@ pub async fn edit(db: &Db, caller: &Caller, id: i64, body: &Edit) -> Result<Orde
                     doses: l.doses,
                 })
                 .collect();
-            check_lines(&kept, &set, &profile, &program, &products)?;
+            check_lines(&order.location, &kept, &set, &profile, &program, &products)?;
             None
         }
     };
@@ -351,7 +359,7 @@ pub async fn submit(db: &Db, caller: &Caller, id: i64, body: &Submit) -> Result<
             doses: l.doses,
         })
         .collect();
-    check_lines(&as_written, &order.set, &profile, &program, &products)?;
+    check_lines(&place.code, &as_written, &order.set, &profile, &program, &products)?;
     let suggestion = suggest::compute(&mut tx, &place, &profile, &program, &order.set, &products).await?;
     for l in &lines {
         let cvx_mvx = products
@@ -396,17 +404,23 @@ pub async fn submit(db: &Db, caller: &Caller, id: i64, body: &Submit) -> Result<
         (None, true) => None,
     };
     transition(&mut tx, &order, to, &actor, note.as_deref()).await?;
-    super::waivers::use_waivers(
+    // The submission uses every waiver in force (a waiver is good for the next submission),
+    // and the location's stored status is what holds after it.
+    let in_force: Vec<i64> = super::waivers::waivers_in_force(&mut tx, &place.code, now)
+        .await?
+        .into_iter()
+        .map(|(_, w)| w.id)
+        .collect();
+    super::waivers::use_waivers(&mut tx, &in_force, id).await?;
+    let after = readiness::compute(
         &mut tx,
-        &ready
-            .checks
-            .iter()
-            .filter_map(|c| c.waiver.as_ref().map(|w| w.id))
-            .collect::<Vec<_>>(),
-        id,
+        &place,
+        &program.prerequisites,
+        program.temperature_lookback_days,
+        None,
     )
     .await?;
-    readiness::store(&mut tx, &place.code, &ready).await?;
+    readiness::store(&mut tx, &place.code, &after).await?;
     let mut entry = audit::Entry::new("order.submit", "order", [id])
         .at(Some(&order.pin), Some(&order.location))
         .changed("status", order.status.as_str(), to.as_str());

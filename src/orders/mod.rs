@@ -2,7 +2,7 @@
 //! orders its public stock on its own profile ([`profile`]), once its prerequisites are met or
 //! waived ([`readiness`]), starting from a suggestion it can redo by hand ([`suggest`]), written
 //! and submitted by the clinic ([`life`]); the state reviews ([`review`]), the distributor's
-//! files say what was sent and shipped ([`exchange`]), and the clinic receives against the
+//! files say what was sent ([`export`]) and shipped ([`exchange`]), and the clinic receives against the
 //! shipment ([`receive`]); [`progress`] says where an order with the distributor stands. Every
 //! transition is in the order's history and the audit trail, and the location's coordinators
 //! are emailed ([`notify`]).
@@ -12,6 +12,7 @@
 //! `order_receipts`.
 
 pub mod exchange;
+pub mod export;
 pub mod life;
 pub mod notify;
 pub mod profile;
@@ -234,4 +235,12 @@ pub fn note(raw: Option<&str>) -> Result<Option<String>> {
         Some(n) if n.chars().count() > 1000 => Err(Error::Invalid("\"note\" is at most 1000 characters".into())),
         n => Ok(n.map(str::to_string)),
     }
+}
+
+/// The one (PIN, location) all of `places` share, if they share one.
+pub fn one_place(places: &[(String, String)]) -> Option<(&str, &str)> {
+    let (first, rest) = places.split_first()?;
+    rest.iter()
+        .all(|p| p == first)
+        .then_some((first.0.as_str(), first.1.as_str()))
 }

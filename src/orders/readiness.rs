@@ -176,6 +176,7 @@ pub async fn compute(
         let last = today.pred_opt().unwrap_or(today);
         let start = crate::coldchain::daily::day_start(place.tz, first);
         let mut problems = Vec::new();
+        let mut missing_readings = false;
         if first <= last {
             for unit in usage::units_that_held_stock(conn, code, start).await? {
                 let Some((name, range)) = crate::registry::units::brief(conn, unit).await? else {
@@ -194,6 +195,7 @@ pub async fn compute(
                     .collect();
                 let mut what = Vec::new();
                 if !incomplete.is_empty() {
+                    missing_readings = true;
                     what.push(format!("readings missing on {}", some(&incomplete, 8)));
                 }
                 if !unsigned.is_empty() {
@@ -209,14 +211,25 @@ pub async fn compute(
         }
         let period = format!("{first} to {last}");
         checks.push(if problems.is_empty() {
-            check("temperature_records", true, format!("complete for every unit holding stock, {period}"), Some(start))
+            check(
+                "temperature_records",
+                true,
+                format!("complete for every unit holding stock, {period}"),
+                Some(start),
+            )
         } else {
             check(
                 "temperature_records",
                 false,
                 format!(
-                    "{period}: {}; upload the logger's file for those days (POST /api/v1/units/{{id}}/imports) or ask the state to waive this check",
-                    problems.join("; ")
+                    "{period}: {}{}",
+                    problems.join("; "),
+                    if missing_readings {
+                        "; for days with readings missing, bring in the logger's own file for them \
+                         (vfc import FILE --unit ID) or ask the state to waive this check"
+                    } else {
+                        ""
+                    }
                 ),
                 Some(start),
             )
@@ -397,12 +410,21 @@ pub async fn stored(
     Ok(out)
 }
 
-/// Brings stored statuses up to date: the locations written to since `*watermark` (an audit
-/// row id), then up to `stale_batch` of those computed longest ago (over an hour). Returns how
-/// many it computed.
-pub async fn sweep(db: &Db, watermark: &mut i64, stale_batch: i64) -> Result<usize> {
+/// How far [`sweep`] has looked: the last audit row and the time of its last pass.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Watermark {
+    pub audit_id: i64,
+    pub at: i64,
+}
+
+/// Brings stored statuses up to date: the locations written to since the watermark (audit rows)
+/// or whose excursions changed since (the evaluator writes no audit row), then up to
+/// `stale_batch` of those computed longest ago (over an hour). Returns how many it computed.
+pub async fn sweep(db: &Db, watermark: &mut Watermark, stale_batch: i64) -> Result<usize> {
     let mut conn = db.pool.acquire().await?;
-    let (mut codes, latest) = audit::locations_written_after(&mut conn, *watermark).await?;
+    let started = now_millis();
+    let (mut codes, latest) = audit::locations_written_after(&mut conn, watermark.audit_id).await?;
+    codes.extend(crate::coldchain::excursions::locations_changed_since(&mut conn, watermark.at).await?);
     let stale: Vec<String> = if stale_batch == 0 {
         Vec::new()
     } else {
@@ -430,6 +452,9 @@ pub async fn sweep(db: &Db, watermark: &mut i64, stale_batch: i64) -> Result<usi
             Err(e) => return Err(e),
         }
     }
-    *watermark = latest;
+    *watermark = Watermark {
+        audit_id: latest,
+        at: started,
+    };
     Ok(n)
 }

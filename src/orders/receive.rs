@@ -56,9 +56,12 @@ pub struct ReceiveLine {
     #[serde(default)]
     pub unit_id: Option<i64>,
     pub doses_received: i64,
-    pub lot: String,
-    /// YYYY-MM-DD
-    pub expires_on: String,
+    /// As on the box; default: the shipment file's.
+    #[serde(default)]
+    pub lot: Option<String>,
+    /// YYYY-MM-DD, as on the box; default: the shipment file's.
+    #[serde(default)]
+    pub expires_on: Option<String>,
     pub condition: Condition,
     /// Required when fewer doses arrived than shipped: short_shipped, damaged_in_transit,
     /// lost_in_transit, wrong_product or other.
@@ -141,10 +144,12 @@ pub async fn receive(db: &Db, caller: &Caller, id: i64, body: &Receive) -> Resul
         if body.lines[..i].iter().any(|o| o.shipment_line_id == l.shipment_line_id) {
             return Err(at(format!("shipment line {} appears twice", l.shipment_line_id)));
         }
-        let s = sqlx::query("SELECT order_id, order_line_id, ndc, doses FROM shipment_lines WHERE id = $1")
-            .bind(l.shipment_line_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let s = sqlx::query(
+            "SELECT order_id, order_line_id, ndc, doses, lot, expires_on FROM shipment_lines WHERE id = $1",
+        )
+        .bind(l.shipment_line_id)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(s) = s.filter(|s| s.try_get::<i64, _>("order_id").ok() == Some(id)) else {
             return Err(at(format!(
                 "order {id} has no shipment line {}; see the order's \"shipments\" (GET /api/v1/orders/{id})",
@@ -201,43 +206,62 @@ pub async fn receive(db: &Db, caller: &Caller, id: i64, body: &Receive) -> Resul
             .map(|ol| Funding::parse(&ol.funding))
             .transpose()?
             .ok_or_else(|| Error::unreadable("shipment_lines", l.shipment_line_id, "its order line is gone"))?;
-        let unit_id = match l.unit_id {
-            Some(u) => u,
-            None => routing::unit_for_ndc(&mut tx, &place.code, &ndc)
-                .await?
-                .ok_or_else(|| {
-                    at(format!(
-                        "give \"unit_id\": {} has no unit set for {ndc} (PUT /api/v1/locations/{}/product-units)",
-                        place.code, place.code
-                    ))
-                })?,
-        };
-        let (mut event, mut lot_id, mut hold) = (None, None, None);
+        let (mut unit_id, mut event, mut lot_id, mut hold) = (None, None, None, None);
+        if let Some(u) = l.unit_id {
+            inventory::unit_of(&mut tx, &place, u).await.map_err(|e| match e {
+                Error::Invalid(m) => at(m),
+                e => e,
+            })?;
+            unit_id = Some(u);
+        }
         if l.doses_received > 0 {
+            let unit = match unit_id {
+                Some(u) => u,
+                None => routing::unit_for_ndc(&mut tx, &place.code, &ndc)
+                    .await?
+                    .ok_or_else(|| {
+                        at(format!(
+                            "give \"unit_id\": {} has no unit set for {ndc} (PUT /api/v1/locations/{}/product-units)",
+                            place.code, place.code
+                        ))
+                    })?,
+            };
+            let shipped_lot: Option<String> = s.try_get("lot")?;
+            let shipped_expiry: Option<String> = s.try_get("expires_on")?;
+            let lot = l
+                .lot
+                .clone()
+                .or(shipped_lot)
+                .ok_or_else(|| at("give the \"lot\" on the box".into()))?;
+            let expires_on = l
+                .expires_on
+                .clone()
+                .or(shipped_expiry)
+                .ok_or_else(|| at("give \"expires_on\" as on the box (YYYY-MM-DD)".into()))?;
             let arrival = movements::Arrival {
-                unit_id,
+                unit_id: unit,
                 ndc: &ndc,
-                lot: &l.lot,
-                expires_on: &l.expires_on,
+                lot: &lot,
+                expires_on: &expires_on,
                 funding,
                 doses: l.doses_received,
                 source_ref: format!("order:{id}:shipment_line:{}", l.shipment_line_id),
             };
-            let (e, lot) = movements::receive_order_line(&mut tx, &place, &arrival, &actor)
+            let (e, lot_number) = movements::receive_order_line(&mut tx, &place, &arrival, &actor)
                 .await
                 .map_err(|e| match e {
                     Error::Invalid(m) => at(m),
                     e => e,
                 })?;
-            (event, lot_id) = (Some(e), Some(lot));
+            (unit_id, event, lot_id) = (Some(unit), Some(e), Some(lot_number));
             if l.condition != Condition::Ok {
                 let why = format!("arrived {} with order {id}", l.condition.as_str().replace('_', " "));
-                hold = Some(holds::hold_in(&mut tx, &place.code, unit_id, lot, &why, &actor).await?);
+                hold = Some(holds::hold_in(&mut tx, &place.code, unit, lot_number, &why, &actor).await?);
                 problems.push(format!(
-                    "{} doses of {ndc} lot {} arrived {} and are on hold (Do Not Use) in unit {unit_id}: \
+                    "{} doses of {ndc} lot {} arrived {} and are on hold (Do Not Use) in unit {unit}: \
                      call the manufacturer for a determination",
                     l.doses_received,
-                    l.lot.trim(),
+                    lot.trim(),
                     l.condition.as_str().replace('_', " ")
                 ));
             }
@@ -305,9 +329,10 @@ pub async fn receive(db: &Db, caller: &Caller, id: i64, body: &Receive) -> Resul
         )
         .await?;
     }
-    super::progress::settle(&mut tx, id, &actor).await?;
+    let now_status = super::progress::settle(&mut tx, id, &actor).await?;
     let entry = audit::Entry::new("order.receive", "order_receipt", receipt_ids.clone())
         .at(Some(&order.pin), Some(&order.location))
+        .changed("status", order.status.as_str(), now_status.as_str())
         .changed("order_id", serde_json::Value::Null, id)
         .changed("lines", serde_json::Value::Null, receipt_ids.len());
     audit::record(&mut tx, &Who::of(caller), entry).await?;

@@ -71,6 +71,14 @@ pub async fn approve(db: &Db, caller: &Caller, id: i64, body: &Approve) -> Resul
             reductions.push((line.clone(), d.doses, why));
         }
     }
+    let cut_to_nothing = lines
+        .iter()
+        .all(|l| reductions.iter().any(|(r, doses, _)| r.id == l.id && *doses == 0));
+    if cut_to_nothing {
+        return Err(Error::Invalid(
+            "every line would be approved at 0 doses: deny the order instead (POST …/deny with the reason)".into(),
+        ));
+    }
     let now = now_millis();
     sqlx::query("UPDATE order_lines SET approved_doses = doses WHERE order_id = $1")
         .bind(id)
@@ -284,9 +292,10 @@ pub async fn close_line(db: &Db, caller: &Caller, id: i64, line_id: i64, body: &
         now,
     )
     .await?;
-    progress::settle(&mut tx, id, &caller.actor()).await?;
+    let now_status = progress::settle(&mut tx, id, &caller.actor()).await?;
     let entry = audit::Entry::new("order.close_line", "order_line", [line_id])
         .at(Some(&order.pin), Some(&order.location))
+        .changed("status", order.status.as_str(), now_status.as_str())
         .changed("order_id", serde_json::Value::Null, id)
         .changed("reason", serde_json::Value::Null, why.as_str());
     audit::record(&mut tx, &Who::of(caller), entry).await?;

@@ -60,13 +60,16 @@ pub struct Suggestion {
 }
 
 /// Doses on order per (NDC, funding) at `code`: lines of submitted orders not yet received or
-/// closed, less what was received.
+/// closed, less what was received (and of a closed line, what shipped and was not received).
 pub async fn on_order(conn: &mut AnyConnection, code: &str) -> Result<HashMap<(String, String), i64>> {
+    // A closed line still has in transit what shipped and was not received.
     let rows = sqlx::query(&format!(
         "SELECT l.ndc, l.funding, COALESCE(l.approved_doses, l.doses) AS doses, \
+         CASE WHEN l.closed_at IS NULL THEN 0 ELSE 1 END AS closed, \
+         CAST(COALESCE((SELECT SUM(s.doses) FROM shipment_lines s WHERE s.order_line_id = l.id), 0) AS BIGINT) AS shipped, \
          CAST(COALESCE((SELECT SUM(r.doses_received) FROM order_receipts r WHERE r.order_line_id = l.id), 0) AS BIGINT) AS received \
          FROM order_lines l JOIN orders o ON o.id = l.order_id \
-         WHERE o.location_code = $1 AND o.status IN {} AND l.closed_at IS NULL",
+         WHERE o.location_code = $1 AND o.status IN {}",
         super::ON_ORDER_SQL
     ))
     .bind(code)
@@ -74,7 +77,12 @@ pub async fn on_order(conn: &mut AnyConnection, code: &str) -> Result<HashMap<(S
     .await?;
     let mut out = HashMap::new();
     for r in rows {
-        let left = (r.try_get::<i64, _>("doses")? - r.try_get::<i64, _>("received")?).max(0);
+        let expected = if r.try_get::<i64, _>("closed")? == 1 {
+            r.try_get::<i64, _>("shipped")?
+        } else {
+            r.try_get::<i64, _>("doses")?
+        };
+        let left = (expected - r.try_get::<i64, _>("received")?).max(0);
         *out.entry((r.try_get("ndc")?, r.try_get("funding")?)).or_insert(0) += left;
     }
     Ok(out)

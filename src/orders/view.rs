@@ -61,8 +61,9 @@ pub struct HistoryRow {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Received {
     pub id: i64,
-    pub unit_id: i64,
-    pub lot_id: i64,
+    /// Where the doses went (none when nothing arrived).
+    pub unit_id: Option<i64>,
+    pub lot_id: Option<i64>,
     pub doses_received: i64,
     /// ok | too_warm | too_cold | damaged
     pub condition: String,

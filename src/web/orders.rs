@@ -15,6 +15,7 @@ use super::extract::{Body, Id, PageParams, Params};
 use super::AppState;
 use crate::accounts::Caller;
 use crate::orders::exchange::{self, Imported};
+use crate::orders::export;
 use crate::orders::life::{self, Draft, Edit, Submit};
 use crate::orders::profile::{self, Profile, ProfileView};
 use crate::orders::readiness::{self, Readiness};
@@ -339,7 +340,7 @@ async fn receive_order(
     Ok(Json(receive::receive(&s.db, &caller, id, &body).await?))
 }
 
-fn csv_response(batch: exchange::Batch) -> Response {
+fn csv_response(batch: export::Batch) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
@@ -359,7 +360,7 @@ fn csv_response(batch: exchange::Batch) -> Response {
 #[utoipa::path(post, path = "/api/v1/orders/export", tag = "orders", security(("bearer" = [])),
     responses((status = 200, content_type = "text/csv", body = String), (status = 403)))]
 async fn export(State(s): State<AppState>, StateCoordinator(caller): StateCoordinator) -> Result<Response, ApiError> {
-    Ok(csv_response(exchange::export(&s.db, &caller).await?))
+    Ok(csv_response(export::export(&s.db, &caller).await?))
 }
 
 /// An export batch again, as it was first sent (state).
@@ -370,7 +371,7 @@ async fn export_again(
     StateCoordinator(_caller): StateCoordinator,
     Id(id): Id<i64>,
 ) -> Result<Response, ApiError> {
-    Ok(csv_response(exchange::batch(&s.db, id).await?))
+    Ok(csv_response(export::batch(&s.db, id).await?))
 }
 
 /// Imports the distributor's shipment file (state, `text/csv`): all or nothing, 422 with every

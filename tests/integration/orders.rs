@@ -1029,6 +1029,21 @@ async fn an_order_goes_from_draft_to_doses_on_the_shelf_and_its_history_tells_th
     );
     assert!(out["error"]["received"]["doses_received"].is_number(), "{out}");
 
+    // The same file again, written another way (TRUE, lower-case lot), after everything: it
+    // was imported, and nothing counts twice.
+    let again = format!(
+        "{header}\n{id},{ROTATEQ},rota-77,2028-01-31,20,0,UPS,1Z999AA10123456784,2026-11-20,FALSE\n\
+         {id},{MMR},,,0,5,,,,false\n{id},{VARIVAX},VX-55,2027-12-31,10,0,FedEx,7712345,2026-11-21,TRUE\n"
+    );
+    let r = shipments(again).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let out: Value = r.json().await.unwrap();
+    assert_eq!(
+        (out["imported"].as_i64(), out["already_imported"].as_i64()),
+        (Some(0), Some(3)),
+        "{out}"
+    );
+
     // The shelf: RotaTeq in the fridge, the varicella in the freezer, on hold.
     let inv = app.get("/api/v1/locations/012345A/inventory").await;
     let lot = |name: &str| {
@@ -1254,7 +1269,79 @@ async fn the_queue_shows_each_locations_prerequisites_as_its_inputs_change(db: D
     queued(true).await;
 }
 
+async fn a_box_that_never_arrived_is_received_as_none_with_its_reason(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    no_prerequisites(&app).await;
+    let fridge = app.fridge().await;
+    let order = ok(
+        &app,
+        "POST",
+        "/api/v1/locations/012345A/orders",
+        json!({"lines": [{"ndc": MMR, "funding": "vfc", "doses": 10}]}),
+    )
+    .await;
+    let id = order["id"].as_i64().unwrap();
+    ok(
+        &app,
+        "POST",
+        &format!("/api/v1/orders/{id}/submit"),
+        json!({"urgent": false}),
+    )
+    .await;
+    ok(&app, "POST", &format!("/api/v1/orders/{id}/approve"), json!({})).await;
+    let r = app
+        .http
+        .post(app.url("/api/v1/orders/export"))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let file = format!(
+        "order_id,ndc,lot,expires_on,doses,backordered_doses,carrier,tracking_number,ship_date,direct_ship\n\
+         {id},{MMR},MM-9,2028-03-31,10,0,UPS,1Z77,2026-11-20,false\n"
+    );
+    let r = app
+        .http
+        .post(app.url("/api/v1/shipments"))
+        .bearer_auth(&app.token)
+        .header("content-type", "text/csv")
+        .body(file)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let ship = app.get(&format!("/api/v1/orders/{id}")).await["shipments"][0]["id"]
+        .as_i64()
+        .unwrap();
+    let (s, out) = send(
+        &app,
+        "POST",
+        &format!("/api/v1/orders/{id}/receive"),
+        json!({"lines": [{"shipment_line_id": ship, "unit_id": fridge, "doses_received": 0, "condition": "ok"}]}),
+    )
+    .await;
+    assert_eq!(s, 400, "none arrived: the reason is needed: {out}");
+    let received = ok(&app, "POST", &format!("/api/v1/orders/{id}/receive"),
+        json!({"lines": [{"shipment_line_id": ship, "doses_received": 0, "condition": "ok", "shortfall_reason": "lost_in_transit"}]})).await;
+    assert_eq!(received["status"], "received", "{received}");
+    let got = &received["shipments"][0]["received"];
+    assert_eq!(
+        (
+            got["doses_received"].as_i64(),
+            got["lot_id"].is_null(),
+            got["shortfall_reason"].as_str()
+        ),
+        (Some(0), true, Some("lost_in_transit")),
+        "{received}"
+    );
+    assert_eq!(app.get(&format!("/api/v1/orders/{id}")).await["status"], "received");
+    let inv = app.get("/api/v1/locations/012345A/inventory").await;
+    assert_eq!(inv["lots"], json!([]), "nothing came into stock: {inv}");
+}
+
 on_both_databases!(
+    a_box_that_never_arrived_is_received_as_none_with_its_reason,
     the_queue_shows_each_locations_prerequisites_as_its_inputs_change,
     suggestions_follow_the_formula_to_the_dose,
     each_prerequisite_fails_alone_naming_what_to_fix_and_passes_once_fixed,

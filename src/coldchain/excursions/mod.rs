@@ -388,6 +388,16 @@ pub async fn spans_of_unit(conn: &mut AnyConnection, unit_id: i64) -> Result<Vec
         .collect()
 }
 
+/// The locations with an excursion opened, changed or reviewed since `since` (epoch ms).
+pub async fn locations_changed_since(conn: &mut AnyConnection, since: i64) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT p.location_code FROM excursions e JOIN unit_places p ON p.unit_id = e.unit_id WHERE e.updated_at >= $1",
+    )
+    .bind(since)
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
 /// Excursions at location `code` that met a rule before `met_before` (epoch ms) and are not
 /// reviewed yet, oldest first: (id, unit id, when the rule was first met).
 pub async fn unreviewed_met_before(
