@@ -1340,7 +1340,82 @@ async fn a_box_that_never_arrived_is_received_as_none_with_its_reason(db: Databa
     assert_eq!(inv["lots"], json!([]), "nothing came into stock: {inv}");
 }
 
+async fn one_ndc_ordered_as_vfc_and_state_stock_ships_and_arrives_as_each(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    no_prerequisites(&app).await;
+    let fridge = app.fridge().await;
+    let lines = json!({"lines": [{"ndc": ROTATEQ, "funding": "vfc", "doses": 10}, {"ndc": ROTATEQ, "funding": "state", "doses": 10}]});
+    let id = ok(&app, "POST", "/api/v1/locations/012345A/orders", lines).await["id"]
+        .as_i64()
+        .unwrap();
+    ok(
+        &app,
+        "POST",
+        &format!("/api/v1/orders/{id}/submit"),
+        json!({"urgent": false}),
+    )
+    .await;
+    ok(&app, "POST", &format!("/api/v1/orders/{id}/approve"), json!({})).await;
+    let r = app
+        .http
+        .post(app.url("/api/v1/orders/export"))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The file has no funding column: the two rows fill the two lines in order.
+    let file = format!(
+        "order_id,ndc,lot,expires_on,doses,backordered_doses,carrier,tracking_number,ship_date,direct_ship\n\
+         {id},{ROTATEQ},RV-V,2028-03-31,10,0,UPS,1Z1,2026-11-20,false\n{id},{ROTATEQ},RV-S,2028-03-31,10,0,UPS,1Z1,2026-11-20,false\n"
+    );
+    let r = app
+        .http
+        .post(app.url("/api/v1/shipments"))
+        .bearer_auth(&app.token)
+        .header("content-type", "text/csv")
+        .body(file)
+        .send()
+        .await
+        .unwrap();
+    let out: Value = r.json().await.unwrap();
+    assert_eq!(out["orders"][0]["status"], "shipped", "{out}");
+    let o = app.get(&format!("/api/v1/orders/{id}")).await;
+    let lines: Vec<&Value> = o["lines"].as_array().unwrap().iter().collect();
+    assert!(lines.iter().all(|l| l["shipped_doses"] == 10), "{o}");
+    let body: Vec<Value> = o["shipments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| json!({"shipment_line_id": s["id"], "unit_id": fridge, "doses_received": 10, "condition": "ok"}))
+        .collect();
+    let done = ok(
+        &app,
+        "POST",
+        &format!("/api/v1/orders/{id}/receive"),
+        json!({ "lines": body }),
+    )
+    .await;
+    assert_eq!(done["status"], "received");
+    let inv = app.get("/api/v1/locations/012345A/inventory").await;
+    let funding = |lot: &str| {
+        inv["lots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["lot"] == lot)
+            .unwrap()["funding"]
+            .clone()
+    };
+    assert_eq!(
+        (funding("RV-V"), funding("RV-S")),
+        (json!("vfc"), json!("state")),
+        "{inv}"
+    );
+}
+
 on_both_databases!(
+    one_ndc_ordered_as_vfc_and_state_stock_ships_and_arrives_as_each,
     a_box_that_never_arrived_is_received_as_none_with_its_reason,
     the_queue_shows_each_locations_prerequisites_as_its_inputs_change,
     suggestions_follow_the_formula_to_the_dose,
