@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod alerts;
 pub mod app;
 pub mod bench;
+pub mod charts;
 pub mod cli;
 pub mod coldchain;
 pub mod config;

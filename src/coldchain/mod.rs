@@ -13,6 +13,7 @@
 //! - [`stock`]: what an excursion asks of the inventory, without knowing it.
 
 pub mod changes;
+pub mod chart;
 pub mod coordinators;
 pub mod daily;
 pub mod devices;

@@ -156,6 +156,18 @@ pub async fn session_of(s: &AppState, headers: &HeaderMap) -> Result<Option<Live
     Ok(sessions::find(&s.db, &program.accounts, &cookie).await?)
 }
 
+/// Who is asking for a page or a chart outside `/api/v1` (which only reads): a token, or a
+/// signed-in person with their second factor set up; `None` for nobody.
+pub async fn page_caller(s: &AppState, headers: &HeaderMap) -> Result<Option<Caller>, ApiError> {
+    if let Some(secret) = bearer(headers) {
+        return Ok(tokens::authenticate(&s.db, secret).await?);
+    }
+    Ok(session_of(s, headers)
+        .await?
+        .filter(|l| !l.must_enrol)
+        .map(|l| l.caller))
+}
+
 fn csrf() -> ApiError {
     ApiError::Refused(
         "csrf",

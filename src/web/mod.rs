@@ -6,6 +6,7 @@
 mod accounts;
 mod ack;
 pub mod auth;
+mod charts;
 mod coldchain;
 mod doses;
 pub mod error;
@@ -72,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::router())
         .merge(ack::router())
         .merge(pages::router())
+        .merge(charts::router())
         .merge(openapi::router())
         .fallback(|| async {
             error::ApiError::NotFound("no such route; the API is described at /api/openapi.json".into())

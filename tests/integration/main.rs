@@ -7,6 +7,7 @@ mod accounts;
 mod alerting;
 mod bridge;
 mod broker;
+mod charts;
 mod cli;
 mod coldchain;
 mod demo;

@@ -388,6 +388,40 @@ pub async fn spans_of_unit(conn: &mut AnyConnection, unit_id: i64) -> Result<Vec
         .collect()
 }
 
+/// An excursion as a chart shades it.
+#[derive(Debug, Clone)]
+pub struct Shaded {
+    pub id: i64,
+    pub start: i64,
+    /// Its end, or its latest reading while open.
+    pub end: i64,
+    pub ended_at: Option<i64>,
+}
+
+/// The unit's excursions that overlap `[from, to)`, oldest first.
+pub async fn between(conn: &mut AnyConnection, unit_id: i64, from: i64, to: i64) -> Result<Vec<Shaded>> {
+    sqlx::query(
+        "SELECT id, started_at, ended_at, COALESCE(ended_at, last_reading_at) AS end_at FROM excursions \
+         WHERE unit_id = $1 AND started_at < $2 AND COALESCE(ended_at, last_reading_at) >= $3 ORDER BY started_at",
+    )
+    .bind(unit_id)
+    .bind(to)
+    .bind(from)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(Shaded {
+            id: r.try_get("id")?,
+            start: r.try_get("started_at")?,
+            end: r.try_get("end_at")?,
+            ended_at: r.try_get("ended_at")?,
+        })
+    })
+    .collect::<sqlx::Result<_>>()
+    .map_err(Into::into)
+}
+
 /// The locations with an excursion opened, changed or reviewed since `since` (epoch ms).
 pub async fn locations_changed_since(conn: &mut AnyConnection, since: i64) -> Result<Vec<String>> {
     Ok(sqlx::query_scalar(

@@ -1,0 +1,291 @@
+//! Charts drawn with `plotters`: a storage unit's temperatures over a window, as an SVG for the
+//! pages. Readings are put in buckets (about two pixels each) and each bucket is drawn as the
+//! envelope of its minimum and maximum, so a short excursion can never disappear by averaging;
+//! a gap longer than two logging intervals is a break, never bridged. The unit's range is a
+//! shaded band, its rules' thresholds bold lines, and each excursion a shaded span that links
+//! to it and carries `data-start` / `data-end` exactly as the API writes `started_at` /
+//! `ended_at`. Knows nothing of the database: callers hand it the data.
+
+use plotters::prelude::*;
+
+/// One logger's readings: (epoch ms, °C), in time order.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(i64, f64)>,
+    /// A gap longer than this (two logging intervals) is a break in the line.
+    pub gap_ms: i64,
+}
+
+/// An excursion, shaded from its start to its end (or to the last reading while open).
+#[derive(Debug, Clone)]
+pub struct Shade {
+    pub id: i64,
+    pub start: i64,
+    pub end: i64,
+    /// As the API writes `started_at`.
+    pub started_at: String,
+    /// As the API writes `ended_at`; none while open.
+    pub ended_at: Option<String>,
+}
+
+/// A unit's temperature chart.
+#[derive(Debug, Clone)]
+pub struct TempChart {
+    pub from: i64,
+    pub to: i64,
+    pub tz: chrono_tz::Tz,
+    /// The unit's range, °C.
+    pub range: (f64, f64),
+    /// The thresholds of its rules, °C.
+    pub thresholds: Vec<f64>,
+    /// The primary logger first, then the backup.
+    pub series: Vec<Series>,
+    pub shades: Vec<Shade>,
+    /// What the chart shows, in words (its text alternative).
+    pub alt: String,
+}
+
+/// A bucket's lowest and highest reading over `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    pub start: i64,
+    pub end: i64,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// The readings of `[from, to)` in `n` buckets, as runs of buckets: a new run starts after a
+/// gap longer than `gap_ms` between two readings.
+pub fn buckets(points: &[(i64, f64)], from: i64, to: i64, n: usize, gap_ms: i64) -> Vec<Vec<Bucket>> {
+    let width = ((to - from) as f64 / n.max(1) as f64).max(1.0);
+    let mut runs: Vec<Vec<Bucket>> = Vec::new();
+    let mut last_ts: Option<i64> = None;
+    for &(ts, c) in points.iter().filter(|(ts, _)| *ts >= from && *ts < to) {
+        let i = ((ts - from) as f64 / width) as i64;
+        let (start, end) = (from + (i as f64 * width) as i64, from + ((i + 1) as f64 * width) as i64);
+        let broken = last_ts.is_none_or(|l| ts - l > gap_ms);
+        last_ts = Some(ts);
+        if broken {
+            runs.push(Vec::new());
+        }
+        let run = runs.last_mut().expect("a run was started");
+        match run.last_mut() {
+            Some(b) if b.start == start => {
+                b.min = b.min.min(c);
+                b.max = b.max.max(c);
+            }
+            _ => run.push(Bucket {
+                start,
+                end,
+                min: c,
+                max: c,
+            }),
+        }
+    }
+    runs
+}
+
+fn fonts() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Without a registered font, drawing text fails (no system fonts on a server).
+        for (style, bytes) in [
+            (FontStyle::Normal, dejavu::sans::regular()),
+            (FontStyle::Bold, dejavu::sans::bold()),
+        ] {
+            if plotters::style::register_font("sans-serif", style, bytes).is_err() {
+                tracing::error!("the chart font could not be registered");
+            }
+        }
+    });
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+const LINES: [RGBColor; 2] = [RGBColor(21, 101, 192), RGBColor(106, 27, 154)];
+
+impl TempChart {
+    /// The chart as an SVG document of `width` × `height` pixels.
+    pub fn svg(&self, width: u32, height: u32) -> Result<String, String> {
+        fonts();
+        let fail = |e: &dyn std::fmt::Display| format!("drawing the chart: {e}");
+        let to = self.to.max(self.from + 60_000);
+        let mut lo = self
+            .range
+            .0
+            .min(self.thresholds.iter().copied().fold(f64::INFINITY, f64::min));
+        let mut hi = self
+            .range
+            .1
+            .max(self.thresholds.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+        for s in &self.series {
+            for &(ts, c) in &s.points {
+                if ts >= self.from && ts < to {
+                    lo = lo.min(c);
+                    hi = hi.max(c);
+                }
+            }
+        }
+        let (lo, hi) = ((lo - 1.0).floor(), (hi + 1.0).ceil());
+        let tz = self.tz;
+        let span_days = (to - self.from) as f64 / 86_400_000.0;
+        let label = move |ms: &i64| {
+            let t = chrono::DateTime::from_timestamp_millis(*ms)
+                .unwrap_or_default()
+                .with_timezone(&tz);
+            if span_days <= 2.0 {
+                t.format("%H:%M").to_string()
+            } else {
+                t.format("%b %d").to_string()
+            }
+        };
+        let mut out = String::new();
+        let mut spans = Vec::new();
+        {
+            let root = SVGBackend::with_string(&mut out, (width, height)).into_drawing_area();
+            root.fill(&WHITE).map_err(|e| fail(&e))?;
+            let mut chart = ChartBuilder::on(&root)
+                .margin(8)
+                .x_label_area_size(28)
+                .y_label_area_size(40)
+                .build_cartesian_2d(self.from..to, lo..hi)
+                .map_err(|e| fail(&e))?;
+            chart
+                .configure_mesh()
+                .x_labels(6)
+                .y_labels(8)
+                .x_label_formatter(&label)
+                .y_label_formatter(&|c: &f64| format!("{c:.0}"))
+                .y_desc("°C")
+                .light_line_style(RGBColor(238, 238, 238))
+                .draw()
+                .map_err(|e| fail(&e))?;
+            // The range: a shaded band.
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(self.from, self.range.0), (to, self.range.1)],
+                    RGBColor(46, 125, 50).mix(0.12).filled(),
+                )))
+                .map_err(|e| fail(&e))?;
+            // The rules' thresholds: bold lines.
+            for t in &self.thresholds {
+                chart
+                    .draw_series(LineSeries::new(
+                        [(self.from, *t), (to, *t)],
+                        RGBColor(183, 28, 28).stroke_width(2),
+                    ))
+                    .map_err(|e| fail(&e))?;
+            }
+            // Each logger: the envelope of its buckets' minimum and maximum, run by run.
+            let n = (width as usize / 2).max(10);
+            for (k, s) in self.series.iter().enumerate() {
+                let color = LINES[k % LINES.len()];
+                for run in buckets(&s.points, self.from, to, n, s.gap_ms) {
+                    let mid = |b: &Bucket| b.start + (b.end - b.start) / 2;
+                    let top: Vec<(i64, f64)> = run.iter().map(|b| (mid(b), b.max)).collect();
+                    let bottom: Vec<(i64, f64)> = run.iter().rev().map(|b| (mid(b), b.min)).collect();
+                    let mut outline = top.clone();
+                    outline.extend(bottom.iter().copied());
+                    chart
+                        .draw_series(std::iter::once(Polygon::new(outline, color.mix(0.35).filled())))
+                        .map_err(|e| fail(&e))?;
+                    chart
+                        .draw_series(LineSeries::new(top, color.stroke_width(1)))
+                        .map_err(|e| fail(&e))?;
+                    chart
+                        .draw_series(LineSeries::new(bottom, color.stroke_width(1)))
+                        .map_err(|e| fail(&e))?;
+                }
+            }
+            for x in &self.shades {
+                let (x0, y0) = chart.backend_coord(&(x.start.max(self.from), hi));
+                let (x1, y1) = chart.backend_coord(&(x.end.min(to).max(x.start.max(self.from)), lo));
+                spans.push((x, x0, y0, (x1 - x0).max(2), (y1 - y0).max(1)));
+            }
+            root.present().map_err(|e| fail(&e))?;
+        }
+        // The excursions, drawn last so each is a link with its times.
+        let mut shaded = String::from("<g class=\"excursions\">");
+        for (x, left, top, w, h) in spans {
+            shaded.push_str(&format!(
+                "<a href=\"/excursions/{id}\"><rect class=\"excursion\" data-excursion-id=\"{id}\" data-start=\"{start}\" \
+                 data-end=\"{end}\" x=\"{left}\" y=\"{top}\" width=\"{w}\" height=\"{h}\" fill=\"#c62828\" fill-opacity=\"0.2\">\
+                 <title>Excursion {id}: {start} to {until}</title></rect></a>",
+                id = x.id,
+                start = escape(&x.started_at),
+                end = escape(x.ended_at.as_deref().unwrap_or("")),
+                until = escape(x.ended_at.as_deref().unwrap_or("now (still open)")),
+            ));
+        }
+        shaded.push_str("</g>");
+        let close = out.rfind("</svg>").ok_or("the SVG backend wrote no </svg>")?;
+        out.insert_str(close, &shaded);
+        let open = out.find("<svg").ok_or("the SVG backend wrote no <svg>")?;
+        out.insert_str(open + 4, &format!(" role=\"img\" aria-label=\"{}\"", escape(&self.alt)));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60_000;
+
+    #[test]
+    fn one_warm_reading_among_many_keeps_its_peak_in_the_bucket() {
+        let mut points: Vec<(i64, f64)> = (0..600).map(|i| (i * MIN, 5.0)).collect();
+        points[300].1 = 11.0;
+        let runs = buckets(&points, 0, 600 * MIN, 10, 2 * MIN);
+        assert_eq!(runs.len(), 1);
+        let peak = runs[0].iter().map(|b| b.max).fold(f64::MIN, f64::max);
+        assert_eq!(peak, 11.0, "an average would have shown 5.1");
+    }
+
+    #[test]
+    fn a_gap_longer_than_two_intervals_breaks_the_line() {
+        let points = vec![(0, 5.0), (MIN, 5.0), (10 * MIN, 5.0), (11 * MIN, 5.0)];
+        assert_eq!(buckets(&points, 0, 20 * MIN, 20, 2 * MIN).len(), 2);
+        assert_eq!(buckets(&points, 0, 20 * MIN, 20, 10 * MIN).len(), 1);
+    }
+
+    #[test]
+    fn an_excursion_is_a_shaded_link_with_the_apis_times() {
+        let chart = TempChart {
+            from: 0,
+            to: 600 * MIN,
+            tz: chrono_tz::America::New_York,
+            range: (2.0, 8.0),
+            thresholds: vec![8.0],
+            series: vec![Series {
+                name: "LT-1".into(),
+                points: (0..600)
+                    .map(|i| (i * MIN, if (200..300).contains(&i) { 9.5 } else { 5.0 }))
+                    .collect(),
+                gap_ms: 10 * MIN,
+            }],
+            shades: vec![Shade {
+                id: 7,
+                start: 200 * MIN,
+                end: 300 * MIN,
+                started_at: "1970-01-01T03:20:00.000Z".into(),
+                ended_at: Some("1970-01-01T05:00:00.000Z".into()),
+            }],
+            alt: "Unit 1 <fridge>".into(),
+        };
+        let svg = chart.svg(600, 300).unwrap();
+        assert!(
+            svg.contains(r#"data-start="1970-01-01T03:20:00.000Z" data-end="1970-01-01T05:00:00.000Z""#),
+            "{svg}"
+        );
+        assert!(svg.contains(r#"href="/excursions/7""#));
+        assert!(svg.contains(r#"aria-label="Unit 1 &lt;fridge&gt;""#), "escaped");
+        assert!(svg.trim_end().ends_with("</svg>"));
+    }
+}

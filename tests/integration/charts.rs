@@ -1,0 +1,101 @@
+//! A unit's chart as its own URL: the shaded excursion carries the API's times, a gap is a
+//! break, and another PIN's unit is not there.
+
+use chrono::{Duration, Utc};
+use serde_json::Value;
+
+use crate::harness::{Broker, Database, TestApp};
+
+async fn get_text(app: &TestApp, token: &str, path: &str) -> (u16, String, String) {
+    let r = app.http.get(app.url(path)).bearer_auth(token).send().await.unwrap();
+    let status = r.status().as_u16();
+    let kind = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, kind, r.text().await.unwrap_or_default())
+}
+
+/// The value of `attr` in the first element of `svg` that has `marker`.
+fn attr(svg: &str, marker: &str, attr: &str) -> String {
+    let at = svg.find(marker).unwrap_or_else(|| panic!("{marker} in {svg}"));
+    let rest = &svg[at..];
+    let key = format!("{attr}=\"");
+    let start = rest.find(&key).unwrap() + key.len();
+    rest[start..start + rest[start..].find('"').unwrap()].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_charts_shaded_excursion_carries_the_apis_start_and_end() {
+    let app = TestApp::spawn(Database::Sqlite, Broker::Embedded).await;
+    let unit = app.fridge().await;
+    app.freezing("LT-1").await;
+    let x = app
+        .eventually("an excursion", || async {
+            let l = app.get("/api/v1/excursions").await;
+            l["excursions"][0]["id"]
+                .as_i64()
+                .map(|_| l["excursions"][0].clone())
+                .ok_or_else(|| l.to_string())
+        })
+        .await;
+    // Back in range: the excursion has an end.
+    let mut p = app.publisher("back").await;
+    p.reading("LT-1", &(Utc::now() + Duration::seconds(1)).to_rfc3339(), 4.6)
+        .await;
+    p.wait_acked(1).await;
+    let x: Value = app
+        .eventually("the excursion over", || async {
+            let e = app.get(&format!("/api/v1/excursions/{}", x["id"])).await;
+            if e["ended_at"].is_string() {
+                Ok(e)
+            } else {
+                Err(e.to_string())
+            }
+        })
+        .await;
+    let from = (Utc::now() - Duration::hours(2)).to_rfc3339();
+    let to = (Utc::now() + Duration::minutes(5)).to_rfc3339();
+    let path = format!(
+        "/units/{unit}/chart.svg?from={}&to={}",
+        urlencode(&from),
+        urlencode(&to)
+    );
+    let (status, kind, svg) = get_text(&app, &app.token, &path).await;
+    assert_eq!((status, kind.as_str()), (200, "image/svg+xml; charset=utf-8"), "{svg}");
+    let marker = format!("data-excursion-id=\"{}\"", x["id"]);
+    assert_eq!(attr(&svg, &marker, "data-start"), x["started_at"].as_str().unwrap());
+    assert_eq!(attr(&svg, &marker, "data-end"), x["ended_at"].as_str().unwrap());
+    assert!(
+        svg.contains("aria-label=\"Temperatures of Main refrigerator"),
+        "a text alternative"
+    );
+    // The same window's readings as CSV.
+    let (status, _, csv) = get_text(&app, &app.token, &path.replace("chart.svg", "chart.csv")).await;
+    assert_eq!(status, 200);
+    assert!(csv.starts_with("logger,role,ts,temp_c\nLT-1,primary,"), "{csv}");
+    assert!(csv.contains(",0.2\n"), "the freezing reading: {csv}");
+
+    // Another PIN's clinic: the unit is not there; nobody at all is sent to sign in.
+    app.create_location("067890", "A").await;
+    let other = app.create_token(&["--role", "clinic", "--pin", "067890", "--name", "other"]);
+    assert_eq!(get_text(&app, &other, &path).await.0, 404);
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(app.url(&path))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    assert!(r.headers()["location"]
+        .to_str()
+        .unwrap()
+        .starts_with("/login?next=%2Funits%2F"));
+}
+
+fn urlencode(s: &str) -> String {
+    s.replace('+', "%2B").replace(':', "%3A")
+}
