@@ -91,8 +91,9 @@ pub async fn excursion(
     };
     let late = if f.detected_late {
         format!(
-            "\nThis excursion was found in readings that reached us late (the logger was offline). \
-             It began at {}, not just now.\n",
+            "\nThis excursion was found in readings that reached us late: the logger took them on time \
+             and they were delivered afterwards (a gateway's backlog, a logger file, or a logger assigned \
+             to the unit later). It began at {}, not just now.\n",
             local(f.timezone, f.started_at)
         )
     } else {

@@ -195,6 +195,8 @@ async fn six_hours_of_backfilled_readings_find_the_excursion_late_and_email_once
     assert_eq!(list[0]["alerted"], true);
     let mail = app.wait_emails(1).await;
     assert!(mail[0].contains("reached us late"), "{}", mail[0]);
+    // A logger that sent readings is never described as offline: it took them on time.
+    assert!(!mail[0].contains("offline"), "{}", mail[0]);
     // The gateway resends the same buffer: nothing new.
     resend_then_barrier(&app, start, &temps).await;
     assert_eq!(app.excursion_emails(list[0]["id"].as_i64().unwrap()).await.len(), 1);
