@@ -287,5 +287,7 @@ mod tests {
         assert!(svg.contains(r#"href="/excursions/7""#));
         assert!(svg.contains(r#"aria-label="Unit 1 &lt;fridge&gt;""#), "escaped");
         assert!(svg.trim_end().ends_with("</svg>"));
+        // The pages' Content-Security-Policy allows no inline style: the chart uses none.
+        assert!(!svg.contains("style="), "{svg}");
     }
 }

@@ -6,7 +6,6 @@
 mod accounts;
 mod ack;
 pub mod auth;
-mod charts;
 mod coldchain;
 mod doses;
 pub mod error;
@@ -22,6 +21,7 @@ pub mod pages;
 mod registry;
 mod session;
 mod telemetry;
+mod unit_pages;
 
 use std::sync::Arc;
 
@@ -73,7 +73,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::router())
         .merge(ack::router())
         .merge(pages::router())
-        .merge(charts::router())
+        .merge(unit_pages::router())
         .merge(openapi::router())
         .fallback(|| async {
             error::ApiError::NotFound("no such route; the API is described at /api/openapi.json".into())

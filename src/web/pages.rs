@@ -22,7 +22,7 @@ use super::AppState;
 use crate::accounts::links::{self, Purpose};
 use crate::accounts::{people, sessions};
 
-const TEMPLATES: [(&str, &str); 8] = [
+const TEMPLATES: [(&str, &str); 10] = [
     ("base.html", include_str!("../../dashboards/base.html")),
     ("ack.html", include_str!("../../dashboards/ack.html")),
     ("message.html", include_str!("../../dashboards/message.html")),
@@ -34,6 +34,8 @@ const TEMPLATES: [(&str, &str); 8] = [
     ),
     ("totp.html", include_str!("../../dashboards/totp.html")),
     ("home.html", include_str!("../../dashboards/home.html")),
+    ("unit.html", include_str!("../../dashboards/unit.html")),
+    ("daily.html", include_str!("../../dashboards/daily.html")),
 ];
 
 const CSS: &str = include_str!("../../dashboards/static/site.css");

@@ -1,5 +1,6 @@
-//! A unit's chart as its own URL: the shaded excursion carries the API's times, a gap is a
-//! break, and another PIN's unit is not there.
+//! A unit's pages: the chart as its own URL (the shaded excursion carries the API's times),
+//! the unit page with its chart inline, the month's daily log and its CSV; another PIN's unit
+//! is not there.
 
 use chrono::{Duration, Utc};
 use serde_json::Value;
@@ -98,4 +99,50 @@ async fn the_charts_shaded_excursion_carries_the_apis_start_and_end() {
 
 fn urlencode(s: &str) -> String {
     s.replace('+', "%2B").replace(':', "%3A")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unit_page_shows_its_chart_and_the_months_log_downloads_one_row_per_day() {
+    let app = TestApp::spawn(Database::Sqlite, Broker::Embedded).await;
+    let unit = app.fridge().await;
+    app.freezing("LT-1").await;
+    app.eventually("an excursion", || async {
+        let l = app.get("/api/v1/excursions").await;
+        l["excursions"][0]["id"].as_i64().ok_or_else(|| l.to_string())
+    })
+    .await;
+    let (status, kind, page) = get_text(&app, &app.token, &format!("/units/{unit}?window=7d")).await;
+    assert_eq!((status, kind.as_str()), (200, "text/html; charset=utf-8"), "{page}");
+    assert!(
+        page.contains("<svg") && page.contains("class=\"excursion\""),
+        "the chart is inline: {page}"
+    );
+    assert!(page.contains("aria-current=\"page\">7 days"), "{page}");
+    assert!(page.contains("LT-1"), "its logger: {page}");
+
+    let month = Utc::now()
+        .with_timezone(&chrono_tz::America::New_York)
+        .format("%Y-%m")
+        .to_string();
+    let (status, _, daily) = get_text(&app, &app.token, &format!("/units/{unit}/daily?month={month}")).await;
+    assert_eq!(status, 200, "{daily}");
+    assert!(daily.contains(&format!("Daily temperature log, {month}")), "{daily}");
+    let (status, kind, csv) = get_text(&app, &app.token, &format!("/units/{unit}/daily.csv?month=2026-02")).await;
+    assert_eq!((status, kind.as_str()), (200, "text/csv; charset=utf-8"));
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        rows[0],
+        "date,min_c,max_c,minutes_above_range,minutes_below_range,readings,complete,signed_by,signed_at"
+    );
+    assert_eq!(rows.len(), 1 + 28, "one row per day of February 2026: {csv}");
+    assert!(rows[1].starts_with("2026-02-01,,,0,0,0,false,,"), "{csv}");
+    let (status, _, page) = get_text(&app, &app.token, &format!("/units/{unit}/daily?month=2026-13")).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("YYYY-MM"), "{page}");
+
+    app.create_location("067890", "A").await;
+    let other = app.create_token(&["--role", "clinic", "--pin", "067890", "--name", "other"]);
+    let (status, _, page) = get_text(&app, &other, &format!("/units/{unit}")).await;
+    assert_eq!(status, 404);
+    assert!(page.contains("<title>Not found"), "a page, not JSON: {page}");
 }
