@@ -29,6 +29,7 @@ pub mod quarantine;
 pub mod rules;
 pub mod settings;
 pub mod stock;
+pub mod tiles;
 
 /// What needs a person though the service runs: units the evaluator cannot judge, a program
 /// document that cannot be read (alarms go on with the last readable one). Shown on `/healthz`.

@@ -219,12 +219,17 @@ pub struct Serving {
     pub role: String,
     /// YYYY-MM-DD; none on record.
     pub calibration_expires_on: Option<String>,
+    /// What it last said of its battery, and when (epoch ms).
+    pub battery_pct: Option<f64>,
+    pub status_at: Option<i64>,
+    pub reading_interval_s: Option<i64>,
 }
 
 /// The loggers serving location `code`'s units now (open assignments).
 pub async fn serving_location(conn: &mut sqlx::AnyConnection, code: &str) -> Result<Vec<Serving>> {
     sqlx::query(
-        "SELECT a.serial, a.unit_id, a.role, u.name, g.calibration_expires_on FROM logger_assignments a \
+        "SELECT a.serial, a.unit_id, a.role, u.name, g.calibration_expires_on, g.battery_pct, g.status_at, g.reading_interval_s \
+         FROM logger_assignments a \
          JOIN units u ON u.id = a.unit_id JOIN loggers g ON g.serial = a.serial \
          WHERE u.location_code = $1 AND a.to_ts IS NULL ORDER BY a.unit_id, a.role, a.serial",
     )
@@ -239,6 +244,9 @@ pub async fn serving_location(conn: &mut sqlx::AnyConnection, code: &str) -> Res
             unit_name: r.try_get("name")?,
             role: r.try_get("role")?,
             calibration_expires_on: r.try_get("calibration_expires_on")?,
+            battery_pct: r.try_get("battery_pct")?,
+            status_at: r.try_get("status_at")?,
+            reading_interval_s: r.try_get("reading_interval_s")?,
         })
     })
     .collect::<sqlx::Result<_>>()

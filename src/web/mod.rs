@@ -14,6 +14,7 @@ mod extract;
 mod gateways;
 mod hl7;
 mod inventory;
+mod location_pages;
 mod openapi;
 mod ops;
 mod orders;
@@ -74,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ack::router())
         .merge(pages::router())
         .merge(unit_pages::router())
+        .merge(location_pages::router())
         .merge(openapi::router())
         .fallback(|| async {
             error::ApiError::NotFound("no such route; the API is described at /api/openapi.json".into())

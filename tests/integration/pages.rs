@@ -1,6 +1,7 @@
-//! A unit's pages: the chart as its own URL (the shaded excursion carries the API's times),
-//! the unit page with its chart inline, the month's daily log and its CSV; another PIN's unit
-//! is not there.
+//! The pages over HTTP (the browser tests come with the rest of the pages): a unit's chart as
+//! its own URL (the shaded excursion carries the API's times), the unit page with its chart
+//! inline, the month's daily log and its CSV, and a location's home where today's check is
+//! signed with one press; another PIN's things are not there.
 
 use chrono::{Duration, Utc};
 use serde_json::Value;
@@ -145,4 +146,118 @@ async fn the_unit_page_shows_its_chart_and_the_months_log_downloads_one_row_per_
     let (status, _, page) = get_text(&app, &other, &format!("/units/{unit}")).await;
     assert_eq!(status, 404);
     assert!(page.contains("<title>Not found"), "a page, not JSON: {page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_location_home_shows_each_unit_and_staff_sign_todays_check_with_one_press() {
+    let app = TestApp::spawn(Database::Sqlite, Broker::Embedded).await;
+    let unit = app.fridge().await;
+    let mut p = app.publisher("now").await;
+    p.reading("LT-1", &(Utc::now() - Duration::minutes(3)).to_rfc3339(), 4.4)
+        .await;
+    p.wait_acked(1).await;
+    let page = app
+        .eventually("the tile in range", || async {
+            let (s, _, page) = get_text(&app, &app.token, "/locations/012345A").await;
+            if s == 200 && page.contains("In range") {
+                Ok(page)
+            } else {
+                Err(page)
+            }
+        })
+        .await;
+    assert!(page.contains("4.4") && page.contains("LT-1"), "{page}");
+    assert!(!page.contains("Sign today"), "a token has no form to sign: {page}");
+
+    // Clinic staff, signed in, sign today's check from the page.
+    let link = app.cli_last_line(&[
+        "account",
+        "create",
+        "--email",
+        "sam.staff@example.org",
+        "--name",
+        "Sam Staff",
+        "--role",
+        "clinic-staff",
+        "--location",
+        "012345A",
+    ]);
+    let token = link.rsplit('/').next().unwrap().to_string();
+    let r = app
+        .http
+        .post(app.url(&format!("/api/v1/invitations/{token}")))
+        .json(&serde_json::json!({"password": "copper lantern drifts north"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    let r = app
+        .http
+        .post(app.url("/api/v1/session"))
+        .json(&serde_json::json!({"email": "sam.staff@example.org", "password": "copper lantern drifts north"}))
+        .send()
+        .await
+        .unwrap();
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = app
+        .http
+        .get(app.url("/locations/012345A"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let form_at = page.find("/daily/").expect("a sign form");
+    let action_start = page[..form_at].rfind("action=\"").unwrap() + "action=\"".len();
+    let action = page[action_start..action_start + page[action_start..].find('"').unwrap()].to_string();
+    let needle = "name=\"csrf_token\" value=\"";
+    let csrf_at = page.find(needle).unwrap() + needle.len();
+    let csrf = page[csrf_at..csrf_at + page[csrf_at..].find('"').unwrap()].to_string();
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let forged = no_redirects
+        .post(app.url(&action))
+        .header("cookie", &cookie)
+        .form(&[("csrf_token", "not-the-token")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        forged.status().as_u16(),
+        403,
+        "a form without the page's token is refused"
+    );
+    let r = no_redirects
+        .post(app.url(&action))
+        .header("cookie", &cookie)
+        .form(&[("csrf_token", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    assert!(r.headers()["location"]
+        .to_str()
+        .unwrap()
+        .starts_with("/locations/012345A?signed="));
+    let today = action.split('/').nth(4).unwrap().to_string();
+    let days = app
+        .get(&format!("/api/v1/units/{unit}/daily?from={today}&to={today}"))
+        .await;
+    assert_eq!(
+        days["days"][0]["signed_by"]
+            .as_str()
+            .map(|s| s.contains("sam.staff@example.org")),
+        Some(true),
+        "{days}"
+    );
 }
