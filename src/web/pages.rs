@@ -109,6 +109,7 @@ pub fn router() -> Router<AppState> {
         .route("/invite/{token}", get(invite_page))
         .route("/me/totp", get(totp_page))
         .route("/static/site.css", get(css))
+        .route("/locations", get(go_to_location))
 }
 
 async fn css() -> Response {
@@ -179,13 +180,52 @@ async fn home(State(s): State<AppState>, headers: HeaderMap) -> Response {
     let Some(id) = live.caller.account_id() else {
         return to_login("/");
     };
-    match people::me(&s.db, id).await {
-        Ok(account) => render(
-            StatusCode::OK,
-            "home.html",
-            context! { title => "Home", account => Value::from(minijinja::value::Serde(&account)), csrf_token => live.csrf_token },
+    let account = match people::me(&s.db, id).await {
+        Ok(a) => a,
+        Err(e) => return super::error::ApiError::from(e).into_response(),
+    };
+    // The places the person works at, to go to; the whole program is reached by its code.
+    let program = matches!(live.caller.scope, crate::accounts::Scope::Program);
+    let places = if program {
+        Vec::new()
+    } else {
+        match crate::registry::locations::list(&s.db, &live.caller.scope).await {
+            Ok(l) => l
+                .into_iter()
+                .take(200)
+                .map(|l| context! { code => l.code, name => l.name })
+                .collect(),
+            Err(e) => return super::error::ApiError::from(e).into_response(),
+        }
+    };
+    render(
+        StatusCode::OK,
+        "home.html",
+        context! {
+            title => "Home",
+            account => Value::from(minijinja::value::Serde(&account)),
+            csrf_token => live.csrf_token,
+            places,
+            program,
+        },
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct GoTo {
+    code: Option<String>,
+}
+
+/// The home's "go to a location" box: `/locations?code=012345a` → `/locations/012345A`.
+async fn go_to_location(Query(q): Query<GoTo>) -> Response {
+    match q.code.as_deref().map(crate::domain::LocationCode::parse) {
+        Some(Ok(code)) => Redirect::to(&format!("/locations/{code}")).into_response(),
+        _ => message(
+            StatusCode::BAD_REQUEST,
+            "That is not a location code",
+            &["A location code is the PIN and its suffix, such as 012345A."],
+            Some(("/", "Home")),
         ),
-        Err(e) => super::error::ApiError::from(e).into_response(),
     }
 }
 

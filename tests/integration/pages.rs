@@ -205,6 +205,20 @@ async fn a_location_home_shows_each_unit_and_staff_sign_todays_check_with_one_pr
         .next()
         .unwrap()
         .to_string();
+    let home = app
+        .http
+        .get(app.url("/"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        home.contains("href=\"/locations/012345A\""),
+        "home leads to the location: {home}"
+    );
     let page = app
         .http
         .get(app.url("/locations/012345A"))
@@ -250,6 +264,16 @@ async fn a_location_home_shows_each_unit_and_staff_sign_todays_check_with_one_pr
         .unwrap()
         .starts_with("/locations/012345A?signed="));
     let today = action.split('/').nth(4).unwrap().to_string();
+    let go = no_redirects
+        .get(app.url("/locations?code=012345a"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        go.headers()["location"],
+        "/locations/012345A",
+        "the state's box takes a code in any case"
+    );
     let days = app
         .get(&format!("/api/v1/units/{unit}/daily?from={today}&to={today}"))
         .await;
