@@ -140,9 +140,14 @@ async fn show(State(s): State<AppState>, Path(token): Path<String>) -> Response 
         Subject::Excursion(_) => "Label the vaccine \"Do Not Use\", keep it cold, do not discard it, and contact the manufacturer.",
         Subject::Device(_) => "Check the unit's thermometer and record its temperature by hand until the logger is fixed or replaced; keep the backup logger in place.",
     };
+    // The whole record (chart, lots on hold) is the excursion's page, after sign-in.
+    let more = match claim.subject {
+        Subject::Excursion(id) => Some(format!("/excursions/{id}")),
+        Subject::Device(_) => None,
+    };
     let ctx = match acked {
-        Some(who) => context! { title, facts, done => format!("Already acknowledged by {who}.") },
-        None => context! { title, facts, todo, who => claim.email },
+        Some(who) => context! { title, facts, more, done => format!("Already acknowledged by {who}.") },
+        None => context! { title, facts, more, todo, who => claim.email },
     };
     pages::render(StatusCode::OK, "ack.html", ctx)
 }

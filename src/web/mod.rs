@@ -9,6 +9,7 @@ pub mod auth;
 mod coldchain;
 mod doses;
 pub mod error;
+mod excursion_pages;
 mod excursions;
 mod extract;
 mod gateways;
@@ -76,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .merge(pages::router())
         .merge(unit_pages::router())
         .merge(location_pages::router())
+        .merge(excursion_pages::router())
         .merge(openapi::router())
         .fallback(|| async {
             error::ApiError::NotFound("no such route; the API is described at /api/openapi.json".into())

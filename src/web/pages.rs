@@ -22,7 +22,7 @@ use super::AppState;
 use crate::accounts::links::{self, Purpose};
 use crate::accounts::{people, sessions};
 
-const TEMPLATES: [(&str, &str); 11] = [
+const TEMPLATES: [(&str, &str); 12] = [
     ("base.html", include_str!("../../dashboards/base.html")),
     ("ack.html", include_str!("../../dashboards/ack.html")),
     ("message.html", include_str!("../../dashboards/message.html")),
@@ -37,6 +37,7 @@ const TEMPLATES: [(&str, &str); 11] = [
     ("unit.html", include_str!("../../dashboards/unit.html")),
     ("daily.html", include_str!("../../dashboards/daily.html")),
     ("location.html", include_str!("../../dashboards/location.html")),
+    ("excursion.html", include_str!("../../dashboards/excursion.html")),
 ];
 
 const CSS: &str = include_str!("../../dashboards/static/site.css");

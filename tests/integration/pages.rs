@@ -170,41 +170,7 @@ async fn a_location_home_shows_each_unit_and_staff_sign_todays_check_with_one_pr
     assert!(!page.contains("Sign today"), "a token has no form to sign: {page}");
 
     // Clinic staff, signed in, sign today's check from the page.
-    let link = app.cli_last_line(&[
-        "account",
-        "create",
-        "--email",
-        "sam.staff@example.org",
-        "--name",
-        "Sam Staff",
-        "--role",
-        "clinic-staff",
-        "--location",
-        "012345A",
-    ]);
-    let token = link.rsplit('/').next().unwrap().to_string();
-    let r = app
-        .http
-        .post(app.url(&format!("/api/v1/invitations/{token}")))
-        .json(&serde_json::json!({"password": "copper lantern drifts north"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 204);
-    let r = app
-        .http
-        .post(app.url("/api/v1/session"))
-        .json(&serde_json::json!({"email": "sam.staff@example.org", "password": "copper lantern drifts north"}))
-        .send()
-        .await
-        .unwrap();
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = signed_in_staff(&app).await;
     let home = app
         .http
         .get(app.url("/"))
@@ -232,9 +198,7 @@ async fn a_location_home_shows_each_unit_and_staff_sign_todays_check_with_one_pr
     let form_at = page.find("/daily/").expect("a sign form");
     let action_start = page[..form_at].rfind("action=\"").unwrap() + "action=\"".len();
     let action = page[action_start..action_start + page[action_start..].find('"').unwrap()].to_string();
-    let needle = "name=\"csrf_token\" value=\"";
-    let csrf_at = page.find(needle).unwrap() + needle.len();
-    let csrf = page[csrf_at..csrf_at + page[csrf_at..].find('"').unwrap()].to_string();
+    let csrf = csrf_of(&page);
     let no_redirects = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -284,4 +248,140 @@ async fn a_location_home_shows_each_unit_and_staff_sign_todays_check_with_one_pr
         Some(true),
         "{days}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_excursions_page_shows_its_chart_and_lots_on_hold() {
+    let app = TestApp::spawn(Database::Sqlite, Broker::Embedded).await;
+    let unit = app.fridge().await;
+    crate::inventory::receive(
+        &app,
+        unit,
+        (crate::inventory::ROTATEQ, "RV-P1", "2099-01-31", "vfc"),
+        10,
+        Utc::now() - Duration::hours(2),
+    )
+    .await;
+    app.freezing("LT-1").await;
+    let id = app
+        .eventually("an excursion with its hold", || async {
+            let l = app.get("/api/v1/excursions").await;
+            let id = l["excursions"][0]["id"].as_i64().ok_or_else(|| l.to_string())?;
+            let h = app.get(&format!("/api/v1/excursions/{id}/holds")).await;
+            if h["holds"].as_array().is_some_and(|a| !a.is_empty()) {
+                Ok(id)
+            } else {
+                Err(h.to_string())
+            }
+        })
+        .await;
+    let (status, _, page) = get_text(&app, &app.token, &format!("/excursions/{id}")).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains(&format!("data-excursion-id=\"{id}\"")),
+        "its chart: {page}"
+    );
+    assert!(
+        page.contains("RV-P1") && page.contains("waiting for the manufacturer"),
+        "its lot on hold: {page}"
+    );
+    assert!(page.contains("not yet"), "not acknowledged: {page}");
+    // The email's acknowledgement page leads here.
+    let mail = app
+        .wait_email_with("/ack/")
+        .await
+        .into_iter()
+        .find(|m| m.contains("/ack/"))
+        .unwrap();
+    let at = mail.find("/ack/").unwrap();
+    let link: String = mail[at..].chars().take_while(|c| !c.is_whitespace()).collect();
+    // minijinja writes "/" in an attribute as "&#x2f;", which a browser reads back as "/".
+    let ack = get_text(&app, "", &link).await.2.replace("&#x2f;", "/");
+    assert!(ack.contains(&format!("href=\"/excursions/{id}\"")), "{ack}");
+    app.create_location("067890", "A").await;
+    let other = app.create_token(&["--role", "clinic", "--pin", "067890", "--name", "other"]);
+    assert_eq!(get_text(&app, &other, &format!("/excursions/{id}")).await.0, 404);
+
+    // Staff acknowledge from the page, once.
+    let cookie = signed_in_staff(&app).await;
+    let page_of = |cookie: String| {
+        let app = &app;
+        async move {
+            app.http
+                .get(app.url(&format!("/excursions/{id}")))
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let page = page_of(cookie.clone()).await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_redirects
+        .post(app.url(&format!("/excursions/{id}/acknowledge")))
+        .header("cookie", &cookie)
+        .form(&[("csrf_token", csrf_of(&page).as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let x = app.get(&format!("/api/v1/excursions/{id}")).await;
+    assert!(
+        x["acknowledged_by"].as_str().unwrap().contains("sam.staff@example.org"),
+        "{x}"
+    );
+    let page = page_of(cookie).await;
+    assert!(!page.contains("Acknowledge: I am handling it"), "once: {page}");
+}
+
+/// Clinic staff of 012345A, invited, with a password, signed in: the session cookie.
+async fn signed_in_staff(app: &TestApp) -> String {
+    let link = app.cli_last_line(&[
+        "account",
+        "create",
+        "--email",
+        "sam.staff@example.org",
+        "--name",
+        "Sam Staff",
+        "--role",
+        "clinic-staff",
+        "--location",
+        "012345A",
+    ]);
+    let token = link.rsplit('/').next().unwrap().to_string();
+    let r = app
+        .http
+        .post(app.url(&format!("/api/v1/invitations/{token}")))
+        .json(&serde_json::json!({"password": "copper lantern drifts north"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    let r = app
+        .http
+        .post(app.url("/api/v1/session"))
+        .json(&serde_json::json!({"email": "sam.staff@example.org", "password": "copper lantern drifts north"}))
+        .send()
+        .await
+        .unwrap();
+    r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// The CSRF token of a page's form.
+fn csrf_of(page: &str) -> String {
+    let needle = "name=\"csrf_token\" value=\"";
+    let at = page.find(needle).expect("a form with the CSRF token") + needle.len();
+    page[at..at + page[at..].find('"').unwrap()].to_string()
 }
