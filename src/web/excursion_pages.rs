@@ -21,20 +21,6 @@ pub fn router() -> Router<AppState> {
         .route("/excursions/{id}/acknowledge", post(acknowledge))
 }
 
-fn to_login(path: &str) -> Response {
-    let next = percent_encoding::utf8_percent_encode(path, percent_encoding::NON_ALPHANUMERIC);
-    Redirect::to(&format!("/login?next={next}")).into_response()
-}
-
-fn not_found() -> Response {
-    super::pages::message(
-        StatusCode::NOT_FOUND,
-        "Not found",
-        &["There is nothing here that you may see. Check the address, or go back home."],
-        Some(("/", "Home")),
-    )
-}
-
 #[derive(serde::Deserialize)]
 struct Notice {
     acknowledged: Option<String>,
@@ -47,14 +33,14 @@ async fn page(State(s): State<AppState>, headers: HeaderMap, Id(id): Id<i64>, Qu
         Ok(Some(live)) if !live.must_enrol => (live.caller, Some(live.csrf_token)),
         Ok(_) => match super::auth::page_caller(&s, &headers).await {
             Ok(Some(c)) => (c, None),
-            Ok(None) => return to_login(&format!("/excursions/{id}")),
+            Ok(None) => return super::pages::to_login(&format!("/excursions/{id}")),
             Err(e) => return e.into_response(),
         },
         Err(e) => return e.into_response(),
     };
     let x = match excursions::visible(&s.db, &caller.scope, id).await {
         Ok(x) => x,
-        Err(crate::error::Error::NotFound(_)) => return not_found(),
+        Err(crate::error::Error::NotFound(_)) => return super::pages::not_found(),
         Err(e) => return ApiError::from(e).into_response(),
     };
     let ms = |t: &str| {
@@ -108,7 +94,7 @@ async fn acknowledge(
 ) -> Response {
     let live = match super::auth::session_of(&s, &headers).await {
         Ok(Some(l)) if !l.must_enrol => l,
-        Ok(_) => return to_login(&format!("/excursions/{id}")),
+        Ok(_) => return super::pages::to_login(&format!("/excursions/{id}")),
         Err(e) => return e.into_response(),
     };
     if f.csrf_token.as_deref() != Some(live.csrf_token.as_str()) {
@@ -129,7 +115,7 @@ async fn acknowledge(
     }
     let caller = live.caller.writing(true);
     if excursions::visible(&s.db, &caller.scope, id).await.is_err() {
-        return not_found();
+        return super::pages::not_found();
     }
     match excursions::acknowledge(&s.db, id, &caller.actor(), &Who::of(&caller)).await {
         Ok(_) => Redirect::to(&format!("/excursions/{id}?acknowledged=1")).into_response(),

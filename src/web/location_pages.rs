@@ -21,20 +21,6 @@ pub fn router() -> Router<AppState> {
         .route("/units/{id}/daily/{date}/sign", post(sign))
 }
 
-fn to_login(path: &str) -> Response {
-    let next = percent_encoding::utf8_percent_encode(path, percent_encoding::NON_ALPHANUMERIC);
-    Redirect::to(&format!("/login?next={next}")).into_response()
-}
-
-fn not_found() -> Response {
-    super::pages::message(
-        StatusCode::NOT_FOUND,
-        "Not found",
-        &["There is nothing here that you may see. Check the address, or go back home."],
-        Some(("/", "Home")),
-    )
-}
-
 #[derive(serde::Deserialize)]
 struct Notice {
     signed: Option<String>,
@@ -51,14 +37,14 @@ async fn home(
         Ok(Some(live)) if !live.must_enrol => (live.caller, Some(live.csrf_token)),
         Ok(_) => match super::auth::page_caller(&s, &headers).await {
             Ok(Some(c)) => (c, None),
-            Ok(None) => return to_login(&path),
+            Ok(None) => return super::pages::to_login(&path),
             Err(e) => return e.into_response(),
         },
         Err(e) => return e.into_response(),
     };
     let (location, tiles) = match crate::coldchain::tiles::of_location(&s.db, &caller.scope, &code).await {
         Ok(t) => t,
-        Err(crate::error::Error::NotFound(_)) => return not_found(),
+        Err(crate::error::Error::NotFound(_)) => return super::pages::not_found(),
         Err(e) => return ApiError::from(e).into_response(),
     };
     let one = |v: Option<f64>| v.map_or("—".to_string(), |c| format!("{c:.1} °C"));
@@ -116,7 +102,7 @@ async fn sign(
 ) -> Response {
     let live = match super::auth::session_of(&s, &headers).await {
         Ok(Some(l)) if !l.must_enrol => l,
-        Ok(_) => return to_login(&format!("/units/{id}")),
+        Ok(_) => return super::pages::to_login(&format!("/units/{id}")),
         Err(e) => return e.into_response(),
     };
     if f.csrf_token.as_deref() != Some(live.csrf_token.as_str()) {
@@ -137,15 +123,15 @@ async fn sign(
     }
     let caller = live.caller.writing(true);
     let Ok(day) = chrono::NaiveDate::parse_from_str(&date, "%Y-%m-%d") else {
-        return not_found();
+        return super::pages::not_found();
     };
     let unit = match crate::registry::units::get(&s.db, &caller.scope, id).await {
         Ok(u) => u,
-        Err(_) => return not_found(),
+        Err(_) => return super::pages::not_found(),
     };
     match crate::coldchain::daily::sign(&s.db, &caller.scope, id, day, None, &Who::of(&caller)).await {
         Ok(_) => Redirect::to(&format!("/locations/{}?signed={day}", unit.location)).into_response(),
-        Err(crate::error::Error::NotFound(_)) => not_found(),
+        Err(crate::error::Error::NotFound(_)) => super::pages::not_found(),
         Err(e @ (crate::error::Error::Invalid(_) | crate::error::Error::Conflict(_))) => super::pages::message(
             StatusCode::CONFLICT,
             "Not signed",

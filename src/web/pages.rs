@@ -161,7 +161,8 @@ async fn login(Query(q): Query<LoginQuery>) -> Response {
     login_page(StatusCode::OK, "", &safe_next(q.next.as_deref()), None, notice)
 }
 
-fn to_login(next: &str) -> Response {
+/// Sends a person to sign in, and back to `next` after.
+pub fn to_login(next: &str) -> Response {
     let target = format!(
         "/login?next={}",
         percent_encoding::utf8_percent_encode(next, percent_encoding::NON_ALPHANUMERIC)
@@ -280,6 +281,16 @@ pub fn clear_cookie(s: &AppState) -> HeaderValue {
         sessions::COOKIE
     ))
     .expect("a valid header")
+}
+
+/// The page for anything the caller may not see (or that is not there: the two look alike).
+pub fn not_found() -> Response {
+    message(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        &["There is nothing here that you may see. Check the address, or go back home."],
+        Some(("/", "Home")),
+    )
 }
 
 /// The one page for a link that does not work, whatever the reason.

@@ -7,7 +7,7 @@
 
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use chrono::Datelike;
@@ -30,10 +30,7 @@ pub fn router() -> Router<AppState> {
 async fn caller_or_login(s: &AppState, headers: &HeaderMap, path: &str) -> Result<crate::accounts::Caller, Response> {
     match super::auth::page_caller(s, headers).await {
         Ok(Some(c)) => Ok(c),
-        Ok(None) => {
-            let next = percent_encoding::utf8_percent_encode(path, percent_encoding::NON_ALPHANUMERIC);
-            Err(Redirect::to(&format!("/login?next={next}")).into_response())
-        }
+        Ok(None) => Err(super::pages::to_login(path)),
         Err(e) => Err(e.into_response()),
     }
 }
@@ -42,12 +39,7 @@ async fn caller_or_login(s: &AppState, headers: &HeaderMap, path: &str) -> Resul
 fn page_error(e: crate::error::Error) -> Response {
     use crate::error::Error as E;
     match e {
-        E::NotFound(_) => super::pages::message(
-            StatusCode::NOT_FOUND,
-            "Not found",
-            &["There is nothing here that you may see. Check the address, or go back home."],
-            Some(("/", "Home")),
-        ),
+        E::NotFound(_) => super::pages::not_found(),
         E::Invalid(m) => super::pages::message(
             StatusCode::BAD_REQUEST,
             "That did not work",
