@@ -75,12 +75,12 @@ pub fn dated(given: Given, tz: Tz, now_ms: i64, field: &str) -> Result<(i64, Nai
             given.day
         )
     };
-    if given.day > today {
-        return Err(future());
-    }
+    // With a time, the instant decides: a day written in another offset than the location's
+    // (UTC, say, already tomorrow) is not a future day there. Without one, the day does.
     let at = match given.at {
         Some(ms) if ms > now_ms + 10 * 60_000 => return Err(future()),
         Some(ms) => ms,
+        None if given.day > today => return Err(future()),
         None => {
             let noon = given.day.and_hms_opt(12, 0, 0).expect("noon");
             let noon = tz.from_local_datetime(&noon).earliest().map(|t| t.timestamp_millis());
@@ -122,6 +122,22 @@ pub(super) mod tests {
         assert!(given_at("202611300730-0500", ny, EARLY_MORNING)
             .unwrap_err()
             .contains("future"));
+    }
+
+    #[test]
+    fn a_time_written_in_utc_after_midnight_there_is_not_a_future_day_in_new_york() {
+        let ny: Tz = "America/New_York".parse().unwrap();
+        // 2026-12-01 00:05 UTC is 2026-11-30 19:05 in New York; reported a minute later.
+        let given = read_time("20261201000500+0000", ny).unwrap();
+        let now = given.at.unwrap() + 60_000;
+        let (at, _) = dated(given, ny, now, "RXA-3").expect("given a minute ago");
+        assert_eq!(at, given.at.unwrap());
+        // A day alone still cannot be tomorrow where the clinic is.
+        let tomorrow = Given {
+            day: NaiveDate::from_ymd_opt(2026, 12, 1).unwrap(),
+            at: None,
+        };
+        assert!(dated(tomorrow, ny, now, "RXA-3").unwrap_err().contains("future"));
     }
 
     #[test]
