@@ -103,8 +103,6 @@ pub async fn excursion(
         Some(_) => format!("{late}\nTimes are in UTC: the location's time zone cannot be read (fix it under the location's settings).\n"),
         None => late,
     };
-    let program = super::settings::program_in(tx).await?;
-    let next = who_next(&purpose, &f, &program.escalation, crate::store::now_millis());
     let place = format!("{} {}", f.location_code, f.unit_name);
     let since = local(f.timezone, f.started_at);
     let (subject, opening) = match &purpose {
@@ -146,8 +144,7 @@ pub async fn excursion(
              3. Contact the manufacturer(s) of every affected lot and the VFC program; the manufacturer\n   \
                 decides per lot whether it can still be used.\n\
              4. Record what happened: when found, temperature and room temperature, cause, actions.\n\n\
-             Acknowledge that you are handling it (this link is yours; it stops the escalation):\n{ack}\n\
-             {next}\n\
+             Acknowledge that you are handling it (this link is yours; it stops the escalation):\n{ack}\n\n\
              — vfc-monitor\n",
             name = to.name,
             unit = f.unit_name,
@@ -172,34 +169,6 @@ pub async fn excursion(
         outbox::enqueue(tx, &email).await?;
     }
     Ok(())
-}
-
-/// Who is told next if nobody acknowledges, and when (the program's escalation settings);
-/// nothing once the unit is back in range.
-fn who_next(purpose: &Purpose<'_>, f: &Facts, e: &super::rules::Escalation, now: i64) -> String {
-    let at = |minutes: f64| local(f.timezone, now + (minutes * 60_000.0) as i64);
-    match purpose {
-        Purpose::Alert(_) => format!(
-            "\nIf nobody acknowledges: {} <{}> (backup coordinator) is emailed at about {}, and the program's \
-             state VFC coordinators at about {}; then reminders every {:.0} minutes.\n",
-            f.backup.0,
-            f.backup.1,
-            at(e.backup_after_minutes),
-            at(e.state_after_minutes),
-            e.reminder_every_minutes
-        ),
-        Purpose::Escalation { .. } if f.escalation_level == 0 => format!(
-            "\nIf nobody acknowledges: the program's state VFC coordinators are emailed at about {}; then \
-             reminders every {:.0} minutes.\n",
-            at(e.state_after_minutes - e.backup_after_minutes),
-            e.reminder_every_minutes
-        ),
-        Purpose::Escalation { .. } | Purpose::Reminder { .. } => format!(
-            "\nIf nobody acknowledges: another reminder at about {}.\n",
-            at(e.reminder_every_minutes)
-        ),
-        Purpose::BackInRange => String::new(),
-    }
 }
 
 /// Queues the first alert of an excursion to the location's primary coordinator.

@@ -504,7 +504,8 @@ async fn another_pins_lot_and_a_lot_that_does_not_exist_get_the_same_answer(db: 
     let their_lot = stock_at(&app, "067890A", theirs, "Y999").await;
     let token = clinic(&app);
     let dose = json!({"doses": [{"patient_id": "P1", "cvx": "116", "lot": "NOPE42", "eligibility": "V02",
-        "administered_on": chrono::Utc::now().date_naive().to_string()}]});
+        // Today where the clinic is (New York), whatever the hour in UTC.
+        "administered_on": chrono::Utc::now().with_timezone(&chrono_tz::America::New_York).date_naive().to_string()}]});
     let (status, out) = app
         .send_as(&token, "POST", "/api/v1/locations/012345A/administrations", dose)
         .await;
