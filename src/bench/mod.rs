@@ -43,6 +43,13 @@ pub async fn run(settings: Settings, cmd: BenchCommand) -> anyhow::Result<()> {
     }
 }
 
+/// p50 and p99 of some timings, in milliseconds.
+pub(crate) fn percentiles(mut d: Vec<std::time::Duration>) -> (f64, f64) {
+    d.sort_unstable();
+    let pct = |p: f64| d[((d.len() - 1) as f64 * p) as usize].as_secs_f64() * 1000.0;
+    (pct(0.5), pct(0.99))
+}
+
 /// The bench acting as a state coordinator.
 pub(crate) fn state_caller() -> Caller {
     Caller::single(

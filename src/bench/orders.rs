@@ -52,12 +52,6 @@ const EXTRA_CVX: [&str; 21] = [
 ];
 const MVX: [&str; 4] = ["PMC", "SKB", "PFR", "SEQ"];
 
-fn percentiles(mut d: Vec<Duration>) -> (f64, f64) {
-    d.sort_unstable();
-    let pct = |p: f64| d[((d.len() - 1) as f64 * p) as usize].as_secs_f64() * 1000.0;
-    (pct(0.5), pct(0.99))
-}
-
 fn err(e: crate::error::Error) -> anyhow::Error {
     anyhow::anyhow!("{e}")
 }
@@ -345,9 +339,9 @@ pub async fn run(base: Settings, args: Args) -> anyhow::Result<()> {
     if args.database_url.is_none() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
-    let (b50, b99) = percentiles(baseline);
-    let (s50, s99) = percentiles(suggest);
-    let (q50, q99) = percentiles(queue_t);
+    let (b50, b99) = super::percentiles(baseline);
+    let (s50, s99) = super::percentiles(suggest);
+    let (q50, q99) = super::percentiles(queue_t);
     let round = |v: f64| (v * 10.0).round() / 10.0;
     let today = chrono::Utc::now().date_naive();
     if args.json {

@@ -3,7 +3,7 @@
 //! one request at a time, p50 and p99; with, from the same run, the bare Argon2id check of the
 //! same password and a token-authenticated `GET /api/v1/me` as baselines.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Args as ClapArgs;
@@ -28,13 +28,6 @@ pub struct Args {
 }
 
 const PASSWORD: &str = "copper lantern drifts north";
-
-/// p50 and p99 of some timings, in milliseconds.
-fn percentiles(mut d: Vec<Duration>) -> (f64, f64) {
-    d.sort_unstable();
-    let pct = |p: f64| d[((d.len() - 1) as f64 * p) as usize].as_secs_f64() * 1000.0;
-    (pct(0.5), pct(0.99))
-}
 
 pub async fn run(base: Settings, args: Args) -> anyhow::Result<()> {
     if args.samples == 0 {
@@ -104,9 +97,9 @@ pub async fn run(base: Settings, args: Args) -> anyhow::Result<()> {
     if args.database_url.is_none() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
-    let (a50, a99) = percentiles(argon);
-    let (m50, m99) = percentiles(me);
-    let (s50, s99) = percentiles(sign_in);
+    let (a50, a99) = super::percentiles(argon);
+    let (m50, m99) = super::percentiles(me);
+    let (s50, s99) = super::percentiles(sign_in);
     let round = |v: f64| (v * 10.0).round() / 10.0;
     if args.json {
         println!(
