@@ -29,14 +29,9 @@ struct Notice {
 const SIX_HOURS: i64 = 6 * 3_600_000;
 
 async fn page(State(s): State<AppState>, headers: HeaderMap, Id(id): Id<i64>, Query(n): Query<Notice>) -> Response {
-    let (caller, csrf) = match super::auth::session_of(&s, &headers).await {
-        Ok(Some(live)) if !live.must_enrol => (live.caller, Some(live.csrf_token)),
-        Ok(_) => match super::auth::page_caller(&s, &headers).await {
-            Ok(Some(c)) => (c, None),
-            Ok(None) => return super::pages::to_login(&format!("/excursions/{id}")),
-            Err(e) => return e.into_response(),
-        },
-        Err(e) => return e.into_response(),
+    let (caller, csrf) = match super::pages::viewer(&s, &headers, &format!("/excursions/{id}")).await {
+        Ok(v) => v,
+        Err(r) => return r,
     };
     let x = match excursions::visible(&s.db, &caller.scope, id).await {
         Ok(x) => x,
@@ -92,28 +87,11 @@ async fn acknowledge(
     Id(id): Id<i64>,
     axum::Form(f): axum::Form<Form>,
 ) -> Response {
-    let live = match super::auth::session_of(&s, &headers).await {
-        Ok(Some(l)) if !l.must_enrol => l,
-        Ok(_) => return super::pages::to_login(&format!("/excursions/{id}")),
-        Err(e) => return e.into_response(),
+    let back = format!("/excursions/{id}");
+    let caller = match super::pages::form_writer(&s, &headers, f.csrf_token.as_deref(), &back).await {
+        Ok(c) => c,
+        Err(r) => return r,
     };
-    if f.csrf_token.as_deref() != Some(live.csrf_token.as_str()) {
-        return super::pages::message(
-            StatusCode::FORBIDDEN,
-            "This form has expired",
-            &["Open the page again and acknowledge from there."],
-            Some((&format!("/excursions/{id}"), "The excursion")),
-        );
-    }
-    if live.caller.read_only() {
-        return super::pages::message(
-            StatusCode::FORBIDDEN,
-            "You may only read",
-            &["The clinic's coordinators and staff acknowledge its alerts."],
-            Some((&format!("/excursions/{id}"), "The excursion")),
-        );
-    }
-    let caller = live.caller.writing(true);
     if excursions::visible(&s.db, &caller.scope, id).await.is_err() {
         return super::pages::not_found();
     }

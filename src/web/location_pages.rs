@@ -33,14 +33,9 @@ async fn home(
     Query(n): Query<Notice>,
 ) -> Response {
     let path = format!("/locations/{code}");
-    let (caller, csrf) = match super::auth::session_of(&s, &headers).await {
-        Ok(Some(live)) if !live.must_enrol => (live.caller, Some(live.csrf_token)),
-        Ok(_) => match super::auth::page_caller(&s, &headers).await {
-            Ok(Some(c)) => (c, None),
-            Ok(None) => return super::pages::to_login(&path),
-            Err(e) => return e.into_response(),
-        },
-        Err(e) => return e.into_response(),
+    let (caller, csrf) = match super::pages::viewer(&s, &headers, &path).await {
+        Ok(v) => v,
+        Err(r) => return r,
     };
     let (location, tiles) = match crate::coldchain::tiles::of_location(&s.db, &caller.scope, &code).await {
         Ok(t) => t,
@@ -100,28 +95,10 @@ async fn sign(
     Id((id, date)): Id<(i64, String)>,
     axum::Form(f): axum::Form<SignForm>,
 ) -> Response {
-    let live = match super::auth::session_of(&s, &headers).await {
-        Ok(Some(l)) if !l.must_enrol => l,
-        Ok(_) => return super::pages::to_login(&format!("/units/{id}")),
-        Err(e) => return e.into_response(),
+    let caller = match super::pages::form_writer(&s, &headers, f.csrf_token.as_deref(), &format!("/units/{id}")).await {
+        Ok(c) => c,
+        Err(r) => return r,
     };
-    if f.csrf_token.as_deref() != Some(live.csrf_token.as_str()) {
-        return super::pages::message(
-            StatusCode::FORBIDDEN,
-            "This form has expired",
-            &["Open the page again and sign from there."],
-            Some(("/", "Home")),
-        );
-    }
-    if live.caller.read_only() {
-        return super::pages::message(
-            StatusCode::FORBIDDEN,
-            "You may only read",
-            &["Your role reads the program's records; the clinic's staff sign its checks."],
-            Some(("/", "Home")),
-        );
-    }
-    let caller = live.caller.writing(true);
     let Ok(day) = chrono::NaiveDate::parse_from_str(&date, "%Y-%m-%d") else {
         return super::pages::not_found();
     };

@@ -283,6 +283,57 @@ pub fn clear_cookie(s: &AppState) -> HeaderValue {
     .expect("a valid header")
 }
 
+/// Who is looking at a page at `path`: a signed-in person (with the session's CSRF token for the
+/// page's forms) or a token (no forms); anyone else is sent to sign in and back.
+pub async fn viewer(
+    s: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+) -> Result<(crate::accounts::Caller, Option<String>), Response> {
+    match auth::session_of(s, headers).await {
+        Ok(Some(live)) if !live.must_enrol => Ok((live.caller, Some(live.csrf_token))),
+        Ok(_) => match auth::page_caller(s, headers).await {
+            Ok(Some(c)) => Ok((c, None)),
+            Ok(None) => Err(to_login(path)),
+            Err(e) => Err(e.into_response()),
+        },
+        Err(e) => Err(e.into_response()),
+    }
+}
+
+/// Who sends a page's form: a signed-in person whose form carries the page's CSRF token and who
+/// may change things, as they write; otherwise the page that says why (`back`: where the form
+/// was).
+pub async fn form_writer(
+    s: &AppState,
+    headers: &HeaderMap,
+    csrf_token: Option<&str>,
+    back: &str,
+) -> Result<crate::accounts::Caller, Response> {
+    let live = match auth::session_of(s, headers).await {
+        Ok(Some(l)) if !l.must_enrol => l,
+        Ok(_) => return Err(to_login(back)),
+        Err(e) => return Err(e.into_response()),
+    };
+    if csrf_token != Some(live.csrf_token.as_str()) {
+        return Err(message(
+            StatusCode::FORBIDDEN,
+            "This form has expired",
+            &["Open the page again and use its form from there."],
+            Some((back, "Back to the page")),
+        ));
+    }
+    if live.caller.read_only() {
+        return Err(message(
+            StatusCode::FORBIDDEN,
+            "You may only read",
+            &["Your role reads the program's records; the clinic's coordinators and staff do this."],
+            Some((back, "Back to the page")),
+        ));
+    }
+    Ok(live.caller.writing(true))
+}
+
 /// The page for anything the caller may not see (or that is not there: the two look alike).
 pub fn not_found() -> Response {
     message(

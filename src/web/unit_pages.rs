@@ -28,11 +28,7 @@ pub fn router() -> Router<AppState> {
 
 /// The caller of a page, or the response that sends them to sign in (and back to `path`).
 async fn caller_or_login(s: &AppState, headers: &HeaderMap, path: &str) -> Result<crate::accounts::Caller, Response> {
-    match super::auth::page_caller(s, headers).await {
-        Ok(Some(c)) => Ok(c),
-        Ok(None) => Err(super::pages::to_login(path)),
-        Err(e) => Err(e.into_response()),
-    }
+    super::pages::viewer(s, headers, path).await.map(|(caller, _)| caller)
 }
 
 /// A failure as a page: 404 for what the caller may not see, the message for a bad request.
