@@ -1269,26 +1269,25 @@ async fn the_queue_shows_each_locations_prerequisites_as_its_inputs_change(db: D
     queued(true).await;
 }
 
-async fn a_box_that_never_arrived_is_received_as_none_with_its_reason(db: Database) {
-    let app = TestApp::spawn(db, Broker::Embedded).await;
-    no_prerequisites(&app).await;
-    let fridge = app.fridge().await;
-    let order = ok(
-        &app,
+/// An order of 012345A with `lines`, submitted, approved as asked and exported: its id.
+async fn sent_order(app: &TestApp, lines: Value) -> i64 {
+    let id = ok(
+        app,
         "POST",
         "/api/v1/locations/012345A/orders",
-        json!({"lines": [{"ndc": MMR, "funding": "vfc", "doses": 10}]}),
+        json!({ "lines": lines }),
     )
-    .await;
-    let id = order["id"].as_i64().unwrap();
+    .await["id"]
+        .as_i64()
+        .unwrap();
     ok(
-        &app,
+        app,
         "POST",
         &format!("/api/v1/orders/{id}/submit"),
         json!({"urgent": false}),
     )
     .await;
-    ok(&app, "POST", &format!("/api/v1/orders/{id}/approve"), json!({})).await;
+    ok(app, "POST", &format!("/api/v1/orders/{id}/approve"), json!({})).await;
     let r = app
         .http
         .post(app.url("/api/v1/orders/export"))
@@ -1297,19 +1296,34 @@ async fn a_box_that_never_arrived_is_received_as_none_with_its_reason(db: Databa
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    id
+}
+
+/// The distributor's shipment file with `rows` under its header, imported by the state.
+async fn ship(app: &TestApp, rows: &str) -> reqwest::Response {
     let file = format!(
-        "order_id,ndc,lot,expires_on,doses,backordered_doses,carrier,tracking_number,ship_date,direct_ship\n\
-         {id},{MMR},MM-9,2028-03-31,10,0,UPS,1Z77,2026-11-20,false\n"
+        "order_id,ndc,lot,expires_on,doses,backordered_doses,carrier,tracking_number,ship_date,direct_ship\n{rows}"
     );
-    let r = app
-        .http
+    app.http
         .post(app.url("/api/v1/shipments"))
         .bearer_auth(&app.token)
         .header("content-type", "text/csv")
         .body(file)
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn a_box_that_never_arrived_is_received_as_none_with_its_reason(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    no_prerequisites(&app).await;
+    let fridge = app.fridge().await;
+    let id = sent_order(&app, json!([{"ndc": MMR, "funding": "vfc", "doses": 10}])).await;
+    let r = ship(
+        &app,
+        &format!("{id},{MMR},MM-9,2028-03-31,10,0,UPS,1Z77,2026-11-20,false\n"),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let ship = app.get(&format!("/api/v1/orders/{id}")).await["shipments"][0]["id"]
         .as_i64()
@@ -1344,40 +1358,14 @@ async fn one_ndc_ordered_as_vfc_and_state_stock_ships_and_arrives_as_each(db: Da
     let app = TestApp::spawn(db, Broker::Embedded).await;
     no_prerequisites(&app).await;
     let fridge = app.fridge().await;
-    let lines = json!({"lines": [{"ndc": ROTATEQ, "funding": "vfc", "doses": 10}, {"ndc": ROTATEQ, "funding": "state", "doses": 10}]});
-    let id = ok(&app, "POST", "/api/v1/locations/012345A/orders", lines).await["id"]
-        .as_i64()
-        .unwrap();
-    ok(
-        &app,
-        "POST",
-        &format!("/api/v1/orders/{id}/submit"),
-        json!({"urgent": false}),
-    )
-    .await;
-    ok(&app, "POST", &format!("/api/v1/orders/{id}/approve"), json!({})).await;
-    let r = app
-        .http
-        .post(app.url("/api/v1/orders/export"))
-        .bearer_auth(&app.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let lines =
+        json!([{"ndc": ROTATEQ, "funding": "vfc", "doses": 10}, {"ndc": ROTATEQ, "funding": "state", "doses": 10}]);
+    let id = sent_order(&app, lines).await;
     // The file has no funding column: the two rows fill the two lines in order.
-    let file = format!(
-        "order_id,ndc,lot,expires_on,doses,backordered_doses,carrier,tracking_number,ship_date,direct_ship\n\
-         {id},{ROTATEQ},RV-V,2028-03-31,10,0,UPS,1Z1,2026-11-20,false\n{id},{ROTATEQ},RV-S,2028-03-31,10,0,UPS,1Z1,2026-11-20,false\n"
+    let rows = format!(
+        "{id},{ROTATEQ},RV-V,2028-03-31,10,0,UPS,1Z1,2026-11-20,false\n{id},{ROTATEQ},RV-S,2028-03-31,10,0,UPS,1Z1,2026-11-20,false\n"
     );
-    let r = app
-        .http
-        .post(app.url("/api/v1/shipments"))
-        .bearer_auth(&app.token)
-        .header("content-type", "text/csv")
-        .body(file)
-        .send()
-        .await
-        .unwrap();
+    let r = ship(&app, &rows).await;
     let out: Value = r.json().await.unwrap();
     assert_eq!(out["orders"][0]["status"], "shipped", "{out}");
     let o = app.get(&format!("/api/v1/orders/{id}")).await;
