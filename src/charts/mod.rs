@@ -110,10 +110,16 @@ fn escape(s: &str) -> String {
 
 const LINES: [RGBColor; 2] = [RGBColor(21, 101, 192), RGBColor(106, 27, 154)];
 
+/// Where an excursion was drawn, in pixels: (excursion, left, top, width, height).
+type Span<'a> = (&'a Shade, i32, i32, i32, i32);
+
 impl TempChart {
-    /// The chart as an SVG document of `width` × `height` pixels.
-    pub fn svg(&self, width: u32, height: u32) -> Result<String, String> {
-        fonts();
+    /// Draws the chart on `root`; returns where each excursion fell.
+    fn draw<'a, DB: DrawingBackend>(
+        &'a self,
+        root: &DrawingArea<DB, plotters::coord::Shift>,
+        width: u32,
+    ) -> Result<Vec<Span<'a>>, String> {
         let fail = |e: &dyn std::fmt::Display| format!("drawing the chart: {e}");
         let to = self.to.max(self.from + 60_000);
         let mut lo = self
@@ -145,71 +151,79 @@ impl TempChart {
                 t.format("%b %d").to_string()
             }
         };
-        let mut out = String::new();
         let mut spans = Vec::new();
-        {
-            let root = SVGBackend::with_string(&mut out, (width, height)).into_drawing_area();
-            root.fill(&WHITE).map_err(|e| fail(&e))?;
-            let mut chart = ChartBuilder::on(&root)
-                .margin(8)
-                .x_label_area_size(28)
-                .y_label_area_size(40)
-                .build_cartesian_2d(self.from..to, lo..hi)
-                .map_err(|e| fail(&e))?;
+        root.fill(&WHITE).map_err(|e| fail(&e))?;
+        let mut chart = ChartBuilder::on(root)
+            .margin(8)
+            .x_label_area_size(28)
+            .y_label_area_size(40)
+            .build_cartesian_2d(self.from..to, lo..hi)
+            .map_err(|e| fail(&e))?;
+        chart
+            .configure_mesh()
+            .x_labels(6)
+            .y_labels(8)
+            .x_label_formatter(&label)
+            .y_label_formatter(&|c: &f64| format!("{c:.0}"))
+            .y_desc("°C")
+            .light_line_style(RGBColor(238, 238, 238))
+            .draw()
+            .map_err(|e| fail(&e))?;
+        // The range: a shaded band.
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(self.from, self.range.0), (to, self.range.1)],
+                RGBColor(46, 125, 50).mix(0.12).filled(),
+            )))
+            .map_err(|e| fail(&e))?;
+        // The rules' thresholds: bold lines.
+        for t in &self.thresholds {
             chart
-                .configure_mesh()
-                .x_labels(6)
-                .y_labels(8)
-                .x_label_formatter(&label)
-                .y_label_formatter(&|c: &f64| format!("{c:.0}"))
-                .y_desc("°C")
-                .light_line_style(RGBColor(238, 238, 238))
-                .draw()
+                .draw_series(LineSeries::new(
+                    [(self.from, *t), (to, *t)],
+                    RGBColor(183, 28, 28).stroke_width(2),
+                ))
                 .map_err(|e| fail(&e))?;
-            // The range: a shaded band.
-            chart
-                .draw_series(std::iter::once(Rectangle::new(
-                    [(self.from, self.range.0), (to, self.range.1)],
-                    RGBColor(46, 125, 50).mix(0.12).filled(),
-                )))
-                .map_err(|e| fail(&e))?;
-            // The rules' thresholds: bold lines.
-            for t in &self.thresholds {
+        }
+        // Each logger: the envelope of its buckets' minimum and maximum, run by run.
+        let n = (width as usize / 2).max(10);
+        for (k, s) in self.series.iter().enumerate() {
+            let color = LINES[k % LINES.len()];
+            for run in buckets(&s.points, self.from, to, n, s.gap_ms) {
+                let mid = |b: &Bucket| b.start + (b.end - b.start) / 2;
+                let top: Vec<(i64, f64)> = run.iter().map(|b| (mid(b), b.max)).collect();
+                let bottom: Vec<(i64, f64)> = run.iter().rev().map(|b| (mid(b), b.min)).collect();
+                let mut outline = top.clone();
+                outline.extend(bottom.iter().copied());
                 chart
-                    .draw_series(LineSeries::new(
-                        [(self.from, *t), (to, *t)],
-                        RGBColor(183, 28, 28).stroke_width(2),
-                    ))
+                    .draw_series(std::iter::once(Polygon::new(outline, color.mix(0.35).filled())))
+                    .map_err(|e| fail(&e))?;
+                chart
+                    .draw_series(LineSeries::new(top, color.stroke_width(1)))
+                    .map_err(|e| fail(&e))?;
+                chart
+                    .draw_series(LineSeries::new(bottom, color.stroke_width(1)))
                     .map_err(|e| fail(&e))?;
             }
-            // Each logger: the envelope of its buckets' minimum and maximum, run by run.
-            let n = (width as usize / 2).max(10);
-            for (k, s) in self.series.iter().enumerate() {
-                let color = LINES[k % LINES.len()];
-                for run in buckets(&s.points, self.from, to, n, s.gap_ms) {
-                    let mid = |b: &Bucket| b.start + (b.end - b.start) / 2;
-                    let top: Vec<(i64, f64)> = run.iter().map(|b| (mid(b), b.max)).collect();
-                    let bottom: Vec<(i64, f64)> = run.iter().rev().map(|b| (mid(b), b.min)).collect();
-                    let mut outline = top.clone();
-                    outline.extend(bottom.iter().copied());
-                    chart
-                        .draw_series(std::iter::once(Polygon::new(outline, color.mix(0.35).filled())))
-                        .map_err(|e| fail(&e))?;
-                    chart
-                        .draw_series(LineSeries::new(top, color.stroke_width(1)))
-                        .map_err(|e| fail(&e))?;
-                    chart
-                        .draw_series(LineSeries::new(bottom, color.stroke_width(1)))
-                        .map_err(|e| fail(&e))?;
-                }
-            }
-            for x in &self.shades {
-                let (x0, y0) = chart.backend_coord(&(x.start.max(self.from), hi));
-                let (x1, y1) = chart.backend_coord(&(x.end.min(to).max(x.start.max(self.from)), lo));
-                spans.push((x, x0, y0, (x1 - x0).max(2), (y1 - y0).max(1)));
-            }
-            root.present().map_err(|e| fail(&e))?;
         }
+        for x in &self.shades {
+            let (x0, y0) = chart.backend_coord(&(x.start.max(self.from), hi));
+            let (x1, y1) = chart.backend_coord(&(x.end.min(to).max(x.start.max(self.from)), lo));
+            spans.push((x, x0, y0, (x1 - x0).max(2), (y1 - y0).max(1)));
+        }
+        Ok(spans)
+    }
+
+    /// The chart as an SVG document of `width` × `height` pixels.
+    pub fn svg(&self, width: u32, height: u32) -> Result<String, String> {
+        fonts();
+        let mut out = String::new();
+        let spans = {
+            let root = SVGBackend::with_string(&mut out, (width, height)).into_drawing_area();
+            let spans = self.draw(&root, width)?;
+            root.present().map_err(|e| format!("drawing the chart: {e}"))?;
+            spans
+        };
         // The excursions, drawn last so each is a link with its times.
         let mut shaded = String::from("<g class=\"excursions\">");
         for (x, left, top, w, h) in spans {
@@ -226,6 +240,117 @@ impl TempChart {
         shaded.push_str("</g>");
         let close = out.rfind("</svg>").ok_or("the SVG backend wrote no </svg>")?;
         out.insert_str(close, &shaded);
+        let open = out.find("<svg").ok_or("the SVG backend wrote no <svg>")?;
+        out.insert_str(open + 4, &format!(" role=\"img\" aria-label=\"{}\"", escape(&self.alt)));
+        Ok(out)
+    }
+
+    /// The chart as a PNG image of `width` × `height` pixels (for email, where SVG is not
+    /// shown), the excursions shaded in red.
+    pub fn png(&self, width: u32, height: u32) -> Result<Vec<u8>, String> {
+        fonts();
+        let mut rgb = vec![0u8; (width * height * 3) as usize];
+        {
+            let root = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
+            let spans = self.draw(&root, width)?;
+            for (_, left, top, w, h) in spans {
+                root.draw(&Rectangle::new(
+                    [(left, top), (left + w, top + h)],
+                    RGBColor(198, 40, 40).mix(0.2).filled(),
+                ))
+                .map_err(|e| format!("drawing the chart: {e}"))?;
+            }
+            root.present().map_err(|e| format!("drawing the chart: {e}"))?;
+        }
+        encode_png(&rgb, width, height)
+    }
+}
+
+fn encode_png(rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut out, width, height);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut w = enc.write_header().map_err(|e| format!("encoding the PNG: {e}"))?;
+        w.write_image_data(rgb).map_err(|e| format!("encoding the PNG: {e}"))?;
+    }
+    Ok(out)
+}
+
+/// Doses per month for each product: a line per product over the same months.
+#[derive(Debug, Clone)]
+pub struct MonthlyChart {
+    /// The months' labels (`2026-11`), oldest first.
+    pub months: Vec<String>,
+    /// (product, doses per month), as many numbers as months.
+    pub series: Vec<(String, Vec<i64>)>,
+    pub alt: String,
+}
+
+const PALETTE: [RGBColor; 6] = [
+    RGBColor(21, 101, 192),
+    RGBColor(106, 27, 154),
+    RGBColor(0, 121, 107),
+    RGBColor(191, 54, 12),
+    RGBColor(69, 90, 100),
+    RGBColor(130, 119, 23),
+];
+
+impl MonthlyChart {
+    pub fn svg(&self, width: u32, height: u32) -> Result<String, String> {
+        fonts();
+        let fail = |e: &dyn std::fmt::Display| format!("drawing the chart: {e}");
+        let n = self.months.len().max(1);
+        let top = self
+            .series
+            .iter()
+            .flat_map(|(_, v)| v.iter().copied())
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let mut out = String::new();
+        {
+            let root = SVGBackend::with_string(&mut out, (width, height)).into_drawing_area();
+            root.fill(&WHITE).map_err(|e| fail(&e))?;
+            let months = self.months.clone();
+            let label = move |i: &usize| months.get(*i).cloned().unwrap_or_default();
+            let mut chart = ChartBuilder::on(&root)
+                .margin(8)
+                .x_label_area_size(28)
+                .y_label_area_size(44)
+                .build_cartesian_2d(0..n - 1, 0..(top + top / 10 + 1))
+                .map_err(|e| fail(&e))?;
+            chart
+                .configure_mesh()
+                .x_labels(n.min(12))
+                .x_label_formatter(&label)
+                .y_desc("doses")
+                .light_line_style(RGBColor(238, 238, 238))
+                .draw()
+                .map_err(|e| fail(&e))?;
+            for (k, (name, values)) in self.series.iter().enumerate() {
+                let color = PALETTE[k % PALETTE.len()];
+                chart
+                    .draw_series(LineSeries::new(
+                        values.iter().enumerate().map(|(i, v)| (i, *v)),
+                        color.stroke_width(2),
+                    ))
+                    .map_err(|e| fail(&e))?
+                    .label(name.clone())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+            }
+            if !self.series.is_empty() {
+                chart
+                    .configure_series_labels()
+                    .background_style(WHITE.mix(0.85))
+                    .border_style(RGBColor(200, 200, 200))
+                    .position(SeriesLabelPosition::UpperLeft)
+                    .draw()
+                    .map_err(|e| fail(&e))?;
+            }
+            root.present().map_err(|e| fail(&e))?;
+        }
         let open = out.find("<svg").ok_or("the SVG backend wrote no <svg>")?;
         out.insert_str(open + 4, &format!(" role=\"img\" aria-label=\"{}\"", escape(&self.alt)));
         Ok(out)

@@ -20,6 +20,7 @@ pub mod routing;
 pub mod stock;
 pub mod transfers;
 pub mod usage;
+pub mod waiting;
 
 use chrono_tz::Tz;
 use sqlx::AnyConnection;

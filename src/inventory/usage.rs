@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use sqlx::{AnyConnection, Row};
 
 use super::Result;
+use crate::store::Db;
 
 /// A brand is a vaccine (CVX) from one manufacturer (MVX), whatever its NDCs.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -148,4 +149,59 @@ pub async fn units_that_held_stock(conn: &mut AnyConnection, code: &str, since: 
         units.insert(r.try_get::<i64, _>("unit_id")?);
     }
     Ok(units.into_iter().collect())
+}
+
+/// Doses administered at `code` per calendar month of `tz`, for each product named in
+/// `products`, over the `months` months that end with this one: the months' labels
+/// (`2026-11`, oldest first) and each product's counts in the same order. Doses given back
+/// (reversed) are not counted, as in the suggestion's year of use.
+pub async fn monthly(
+    db: &Db,
+    code: &str,
+    products: &[String],
+    tz: chrono_tz::Tz,
+    months: u32,
+) -> Result<(Vec<String>, std::collections::BTreeMap<String, Vec<i64>>)> {
+    use chrono::{Datelike, TimeZone};
+    let now = chrono::Utc::now().with_timezone(&tz);
+    let mut starts = Vec::new();
+    let (mut y, mut m) = (now.year(), now.month());
+    for _ in 0..months.max(1) {
+        starts.push((y, m));
+        (y, m) = if m == 1 { (y - 1, 12) } else { (y, m - 1) };
+    }
+    starts.reverse();
+    let labels: Vec<String> = starts.iter().map(|(y, m)| format!("{y}-{m:02}")).collect();
+    let (y0, m0) = starts[0];
+    let from = tz
+        .with_ymd_and_hms(y0, m0, 1, 0, 0, 0)
+        .earliest()
+        .map(|t| t.timestamp_millis())
+        .unwrap_or(0);
+    let rows = sqlx::query(
+        "SELECT pr.name, e.occurred_at, e.doses FROM stock_events e JOIN lots l ON l.id = e.lot_id \
+         JOIN products pr ON pr.ndc = l.ndc \
+         WHERE e.location_code = $1 AND e.kind = 'administration' AND e.occurred_at >= $2",
+    )
+    .bind(code)
+    .bind(from)
+    .fetch_all(&db.pool)
+    .await?;
+    let mut out: std::collections::BTreeMap<String, Vec<i64>> =
+        products.iter().map(|p| (p.clone(), vec![0; labels.len()])).collect();
+    for r in rows {
+        let name: String = r.try_get("name")?;
+        let Some(counts) = out.get_mut(&name) else {
+            continue;
+        };
+        let at: i64 = r.try_get("occurred_at")?;
+        let Some(t) = tz.timestamp_millis_opt(at).single() else {
+            continue;
+        };
+        let label = format!("{}-{:02}", t.year(), t.month());
+        if let Some(i) = labels.iter().position(|l| *l == label) {
+            counts[i] += -r.try_get::<i64, _>("doses")?;
+        }
+    }
+    Ok((labels, out))
 }

@@ -22,6 +22,7 @@ pub mod receive;
 pub mod review;
 pub mod suggest;
 pub mod view;
+pub mod waiting;
 pub mod waivers;
 
 use serde::{Deserialize, Serialize};

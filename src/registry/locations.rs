@@ -415,3 +415,47 @@ pub async fn get(db: &Db, scope: &Scope, code: &str) -> Result<Location> {
         .ok_or_else(not_found)?;
     Ok(from_row(&row)?)
 }
+
+/// The names of locations by code (codes not found are left out): lists that know only a code
+/// show the place's name beside it.
+pub async fn names(db: &Db, codes: &[String]) -> Result<std::collections::HashMap<String, String>> {
+    if codes.is_empty() {
+        return Ok(Default::default());
+    }
+    let sql = format!(
+        "SELECT code, name FROM locations WHERE code IN ({})",
+        crate::store::placeholders(codes.len())
+    );
+    let mut q = sqlx::query(&sql);
+    for c in codes {
+        q = q.bind(c);
+    }
+    let rows = q.fetch_all(&db.pool).await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("code")?, r.try_get("name")?)))
+        .collect()
+}
+
+/// Locations the scope covers whose PIN or code starts with `q`, or whose name contains it
+/// (any case), by code.
+pub async fn search(db: &Db, scope: &Scope, q: &str, w: crate::store::listing::Window) -> Result<(i64, Vec<Location>)> {
+    let (cond, param) = scope.sql_filter("pin", "code", 3);
+    let needle = q.trim().to_lowercase().replace(['%', '_', '\\'], "");
+    let matches = format!("(LOWER(code) LIKE $1 OR LOWER(name) LIKE $2) AND {cond}");
+    let count_sql = format!("SELECT COUNT(*) AS n FROM locations WHERE {matches}");
+    let rows_sql = format!(
+        "SELECT {COLUMNS} FROM locations WHERE {matches} ORDER BY code LIMIT {} OFFSET {}",
+        w.limit.clamp(1, 500),
+        w.offset.max(0)
+    );
+    let (prefix, inside) = (format!("{needle}%"), format!("%{needle}%"));
+    let mut count = sqlx::query(&count_sql).bind(&prefix).bind(&inside);
+    let mut list = sqlx::query(&rows_sql).bind(&prefix).bind(&inside);
+    if let Some(p) = &param {
+        count = count.bind(p);
+        list = list.bind(p);
+    }
+    let total: i64 = count.fetch_one(&db.pool).await?.try_get("n")?;
+    let rows = list.fetch_all(&db.pool).await?;
+    Ok((total, rows.iter().map(from_row).collect::<std::result::Result<_, _>>()?))
+}

@@ -9,6 +9,7 @@ pub mod gateways;
 pub mod locations;
 pub mod loggers;
 pub mod units;
+pub mod waiting;
 
 pub use crate::error::{Error, Result};
 

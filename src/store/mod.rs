@@ -17,6 +17,8 @@ use sqlx::{AnyConnection, AnyPool, Executor};
 
 use crate::config::{redact_url, DatabaseUrl};
 
+pub mod listing;
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 

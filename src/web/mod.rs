@@ -15,13 +15,17 @@ mod extract;
 mod gateways;
 mod hl7;
 mod inventory;
+mod inventory_pages;
 mod location_pages;
 mod openapi;
 mod ops;
+mod order_page;
+mod order_pages;
 mod orders;
 pub mod pages;
 mod registry;
 mod session;
+mod state_home;
 mod telemetry;
 mod unit_pages;
 
@@ -78,6 +82,9 @@ pub fn router(state: AppState) -> Router {
         .merge(unit_pages::router())
         .merge(location_pages::router())
         .merge(excursion_pages::router())
+        .merge(order_pages::router())
+        .merge(inventory_pages::router())
+        .merge(order_page::router())
         .merge(openapi::router())
         .fallback(|| async {
             error::ApiError::NotFound("no such route; the API is described at /api/openapi.json".into())

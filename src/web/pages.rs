@@ -22,7 +22,7 @@ use super::AppState;
 use crate::accounts::links::{self, Purpose};
 use crate::accounts::{people, sessions};
 
-const TEMPLATES: [(&str, &str); 12] = [
+const TEMPLATES: [(&str, &str); 17] = [
     ("base.html", include_str!("../../dashboards/base.html")),
     ("ack.html", include_str!("../../dashboards/ack.html")),
     ("message.html", include_str!("../../dashboards/message.html")),
@@ -38,6 +38,14 @@ const TEMPLATES: [(&str, &str); 12] = [
     ("daily.html", include_str!("../../dashboards/daily.html")),
     ("location.html", include_str!("../../dashboards/location.html")),
     ("excursion.html", include_str!("../../dashboards/excursion.html")),
+    ("state_home.html", include_str!("../../dashboards/state_home.html")),
+    (
+        "location_orders.html",
+        include_str!("../../dashboards/location_orders.html"),
+    ),
+    ("order.html", include_str!("../../dashboards/order.html")),
+    ("orders_queue.html", include_str!("../../dashboards/orders_queue.html")),
+    ("inventory.html", include_str!("../../dashboards/inventory.html")),
 ];
 
 const CSS: &str = include_str!("../../dashboards/static/site.css");
@@ -170,7 +178,16 @@ pub fn to_login(next: &str) -> Response {
     Redirect::to(&target).into_response()
 }
 
-async fn home(State(s): State<AppState>, headers: HeaderMap) -> Response {
+#[derive(serde::Deserialize, Default)]
+struct HomeQuery {
+    /// One card's whole list (`excursions`, `orders`…).
+    list: Option<String>,
+    /// A search by PIN, location code or name.
+    q: Option<String>,
+    page: Option<i64>,
+}
+
+async fn home(State(s): State<AppState>, headers: HeaderMap, Query(hq): Query<HomeQuery>) -> Response {
     let live = match auth::session_of(&s, &headers).await {
         Ok(Some(l)) => l,
         Ok(None) => return to_login("/"),
@@ -186,8 +203,12 @@ async fn home(State(s): State<AppState>, headers: HeaderMap) -> Response {
         Ok(a) => a,
         Err(e) => return super::error::ApiError::from(e).into_response(),
     };
-    // The places the person works at, to go to; the whole program is reached by its code.
+    // The places the person works at, to go to; the whole program is reached by its cards and
+    // its search.
     let program = matches!(live.caller.scope, crate::accounts::Scope::Program);
+    if program {
+        return state_home(&s, &live, account, hq).await;
+    }
     let places = if program {
         Vec::new()
     } else {
@@ -211,6 +232,49 @@ async fn home(State(s): State<AppState>, headers: HeaderMap) -> Response {
             program,
         },
     )
+}
+
+/// The state's home: the cards, one card's list, or a search's results.
+async fn state_home(s: &AppState, live: &sessions::Live, account: people::Account, hq: HomeQuery) -> Response {
+    use super::state_home as home;
+    let page = hq.page.unwrap_or(1);
+    let q = hq.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
+    let (view, title) = match (q, hq.list.as_deref()) {
+        (Some(q), _) => (
+            home::search(&s.db, &live.caller.scope, q, page)
+                .await
+                .map(|v| context! { search => v }),
+            format!("Locations matching “{q}”"),
+        ),
+        (None, Some(list)) => match home::Card::parse(list) {
+            Some(card) => (
+                home::one_list(&s.db, card, page).await.map(|v| context! { list => v }),
+                "Program".to_string(),
+            ),
+            None => return not_found(),
+        },
+        (None, None) => (
+            home::cards(&s.db).await.map(|c| context! { cards => c }),
+            "Program".to_string(),
+        ),
+    };
+    match view {
+        Ok(v) => render(
+            StatusCode::OK,
+            "state_home.html",
+            context! {
+                ..v,
+                ..context! {
+                    title,
+                    account => Value::from(minijinja::value::Serde(&account)),
+                    csrf_token => live.csrf_token.clone(),
+                    q => hq.q.clone().unwrap_or_default(),
+                    wide => true,
+                }
+            },
+        ),
+        Err(e) => super::error::ApiError::from(e).into_response(),
+    }
 }
 
 #[derive(serde::Deserialize)]

@@ -7,6 +7,7 @@ mod accounts;
 mod alerting;
 mod bridge;
 mod broker;
+mod browser;
 mod cli;
 mod coldchain;
 mod demo;

@@ -22,6 +22,7 @@ use crate::registry::assignments::{self, Serving};
 use crate::store::{now_millis, rfc3339, Db};
 
 mod record;
+pub mod waiting;
 
 use record::Condition;
 pub use record::{acknowledge, escalated, facts, find, list, notify, unacknowledged, visible, DeviceAlert, Facts};

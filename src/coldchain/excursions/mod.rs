@@ -8,6 +8,7 @@
 
 pub mod record;
 pub mod review;
+pub mod waiting;
 
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;

@@ -1,0 +1,289 @@
+//! What a coordinator does in the browser: sign in with a second factor, read the chart, review
+//! an excursion; every page fits a phone.
+
+use chrono::{Duration, Utc};
+use fantoccini::Locator;
+use serde_json::Value;
+
+use super::Browser;
+use crate::harness::{Broker, Database, TestApp};
+
+const PASSWORD: &str = "copper lantern drifts north";
+
+/// The code an authenticator app shows for `secret` (`offset` seconds from now).
+fn code(email: &str, secret: &str, offset: i64) -> String {
+    let uri = format!("otpauth://totp/vfc-monitor:{email}?secret={secret}&issuer=vfc-monitor");
+    let totp = totp_rs::Totp::from_url_unchecked(uri).expect("the key the page shows");
+    totp.generate((Utc::now().timestamp() + offset) as u64).to_string()
+}
+
+/// A person invited from the command line (`role`, and `extra` such as `--location 012345A`)
+/// who sets a password in the browser and signs in; a state role enrols its second factor on
+/// the way. Returns the key of the second factor, when there is one.
+async fn sign_up(app: &TestApp, b: &Browser, email: &str, role: &str, extra: &[&str]) -> Option<String> {
+    let mut args = vec![
+        "account",
+        "create",
+        "--email",
+        email,
+        "--name",
+        "Casey Quinn",
+        "--role",
+        role,
+    ];
+    args.extend_from_slice(extra);
+    let link = app.cli_last_line(&args);
+    let token = link.rsplit('/').next().unwrap();
+    b.go(&format!("/invite/{token}")).await;
+    b.fill("password", PASSWORD).await;
+    b.press("Set my password").await;
+    assert!(b.path().await.starts_with("/login"), "{}", b.path().await);
+    b.fill("email", email).await;
+    b.fill("password", PASSWORD).await;
+    b.press("Sign in").await;
+    if b.path().await != "/me/totp" {
+        return None;
+    }
+    b.press("Set up a second factor").await;
+    let secret =
+        b.c.find(Locator::Css("code.secret"))
+            .await
+            .expect("the key, for typing by hand")
+            .text()
+            .await
+            .unwrap();
+    b.fill("code", &code(email, &secret, 0)).await;
+    b.press("Turn it on").await;
+    assert!(
+        b.text().await.contains("Your second factor is on."),
+        "{}",
+        b.text().await
+    );
+    b.follow("Continue").await;
+    Some(secret)
+}
+
+/// An excursion at 012345A's fridge (unit `unit`) that is over: the API's view of it.
+async fn excursion_over(app: &TestApp) -> Value {
+    app.freezing("LT-1").await;
+    let x = app
+        .eventually("an excursion", || async {
+            let l = app.get("/api/v1/excursions").await;
+            l["excursions"][0]["id"]
+                .as_i64()
+                .map(|_| l["excursions"][0].clone())
+                .ok_or_else(|| l.to_string())
+        })
+        .await;
+    let mut p = app.publisher("back").await;
+    p.reading("LT-1", &(Utc::now() + Duration::seconds(1)).to_rfc3339(), 4.6)
+        .await;
+    p.wait_acked(1).await;
+    app.eventually("the excursion over", || async {
+        let e = app.get(&format!("/api/v1/excursions/{}", x["id"])).await;
+        if e["ended_at"].is_string() {
+            Ok(e)
+        } else {
+            Err(e.to_string())
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_coordinator_signs_in_with_a_second_factor_and_comes_back_to_the_page_asked_for() {
+    let app = TestApp::spawn(Database::Sqlite, Broker::Embedded).await;
+    let unit = app.fridge().await;
+    let b = Browser::open(&app).await;
+    let email = "casey.quinn@state.example";
+    let secret = sign_up(&app, &b, email, "state-coordinator", &[])
+        .await
+        .expect("a state role enrols a second factor before anything else");
+    assert_eq!(b.path().await, "/");
+    b.press("Sign out").await;
+
+    // A link to a unit, followed while signed out: sign in, with the next code, and land there.
+    b.go(&format!("/units/{unit}")).await;
+    assert!(b.path().await.starts_with("/login?next="), "{}", b.path().await);
+    b.fill("email", email).await;
+    b.fill("password", PASSWORD).await;
+    b.fill("totp", &code(email, &secret, 30)).await;
+    b.press("Sign in").await;
+    assert_eq!(b.path().await, format!("/units/{unit}"));
+    assert!(b.text().await.contains("Main refrigerator"), "{}", b.text().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_charts_shaded_excursion_in_the_browser_carries_the_apis_start_and_end() {
+    let app = TestApp::spawn(Database::Sqlite, Broker::Embedded).await;
+    let unit = app.fridge().await;
+    let x = excursion_over(&app).await;
+    let b = Browser::open(&app).await;
+    sign_up(
+        &app,
+        &b,
+        "sam.staff@example.org",
+        "clinic-staff",
+        &["--location", "012345A"],
+    )
+    .await;
+    b.go(&format!("/units/{unit}?window=24h")).await;
+    let shape =
+        b.c.find(Locator::Css(&format!("svg [data-excursion-id=\"{}\"]", x["id"])))
+            .await
+            .expect("the excursion shaded on the chart");
+    assert_eq!(
+        shape.attr("data-start").await.unwrap().as_deref(),
+        x["started_at"].as_str()
+    );
+    assert_eq!(shape.attr("data-end").await.unwrap().as_deref(), x["ended_at"].as_str());
+    b.screenshot("unit").await;
+}
+
+/// 012345A's fridge holds RotaTeq lot RV-B1 (10 doses) when it freezes: an excursion, over,
+/// that put the lot on hold.
+async fn excursion_with_a_hold(app: &TestApp, unit: i64) -> Value {
+    crate::inventory::receive(
+        app,
+        unit,
+        (crate::inventory::ROTATEQ, "RV-B1", "2099-01-31", "vfc"),
+        10,
+        Utc::now() - Duration::hours(2),
+    )
+    .await;
+    let x = excursion_over(app).await;
+    app.eventually("the lot on hold", || async {
+        let h = app.get(&format!("/api/v1/excursions/{}/holds", x["id"])).await;
+        if h["holds"].as_array().is_some_and(|a| !a.is_empty()) {
+            Ok(())
+        } else {
+            Err(h.to_string())
+        }
+    })
+    .await;
+    x
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_home_shows_the_open_excursion_with_how_long_it_went_unacknowledged() {
+    let app = TestApp::spawn(Database::Sqlite, Broker::Embedded).await;
+    app.fridge().await;
+    app.freezing("LT-1").await;
+    let x = app
+        .eventually("an open excursion", || async {
+            let l = app.get("/api/v1/excursions?status=open").await;
+            l["excursions"][0]["id"]
+                .as_i64()
+                .map(|_| l["excursions"][0].clone())
+                .ok_or_else(|| l.to_string())
+        })
+        .await;
+    let b = Browser::open(&app).await;
+    sign_up(&app, &b, "casey.quinn@state.example", "state-coordinator", &[]).await;
+    assert_eq!(b.path().await, "/");
+    let card =
+        b.c.find(Locator::Css("#card-excursions"))
+            .await
+            .expect("the open excursions card")
+            .text()
+            .await
+            .unwrap();
+    assert!(card.contains("Main refrigerator"), "{card}");
+    assert!(card.contains("not acknowledged"), "{card}");
+    assert!(card.contains("012345A"), "{card}");
+    b.screenshot("state-home").await;
+    // Its row leads to the excursion.
+    b.c.find(Locator::Css(&format!(
+        "#card-excursions a[href=\"/excursions/{}\"]",
+        x["id"]
+    )))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    b.c.wait().for_element(Locator::Css("figure.chart")).await.unwrap();
+    assert_eq!(b.path().await, format!("/excursions/{}", x["id"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_home_finds_a_location_by_part_of_its_name() {
+    let app = TestApp::spawn(Database::Sqlite, Broker::Embedded).await;
+    app.fridge().await;
+    app.create_location("067890", "B").await;
+    let b = Browser::open(&app).await;
+    sign_up(&app, &b, "casey.quinn@state.example", "state-coordinator", &[]).await;
+    let name = app.get("/api/v1/locations/067890B").await["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let part: String = name.chars().skip(1).take(6).collect();
+    b.fill("q", &part.to_lowercase()).await;
+    b.press("Search").await;
+    let found = b.text().await;
+    assert!(found.contains("067890B"), "{found}");
+    b.follow("067890B").await;
+    assert_eq!(b.path().await, "/locations/067890B");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_reviews_an_excursion_through_its_worksheet_and_the_api_shows_the_review() {
+    let app = TestApp::spawn(Database::Sqlite, Broker::Embedded).await;
+    let unit = app.fridge().await;
+    let x = excursion_with_a_hold(&app, unit).await;
+    let b = Browser::open(&app).await;
+    sign_up(
+        &app,
+        &b,
+        "val.vance@example.org",
+        "vfc-coordinator",
+        &["--location", "012345A"],
+    )
+    .await;
+    b.go(&format!("/excursions/{}", x["id"])).await;
+    b.screenshot("excursion").await;
+    let hold = app.get(&format!("/api/v1/excursions/{}/holds", x["id"])).await["holds"][0].clone();
+
+    // A mistake first: the room temperature is not a number. The page comes back with what was
+    // typed, and the error by the field.
+    b.fill("reviewed_by", "Val Vance, VFC coordinator").await;
+    b.fill("cause", "The door was left ajar overnight.").await;
+    b.fill(
+        "corrective_action",
+        "Closed the door; the unit recovered within the hour.",
+    )
+    .await;
+    b.fill("room_temp_c", "warm").await;
+    b.choose(&format!("lot_{}_determination", hold["id"]), "viable").await;
+    b.fill(&format!("lot_{}_case", hold["id"]), "MRK-4471").await;
+    b.press("Record the review").await;
+    let err =
+        b.c.find(Locator::Css("#room_temp_c-error"))
+            .await
+            .expect("the error next to the room temperature")
+            .text()
+            .await
+            .unwrap();
+    assert!(err.contains("number"), "{err}");
+    let kept =
+        b.c.find(Locator::Css("[name=cause]"))
+            .await
+            .unwrap()
+            .prop("value")
+            .await
+            .unwrap();
+    assert_eq!(kept.as_deref(), Some("The door was left ajar overnight."));
+
+    b.fill("room_temp_c", "21.5").await;
+    b.press("Record the review").await;
+    assert!(b.text().await.contains("The review is recorded"), "{}", b.text().await);
+
+    let after = app.get(&format!("/api/v1/excursions/{}", x["id"])).await;
+    assert_eq!(after["status"], "reviewed", "{after}");
+    assert_eq!(after["review"]["reviewed_by"], "Val Vance, VFC coordinator");
+    assert_eq!(after["review"]["room_temp_c"], 21.5);
+    assert_eq!(after["review"]["lot_determinations"][0]["determination"], "viable");
+    assert_eq!(after["review"]["lot_determinations"][0]["case_number"], "MRK-4471");
+    let held = app.get(&format!("/api/v1/excursions/{}/holds", x["id"])).await;
+    assert_eq!(held["holds"][0]["outcome"], "released", "{held}");
+}
