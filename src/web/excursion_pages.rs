@@ -137,6 +137,7 @@ async fn show(
             started => local(&x.started_at),
             ended => x.ended_at.as_deref().map(local),
             acknowledged => x.acknowledged_at.as_deref().map(local),
+            acknowledged_by => x.acknowledged_by.as_deref().map(super::pages::person),
             minutes_out => format!("{:.0}", x.minutes_out_of_range),
             minutes_unknown => format!("{:.0}", x.minutes_unknown),
             chart => minijinja::Value::from_safe_string(svg),

@@ -44,7 +44,7 @@ async fn page(
     Id(code): Id<String>,
     Query(q): Query<InventoryQuery>,
 ) -> Response {
-    let (caller, _csrf) = match super::pages::viewer(&s, &headers, &format!("/locations/{code}/inventory")).await {
+    let (caller, csrf_token) = match super::pages::viewer(&s, &headers, &format!("/locations/{code}/inventory")).await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -108,6 +108,7 @@ async fn page(
             units => units.into_iter().map(|((name, id), lots)| context! { name, id, lots }).collect::<Vec<_>>(),
             ledger,
             today => today.to_string(),
+            csrf_token,
             wide => true,
         },
     )

@@ -154,7 +154,7 @@ pub async fn show(
                 received => sh.received.as_ref().map(|r| context! {
                     doses => r.doses_received,
                     condition => r.condition.replace('_', " "),
-                    by => r.received_by.clone(),
+                    by => super::pages::person(&r.received_by),
                     at => local(&r.received_at),
                 }),
             }
@@ -167,12 +167,23 @@ pub async fn show(
         .map(|h| {
             context! {
                 status => h.status.replace('_', " "),
-                actor => h.actor.clone(),
+                actor => super::pages::person(&h.actor),
                 at => local(&h.at),
                 note => h.note.clone(),
             }
         })
         .collect();
+    let units: Vec<Value> = if o.shipments.iter().flatten().any(|sh| sh.received.is_none()) {
+        match crate::registry::units::list(&s.db, &caller.scope, &o.location).await {
+            Ok(us) => us
+                .iter()
+                .map(|u| context! { id => u.id, name => u.name.clone() })
+                .collect(),
+            Err(e) => return ApiError::from(e).into_response(),
+        }
+    } else {
+        Vec::new()
+    };
     let may_receive = writes
         && !state
         && o.shipments
@@ -191,6 +202,7 @@ pub async fn show(
             o => Value::from(minijinja::value::Serde(&o)),
             status_text => o.status.as_str().replace('_', " "),
             place => location.name.clone(),
+            created_by => super::pages::person(&o.created_by),
             created_at => local(&o.created_at),
             submitted_at => o.submitted_at.as_deref().map(local),
             lines,
@@ -205,6 +217,7 @@ pub async fn show(
             may_cancel => writes && matches!(o.status, Status::Draft | Status::Returned | Status::PendingLocalApproval | Status::InReview),
             may_review => writes && state && o.status == Status::InReview,
             may_receive,
+            units,
             conditions => [("ok", "as expected"), ("too_warm", "too warm"), ("too_cold", "too cold"), ("damaged", "damaged")]
                 .iter().map(|&(v, t)| context! { value => v, text => t }).collect::<Vec<_>>(),
             shortfalls => SHORTFALL_REASONS.iter().map(|&(v, t)| context! { value => v, text => t }).collect::<Vec<_>>(),

@@ -398,6 +398,15 @@ pub async fn form_writer(
     Ok(live.caller.writing(true))
 }
 
+/// An actor as a person reads it: `account:7:sam@example.org` is sam@example.org; a token or
+/// the service keeps its own name.
+pub fn person(actor: &str) -> String {
+    match actor.strip_prefix("account:").and_then(|rest| rest.split_once(':')) {
+        Some((id, who)) if id.chars().all(|c| c.is_ascii_digit()) => who.to_string(),
+        _ => actor.to_string(),
+    }
+}
+
 /// The page for anything the caller may not see (or that is not there: the two look alike).
 pub fn not_found() -> Response {
     message(
@@ -531,6 +540,12 @@ mod tests {
         assert!(!r.contains("<script>alert"), "{r}");
         assert!(r.contains("&lt;script&gt;"));
         assert!(r.contains("&lt;b&gt;x&lt;&#x2f;b&gt;") || r.contains("&lt;b&gt;x&lt;/b&gt;"));
+    }
+
+    #[test]
+    fn a_persons_actor_reads_as_their_email() {
+        assert_eq!(person("account:12:sam@example.org"), "sam@example.org");
+        assert_eq!(person("token:ehr-feed"), "token:ehr-feed");
     }
 
     #[test]

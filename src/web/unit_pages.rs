@@ -59,7 +59,7 @@ async fn unit_page(
     Id(id): Id<i64>,
     Query(q): Query<UnitQuery>,
 ) -> Response {
-    let caller = match caller_or_login(&s, &headers, &format!("/units/{id}")).await {
+    let (caller, csrf_token) = match super::pages::viewer(&s, &headers, &format!("/units/{id}")).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -93,6 +93,7 @@ async fn unit_page(
         "unit.html",
         minijinja::context! {
             title => detail.unit.name.clone(),
+            csrf_token,
             unit => minijinja::Value::from(minijinja::value::Serde(&detail.unit)),
             loggers => minijinja::Value::from(minijinja::value::Serde(&detail.loggers)),
             windows => WINDOWS.iter().map(|(k, l, _)| minijinja::context! { key => *k, label => *l }).collect::<Vec<_>>(),
@@ -150,7 +151,7 @@ async fn daily_page(
     Id(id): Id<i64>,
     Query(q): Query<MonthQuery>,
 ) -> Response {
-    let caller = match caller_or_login(&s, &headers, &format!("/units/{id}/daily")).await {
+    let (caller, csrf_token) = match super::pages::viewer(&s, &headers, &format!("/units/{id}/daily")).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -164,6 +165,7 @@ async fn daily_page(
         "daily.html",
         minijinja::context! {
             title => format!("{} · daily log", unit.name),
+            csrf_token,
             unit => minijinja::Value::from(minijinja::value::Serde(&unit)),
             month => ym(first),
             previous => ym(first.checked_sub_months(chrono::Months::new(1)).unwrap_or(first)),

@@ -43,7 +43,7 @@ async fn ok(app: &TestApp, method: &str, path: &str, body: Value) -> Value {
 }
 
 /// Sets keys of the program's `ordering` settings (and the state coordinators who are told).
-async fn ordering(app: &TestApp, keys: Value) {
+pub async fn ordering(app: &TestApp, keys: Value) {
     let mut program = app.get("/api/v1/program").await;
     for (k, v) in keys.as_object().unwrap() {
         if k == "prerequisites" {
@@ -1300,7 +1300,7 @@ async fn sent_order(app: &TestApp, lines: Value) -> i64 {
 }
 
 /// The distributor's shipment file with `rows` under its header, imported by the state.
-async fn ship(app: &TestApp, rows: &str) -> reqwest::Response {
+pub async fn ship(app: &TestApp, rows: &str) -> reqwest::Response {
     let file = format!(
         "order_id,ndc,lot,expires_on,doses,backordered_doses,carrier,tracking_number,ship_date,direct_ship\n{rows}"
     );

@@ -287,3 +287,187 @@ async fn a_coordinator_reviews_an_excursion_through_its_worksheet_and_the_api_sh
     let held = app.get(&format!("/api/v1/excursions/{}/holds", x["id"])).await;
     assert_eq!(held["holds"][0]["outcome"], "released", "{held}");
 }
+
+/// Signs in at the sign-in page; `secret` is the second factor's key, and `offset` picks a code
+/// not used yet (each code is accepted once).
+async fn sign_in(b: &Browser, email: &str, secret: Option<&str>, offset: i64) {
+    b.go("/login").await;
+    b.fill("email", email).await;
+    b.fill("password", PASSWORD).await;
+    if let Some(secret) = secret {
+        b.fill("totp", &code(email, secret, offset)).await;
+    }
+    b.press("Sign in").await;
+    assert!(!b.path().await.starts_with("/login"), "signed in: {}", b.text().await);
+}
+
+/// The index `i` of the suggestion form's line for `ndc` and `funding` (its `doses_{i}` field).
+async fn line_index(b: &Browser, ndc: &str, funding: &str) -> String {
+    b.c.execute(
+        "return [...document.querySelectorAll('input[name^=ndc_]')].filter(e => e.value === arguments[0]) \
+           .map(e => e.name.slice(4)).find(i => document.querySelector('[name=funding_' + i + ']').value === arguments[1]);",
+        vec![serde_json::json!(ndc), serde_json::json!(funding)],
+    )
+    .await
+    .unwrap()
+    .as_str()
+    .unwrap_or_else(|| panic!("a suggestion line for {ndc} {funding}"))
+    .to_string()
+}
+
+/// Today where 012345A is (New York), whatever the hour in UTC.
+fn new_york_today() -> String {
+    Utc::now()
+        .with_timezone(&chrono_tz::America::New_York)
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clinic_orders_through_the_pages_the_state_reduces_a_line_and_the_clinic_receives_the_shipment() {
+    let app = TestApp::spawn(Database::Sqlite, Broker::Embedded).await;
+    app.fridge().await;
+    // Only one prerequisite is on, and it fails: no dose was ever reported here.
+    crate::orders::ordering(
+        &app,
+        serde_json::json!({"prerequisites": {"reconciliation_days": null, "doses_reported_days": 30, "temperature_records": false,
+            "daily_signoff": false, "unreviewed_excursion_hours": null, "calibration_current": false,
+            "decrement_exception_days": null}}),
+    )
+    .await;
+    let b = Browser::open(&app).await;
+    let clinic = "val.vance@example.org";
+    let clinic_key = sign_up(&app, &b, clinic, "vfc-coordinator", &["--location", "012345A"])
+        .await
+        .unwrap();
+
+    // The checklist shows what fails; submitting anyway keeps a draft and says why.
+    b.go("/locations/012345A/orders").await;
+    let page = b.text().await;
+    assert!(page.contains("Doses reported: not met"), "{page}");
+    let i = line_index(&b, crate::inventory::ROTATEQ, "vfc").await;
+    b.fill(&format!("doses_{i}"), "20").await;
+    b.press("Submit the order").await;
+    let refused = b.text().await;
+    assert!(refused.contains("prerequisite"), "{refused}");
+    let orders = app.get("/api/v1/locations/012345A/orders").await;
+    let id = orders["orders"][0]["id"].as_i64().expect("the draft is kept");
+    assert_eq!(orders["orders"][0]["status"], "draft");
+
+    // Fixed on the same page: no doses were given here.
+    b.go("/locations/012345A/orders").await;
+    b.set_value("since", &new_york_today()).await;
+    b.press("Report no doses given").await;
+    assert!(b.text().await.contains("Doses reported: met"), "{}", b.text().await);
+    b.go(&format!("/orders/{id}")).await;
+    b.press("Submit the order").await;
+    assert!(b.text().await.contains("Submitted"), "{}", b.text().await);
+    b.screenshot("order").await;
+    b.press("Sign out").await;
+
+    // The state reduces the line, with its reason.
+    let state = "casey.quinn@state.example";
+    sign_up(&app, &b, state, "state-coordinator", &[]).await;
+    b.go("/orders").await;
+    b.follow(&format!("Order {id}")).await;
+    let line = app.get(&format!("/api/v1/orders/{id}")).await["lines"][0]["id"].clone();
+    b.fill(&format!("doses_{line}"), "10").await;
+    b.fill(&format!("reason_{line}"), "Three months of use is 10 doses")
+        .await;
+    b.press("Approve").await;
+    assert!(b.text().await.contains("Approved"), "{}", b.text().await);
+    let approved = app.get(&format!("/api/v1/orders/{id}")).await;
+    assert_eq!(approved["status"], "approved", "{approved}");
+    assert_eq!(approved["lines"][0]["approved_doses"], 10);
+    assert_eq!(
+        approved["lines"][0]["reduction_reason"],
+        "Three months of use is 10 doses"
+    );
+
+    // Sent and shipped (the distributor's files), then received at the clinic.
+    let r = app
+        .http
+        .post(app.url("/api/v1/orders/export"))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = crate::orders::ship(
+        &app,
+        &format!(
+            "{id},{},RV-S1,2099-01-31,10,0,UPS,1Z999AA10123456784,{},false\n",
+            crate::inventory::ROTATEQ,
+            new_york_today()
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    b.press("Sign out").await;
+    sign_in(&b, clinic, Some(&clinic_key), 30).await;
+    b.go(&format!("/orders/{id}")).await;
+    assert!(b.text().await.contains("1Z999AA10123456784"), "the tracking number");
+    b.press("Record what arrived").await;
+    assert!(
+        b.text().await.contains("Received: the doses are in the inventory"),
+        "{}",
+        b.text().await
+    );
+    let received = app.get(&format!("/api/v1/orders/{id}")).await;
+    assert_eq!(received["status"], "received", "{received}");
+    let stock = app.get("/api/v1/locations/012345A/inventory").await;
+    let lot = stock["lots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["lot"] == "RV-S1")
+        .unwrap_or_else(|| panic!("the lot on the shelf: {stock}"));
+    assert_eq!(lot["on_hand"], 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_fits_a_phone_390_pixels_wide_without_scrolling_sideways() {
+    let app = TestApp::spawn(Database::Sqlite, Broker::Embedded).await;
+    let unit = app.fridge().await;
+    let x = excursion_with_a_hold(&app, unit).await;
+    let (status, order) = app
+        .send_as(
+            &app.token,
+            "POST",
+            "/api/v1/locations/012345A/orders",
+            serde_json::json!({"lines": [{"ndc": crate::inventory::ROTATEQ, "funding": "vfc", "doses": 10}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{order}");
+    let b = Browser::open(&app).await;
+    sign_up(&app, &b, "casey.quinn@state.example", "state-coordinator", &[]).await;
+    b.window(390, 844).await;
+    let width: i64 =
+        b.c.execute("return window.innerWidth;", vec![])
+            .await
+            .unwrap()
+            .as_i64()
+            .unwrap();
+    assert!(width <= 390, "the window is a phone's: {width}");
+    let pages = [
+        "/".to_string(),
+        "/?list=excursions".to_string(),
+        "/locations/012345A".to_string(),
+        format!("/units/{unit}"),
+        format!("/units/{unit}/daily"),
+        format!("/excursions/{}", x["id"]),
+        "/locations/012345A/inventory".to_string(),
+        "/locations/012345A/orders".to_string(),
+        "/orders".to_string(),
+        "/orders?status=any".to_string(),
+        format!("/orders/{}", order["id"]),
+        "/me/totp".to_string(),
+    ];
+    for p in &pages {
+        b.go(p).await;
+        let sideways = b.sideways_scroll().await;
+        assert_eq!(sideways, 0, "{p} scrolls sideways at 390 px: {}", b.too_wide().await);
+    }
+    b.go("/locations/012345A").await;
+    b.screenshot("location-phone").await;
+}

@@ -183,6 +183,23 @@ impl Browser {
             .unwrap()
     }
 
+    /// The elements that reach past the window's right edge (for a failure's message).
+    pub async fn too_wide(&self) -> String {
+        self.c
+            .execute(
+                "const w = document.documentElement.clientWidth; return [...document.querySelectorAll('body *')] \
+                   .filter(e => e.getBoundingClientRect().right > w + 1) \
+                   .map(e => e.tagName.toLowerCase() + (e.className ? '.' + e.className : '') + '(' + Math.round(e.getBoundingClientRect().right) + ')') \
+                   .slice(0, 12).join(' ');",
+                vec![],
+            )
+            .await
+            .unwrap()
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     /// Writes a screenshot of the page as `target/screenshots/{name}.png`.
     pub async fn screenshot(&self, name: &str) {
         let png = self.c.screenshot().await.unwrap();
@@ -208,4 +225,21 @@ pub fn screenshots() -> PathBuf {
         .parent()
         .unwrap()
         .join("screenshots")
+}
+
+impl Browser {
+    /// Sets a field's value as a picker would (a date input's typed format depends on the
+    /// browser's locale; its value never does).
+    pub async fn set_value(&self, name: &str, value: &str) {
+        let e = self
+            .c
+            .find(Locator::Css(&format!("[name=\"{name}\"]")))
+            .await
+            .unwrap_or_else(|e| panic!("a field {name}: {e}"));
+        let arg = serde_json::to_value(&e).unwrap();
+        self.c
+            .execute("arguments[0].value = arguments[1];", vec![arg, json!(value)])
+            .await
+            .unwrap();
+    }
 }
