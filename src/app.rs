@@ -231,9 +231,17 @@ impl Background {
             }));
         }
         {
-            let (db, links, outbox, c) = (db.clone(), links.clone(), outbox.clone(), cancel.clone());
+            let (db, links, stock, outbox, c) =
+                (db.clone(), links.clone(), stock.clone(), outbox.clone(), cancel.clone());
             handles.push(tasks.spawn("escalation", cancel.clone(), move || {
-                escalation::run(db.clone(), links.clone(), program.clone(), outbox.clone(), c.clone())
+                escalation::run(
+                    db.clone(),
+                    links.clone(),
+                    program.clone(),
+                    stock.clone(),
+                    outbox.clone(),
+                    c.clone(),
+                )
             }));
         }
         {

@@ -55,6 +55,15 @@ pub struct Email<'a> {
 
 /// Queues an email in the caller's transaction: it is sent if and only if that commits.
 pub async fn enqueue(tx: &mut AnyConnection, email: &Email<'_>) -> Result<(), sqlx::Error> {
+    enqueue_with(tx, email, None).await
+}
+
+/// Queues an email with a chart (a PNG image, shown in the message beside its text).
+pub async fn enqueue_with(
+    tx: &mut AnyConnection,
+    email: &Email<'_>,
+    chart_png: Option<&[u8]>,
+) -> Result<(), sqlx::Error> {
     let (excursion_id, device_alert_id, unit_id, order_id) = match email.about {
         About::Excursion(id) => (Some(id), None, None, None),
         About::Device(id) => (None, Some(id), None, None),
@@ -65,7 +74,7 @@ pub async fn enqueue(tx: &mut AnyConnection, email: &Email<'_>) -> Result<(), sq
     let now = now_millis();
     sqlx::query(
         "INSERT INTO outbox (excursion_id, device_alert_id, unit_id, order_id, purpose, recipient_name, recipient_email, subject, body, \
-         status, attempts, next_attempt_at, created_at) VALUES ($1, $2, $3, $10, $4, $5, $6, $7, $8, 'pending', 0, $9, $9)",
+         status, attempts, next_attempt_at, created_at, chart_png) VALUES ($1, $2, $3, $10, $4, $5, $6, $7, $8, 'pending', 0, $9, $9, $11)",
     )
     .bind(excursion_id)
     .bind(device_alert_id)
@@ -77,6 +86,7 @@ pub async fn enqueue(tx: &mut AnyConnection, email: &Email<'_>) -> Result<(), sq
     .bind(email.body)
     .bind(now)
     .bind(order_id)
+    .bind(chart_png.map(hex::encode))
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -92,6 +102,8 @@ pub struct Due {
     pub body: String,
     /// Tries so far.
     pub attempts: i64,
+    /// A chart to show beside the text (PNG).
+    pub chart_png: Option<Vec<u8>>,
 }
 
 /// Takes up to 20 emails due at `now`, each reserved for `lease_ms` (after a crash mid-send it
@@ -102,7 +114,7 @@ pub async fn take_due(db: &Db, now: i64, lease_ms: i64) -> Result<Vec<Due>, sqlx
     let rows = sqlx::query(&format!(
         "UPDATE outbox SET next_attempt_at = $2 WHERE id IN (SELECT id FROM outbox \
          WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT 20{skip_locked}) \
-         RETURNING id, recipient_name, recipient_email, subject, body, attempts"
+         RETURNING id, recipient_name, recipient_email, subject, body, attempts, chart_png"
     ))
     .bind(now)
     .bind(now + lease_ms)
@@ -117,6 +129,10 @@ pub async fn take_due(db: &Db, now: i64, lease_ms: i64) -> Result<Vec<Due>, sqlx
                 subject: r.try_get("subject")?,
                 body: r.try_get("body")?,
                 attempts: r.try_get("attempts")?,
+                // A chart that cannot be read costs the email its picture, never the email.
+                chart_png: r
+                    .try_get::<Option<String>, _>("chart_png")?
+                    .and_then(|h| hex::decode(h).ok()),
             })
         })
         .collect()

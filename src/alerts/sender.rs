@@ -18,6 +18,7 @@ use anyhow::{bail, Context};
 use futures_util::future::join_all;
 use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
+use lettre::message::{Attachment, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use tokio::sync::Notify;
@@ -194,12 +195,27 @@ fn compose(d: &Due, mailer: &Mailer) -> Result<Message, String> {
             .parse()
             .map_err(|e| format!("recipient {:?}: {e}", d.recipient_email))?,
     );
-    Message::builder()
+    let builder = Message::builder()
         .from(mailer.from.clone())
         .to(to)
         .subject(&d.subject)
-        .message_id(Some(message_id(d.id, &mailer.public_url)))
-        .header(ContentType::TEXT_PLAIN)
-        .body(d.body.clone())
-        .map_err(|e| e.to_string())
+        .message_id(Some(message_id(d.id, &mailer.public_url)));
+    match &d.chart_png {
+        None => builder
+            .header(ContentType::TEXT_PLAIN)
+            .body(d.body.clone())
+            .map_err(|e| e.to_string()),
+        // The text first, then the chart as an inline image: a reader without images still
+        // has every fact in the text.
+        Some(png) => builder
+            .multipart(
+                MultiPart::mixed()
+                    .singlepart(SinglePart::plain(d.body.clone()))
+                    .singlepart(
+                        Attachment::new_inline("chart".to_string())
+                            .body(png.clone(), ContentType::parse("image/png").map_err(|e| e.to_string())?),
+                    ),
+            )
+            .map_err(|e| e.to_string()),
+    }
 }

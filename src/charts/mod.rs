@@ -415,4 +415,42 @@ mod tests {
         // The pages' Content-Security-Policy allows no inline style: the chart uses none.
         assert!(!svg.contains("style="), "{svg}");
     }
+
+    #[test]
+    fn the_email_chart_is_a_png_with_the_excursion_shaded_red() {
+        let chart = TempChart {
+            from: 0,
+            to: 360 * MIN,
+            tz: chrono_tz::America::New_York,
+            range: (2.0, 8.0),
+            thresholds: vec![],
+            series: vec![Series {
+                name: "LT-1".into(),
+                points: (0..360).map(|i| (i * MIN, 5.0)).collect(),
+                gap_ms: 10 * MIN,
+            }],
+            shades: vec![Shade {
+                id: 1,
+                start: 100 * MIN,
+                end: 200 * MIN,
+                started_at: String::new(),
+                ended_at: None,
+            }],
+            alt: String::new(),
+        };
+        let png = chart.png(640, 260).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG file");
+        let mut reader = png::Decoder::new(std::io::Cursor::new(png)).read_info().unwrap();
+        let mut rgb = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut rgb).unwrap();
+        assert_eq!((info.width, info.height), (640, 260));
+        // Some pixel in the excursion's span (the middle third of the plot) is reddish; none
+        // is outside the plot's right quarter.
+        let reddish = |x: usize, y: usize| {
+            let p = (y * 640 + x) * 3;
+            rgb[p] > rgb[p + 1].saturating_add(20) && rgb[p] > rgb[p + 2].saturating_add(20)
+        };
+        assert!((0..260).any(|y| reddish(250, y)), "the excursion's shade");
+        assert!(!(0..260).any(|y| reddish(600, y)), "nothing red after it");
+    }
 }

@@ -15,7 +15,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::notices::{self, Purpose};
+use super::notices::{self, Next, Purpose};
+use super::rules::Escalation;
+use super::stock::ExposedStock;
 use super::{devices, excursions, settings};
 use sqlx::Acquire;
 
@@ -29,11 +31,12 @@ pub async fn run(
     db: Db,
     links: Links,
     program: settings::InForce,
+    stock: Arc<dyn ExposedStock>,
     outbox: Arc<Notify>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     loop {
-        if escalate_due(&db, &links, &program).await? > 0 {
+        if escalate_due(&db, &links, &program, stock.as_ref()).await? > 0 {
             outbox.notify_one();
         }
         tokio::select! {
@@ -44,7 +47,12 @@ pub async fn run(
 }
 
 /// Sends every escalation step and reminder that is due; returns how many items moved.
-pub async fn escalate_due(db: &Db, links: &Links, program: &settings::InForce) -> anyhow::Result<usize> {
+pub async fn escalate_due(
+    db: &Db,
+    links: &Links,
+    program: &settings::InForce,
+    stock: &dyn ExposedStock,
+) -> anyhow::Result<usize> {
     let program = program.get(db).await?;
     let minutes = |m: f64| (m * 60_000.0) as i64;
     let delays = Delays {
@@ -86,7 +94,13 @@ pub async fn escalate_due(db: &Db, links: &Links, program: &settings::InForce) -
                     minutes_unacknowledged: waited,
                 },
             };
-            notices::excursion(&mut sp, links, e.id, purpose, &to).await?;
+            let told = notices::Told {
+                phone: program.phone.as_deref(),
+                next: next_after(level, e.alerted_at, now, &program.escalation, !state.is_empty()),
+                also_met: &[],
+                stock,
+            };
+            notices::excursion(&mut sp, links, e.id, purpose, &to, &told).await?;
             excursions::record::escalated(&mut sp, e.id, level, now).await
         }
         .await;
@@ -166,6 +180,20 @@ struct Delays {
     reminder: i64,
 }
 
+/// Who is told next about an alert at `level` (0 primary told, 1 backup, 2 state) that began
+/// to be told at `alerted_at`, once this step's email (at `now`) is sent, and when.
+pub fn next_after(level: i64, alerted_at: i64, now: i64, e: &Escalation, has_state: bool) -> Option<Next> {
+    let ms = |m: f64| (m * 60_000.0) as i64;
+    let reminder = now + ms(e.reminder_every_minutes);
+    match level {
+        0 => Some(Next::Backup((alerted_at + ms(e.backup_after_minutes)).max(now))),
+        1 if has_state && alerted_at + ms(e.state_after_minutes) <= reminder => {
+            Some(Next::State((alerted_at + ms(e.state_after_minutes)).max(now)))
+        }
+        _ => Some(Next::Reminder(reminder)),
+    }
+}
+
 /// The next person up, or a reminder to everyone told so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
@@ -232,6 +260,21 @@ mod tests {
         assert_eq!(next_step(1, 120, 10, &DELAYS, true), Some(Step::State));
         assert_eq!(next_step(2, 500, 59, &DELAYS, true), None);
         assert_eq!(next_step(2, 500, 60, &DELAYS, true), Some(Step::Reminder));
+    }
+
+    #[test]
+    fn an_alert_says_who_is_told_next_and_when() {
+        let e = Escalation {
+            backup_after_minutes: 30.0,
+            state_after_minutes: 120.0,
+            reminder_every_minutes: 60.0,
+        };
+        const M: i64 = 60_000;
+        assert_eq!(next_after(0, 0, 0, &e, true), Some(Next::Backup(30 * M)));
+        assert_eq!(next_after(1, 0, 30 * M, &e, true), Some(Next::Reminder(90 * M)));
+        assert_eq!(next_after(1, 0, 90 * M, &e, true), Some(Next::State(120 * M)));
+        assert_eq!(next_after(1, 0, 90 * M, &e, false), Some(Next::Reminder(150 * M)));
+        assert_eq!(next_after(2, 0, 120 * M, &e, true), Some(Next::Reminder(180 * M)));
     }
 
     #[test]

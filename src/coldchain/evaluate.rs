@@ -235,7 +235,13 @@ impl Evaluator {
             let w = record::upsert(tx, unit_id, &serial, ep, range, late_ms, now).await?;
             ids.push(w.id);
             if w.was_open_and_alerted && ep.ended_at.is_some() {
-                notices::back_in_range(tx, &self.links, w.id, state).await?;
+                let told = notices::Told {
+                    phone: program.phone.as_deref(),
+                    next: None,
+                    also_met: &[],
+                    stock: self.stock.as_ref(),
+                };
+                notices::back_in_range(tx, &self.links, w.id, state, &told).await?;
             }
         }
         let starts: Vec<i64> = found.iter().map(|e| e.started_at).collect();
@@ -243,6 +249,11 @@ impl Evaluator {
 
         let judgement = Judgement {
             links: &self.links,
+            stock: self.stock.as_ref(),
+            program,
+            has_state: !state.is_empty(),
+            hits: &hits,
+            rules: &rules,
             unit_id,
             found: &found,
             ids: &ids,
@@ -314,6 +325,13 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
 /// One unit's judgement: what an alarm needs to know to be recorded and, perhaps, emailed.
 struct Judgement<'a> {
     links: &'a Links,
+    stock: &'a dyn ExposedStock,
+    program: &'a ProgramSettings,
+    /// The program has state coordinators to escalate to.
+    has_state: bool,
+    /// Every rule met in this pass, and the unit's rules.
+    hits: &'a [Hit],
+    rules: &'a [Rule],
     unit_id: i64,
     /// The episodes found, and their excursion ids, in the same order.
     found: &'a [Episode],
@@ -324,6 +342,24 @@ struct Judgement<'a> {
 }
 
 impl Judgement<'_> {
+    /// Puts the excursion's lots on hold before its first email, so the email lists them. In a
+    /// savepoint of its own: a failure costs the email its lots, never the email (the pass
+    /// holds them again after the alarms).
+    async fn hold_before_telling(&self, tx: &mut Tx, id: i64) -> Result<()> {
+        let Some(alarmed) = record::alarmed_one(tx, id).await? else {
+            return Ok(());
+        };
+        let mut sp = sqlx::Acquire::begin(&mut *tx).await?;
+        match self.stock.hold(&mut sp, &alarmed).await {
+            Ok(_) => sp.commit().await?,
+            Err(e) => {
+                sp.rollback().await?;
+                tracing::warn!(excursion = id, error = %e, "the lots could not be held before the alert; the pass tries again");
+            }
+        }
+        Ok(())
+    }
+
     /// Why nobody is paged for this rule met, if so.
     async fn suppression(&self, tx: &mut Tx, hit: &Hit) -> Result<Option<String>> {
         if let Some(d) = downtime::in_force(tx, self.unit_id, hit.met_at).await? {
@@ -365,7 +401,33 @@ impl Judgement<'_> {
             Some(reason) => record::suppress(tx, lead, reason).await?,
             None => {
                 if record::first_alert(tx, lead, self.now).await? {
-                    notices::alert(tx, self.links, lead, rule).await?;
+                    self.hold_before_telling(tx, lead).await?;
+                    // Every rule met in this pass by the lead's episode, so the email lists them
+                    // all (the plainest first), not only the first one found.
+                    let also: Vec<Rule> = match self.ids.iter().position(|id| *id == lead) {
+                        Some(i) => {
+                            let ep = &self.found[i];
+                            self.hits
+                                .iter()
+                                .filter(|h| h.span.0 <= ep.end_or_last() && h.span.1 >= ep.started_at)
+                                .filter_map(|h| self.rules.iter().find(|r| r.id == h.rule_id).cloned())
+                                .collect()
+                        }
+                        None => Vec::new(),
+                    };
+                    let told = notices::Told {
+                        phone: self.program.phone.as_deref(),
+                        next: super::escalation::next_after(
+                            0,
+                            self.now,
+                            self.now,
+                            &self.program.escalation,
+                            self.has_state,
+                        ),
+                        also_met: &also,
+                        stock: self.stock,
+                    };
+                    notices::alert(tx, self.links, lead, rule, &told).await?;
                 }
                 // A cumulative rule met by several short episodes: the alarm covers them all.
                 for id in linked {

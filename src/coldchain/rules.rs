@@ -220,6 +220,10 @@ pub struct ProgramSettings {
     /// Order windows, prerequisites and suggestions. Added later: absent, the defaults.
     #[serde(default)]
     pub ordering: crate::domain::ordering::OrderingSettings,
+    /// The program's phone number, which alert emails give the clinic. Added later: absent,
+    /// none.
+    #[serde(default)]
+    pub phone: Option<String>,
 }
 
 fn default_clinic_maintenance_max_hours() -> f64 {
@@ -246,6 +250,7 @@ impl Default for ProgramSettings {
             clinic_maintenance_max_hours: default_clinic_maintenance_max_hours(),
             accounts: Default::default(),
             ordering: Default::default(),
+            phone: None,
         }
     }
 }

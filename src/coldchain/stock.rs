@@ -26,6 +26,19 @@ pub struct Alarmed {
     pub above_range: bool,
 }
 
+/// A lot an excursion put on hold, as an email lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldLot {
+    pub product: String,
+    pub lot: String,
+    /// `YYYY-MM-DD`
+    pub expires_on: String,
+    /// vfc | private | state
+    pub funding: String,
+    /// Doses on hand in the unit.
+    pub doses: i64,
+}
+
 /// Whether the lot may still be used, as the manufacturer determined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -75,6 +88,14 @@ pub trait ExposedStock: Send + Sync {
 
     /// The units that store vaccine now: a unit that does must be watched by a logger.
     fn stocked_units<'a>(&'a self, db: &'a Db) -> BoxFuture<'a, anyhow::Result<Vec<i64>>>;
+
+    /// The lots an excursion holds now, as its emails list them (a coordinator phones the
+    /// manufacturers with them).
+    fn held<'a>(
+        &'a self,
+        conn: &'a mut AnyConnection,
+        excursion_id: i64,
+    ) -> BoxFuture<'a, anyhow::Result<Vec<HeldLot>>>;
 
     /// Acts on the manufacturer's determinations: viable releases a lot, not viable returns or
     /// wastes it. Every open hold of the excursion needs one; the error says which are missing.

@@ -12,7 +12,7 @@ use super::ledger::{self, Entry, Kind};
 use super::{place, unit_of, Error, Result};
 use crate::accounts::audit::{self, Who};
 use crate::accounts::Caller;
-use crate::coldchain::stock::{Alarmed, Determination, ExposedStock, Viability, WriteOff};
+use crate::coldchain::stock::{Alarmed, Determination, ExposedStock, HeldLot, Viability, WriteOff};
 use crate::store::{now_millis, rfc3339, Db, Page};
 
 /// The inventory's side of an excursion: holds when it meets a rule, and the manufacturer's
@@ -28,6 +28,14 @@ impl ExposedStock for ExcursionHolds {
         Box::pin(hold_for_excursion(conn, excursion))
     }
 
+    fn held<'a>(
+        &'a self,
+        conn: &'a mut AnyConnection,
+        excursion_id: i64,
+    ) -> BoxFuture<'a, anyhow::Result<Vec<HeldLot>>> {
+        Box::pin(async move { Ok(held_by_excursion(conn, excursion_id).await?) })
+    }
+
     fn determine<'a>(
         &'a self,
         conn: &'a mut AnyConnection,
@@ -37,6 +45,31 @@ impl ExposedStock for ExcursionHolds {
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(determine(conn, excursion.id, excursion.above_range, lots, actor))
     }
+}
+
+/// The lots an excursion holds now, with their product and the doses in the unit.
+async fn held_by_excursion(conn: &mut AnyConnection, excursion_id: i64) -> Result<Vec<HeldLot>> {
+    let rows = sqlx::query(
+        "SELECT pr.name, l.lot_number, l.expires_on, l.funding, COALESCE(s.on_hand, 0) AS on_hand \
+         FROM holds h JOIN lots l ON l.id = h.lot_id JOIN products pr ON pr.ndc = l.ndc \
+         LEFT JOIN stock s ON s.unit_id = h.unit_id AND s.lot_id = h.lot_id \
+         WHERE h.excursion_id = $1 AND h.ended_at IS NULL ORDER BY pr.name, l.lot_number",
+    )
+    .bind(excursion_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            Ok(HeldLot {
+                product: r.try_get("name")?,
+                lot: r.try_get("lot_number")?,
+                expires_on: r.try_get("expires_on")?,
+                funding: r.try_get("funding")?,
+                doses: r.try_get("on_hand")?,
+            })
+        })
+        .collect::<sqlx::Result<Vec<_>>>()?)
 }
 
 pub async fn is_held(conn: &mut AnyConnection, unit_id: i64, lot_id: i64) -> Result<bool> {

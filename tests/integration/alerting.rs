@@ -412,7 +412,55 @@ async fn a_logger_condition_escalates_until_acknowledged(db: Database) {
     assert_eq!(reminders_for_q, 0, "no reminder once acknowledged");
 }
 
+async fn an_alert_email_carries_its_chart_the_lots_on_hold_the_address_the_programs_phone_and_who_is_next(
+    db: Database,
+) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
+    let unit = app.fridge().await;
+    let mut program = app.get("/api/v1/program").await;
+    program["phone"] = json!("410-767-6679");
+    let (status, body) = app.send_as(&app.token, "PUT", "/api/v1/program", program).await;
+    assert_eq!(status, 200, "{body}");
+    let now = Utc::now();
+    crate::inventory::receive(
+        &app,
+        unit,
+        (crate::inventory::ROTATEQ, "RV-A1", "2099-01-31", "vfc"),
+        10,
+        now - chrono::Duration::hours(3),
+    )
+    .await;
+    // A compressor failure: 70 minutes above 8 °C, which meets the one-hour rule and the
+    // cumulative rule at the same reading.
+    let mut p = app.publisher("LT-1").await;
+    p.reading("LT-1", &(now - chrono::Duration::minutes(75)).to_rfc3339(), 4.8)
+        .await;
+    for m in (0..=70).rev().step_by(5) {
+        p.reading("LT-1", &(now - chrono::Duration::minutes(m)).to_rfc3339(), 9.4)
+            .await;
+    }
+    p.wait_acked(16).await;
+    let mail = app.wait_email_with("VFC temperature alert").await;
+    let alert = mail.iter().find(|m| m.contains("VFC temperature alert")).unwrap();
+    assert!(alert.contains("Content-Type: image/png"), "the chart: {alert}");
+    assert!(
+        alert.contains("RV-A1") && alert.contains("2099-01-31") && alert.contains("10 doses"),
+        "{alert}"
+    );
+    assert!(alert.contains("1 Main St, Baltimore, MD"), "the address: {alert}");
+    assert!(alert.contains("410-767-6679"), "the program's phone: {alert}");
+    assert!(
+        alert.contains("If nobody acknowledges by") && alert.contains("Bo Backup"),
+        "who is next: {alert}"
+    );
+    let plain = alert.find("for 60 consecutive minutes").expect("the one-hour rule");
+    let cumulative = alert.find("minutes in total within").expect("the cumulative rule");
+    assert!(plain < cumulative, "the plainest rule first: {alert}");
+    assert!(!alert.contains("offline"), "{alert}");
+}
+
 on_both_databases!(
+    an_alert_email_carries_its_chart_the_lots_on_hold_the_address_the_programs_phone_and_who_is_next,
     a_logger_condition_escalates_until_acknowledged,
     a_quiet_logger_a_low_battery_and_an_expiring_certificate_each_email_once,
     a_unit_in_a_maintenance_window_records_without_paging,

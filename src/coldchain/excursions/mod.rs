@@ -206,6 +206,26 @@ async fn visible_in(conn: &mut AnyConnection, scope: &Scope, id: i64) -> Result<
     }
 }
 
+/// The rules an excursion met so far, each as it was then (an email lists them); a rule
+/// this version cannot read is left out of the email rather than stopping it.
+pub async fn rules_met(conn: &mut AnyConnection, id: i64) -> Result<Vec<super::rules::Rule>> {
+    let rows = sqlx::query(
+        "SELECT a.rule FROM alarms a JOIN alarm_excursions x ON x.alarm_id = a.id WHERE x.excursion_id = $1 ORDER BY a.met_at",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = Vec::new();
+    for r in rows {
+        let rule: String = r.try_get("rule")?;
+        match serde_json::from_str(&rule) {
+            Ok(rule) => out.push(rule),
+            Err(e) => tracing::warn!(excursion = id, error = %e, "a rule met cannot be read; the email leaves it out"),
+        }
+    }
+    Ok(out)
+}
+
 /// The rules an excursion met, each as it was then, in the order they were met.
 pub async fn alarms_of(db: &Db, id: i64) -> Result<Vec<AlarmInfo>> {
     let rows = sqlx::query(
@@ -266,6 +286,8 @@ pub struct Facts {
     pub serial: String,
     pub location_code: String,
     pub location_name: String,
+    /// The location's street address, when on record.
+    pub address: Option<String>,
     pub pin: String,
     /// The location's time zone; UTC when the stored zone cannot be read (see
     /// `timezone_unreadable`): an alert in UTC that says so beats no alert.
@@ -297,8 +319,8 @@ pub async fn facts(conn: &mut AnyConnection, id: i64) -> Result<Option<Facts>> {
     let Some(r) = sqlx::query(
         "SELECT e.id, e.unit_id, e.serial, e.started_at, e.ended_at, e.min_c, e.max_c, e.range_min_c, e.range_max_c, \
          e.above_range, e.detected_late, e.escalation_level, e.acknowledged_by, e.acknowledged_at, p.unit_name, \
-         p.location_code, p.location_name, p.pin, p.timezone, p.primary_name, p.primary_email, p.backup_name, p.backup_email \
-         FROM excursions e JOIN unit_places p ON p.unit_id = e.unit_id WHERE e.id = $1",
+         p.location_code, p.location_name, p.pin, p.timezone, p.primary_name, p.primary_email, p.backup_name, p.backup_email, \
+         p.address FROM excursions e JOIN unit_places p ON p.unit_id = e.unit_id WHERE e.id = $1",
     )
     .bind(id)
     .fetch_optional(&mut *conn)
@@ -326,6 +348,7 @@ pub async fn facts(conn: &mut AnyConnection, id: i64) -> Result<Option<Facts>> {
         serial: r.try_get("serial")?,
         location_code,
         location_name: r.try_get("location_name")?,
+        address: r.try_get("address")?,
         pin: r.try_get("pin")?,
         timezone,
         timezone_unreadable,

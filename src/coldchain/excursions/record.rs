@@ -255,6 +255,28 @@ pub async fn covered(tx: &mut AnyConnection, excursion_id: i64) -> Result<()> {
 
 /// Excursions of the unit that met a rule, are not reviewed, and were running at or after
 /// `start`: their lots must be on hold.
+/// One excursion as its holds need it, if it exists.
+pub async fn alarmed_one(tx: &mut AnyConnection, id: i64) -> Result<Option<Alarmed>> {
+    let row = sqlx::query(
+        "SELECT e.id, e.unit_id, p.location_code, e.started_at, e.ended_at, e.above_range \
+         FROM excursions e JOIN unit_places p ON p.unit_id = e.unit_id WHERE e.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    row.map(|r| {
+        Ok(Alarmed {
+            id: r.try_get("id")?,
+            unit_id: r.try_get("unit_id")?,
+            location_code: r.try_get("location_code")?,
+            started_at: r.try_get("started_at")?,
+            ended_at: r.try_get("ended_at")?,
+            above_range: r.try_get::<i64, _>("above_range")? == 1,
+        })
+    })
+    .transpose()
+}
+
 pub async fn alarmed_since(tx: &mut AnyConnection, unit_id: i64, start: i64) -> Result<Vec<Alarmed>> {
     let rows = sqlx::query(
         "SELECT DISTINCT e.id, e.unit_id, p.location_code, e.started_at, e.ended_at, e.above_range \
