@@ -5,6 +5,7 @@ pub mod gateway;
 pub mod hl7;
 pub mod ingest;
 pub mod orders;
+pub mod pages;
 pub mod signin;
 pub mod smtp_sink;
 
@@ -30,6 +31,9 @@ pub enum BenchCommand {
     /// A location's prerequisites and suggestion, and the state's order queue, in a program of
     /// 2,000 locations with two years of ledger, vs. a bare authenticated request.
     Orders(orders::Args),
+    /// A unit's 30-day chart page vs. the JSON readings API for the same window (43,200
+    /// points), and the state home with 40,000 locations and 2,000 open items.
+    Pages(pages::Args),
 }
 
 pub async fn run(settings: Settings, cmd: BenchCommand) -> anyhow::Result<()> {
@@ -40,6 +44,7 @@ pub async fn run(settings: Settings, cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Gateway(args) => gateway::run(settings, args).await,
         BenchCommand::SignIn(args) => signin::run(settings, args).await,
         BenchCommand::Orders(args) => orders::run(settings, args).await,
+        BenchCommand::Pages(args) => pages::run(settings, args).await,
     }
 }
 

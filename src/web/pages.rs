@@ -190,7 +190,16 @@ struct HomeQuery {
 async fn home(State(s): State<AppState>, headers: HeaderMap, Query(hq): Query<HomeQuery>) -> Response {
     let live = match auth::session_of(&s, &headers).await {
         Ok(Some(l)) => l,
-        Ok(None) => return to_login("/"),
+        // A token of the whole program (a wall display in the state's office) sees the cards.
+        Ok(None) => {
+            return match auth::page_caller(&s, &headers).await {
+                Ok(Some(c)) if matches!(c.scope, crate::accounts::Scope::Program) => {
+                    state_home(&s, &c, None, None, hq).await
+                }
+                Ok(_) => to_login("/"),
+                Err(e) => e.into_response(),
+            }
+        }
         Err(e) => return e.into_response(),
     };
     if live.must_enrol {
@@ -207,7 +216,7 @@ async fn home(State(s): State<AppState>, headers: HeaderMap, Query(hq): Query<Ho
     // its search.
     let program = matches!(live.caller.scope, crate::accounts::Scope::Program);
     if program {
-        return state_home(&s, &live, account, hq).await;
+        return state_home(&s, &live.caller, Some(live.csrf_token.clone()), Some(account), hq).await;
     }
     let places = if program {
         Vec::new()
@@ -235,13 +244,19 @@ async fn home(State(s): State<AppState>, headers: HeaderMap, Query(hq): Query<Ho
 }
 
 /// The state's home: the cards, one card's list, or a search's results.
-async fn state_home(s: &AppState, live: &sessions::Live, account: people::Account, hq: HomeQuery) -> Response {
+async fn state_home(
+    s: &AppState,
+    caller: &crate::accounts::Caller,
+    csrf_token: Option<String>,
+    account: Option<people::Account>,
+    hq: HomeQuery,
+) -> Response {
     use super::state_home as home;
     let page = hq.page.unwrap_or(1);
     let q = hq.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
     let (view, title) = match (q, hq.list.as_deref()) {
         (Some(q), _) => (
-            home::search(&s.db, &live.caller.scope, q, page)
+            home::search(&s.db, &caller.scope, q, page)
                 .await
                 .map(|v| context! { search => v }),
             format!("Locations matching “{q}”"),
@@ -266,8 +281,8 @@ async fn state_home(s: &AppState, live: &sessions::Live, account: people::Accoun
                 ..v,
                 ..context! {
                     title,
-                    account => Value::from(minijinja::value::Serde(&account)),
-                    csrf_token => live.csrf_token.clone(),
+                    account => account.as_ref().map(|a| Value::from(minijinja::value::Serde(a))),
+                    csrf_token,
                     q => hq.q.clone().unwrap_or_default(),
                     wide => true,
                 }
