@@ -8,13 +8,41 @@
 
 use plotters::prelude::*;
 
-/// One logger's readings: (epoch ms, °C), in time order.
+/// One logger's readings: (epoch ms, °C), in time order — or, for a long window, its buckets
+/// already summarised by the database (`runs`), drawn as they are.
 #[derive(Debug, Clone)]
 pub struct Series {
     pub name: String,
     pub points: Vec<(i64, f64)>,
     /// A gap longer than this (two logging intervals) is a break in the line.
     pub gap_ms: i64,
+    /// The buckets, run by run (a gap ends a run), when the caller summarised the readings.
+    pub runs: Option<Vec<Vec<Bucket>>>,
+}
+
+impl Series {
+    /// The lowest and highest temperature drawn, if any.
+    pub fn extremes(&self) -> Option<(f64, f64)> {
+        let fold =
+            |m: Option<(f64, f64)>, (lo, hi): (f64, f64)| Some(m.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+        match &self.runs {
+            Some(runs) => runs.iter().flatten().map(|b| (b.min, b.max)).fold(None, fold),
+            None => self.points.iter().map(|p| (p.1, p.1)).fold(None, fold),
+        }
+    }
+}
+
+/// Buckets summarised elsewhere (first reading, last reading, extremes, the longest wait before
+/// a reading), as runs: a wait longer than `gap_ms` starts a new run, so a gap is never bridged.
+pub fn runs_of(buckets: impl IntoIterator<Item = (Bucket, Option<i64>)>, gap_ms: i64) -> Vec<Vec<Bucket>> {
+    let mut runs: Vec<Vec<Bucket>> = Vec::new();
+    for (b, wait) in buckets {
+        match runs.last_mut() {
+            Some(run) if wait.is_none_or(|w| w <= gap_ms) => run.push(b),
+            _ => runs.push(vec![b]),
+        }
+    }
+    runs
 }
 
 /// An excursion, shaded from its start to its end (or to the last reading while open).
@@ -131,10 +159,20 @@ impl TempChart {
             .1
             .max(self.thresholds.iter().copied().fold(f64::NEG_INFINITY, f64::max));
         for s in &self.series {
-            for &(ts, c) in &s.points {
-                if ts >= self.from && ts < to {
-                    lo = lo.min(c);
-                    hi = hi.max(c);
+            match &s.runs {
+                Some(runs) => {
+                    for b in runs.iter().flatten() {
+                        lo = lo.min(b.min);
+                        hi = hi.max(b.max);
+                    }
+                }
+                None => {
+                    for &(ts, c) in &s.points {
+                        if ts >= self.from && ts < to {
+                            lo = lo.min(c);
+                            hi = hi.max(c);
+                        }
+                    }
                 }
             }
         }
@@ -189,7 +227,11 @@ impl TempChart {
         let n = (width as usize / 2).max(10);
         for (k, s) in self.series.iter().enumerate() {
             let color = LINES[k % LINES.len()];
-            for run in buckets(&s.points, self.from, to, n, s.gap_ms) {
+            let runs = match &s.runs {
+                Some(r) => r.clone(),
+                None => buckets(&s.points, self.from, to, n, s.gap_ms),
+            };
+            for run in runs {
                 let mid = |b: &Bucket| b.start + (b.end - b.start) / 2;
                 let top: Vec<(i64, f64)> = run.iter().map(|b| (mid(b), b.max)).collect();
                 let bottom: Vec<(i64, f64)> = run.iter().rev().map(|b| (mid(b), b.min)).collect();
@@ -394,6 +436,7 @@ mod tests {
                     .map(|i| (i * MIN, if (200..300).contains(&i) { 9.5 } else { 5.0 }))
                     .collect(),
                 gap_ms: 10 * MIN,
+                runs: None,
             }],
             shades: vec![Shade {
                 id: 7,
@@ -428,6 +471,7 @@ mod tests {
                 name: "LT-1".into(),
                 points: (0..360).map(|i| (i * MIN, 5.0)).collect(),
                 gap_ms: 10 * MIN,
+                runs: None,
             }],
             shades: vec![Shade {
                 id: 1,

@@ -3,7 +3,7 @@
 //! thresholds, and its excursions in the window — handed to [`crate::charts`] to draw.
 
 use crate::accounts::Scope;
-use crate::charts::{Series, Shade, TempChart};
+use crate::charts::{Bucket, Series, Shade, TempChart};
 use crate::domain::LoggerRole;
 use crate::error::{Error, Result};
 use crate::registry::{assignments, locations, units};
@@ -12,8 +12,44 @@ use crate::store::Db;
 /// The longest window one chart covers.
 pub const MAX_DAYS: i64 = 92;
 
-/// The chart of unit `unit_id` (in the scope) over `[from, to)`, epoch ms.
-pub async fn of_unit(db: &Db, scope: &Scope, unit_id: i64, from: i64, to: i64) -> Result<TempChart> {
+/// How a chart is wanted: every reading (for its CSV), or summarised by the database into
+/// buckets for a chart `width` pixels wide (two pixels a bucket, as the chart draws them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    Points,
+    Width(u32),
+}
+
+/// A logger's readings over `window` as runs of buckets of `bucket_ms` counted from `origin`.
+async fn summarised(
+    conn: &mut sqlx::AnyConnection,
+    serial: &str,
+    window: (i64, i64),
+    origin: i64,
+    bucket_ms: i64,
+    gap_ms: i64,
+) -> Result<Vec<Vec<Bucket>>> {
+    let env = crate::readings::envelope(conn, serial, window, origin, bucket_ms).await?;
+    Ok(crate::charts::runs_of(
+        env.into_iter().map(|e| {
+            let start = origin + e.bucket * bucket_ms;
+            (
+                Bucket {
+                    start,
+                    end: start + bucket_ms,
+                    min: e.min_c,
+                    max: e.max_c,
+                },
+                e.longest_wait_ms,
+            )
+        }),
+        gap_ms,
+    ))
+}
+
+/// The chart of unit `unit_id` (in the scope) over `[from, to)`, epoch ms, with its readings as
+/// `detail` asks.
+pub async fn of_unit_as(db: &Db, scope: &Scope, unit_id: i64, from: i64, to: i64, detail: Detail) -> Result<TempChart> {
     let unit = units::get(db, scope, unit_id).await?;
     if to <= from || to - from > MAX_DAYS * 86_400_000 {
         return Err(Error::Invalid(format!(
@@ -32,21 +68,64 @@ pub async fn of_unit(db: &Db, scope: &Scope, unit_id: i64, from: i64, to: i64) -
         }
     }
     let mut conn = db.pool.acquire().await?;
-    let primary = super::primary::record(&mut conn, unit_id, from, to).await?;
-    let mut series = vec![Series {
-        name: primary.serial.clone().unwrap_or_else(|| "primary logger".into()),
-        points: primary.samples.iter().map(|s| (s.ts, s.temp_c)).collect(),
-        gap_ms: primary.gap_ms,
-    }];
+    let bucket_ms = match detail {
+        Detail::Points => None,
+        Detail::Width(w) => Some(((to - from) / i64::from((w / 2).max(10))).max(1) + 1),
+    };
+    let mut series = match bucket_ms {
+        None => {
+            let primary = super::primary::record(&mut conn, unit_id, from, to).await?;
+            vec![Series {
+                name: primary.serial.clone().unwrap_or_else(|| "primary logger".into()),
+                points: primary.samples.iter().map(|s| (s.ts, s.temp_c)).collect(),
+                gap_ms: primary.gap_ms,
+                runs: None,
+            }]
+        }
+        Some(bucket_ms) => {
+            // As the rules read them: each primary logger over its own time, one run apart.
+            let windows = crate::registry::assignments::primary_windows(&mut conn, unit_id, from).await?;
+            let gap_ms = 2
+                * windows
+                    .iter()
+                    .map(|w| w.reading_interval_s.unwrap_or(300))
+                    .max()
+                    .unwrap_or(300)
+                    .max(1)
+                * 1000;
+            let mut runs = Vec::new();
+            let mut name = None;
+            for w in &windows {
+                let window = (from.max(w.from), w.to.unwrap_or(i64::MAX).min(to));
+                runs.extend(summarised(&mut conn, &w.serial, window, from, bucket_ms, gap_ms).await?);
+                name = Some(w.serial.clone());
+            }
+            vec![Series {
+                name: name.unwrap_or_else(|| "primary logger".into()),
+                points: Vec::new(),
+                gap_ms,
+                runs: Some(runs),
+            }]
+        }
+    };
+    let primary_gap = series[0].gap_ms;
     let mut backup: Vec<(i64, f64)> = Vec::new();
+    let mut backup_runs = Vec::new();
     let mut backup_name = None;
     for w in assignments::unit_windows(db, unit_id).await? {
         if w.role != Some(LoggerRole::Backup) || w.from >= to || w.to.is_some_and(|t| t <= from) {
             continue;
         }
         let (a, b) = (w.from.max(from), w.to.unwrap_or(i64::MAX).min(to));
-        for r in crate::readings::taken_between(&mut conn, &w.serial, a, b).await? {
-            backup.push((r.ts, r.temp_c));
+        match bucket_ms {
+            None => {
+                for r in crate::readings::taken_between(&mut conn, &w.serial, a, b).await? {
+                    backup.push((r.ts, r.temp_c));
+                }
+            }
+            Some(bucket_ms) => {
+                backup_runs.extend(summarised(&mut conn, &w.serial, (a, b), from, bucket_ms, primary_gap).await?)
+            }
         }
         backup_name = Some(w.serial);
     }
@@ -55,7 +134,8 @@ pub async fn of_unit(db: &Db, scope: &Scope, unit_id: i64, from: i64, to: i64) -
         series.push(Series {
             name,
             points: backup,
-            gap_ms: primary.gap_ms,
+            gap_ms: primary_gap,
+            runs: bucket_ms.map(|_| backup_runs),
         });
     }
     let shades = super::excursions::between(&mut conn, unit_id, from, to)
@@ -78,13 +158,7 @@ pub async fn of_unit(db: &Db, scope: &Scope, unit_id: i64, from: i64, to: i64) -
         unit.range.min_c,
         unit.range.max_c,
         shades.len(),
-        match series[0]
-            .points
-            .iter()
-            .map(|p| p.1)
-            .fold(None, |m: Option<(f64, f64)>, c| {
-                Some(m.map_or((c, c), |(lo, hi)| (lo.min(c), hi.max(c))))
-            }) {
+        match series[0].extremes() {
             Some((lo, hi)) => format!("; readings from {lo:.1} to {hi:.1} °C"),
             None => "; no readings".into(),
         }
@@ -135,6 +209,7 @@ pub async fn recent(
             name: primary.serial.clone().unwrap_or_else(|| "primary logger".into()),
             points: primary.samples.iter().map(|s| (s.ts, s.temp_c)).collect(),
             gap_ms: primary.gap_ms,
+            runs: None,
         }],
         shades,
         alt: "The last 6 hours of the unit's temperatures".into(),

@@ -30,6 +30,28 @@ pub fn router() -> Router<AppState> {
         .route("/audit", get(audit_trail))
 }
 
+/// Refuses a grant at a place the program does not have (a mistyped code would give someone a
+/// role nowhere, or at a place created later by someone else).
+pub(super) async fn known_places(s: &AppState, places: &[(Option<&str>, Option<&str>)]) -> crate::error::Result<()> {
+    for (pin, location) in places {
+        let scope = match (pin, location) {
+            (_, Some(code)) => match LocationCode::parse(code) {
+                Ok(c) => Scope::Location(c.to_string()),
+                Err(_) => continue, // the grant's own check says what is wrong with it
+            },
+            (Some(pin), None) => Scope::Pin(pin.trim().to_string()),
+            (None, None) => continue,
+        };
+        if !crate::registry::locations::scope_exists(&s.db, &scope).await? {
+            return Err(crate::error::Error::Invalid(format!(
+                "the program has no {}: check the code, or create the location first",
+                scope.describe()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Invites a person: an account with grants no wider than the caller's own, and an emailed
 /// link to set a password. A state admin may invite anyone; a `vfc-coordinator` or
 /// `provider-of-record` its own staff (403 `scope` otherwise).
@@ -40,6 +62,15 @@ async fn create_account(
     caller: Caller,
     Body(body): Body<NewAccount>,
 ) -> Result<(StatusCode, Json<Account>), ApiError> {
+    known_places(
+        &s,
+        &body
+            .grants
+            .iter()
+            .map(|g| (g.pin.as_deref(), g.location.as_deref()))
+            .collect::<Vec<_>>(),
+    )
+    .await?;
     // The link goes only to the person's email: whoever invites never holds it, so the email is
     // proven and the account is the person's alone.
     let (account, _link) = people::create(&s.db, Some(&caller), &s.public_url, &body).await?;
@@ -83,6 +114,16 @@ async fn update_account(
     Id(id): Id<i64>,
     Body(body): Body<AccountPatch>,
 ) -> Result<Json<Account>, ApiError> {
+    if let Some(grants) = &body.grants {
+        known_places(
+            &s,
+            &grants
+                .iter()
+                .map(|g| (g.pin.as_deref(), g.location.as_deref()))
+                .collect::<Vec<_>>(),
+        )
+        .await?;
+    }
     Ok(Json(people::update(&s.db, &caller, id, &body).await?))
 }
 
@@ -151,6 +192,7 @@ async fn create_token(
     caller: Caller,
     Body(body): Body<TokenRequest>,
 ) -> Result<(StatusCode, Json<NewTokenShown>), ApiError> {
+    known_places(&s, &[(body.pin.as_deref(), body.location.as_deref())]).await?;
     let (token, secret) = tokens::create_by(&s.db, &caller, &body).await?;
     Ok((StatusCode::CREATED, Json(NewTokenShown { token, secret })))
 }

@@ -79,7 +79,16 @@ async fn show(
     let start = ms(&x.started_at);
     let end = x.ended_at.as_deref().map_or_else(|| ms(&x.last_reading_at), ms);
     let to = (end + SIX_HOURS).min(crate::store::now_millis().max(end + 60_000));
-    let chart = match crate::coldchain::chart::of_unit(&s.db, &caller.scope, x.unit_id, start - SIX_HOURS, to).await {
+    let chart = match crate::coldchain::chart::of_unit_as(
+        &s.db,
+        &caller.scope,
+        x.unit_id,
+        start - SIX_HOURS,
+        to,
+        crate::coldchain::chart::Detail::Width(900),
+    )
+    .await
+    {
         Ok(c) => c,
         Err(e) => return ApiError::from(e).into_response(),
     };

@@ -23,6 +23,7 @@ mod order_page;
 mod order_pages;
 mod orders;
 pub mod pages;
+mod people_pages;
 mod registry;
 mod session;
 mod state_home;
@@ -84,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         .merge(excursion_pages::router())
         .merge(order_pages::router())
         .merge(inventory_pages::router())
+        .merge(people_pages::router())
         .merge(order_page::router())
         .merge(openapi::router())
         .fallback(|| async {

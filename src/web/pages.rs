@@ -22,7 +22,7 @@ use super::AppState;
 use crate::accounts::links::{self, Purpose};
 use crate::accounts::{people, sessions};
 
-const TEMPLATES: [(&str, &str); 17] = [
+const TEMPLATES: [(&str, &str); 21] = [
     ("base.html", include_str!("../../dashboards/base.html")),
     ("ack.html", include_str!("../../dashboards/ack.html")),
     ("message.html", include_str!("../../dashboards/message.html")),
@@ -46,6 +46,10 @@ const TEMPLATES: [(&str, &str); 17] = [
     ("order.html", include_str!("../../dashboards/order.html")),
     ("orders_queue.html", include_str!("../../dashboards/orders_queue.html")),
     ("inventory.html", include_str!("../../dashboards/inventory.html")),
+    ("accounts.html", include_str!("../../dashboards/accounts.html")),
+    ("account.html", include_str!("../../dashboards/account.html")),
+    ("tokens.html", include_str!("../../dashboards/tokens.html")),
+    ("audit.html", include_str!("../../dashboards/audit.html")),
 ];
 
 const CSS: &str = include_str!("../../dashboards/static/site.css");

@@ -75,7 +75,7 @@ async fn unit_page(
         Ok(d) => d,
         Err(e) => return page_error(e),
     };
-    let chart = match chart::of_unit(&s.db, &caller.scope, id, from, to).await {
+    let chart = match chart::of_unit_as(&s.db, &caller.scope, id, from, to, chart::Detail::Width(900)).await {
         Ok(c) => c,
         Err(e) => return page_error(e),
     };
@@ -264,6 +264,7 @@ async fn chart_of(
     id: i64,
     w: &Window,
     path: &str,
+    detail: chart::Detail,
 ) -> Result<crate::charts::TempChart, Response> {
     let caller = caller_or_login(s, headers, path).await?;
     let to = query_time("to", w.to.as_deref())
@@ -272,13 +273,22 @@ async fn chart_of(
     let from = query_time("from", w.from.as_deref())
         .map_err(IntoResponse::into_response)?
         .unwrap_or(to - 86_400_000);
-    chart::of_unit(&s.db, &caller.scope, id, from, to)
+    chart::of_unit_as(&s.db, &caller.scope, id, from, to, detail)
         .await
         .map_err(|e| ApiError::from(e).into_response())
 }
 
 async fn svg(State(s): State<AppState>, headers: HeaderMap, Id(id): Id<i64>, Query(w): Query<Window>) -> Response {
-    let chart = match chart_of(&s, &headers, id, &w, &format!("/units/{id}/chart.svg")).await {
+    let chart = match chart_of(
+        &s,
+        &headers,
+        id,
+        &w,
+        &format!("/units/{id}/chart.svg"),
+        chart::Detail::Width(900),
+    )
+    .await
+    {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -291,7 +301,16 @@ async fn svg(State(s): State<AppState>, headers: HeaderMap, Id(id): Id<i64>, Que
 }
 
 async fn csv(State(s): State<AppState>, headers: HeaderMap, Id(id): Id<i64>, Query(w): Query<Window>) -> Response {
-    match chart_of(&s, &headers, id, &w, &format!("/units/{id}/chart.csv")).await {
+    match chart_of(
+        &s,
+        &headers,
+        id,
+        &w,
+        &format!("/units/{id}/chart.csv"),
+        chart::Detail::Points,
+    )
+    .await
+    {
         Ok(c) => super::pages::secured(
             (
                 StatusCode::OK,

@@ -18,6 +18,7 @@ mod ingest;
 mod inventory;
 mod matrix;
 mod orders;
+mod page_matrix;
 mod pages;
 mod registry;
 mod safety;

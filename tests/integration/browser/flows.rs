@@ -471,3 +471,67 @@ async fn every_page_fits_a_phone_390_pixels_wide_without_scrolling_sideways() {
     b.go("/locations/012345A").await;
     b.screenshot("location-phone").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_admin_invites_a_coordinator_makes_a_token_once_and_finds_both_in_the_audit_log() {
+    let app = TestApp::spawn(Database::Sqlite, Broker::Embedded).await;
+    app.fridge().await;
+    let b = Browser::open(&app).await;
+    sign_up(&app, &b, "ada.admin@state.example", "state-admin", &[]).await;
+
+    // An invitation with a mistake comes back with what was typed.
+    b.go("/accounts").await;
+    b.fill("name", "Robin Reyes").await;
+    b.fill("email", "robin.reyes@example.org").await;
+    b.choose("role", "vfc-coordinator").await;
+    b.fill("place", "99999Z").await;
+    b.press("Send the invitation").await;
+    let kept =
+        b.c.find(Locator::Css("[name=email]"))
+            .await
+            .unwrap()
+            .prop("value")
+            .await
+            .unwrap();
+    assert_eq!(kept.as_deref(), Some("robin.reyes@example.org"), "{}", b.text().await);
+    assert!(b.c.find(Locator::Css("p.error")).await.is_ok(), "{}", b.text().await);
+    b.fill("place", "012345A").await;
+    b.press("Send the invitation").await;
+    assert!(
+        b.text().await.contains("Invitation sent to robin.reyes@example.org"),
+        "{}",
+        b.text().await
+    );
+    assert!(app
+        .wait_email_with("robin.reyes@example.org")
+        .await
+        .iter()
+        .any(|m| m.contains("/invite/")));
+
+    // A token, shown once.
+    b.go("/tokens").await;
+    b.fill("name", "EHR feed").await;
+    b.choose("role", "clinic-staff").await;
+    b.fill("place", "012345A").await;
+    b.press("Make the token").await;
+    let secret =
+        b.c.find(Locator::Css("code.secret"))
+            .await
+            .expect("the new token's secret, shown once")
+            .text()
+            .await
+            .unwrap();
+    let (status, _) = app.get_as(&secret, "/api/v1/locations/012345A").await;
+    assert_eq!(status, 200, "the token works");
+    b.go("/tokens").await;
+    assert!(!b.text().await.contains(&secret), "shown only once");
+
+    // The audit log, filtered by action.
+    b.go("/audit?action=account.create").await;
+    let log = b.text().await;
+    assert!(
+        log.contains("account.create") && log.contains("ada.admin@state.example"),
+        "{log}"
+    );
+    assert!(!log.contains("token.create"), "filtered: {log}");
+}
