@@ -32,15 +32,31 @@ impl Series {
     }
 }
 
-/// Buckets summarised elsewhere (first reading, last reading, extremes, the longest wait before
-/// a reading), as runs: a wait longer than `gap_ms` starts a new run, so a gap is never bridged.
-pub fn runs_of(buckets: impl IntoIterator<Item = (Bucket, Option<i64>)>, gap_ms: i64) -> Vec<Vec<Bucket>> {
+/// A bucket summarised elsewhere (the database): its extremes, its first and last reading, and
+/// how many readings it holds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Summary {
+    pub bucket: Bucket,
+    pub first_ts: i64,
+    pub last_ts: i64,
+    pub count: i64,
+}
+
+/// Summarised buckets as runs, so a gap is never bridged: a new run starts after a wait longer
+/// than `gap_ms` (two logging intervals) between buckets, and a bucket that is missing more than
+/// one interval's readings inside it stands alone (its gap is somewhere within).
+pub fn runs_of(items: impl IntoIterator<Item = Summary>, gap_ms: i64) -> Vec<Vec<Bucket>> {
+    let interval = (gap_ms / 2).max(1);
     let mut runs: Vec<Vec<Bucket>> = Vec::new();
-    for (b, wait) in buckets {
+    let mut previous: Option<(i64, bool)> = None;
+    for s in items {
+        let holed = s.count > 1 && (s.last_ts - s.first_ts) - (s.count - 1) * interval > interval;
+        let joins = previous.is_some_and(|(last, prev_holed)| !prev_holed && !holed && s.first_ts - last <= gap_ms);
         match runs.last_mut() {
-            Some(run) if wait.is_none_or(|w| w <= gap_ms) => run.push(b),
-            _ => runs.push(vec![b]),
+            Some(run) if joins => run.push(s.bucket),
+            _ => runs.push(vec![s.bucket]),
         }
+        previous = Some((s.last_ts, holed));
     }
     runs
 }
@@ -457,6 +473,42 @@ mod tests {
         assert!(svg.trim_end().ends_with("</svg>"));
         // The pages' Content-Security-Policy allows no inline style: the chart uses none.
         assert!(!svg.contains("style="), "{svg}");
+    }
+
+    #[test]
+    fn summarised_buckets_break_at_a_gap_between_them_and_around_a_hole_inside_one() {
+        let b = |i: i64| Bucket {
+            start: i * 10 * MIN,
+            end: (i + 1) * 10 * MIN,
+            min: 4.0,
+            max: 5.0,
+        };
+        // One-minute readings: ten a bucket, full.
+        let full = |i: i64| Summary {
+            bucket: b(i),
+            first_ts: i * 10 * MIN,
+            last_ts: i * 10 * MIN + 9 * MIN,
+            count: 10,
+        };
+        let gap = 2 * MIN;
+        assert_eq!(
+            runs_of([full(0), full(1), full(2)], gap).len(),
+            1,
+            "readings every minute"
+        );
+        // Bucket 3 is empty: 11 minutes without a reading between 2 and 4.
+        assert_eq!(runs_of([full(0), full(1), full(2), full(4)], gap).len(), 2);
+        // Bucket 1 lost five readings in its middle: it stands alone.
+        let holed = Summary { count: 5, ..full(1) };
+        let runs = runs_of([full(0), holed, full(2)], gap);
+        assert_eq!(runs.len(), 3, "{runs:?}");
+        // Readings two minutes apart with a two-minute gap allowance are one run.
+        let sparse = |i: i64| Summary {
+            count: 5,
+            last_ts: i * 10 * MIN + 8 * MIN,
+            ..full(i)
+        };
+        assert_eq!(runs_of([sparse(0), sparse(1)], 4 * MIN).len(), 1);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! thresholds, and its excursions in the window — handed to [`crate::charts`] to draw.
 
 use crate::accounts::Scope;
-use crate::charts::{Bucket, Series, Shade, TempChart};
+use crate::charts::{Bucket, Series, Shade, Summary, TempChart};
 use crate::domain::LoggerRole;
 use crate::error::{Error, Result};
 use crate::registry::{assignments, locations, units};
@@ -33,15 +33,17 @@ async fn summarised(
     Ok(crate::charts::runs_of(
         env.into_iter().map(|e| {
             let start = origin + e.bucket * bucket_ms;
-            (
-                Bucket {
+            Summary {
+                bucket: Bucket {
                     start,
                     end: start + bucket_ms,
                     min: e.min_c,
                     max: e.max_c,
                 },
-                e.longest_wait_ms,
-            )
+                first_ts: e.first_ts,
+                last_ts: e.last_ts,
+                count: e.count,
+            }
         }),
         gap_ms,
     ))

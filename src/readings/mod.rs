@@ -156,9 +156,7 @@ pub async fn taken_between(conn: &mut AnyConnection, serial: &str, from: i64, to
 }
 
 /// One bucket of a serial's readings, summarised in the database for a chart: its index from
-/// the window's start, its lowest and highest reading, its first and last reading, and the
-/// longest wait before one of its readings (from the reading before it, in this bucket or an
-/// earlier one).
+/// the origin, its lowest and highest reading, its first and last reading, and how many.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Envelope {
     pub bucket: i64,
@@ -166,8 +164,7 @@ pub struct Envelope {
     pub max_c: f64,
     pub first_ts: i64,
     pub last_ts: i64,
-    /// None for the window's first reading.
-    pub longest_wait_ms: Option<i64>,
+    pub count: i64,
 }
 
 /// A serial's readings in `[from, to)` as buckets of `bucket_ms` counted from `origin`: a chart
@@ -181,10 +178,8 @@ pub async fn envelope(
     bucket_ms: i64,
 ) -> Result<Vec<Envelope>> {
     let rows = sqlx::query(
-        "SELECT b, MIN(temp_c) AS lo, MAX(temp_c) AS hi, MIN(ts) AS first_ts, MAX(ts) AS last_ts, MAX(ts - prev) AS wait \
-         FROM (SELECT ts, temp_c, (ts - $5) / $4 AS b, LAG(ts) OVER (ORDER BY ts) AS prev \
-               FROM readings WHERE serial = $1 AND ts >= $2 AND ts < $3) x \
-         GROUP BY b ORDER BY b",
+        "SELECT (ts - $5) / $4 AS b, MIN(temp_c) AS lo, MAX(temp_c) AS hi, MIN(ts) AS first_ts, MAX(ts) AS last_ts, \
+         COUNT(*) AS n FROM readings WHERE serial = $1 AND ts >= $2 AND ts < $3 GROUP BY b ORDER BY b",
     )
     .bind(serial)
     .bind(from)
@@ -201,7 +196,7 @@ pub async fn envelope(
                 max_c: r.try_get("hi")?,
                 first_ts: r.try_get("first_ts")?,
                 last_ts: r.try_get("last_ts")?,
-                longest_wait_ms: r.try_get("wait")?,
+                count: r.try_get("n")?,
             })
         })
         .collect()

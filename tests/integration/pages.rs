@@ -7,6 +7,10 @@ use chrono::{Duration, Utc};
 use serde_json::Value;
 
 use crate::harness::{Broker, Database, TestApp};
+use crate::on_both_databases;
+
+// The chart reads its buckets with SQL of its own: both databases draw it.
+on_both_databases!(the_charts_shaded_excursion_carries_the_apis_start_and_end);
 
 async fn get_text(app: &TestApp, token: &str, path: &str) -> (u16, String, String) {
     let r = app.http.get(app.url(path)).bearer_auth(token).send().await.unwrap();
@@ -28,9 +32,8 @@ fn attr(svg: &str, marker: &str, attr: &str) -> String {
     rest[start..start + rest[start..].find('"').unwrap()].to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_charts_shaded_excursion_carries_the_apis_start_and_end() {
-    let app = TestApp::spawn(Database::Sqlite, Broker::Embedded).await;
+async fn the_charts_shaded_excursion_carries_the_apis_start_and_end(db: Database) {
+    let app = TestApp::spawn(db, Broker::Embedded).await;
     let unit = app.fridge().await;
     app.freezing("LT-1").await;
     let x = app
