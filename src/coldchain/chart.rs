@@ -177,47 +177,6 @@ pub async fn of_unit_as(db: &Db, scope: &Scope, unit_id: i64, from: i64, to: i64
     })
 }
 
-/// The last hours of a unit as its alert email shows them, read on the caller's connection
-/// (inside the alert's transaction): the primary logger's readings as the rules read them, the
-/// range, the rules' `thresholds` and the unit's excursions over `[from, to)`.
-pub async fn recent(
-    conn: &mut sqlx::AnyConnection,
-    unit_id: i64,
-    tz: chrono_tz::Tz,
-    range: (f64, f64),
-    thresholds: Vec<f64>,
-    from: i64,
-    to: i64,
-) -> Result<TempChart> {
-    let primary = super::primary::record(conn, unit_id, from, to).await?;
-    let shades = super::excursions::between(conn, unit_id, from, to)
-        .await?
-        .into_iter()
-        .map(|x| Shade {
-            id: x.id,
-            start: x.start,
-            end: x.end,
-            started_at: crate::store::rfc3339(x.start),
-            ended_at: x.ended_at.map(crate::store::rfc3339),
-        })
-        .collect();
-    Ok(TempChart {
-        from,
-        to,
-        tz,
-        range,
-        thresholds,
-        series: vec![Series {
-            name: primary.serial.clone().unwrap_or_else(|| "primary logger".into()),
-            points: primary.samples.iter().map(|s| (s.ts, s.temp_c)).collect(),
-            gap_ms: primary.gap_ms,
-            runs: None,
-        }],
-        shades,
-        alt: "The last 6 hours of the unit's temperatures".into(),
-    })
-}
-
 /// The chart's readings as CSV: `logger,role,ts,temp_c`.
 pub fn csv(chart: &TempChart) -> String {
     let mut out = String::from("logger,role,ts,temp_c\n");

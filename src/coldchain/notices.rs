@@ -301,7 +301,7 @@ async fn chart_png(tx: &mut Tx, f: &Facts, rules: &[Rule]) -> Option<Vec<u8>> {
             }
         }
     }
-    let chart = match super::chart::recent(tx, f.unit_id, f.timezone, f.range, thresholds, to - CHART_MS, to).await {
+    let chart = match recent(tx, f.unit_id, f.timezone, f.range, thresholds, to - CHART_MS, to).await {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(excursion = f.id, error = %e, "the alert goes without its chart");
@@ -315,6 +315,47 @@ async fn chart_png(tx: &mut Tx, f: &Facts, rules: &[Rule]) -> Option<Vec<u8>> {
             None
         }
     }
+}
+
+/// The last hours of a unit as its alert email shows them, read on the caller's connection
+/// (inside the alert's transaction): the primary logger's readings as the rules read them, the
+/// range, the rules' `thresholds` and the unit's excursions over `[from, to)`.
+async fn recent(
+    conn: &mut sqlx::AnyConnection,
+    unit_id: i64,
+    tz: chrono_tz::Tz,
+    range: (f64, f64),
+    thresholds: Vec<f64>,
+    from: i64,
+    to: i64,
+) -> Result<crate::charts::TempChart> {
+    let primary = super::primary::record(conn, unit_id, from, to).await?;
+    let shades = super::excursions::between(conn, unit_id, from, to)
+        .await?
+        .into_iter()
+        .map(|x| crate::charts::Shade {
+            id: x.id,
+            start: x.start,
+            end: x.end,
+            started_at: crate::store::rfc3339(x.start),
+            ended_at: x.ended_at.map(crate::store::rfc3339),
+        })
+        .collect();
+    Ok(crate::charts::TempChart {
+        from,
+        to,
+        tz,
+        range,
+        thresholds,
+        series: vec![crate::charts::Series {
+            name: primary.serial.clone().unwrap_or_else(|| "primary logger".into()),
+            points: primary.samples.iter().map(|s| (s.ts, s.temp_c)).collect(),
+            gap_ms: primary.gap_ms,
+            runs: None,
+        }],
+        shades,
+        alt: "The last 6 hours of the unit's temperatures".into(),
+    })
 }
 
 /// Queues the first alert of an excursion to the location's primary coordinator.

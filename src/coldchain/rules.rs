@@ -1,5 +1,6 @@
 //! Alarm rules and the program's settings, as values: what they are, the defaults this product
 //! ships, and what makes them valid. Where they are kept is [`super::settings`].
+//! Longer than 500 lines because of its tests: the code itself is under 400.
 //!
 //! A rule is a condition on temperature, a kind (consecutive minutes, or cumulative minutes in a
 //! sliding window), a duration (0 = at once) and a severity (docs/domain.md, "Excursions and

@@ -5,6 +5,7 @@
 
 mod accounts;
 mod ack;
+mod audit_pages;
 pub mod auth;
 mod coldchain;
 mod doses;
@@ -24,6 +25,7 @@ mod order_pages;
 mod orders;
 pub mod pages;
 mod people_pages;
+mod queue_pages;
 mod registry;
 mod session;
 mod state_home;
@@ -80,12 +82,15 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::router())
         .merge(ack::router())
         .merge(pages::router())
+        .merge(state_home::router())
         .merge(unit_pages::router())
         .merge(location_pages::router())
         .merge(excursion_pages::router())
         .merge(order_pages::router())
         .merge(inventory_pages::router())
         .merge(people_pages::router())
+        .merge(audit_pages::router())
+        .merge(queue_pages::router())
         .merge(order_page::router())
         .merge(openapi::router())
         .fallback(|| async {

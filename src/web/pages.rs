@@ -114,7 +114,6 @@ pub fn secured(mut r: Response) -> Response {
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/", get(home))
         .route("/login", get(login))
         .route("/logout", post(logout))
         .route("/reset", get(reset_request))
@@ -180,120 +179,6 @@ pub fn to_login(next: &str) -> Response {
         percent_encoding::utf8_percent_encode(next, percent_encoding::NON_ALPHANUMERIC)
     );
     Redirect::to(&target).into_response()
-}
-
-#[derive(serde::Deserialize, Default)]
-struct HomeQuery {
-    /// One card's whole list (`excursions`, `orders`…).
-    list: Option<String>,
-    /// A search by PIN, location code or name.
-    q: Option<String>,
-    page: Option<i64>,
-}
-
-async fn home(State(s): State<AppState>, headers: HeaderMap, Query(hq): Query<HomeQuery>) -> Response {
-    let live = match auth::session_of(&s, &headers).await {
-        Ok(Some(l)) => l,
-        // A token of the whole program (a wall display in the state's office) sees the cards.
-        Ok(None) => {
-            return match auth::page_caller(&s, &headers).await {
-                Ok(Some(c)) if matches!(c.scope, crate::accounts::Scope::Program) => {
-                    state_home(&s, &c, None, None, hq).await
-                }
-                Ok(_) => to_login("/"),
-                Err(e) => e.into_response(),
-            }
-        }
-        Err(e) => return e.into_response(),
-    };
-    if live.must_enrol {
-        return Redirect::to("/me/totp").into_response();
-    }
-    let Some(id) = live.caller.account_id() else {
-        return to_login("/");
-    };
-    let account = match people::me(&s.db, id).await {
-        Ok(a) => a,
-        Err(e) => return super::error::ApiError::from(e).into_response(),
-    };
-    // The places the person works at, to go to; the whole program is reached by its cards and
-    // its search.
-    let program = matches!(live.caller.scope, crate::accounts::Scope::Program);
-    if program {
-        return state_home(&s, &live.caller, Some(live.csrf_token.clone()), Some(account), hq).await;
-    }
-    let places = if program {
-        Vec::new()
-    } else {
-        match crate::registry::locations::list(&s.db, &live.caller.scope).await {
-            Ok(l) => l
-                .into_iter()
-                .take(200)
-                .map(|l| context! { code => l.code, name => l.name })
-                .collect(),
-            Err(e) => return super::error::ApiError::from(e).into_response(),
-        }
-    };
-    render(
-        StatusCode::OK,
-        "home.html",
-        context! {
-            title => "Home",
-            account => Value::from(minijinja::value::Serde(&account)),
-            csrf_token => live.csrf_token,
-            places,
-            program,
-        },
-    )
-}
-
-/// The state's home: the cards, one card's list, or a search's results.
-async fn state_home(
-    s: &AppState,
-    caller: &crate::accounts::Caller,
-    csrf_token: Option<String>,
-    account: Option<people::Account>,
-    hq: HomeQuery,
-) -> Response {
-    use super::state_home as home;
-    let page = hq.page.unwrap_or(1);
-    let q = hq.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
-    let (view, title) = match (q, hq.list.as_deref()) {
-        (Some(q), _) => (
-            home::search(&s.db, &caller.scope, q, page)
-                .await
-                .map(|v| context! { search => v }),
-            format!("Locations matching “{q}”"),
-        ),
-        (None, Some(list)) => match home::Card::parse(list) {
-            Some(card) => (
-                home::one_list(&s.db, card, page).await.map(|v| context! { list => v }),
-                "Program".to_string(),
-            ),
-            None => return not_found(),
-        },
-        (None, None) => (
-            home::cards(&s.db).await.map(|c| context! { cards => c }),
-            "Program".to_string(),
-        ),
-    };
-    match view {
-        Ok(v) => render(
-            StatusCode::OK,
-            "state_home.html",
-            context! {
-                ..v,
-                ..context! {
-                    title,
-                    account => account.as_ref().map(|a| Value::from(minijinja::value::Serde(a))),
-                    csrf_token,
-                    q => hq.q.clone().unwrap_or_default(),
-                    wide => true,
-                }
-            },
-        ),
-        Err(e) => super::error::ApiError::from(e).into_response(),
-    }
 }
 
 #[derive(serde::Deserialize)]

@@ -6,8 +6,18 @@
 //! contact — so the page stays fast with tens of thousands of locations: nothing is recomputed
 //! per view.
 
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{Duration, Utc};
 use minijinja::{context, Value};
+
+use super::{auth, AppState};
+
+pub fn router() -> axum::Router<AppState> {
+    axum::Router::new().route("/", axum::routing::get(home))
+}
+use crate::accounts::people;
 
 use crate::error::Result;
 use crate::store::listing::{Attention, Listing, Window};
@@ -240,4 +250,117 @@ pub async fn search(db: &Db, scope: &crate::accounts::Scope, q: &str, page: i64)
         previous => (page > 1).then(|| format!("/?q={enc}&page={}", page - 1)),
         next => (page < pages).then(|| format!("/?q={enc}&page={}", page + 1)),
     })
+}
+
+#[derive(serde::Deserialize, Default)]
+pub struct HomeQuery {
+    /// One card's whole list (`excursions`, `orders`…).
+    list: Option<String>,
+    /// A search by PIN, location code or name.
+    q: Option<String>,
+    page: Option<i64>,
+}
+
+/// The state's home: the cards, one card's list, or a search's results.
+pub async fn page(
+    s: &AppState,
+    caller: &crate::accounts::Caller,
+    csrf_token: Option<String>,
+    account: Option<people::Account>,
+    hq: HomeQuery,
+) -> Response {
+    let page = hq.page.unwrap_or(1);
+    let q = hq.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
+    let (view, title) = match (q, hq.list.as_deref()) {
+        (Some(q), _) => (
+            search(&s.db, &caller.scope, q, page)
+                .await
+                .map(|v| context! { search => v }),
+            format!("Locations matching “{q}”"),
+        ),
+        (None, Some(list)) => match Card::parse(list) {
+            Some(card) => (
+                one_list(&s.db, card, page).await.map(|v| context! { list => v }),
+                "Program".to_string(),
+            ),
+            None => return super::pages::not_found(),
+        },
+        (None, None) => (
+            cards(&s.db).await.map(|c| context! { cards => c }),
+            "Program".to_string(),
+        ),
+    };
+    match view {
+        Ok(v) => super::pages::render(
+            StatusCode::OK,
+            "state_home.html",
+            context! {
+                ..v,
+                ..context! {
+                    title,
+                    account => account.as_ref().map(|a| Value::from(minijinja::value::Serde(a))),
+                    csrf_token,
+                    q => hq.q.clone().unwrap_or_default(),
+                    wide => true,
+                }
+            },
+        ),
+        Err(e) => super::error::ApiError::from(e).into_response(),
+    }
+}
+
+/// `/`: the state's home for a person (or a token) of the whole program; a clinic person's own
+/// home (their places, roles and second factor) otherwise.
+async fn home(State(s): State<AppState>, headers: HeaderMap, Query(hq): Query<HomeQuery>) -> Response {
+    let live = match auth::session_of(&s, &headers).await {
+        Ok(Some(l)) => l,
+        // A token of the whole program (a wall display in the state's office) sees the cards.
+        Ok(None) => {
+            return match auth::page_caller(&s, &headers).await {
+                Ok(Some(c)) if matches!(c.scope, crate::accounts::Scope::Program) => page(&s, &c, None, None, hq).await,
+                Ok(_) => super::pages::to_login("/"),
+                Err(e) => e.into_response(),
+            }
+        }
+        Err(e) => return e.into_response(),
+    };
+    if live.must_enrol {
+        return Redirect::to("/me/totp").into_response();
+    }
+    let Some(id) = live.caller.account_id() else {
+        return super::pages::to_login("/");
+    };
+    let account = match people::me(&s.db, id).await {
+        Ok(a) => a,
+        Err(e) => return super::error::ApiError::from(e).into_response(),
+    };
+    // The places the person works at, to go to; the whole program is reached by its cards and
+    // its search.
+    let program = matches!(live.caller.scope, crate::accounts::Scope::Program);
+    if program {
+        return page(&s, &live.caller, Some(live.csrf_token.clone()), Some(account), hq).await;
+    }
+    let places = if program {
+        Vec::new()
+    } else {
+        match crate::registry::locations::list(&s.db, &live.caller.scope).await {
+            Ok(l) => l
+                .into_iter()
+                .take(200)
+                .map(|l| context! { code => l.code, name => l.name })
+                .collect(),
+            Err(e) => return super::error::ApiError::from(e).into_response(),
+        }
+    };
+    super::pages::render(
+        StatusCode::OK,
+        "home.html",
+        context! {
+            title => "Home",
+            account => Value::from(minijinja::value::Serde(&account)),
+            csrf_token => live.csrf_token,
+            places,
+            program,
+        },
+    )
 }

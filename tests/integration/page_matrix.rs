@@ -89,6 +89,7 @@ const OTHERS: &[(&str, &str)] = &[
 
 const SOURCES: &[&str] = &[
     include_str!("../../src/web/pages.rs"),
+    include_str!("../../src/web/state_home.rs"),
     include_str!("../../src/web/unit_pages.rs"),
     include_str!("../../src/web/location_pages.rs"),
     include_str!("../../src/web/excursion_pages.rs"),
@@ -96,6 +97,8 @@ const SOURCES: &[&str] = &[
     include_str!("../../src/web/order_page.rs"),
     include_str!("../../src/web/inventory_pages.rs"),
     include_str!("../../src/web/people_pages.rs"),
+    include_str!("../../src/web/audit_pages.rs"),
+    include_str!("../../src/web/queue_pages.rs"),
     include_str!("../../src/web/ack.rs"),
     include_str!("../../src/web/ops.rs"),
     include_str!("../../src/web/openapi.rs"),
