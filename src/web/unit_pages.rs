@@ -49,6 +49,9 @@ fn page_error(e: crate::error::Error) -> Response {
 #[derive(serde::Deserialize)]
 struct UnitQuery {
     window: Option<String>,
+    /// A custom range, days in the location's zone (`YYYY-MM-DD`), both included.
+    from: Option<String>,
+    to: Option<String>,
 }
 
 const WINDOWS: [(&str, &str, i64); 3] = [("24h", "24 hours", 1), ("7d", "7 days", 7), ("30d", "30 days", 30)];
@@ -69,11 +72,35 @@ async fn unit_page(
         .filter(|w| WINDOWS.iter().any(|(k, _, _)| k == w))
         .unwrap_or("24h");
     let days = WINDOWS.iter().find(|(k, _, _)| *k == window).map_or(1, |w| w.2);
-    let to = crate::store::now_millis();
-    let from = to - days * 86_400_000;
     let detail = match crate::registry::units::detail(&s.db, &caller.scope, id).await {
         Ok(d) => d,
         Err(e) => return page_error(e),
+    };
+    let tz = match crate::registry::locations::get(&s.db, &caller.scope, &detail.unit.location).await {
+        Ok(l) => l.timezone.parse::<chrono_tz::Tz>().unwrap_or(chrono_tz::UTC),
+        Err(e) => return page_error(e),
+    };
+    // A custom range: from the first day's start to the last day's end, where the unit is.
+    let day = |raw: &Option<String>| {
+        raw.as_deref()
+            .filter(|d| !d.is_empty())
+            .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+    };
+    let start_of = |d: chrono::NaiveDate| {
+        d.and_hms_opt(0, 0, 0)
+            .and_then(|t| t.and_local_timezone(tz).earliest())
+            .map(|t| t.timestamp_millis())
+    };
+    let custom = match (day(&q.from), day(&q.to)) {
+        (Some(a), Some(b)) if a <= b => start_of(a).zip(start_of(b + chrono::Duration::days(1))),
+        _ => None,
+    };
+    let (from, to, window) = match custom {
+        Some((a, b)) => (a, b, "custom"),
+        None => {
+            let to = crate::store::now_millis();
+            (to - days * 86_400_000, to, window)
+        }
     };
     let chart = match chart::of_unit_as(&s.db, &caller.scope, id, from, to, chart::Detail::Width(900)).await {
         Ok(c) => c,
@@ -94,6 +121,9 @@ async fn unit_page(
         minijinja::context! {
             title => detail.unit.name.clone(),
             csrf_token,
+            wide => true,
+            range_from => q.from.clone().unwrap_or_default(),
+            range_to => q.to.clone().unwrap_or_default(),
             unit => minijinja::Value::from(minijinja::value::Serde(&detail.unit)),
             loggers => minijinja::Value::from(minijinja::value::Serde(&detail.loggers)),
             windows => WINDOWS.iter().map(|(k, l, _)| minijinja::context! { key => *k, label => *l }).collect::<Vec<_>>(),

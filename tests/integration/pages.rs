@@ -123,6 +123,22 @@ async fn the_unit_page_shows_its_chart_and_the_months_log_downloads_one_row_per_
     );
     assert!(page.contains("aria-current=\"page\">7 days"), "{page}");
     assert!(page.contains("LT-1"), "its logger: {page}");
+    // A custom range of days where the unit is: the excursion's day, then a day long before.
+    let today = Utc::now()
+        .with_timezone(&chrono_tz::America::New_York)
+        .format("%Y-%m-%d")
+        .to_string();
+    let (status, _, page) = get_text(&app, &app.token, &format!("/units/{unit}?from={today}&to={today}")).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("class=\"excursion\""), "today's excursion: {page}");
+    let (status, _, page) = get_text(
+        &app,
+        &app.token,
+        &format!("/units/{unit}?from=2026-01-01&to=2026-01-02"),
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert!(!page.contains("class=\"excursion\""), "none in January: {page}");
 
     let month = Utc::now()
         .with_timezone(&chrono_tz::America::New_York)
