@@ -7,6 +7,7 @@
 
 mod flows;
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -42,10 +43,12 @@ impl Browser {
             );
         }
         let port = unused_port();
+        // A process group of its own, so the browsers it starts end with it (see Drop).
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .expect("chromedriver starts");
         let profile = tempfile::tempdir().unwrap();
@@ -214,7 +217,12 @@ impl Browser {
 }
 
 impl Drop for Browser {
+    /// Ends the driver and every browser process it started (its whole process group): a
+    /// browser left behind would outlive the test run.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.driver.id())])
+            .status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
