@@ -55,6 +55,43 @@ pub(crate) fn percentiles(mut d: Vec<std::time::Duration>) -> (f64, f64) {
     (pct(0.5), pct(0.99))
 }
 
+/// Switches every order prerequisite off (for submitting a bench's orders at once); returns
+/// the prerequisites as they were, for [`restore_prerequisites`].
+pub(crate) async fn prerequisites_off(
+    db: &Db,
+    caller: &Caller,
+) -> anyhow::Result<crate::domain::ordering::Prerequisites> {
+    let err = |e: crate::error::Error| anyhow::anyhow!("{e}");
+    let mut program = crate::coldchain::settings::program(db).await.map_err(err)?;
+    let kept = program.ordering.prerequisites.clone();
+    let p = &mut program.ordering.prerequisites;
+    (
+        p.reconciliation_days,
+        p.doses_reported_days,
+        p.unreviewed_excursion_hours,
+        p.decrement_exception_days,
+    ) = (None, None, None, None);
+    (p.temperature_records, p.daily_signoff, p.calibration_current) = (false, false, false);
+    crate::coldchain::settings::save_program(db, &program, caller)
+        .await
+        .map_err(err)?;
+    Ok(kept)
+}
+
+/// Puts back the prerequisites [`prerequisites_off`] switched off.
+pub(crate) async fn restore_prerequisites(
+    db: &Db,
+    caller: &Caller,
+    kept: crate::domain::ordering::Prerequisites,
+) -> anyhow::Result<()> {
+    let err = |e: crate::error::Error| anyhow::anyhow!("{e}");
+    let mut program = crate::coldchain::settings::program(db).await.map_err(err)?;
+    program.ordering.prerequisites = kept;
+    crate::coldchain::settings::save_program(db, &program, caller)
+        .await
+        .map_err(err)
+}
+
 /// The bench acting as a state coordinator.
 pub(crate) fn state_caller() -> Caller {
     Caller::single(

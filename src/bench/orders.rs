@@ -207,19 +207,7 @@ async fn seed(db: &Db, args: &Args, caller: &Caller) -> anyhow::Result<(Vec<Stri
 /// `--queue` submitted orders of 5 lines each, at as many locations, with the prerequisites
 /// switched off while they are submitted (then back as they were).
 async fn queue(db: &Db, caller: &Caller, codes: &[String], n: usize) -> anyhow::Result<()> {
-    let mut program = crate::coldchain::settings::program(db).await.map_err(err)?;
-    let kept = program.ordering.prerequisites.clone();
-    let p = &mut program.ordering.prerequisites;
-    (
-        p.reconciliation_days,
-        p.doses_reported_days,
-        p.unreviewed_excursion_hours,
-        p.decrement_exception_days,
-    ) = (None, None, None, None);
-    (p.temperature_records, p.daily_signoff, p.calibration_current) = (false, false, false);
-    crate::coldchain::settings::save_program(db, &program, caller)
-        .await
-        .map_err(err)?;
+    let kept = super::prerequisites_off(db, caller).await?;
     let products = catalog::list(db).await.map_err(err)?;
     let step = (codes.len() / n.max(1)).max(1);
     for (k, code) in codes.iter().step_by(step).take(n).enumerate() {
@@ -242,10 +230,7 @@ async fn queue(db: &Db, caller: &Caller, codes: &[String], n: usize) -> anyhow::
             .await
             .map_err(err)?;
     }
-    program.ordering.prerequisites = kept;
-    crate::coldchain::settings::save_program(db, &program, caller)
-        .await
-        .map_err(err)?;
+    super::restore_prerequisites(db, caller, kept).await?;
     Ok(())
 }
 

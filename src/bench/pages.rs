@@ -148,19 +148,7 @@ async fn program(db: &Db, args: &Args, caller: &Caller) -> anyhow::Result<Vec<St
     }
 
     // Orders in review, submitted with the prerequisites off (then back as they were).
-    let mut settings = crate::coldchain::settings::program(db).await.map_err(err)?;
-    let kept = settings.ordering.prerequisites.clone();
-    let p = &mut settings.ordering.prerequisites;
-    (
-        p.reconciliation_days,
-        p.doses_reported_days,
-        p.unreviewed_excursion_hours,
-        p.decrement_exception_days,
-    ) = (None, None, None, None);
-    (p.temperature_records, p.daily_signoff, p.calibration_current) = (false, false, false);
-    crate::coldchain::settings::save_program(db, &settings, caller)
-        .await
-        .map_err(err)?;
+    let kept = super::prerequisites_off(db, caller).await?;
     let product = crate::inventory::catalog::list(db).await.map_err(err)?[0].ndc.clone();
     for code in codes.iter().skip(not_ready + excursions).take(args.open / 4) {
         let draft = crate::orders::life::Draft {
@@ -179,10 +167,7 @@ async fn program(db: &Db, args: &Args, caller: &Caller) -> anyhow::Result<Vec<St
             .await
             .map_err(err)?;
     }
-    settings.ordering.prerequisites = kept;
-    crate::coldchain::settings::save_program(db, &settings, caller)
-        .await
-        .map_err(err)?;
+    super::restore_prerequisites(db, caller, kept).await?;
     Ok(codes)
 }
 

@@ -240,6 +240,17 @@ async fn writer(s: &AppState, headers: &HeaderMap, f: &HashMap<String, String>, 
     .await
 }
 
+/// Back to the order's page with why a form of it was not done.
+async fn refused(
+    s: &AppState,
+    caller: &Caller,
+    f: &HashMap<String, String>,
+    id: i64,
+    why: impl Into<String>,
+) -> Response {
+    show(s, caller, f.get("csrf_token").cloned(), id, None, Some(why.into())).await
+}
+
 /// After a form: to the order with a notice, or back to its page with why not.
 async fn done<T>(
     s: &AppState,
@@ -258,7 +269,7 @@ async fn done<T>(
             | crate::error::Error::Forbidden(_)
             | crate::error::Error::Refused { .. }
             | crate::error::Error::RefusedWith { .. }),
-        ) => show(s, caller, f.get("csrf_token").cloned(), id, None, Some(e.to_string())).await,
+        ) => refused(s, caller, f, id, e.to_string()).await,
         Err(e) => ApiError::from(e).into_response(),
     }
 }
@@ -277,15 +288,7 @@ async fn submit(State(s): State<AppState>, headers: HeaderMap, Id(id): Id<i64>, 
     let urgent = f.get("urgent").is_some_and(|v| v == "on" || v == "true");
     let urgent_reason = text(&f, "urgent_reason");
     if urgent && urgent_reason.is_none() {
-        return show(
-            &s,
-            &caller,
-            f.get("csrf_token").cloned(),
-            id,
-            None,
-            Some("Say why the order is urgent.".into()),
-        )
-        .await;
+        return refused(&s, &caller, &f, id, "Say why the order is urgent.").await;
     }
     let r = life::submit(&s.db, &caller, id, &Submit { urgent, urgent_reason }).await;
     done(&s, &caller, &f, id, r, "submitted").await
@@ -304,13 +307,12 @@ async fn approve(State(s): State<AppState>, headers: HeaderMap, Id(id): Id<i64>,
             continue;
         };
         let Ok(doses) = v.trim().parse::<i64>() else {
-            return show(
+            return refused(
                 &s,
                 &caller,
-                f.get("csrf_token").cloned(),
+                &f,
                 id,
-                None,
-                Some(format!("Line {line}: doses are a whole number (not {v:?}).")),
+                format!("Line {line}: doses are a whole number (not {v:?})."),
             )
             .await;
         };
@@ -388,13 +390,12 @@ async fn receive_form(State(s): State<AppState>, headers: HeaderMap, Id(id): Id<
             continue; // not arrived yet: received later
         }
         let Ok(doses) = v.trim().parse::<i64>() else {
-            return show(
+            return refused(
                 &s,
                 &caller,
-                f.get("csrf_token").cloned(),
+                &f,
                 id,
-                None,
-                Some(format!("Doses received are a whole number (not {v:?}).")),
+                format!("Doses received are a whole number (not {v:?})."),
             )
             .await;
         };
@@ -415,13 +416,12 @@ async fn receive_form(State(s): State<AppState>, headers: HeaderMap, Id(id): Id<
         });
     }
     if lines.is_empty() {
-        return show(
+        return refused(
             &s,
             &caller,
-            f.get("csrf_token").cloned(),
+            &f,
             id,
-            None,
-            Some("Fill in the doses that arrived for at least one box.".into()),
+            "Fill in the doses that arrived for at least one box.",
         )
         .await;
     }
