@@ -110,11 +110,8 @@ async fn the_demo_reaches_an_excursion_and_writes_its_email() {
             .find(|o| o["status"] == s)
             .cloned()
     };
-    assert_eq!(
-        status("in_review").expect("an order in review")["location"],
-        "012345A",
-        "{orders}"
-    );
+    let in_review = status("in_review").expect("an order in review");
+    assert_eq!(in_review["location"], "012345A", "{orders}");
     let shipped = status("shipped").expect("a shipped order");
     let order: Value = reqwest::Client::new()
         .get(format!("http://{http}/api/v1/orders/{}", shipped["id"]))
@@ -133,6 +130,21 @@ async fn the_demo_reaches_an_excursion_and_writes_its_email() {
             .any(|s| s["tracking_number"] == "1Z999AA10123456784"),
         "{order}"
     );
+
+    // The printed people sign in to the pages, second factor included: the state coordinator's
+    // home has the excursion and the order in review, the clinic coordinator's the clinic.
+    let state_home = page_as(http, &text, "state coordinator", "/").await;
+    assert!(
+        state_home.contains("Open excursions") && state_home.contains("012345A"),
+        "{state_home}"
+    );
+    let id = &in_review["id"];
+    assert!(
+        state_home.contains(&format!("orders/{id}")) || state_home.contains(&format!("orders&#x2f;{id}")),
+        "the order in review is on its card: {state_home}"
+    );
+    let clinic = page_as(http, &text, "clinic coordinator", "/locations/012345A").await;
+    assert!(clinic.contains("Vaccine refrigerator"), "{clinic}");
 
     // Ctrl-C stops everything cleanly.
     Command::new("kill")
@@ -166,4 +178,43 @@ async fn the_demo_reaches_an_excursion_and_writes_its_email() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("fresh data directory"));
     assert!(other.join("notes.txt").exists());
+}
+
+/// Signs in as the person the demo printed on the line starting with `who` (email, password,
+/// and a code from the printed key) and reads the page at `path`.
+async fn page_as(http: &str, printed: &str, who: &str, path: &str) -> String {
+    let line = printed
+        .lines()
+        .find(|l| l.trim_start().starts_with(who))
+        .unwrap_or_else(|| panic!("{who} is printed: {printed}"));
+    let email = line.split_whitespace().find(|w| w.contains('@')).unwrap();
+    let password = line.split('"').nth(1).unwrap();
+    let key = line.rsplit("key ").next().unwrap().trim();
+    let uri = format!("otpauth://totp/vfc-monitor:{email}?secret={key}&issuer=vfc-monitor");
+    let totp = totp_rs::Totp::from_url_unchecked(uri).expect("the printed key");
+    // The next code: the demo used the current one to turn the second factor on.
+    let code = totp.generate((chrono::Utc::now().timestamp() + 30) as u64).to_string();
+    let http_client = reqwest::Client::new();
+    let r = http_client
+        .post(format!("http://{http}/api/v1/session"))
+        .json(&serde_json::json!({"email": email, "password": password, "totp": code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{who} signs in");
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = http_client
+        .get(format!("http://{http}{path}"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200, "{who}: {path}");
+    page.text().await.unwrap()
 }

@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 use crate::accounts::{tokens, Role, Scope};
 use crate::config::{MqttBroker, Settings, SettingsArgs};
 
+mod people;
+
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
     /// Seconds the replayed past hours take; the compressor failure alarms at about 90% of it.
@@ -65,6 +67,10 @@ pub async fn run(mut args: SettingsArgs, demo: DemoArgs) -> anyhow::Result<()> {
     wait_healthy(&api.http, &base, &mut service).await?;
     let units = api.clinic().await?;
     let orders = api.orders().await?;
+    let mut sign_ins = Vec::new();
+    for who in &people::PEOPLE {
+        sign_ins.push(people::sign_up(&api.http, &api.base, &db, who).await?);
+    }
 
     // The gateway talks to the service's own broker.
     let broker = match (&settings.mqtt, ports.mqtt) {
@@ -114,6 +120,9 @@ pub async fn run(mut args: SettingsArgs, demo: DemoArgs) -> anyhow::Result<()> {
          \x20   {}\n\
          \x20 alert emails       {}\n\
          \x20 data directory     {}\n\n\
+         Sign in at {base}/login as\n\
+         {}\n\
+         Each asks for a code from an authenticator app holding its key (or: oathtool --totp -b KEY).\n\n\
          Sample clinic: PIN {PIN}, locations {PIN}A and {PIN}B, a refrigerator and a freezer each.\n\
          Four simulated loggers send through a gateway (spool, MQTT, confirmation) to the service's\n\
          broker: the last {REPLAY_H} hours replay in about {:.0} s, then they go on live. {PIN}A's\n\
@@ -125,6 +134,7 @@ pub async fn run(mut args: SettingsArgs, demo: DemoArgs) -> anyhow::Result<()> {
         token.secret,
         outbox.display(),
         dir.display(),
+        sign_ins.join("\n"),
         demo.timeline,
         token.secret,
         token.secret
