@@ -31,6 +31,10 @@ pub struct NewGateway {
     pub name: String,
 }
 
+/// A gateway not heard from for this long is silent: it sends every logger's readings or
+/// status each minute or so.
+pub const SILENT_AFTER_MS: i64 = 15 * 60_000;
+
 /// A registered gateway and what it last said about itself.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Gateway {

@@ -225,6 +225,13 @@ pub struct Serving {
     pub reading_interval_s: Option<i64>,
 }
 
+/// The loggers serving the units of location `code` (in `scope`) now.
+pub async fn serving_at(db: &Db, scope: &crate::accounts::Scope, code: &str) -> Result<Vec<Serving>> {
+    let location = super::locations::get(db, scope, code).await?;
+    let mut conn = db.pool.acquire().await?;
+    serving_location(&mut conn, &location.code).await
+}
+
 /// The loggers serving location `code`'s units now (open assignments).
 pub async fn serving_location(conn: &mut sqlx::AnyConnection, code: &str) -> Result<Vec<Serving>> {
     sqlx::query(

@@ -25,6 +25,8 @@ pub fn router() -> Router<AppState> {
 struct InventoryQuery {
     /// A lot whose ledger to show.
     lot: Option<i64>,
+    /// What a form just recorded.
+    done: Option<String>,
 }
 
 /// How soon a lot expires, as the page colours it (and says in words).
@@ -107,6 +109,13 @@ async fn page(
             code => location.code.clone(),
             units => units.into_iter().map(|((name, id), lots)| context! { name, id, lots }).collect::<Vec<_>>(),
             ledger,
+            here => "",
+            notice => match q.done.as_deref() {
+                Some("received") => Some("The receipt is recorded: its line is at the end of the lot's ledger."),
+                Some("wasted") => Some("The wastage is recorded: its line is at the end of the lot's ledger."),
+                Some("returned") => Some("The return is recorded: its line is at the end of the lot's ledger."),
+                _ => None,
+            },
             today => today.to_string(),
             csrf_token,
             wide => true,

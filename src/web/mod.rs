@@ -8,11 +8,15 @@ mod ack;
 mod audit_pages;
 pub mod auth;
 mod coldchain;
+mod count_pages;
+mod device_pages;
+mod dose_pages;
 mod doses;
 pub mod error;
 mod excursion_pages;
 mod excursions;
 mod extract;
+mod forms;
 mod gateways;
 mod hl7;
 mod inventory;
@@ -29,7 +33,9 @@ mod queue_pages;
 mod registry;
 mod session;
 mod state_home;
+mod stock_pages;
 mod telemetry;
+mod transfer_pages;
 mod unit_pages;
 
 use std::sync::Arc;
@@ -88,6 +94,11 @@ pub fn router(state: AppState) -> Router {
         .merge(excursion_pages::router())
         .merge(order_pages::router())
         .merge(inventory_pages::router())
+        .merge(stock_pages::router())
+        .merge(count_pages::router())
+        .merge(dose_pages::router())
+        .merge(transfer_pages::router())
+        .merge(device_pages::router())
         .merge(people_pages::router())
         .merge(audit_pages::router())
         .merge(queue_pages::router())

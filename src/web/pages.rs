@@ -22,7 +22,7 @@ use super::AppState;
 use crate::accounts::links::{self, Purpose};
 use crate::accounts::{people, sessions};
 
-const TEMPLATES: [(&str, &str); 21] = [
+const TEMPLATES: [(&str, &str); 29] = [
     ("base.html", include_str!("../../dashboards/base.html")),
     ("ack.html", include_str!("../../dashboards/ack.html")),
     ("message.html", include_str!("../../dashboards/message.html")),
@@ -50,6 +50,14 @@ const TEMPLATES: [(&str, &str); 21] = [
     ("account.html", include_str!("../../dashboards/account.html")),
     ("tokens.html", include_str!("../../dashboards/tokens.html")),
     ("audit.html", include_str!("../../dashboards/audit.html")),
+    ("stock_tabs.html", include_str!("../../dashboards/stock_tabs.html")),
+    ("receipt.html", include_str!("../../dashboards/receipt.html")),
+    ("removal.html", include_str!("../../dashboards/removal.html")),
+    ("transfer.html", include_str!("../../dashboards/transfer.html")),
+    ("count.html", include_str!("../../dashboards/count.html")),
+    ("exceptions.html", include_str!("../../dashboards/exceptions.html")),
+    ("borrowing.html", include_str!("../../dashboards/borrowing.html")),
+    ("devices.html", include_str!("../../dashboards/devices.html")),
 ];
 
 const CSS: &str = include_str!("../../dashboards/static/site.css");

@@ -26,8 +26,6 @@ use crate::store::{now_millis, Db};
 /// Rows on a card; a card's own list shows `PAGE` a page.
 const ON_CARD: i64 = 5;
 const PAGE: i64 = 50;
-/// A gateway that sends nothing for this long is silent (it sends status every minute).
-const GATEWAY_SILENT_MS: i64 = 15 * 60_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Card {
@@ -118,7 +116,12 @@ impl Card {
             Card::Calibration => crate::registry::waiting::calibration_due(db, &day(0), &day(30), w).await?,
             Card::Expiring => crate::inventory::waiting::expiring(db, &day(0), &day(30), &day(90), w).await?,
             Card::Gateways => {
-                crate::registry::waiting::troubled_gateways(db, now_millis() - GATEWAY_SILENT_MS, w).await?
+                crate::registry::waiting::troubled_gateways(
+                    db,
+                    now_millis() - crate::registry::gateways::SILENT_AFTER_MS,
+                    w,
+                )
+                .await?
             }
         };
         // Lists that know only a code show the place's name beside it.

@@ -80,6 +80,54 @@ async fn unit_page(
         Ok(l) => l.timezone.parse::<chrono_tz::Tz>().unwrap_or(chrono_tz::UTC),
         Err(e) => return page_error(e),
     };
+    let (downtime, serving) = match (
+        crate::coldchain::downtime::list(&s.db, id).await,
+        crate::registry::loggers::serving_at(&s.db, &caller.scope, &detail.unit.location).await,
+    ) {
+        (Ok(d), Ok(l)) => (d, l),
+        (Err(e), _) | (_, Err(e)) => return page_error(e),
+    };
+    let local = |t: &str| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .map(|t| t.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string())
+            .unwrap_or_else(|_| t.to_string())
+    };
+    let now = crate::store::now_millis();
+    let today = chrono::Utc::now().with_timezone(&tz).date_naive().to_string();
+    let downtime: Vec<minijinja::Value> = downtime
+        .iter()
+        .map(|d| {
+            let ended = d
+                .until
+                .as_deref()
+                .and_then(|u| chrono::DateTime::parse_from_rfc3339(u).ok())
+                .is_some_and(|u| u.timestamp_millis() <= now);
+            minijinja::context! {
+                kind => if d.kind == crate::coldchain::downtime::Kind::Maintenance { "Maintenance" } else { "Out of service" },
+                reason => d.reason.clone(),
+                from => local(&d.from),
+                until => d.until.as_deref().map(local),
+                in_force => !ended,
+                by => super::pages::person(&d.created_by),
+            }
+        })
+        .collect();
+    let loggers: Vec<minijinja::Value> = detail
+        .loggers
+        .iter()
+        .map(|a| {
+            let s = serving.iter().find(|l| l.serial == a.serial && l.unit_id == id);
+            let expires = s.and_then(|l| l.calibration_expires_on.clone());
+            minijinja::context! {
+                serial => a.serial.clone(),
+                role => minijinja::Value::from(minijinja::value::Serde(&a.role)),
+                from => local(&a.from),
+                battery => s.and_then(|l| l.battery_pct).map(|b| format!("{b:.0}%")),
+                calibration_lapsed => expires.as_deref().is_none_or(|e| e < today.as_str()),
+                calibration_expires_on => expires,
+            }
+        })
+        .collect();
     // A custom range: from the first day's start to the last day's end, where the unit is.
     let day = |raw: &Option<String>| {
         raw.as_deref()
@@ -125,7 +173,8 @@ async fn unit_page(
             range_from => q.from.clone().unwrap_or_default(),
             range_to => q.to.clone().unwrap_or_default(),
             unit => minijinja::Value::from(minijinja::value::Serde(&detail.unit)),
-            loggers => minijinja::Value::from(minijinja::value::Serde(&detail.loggers)),
+            loggers,
+            downtime,
             windows => WINDOWS.iter().map(|(k, l, _)| minijinja::context! { key => *k, label => *l }).collect::<Vec<_>>(),
             window,
             chart => minijinja::Value::from_safe_string(svg),

@@ -268,7 +268,7 @@ async fn coordinator(app: &TestApp) -> Person {
 
 /// A VXU of one dose at 012345A; `eligibility` V02 (VFC) matches the VFC lot, V01 borrows it,
 /// `lot` unknown queues it.
-fn vxu(control: &str, lot: &str, eligibility: &str) -> String {
+pub(crate) fn vxu(control: &str, lot: &str, eligibility: &str) -> String {
     format!(
         "MSH|^~\\&|EHR|012345A|VFCMON|MDIIS|20261101093000-0500||VXU^V04^VXU_V04|{control}|P|2.5.1\r\
          PID|1||P-{control}^^^EHR^MR||Doe^Avery||20241105|F\r\
@@ -279,7 +279,7 @@ fn vxu(control: &str, lot: &str, eligibility: &str) -> String {
     )
 }
 
-async fn hl7(app: &TestApp, token: &str, body: String) -> (u16, String) {
+pub(crate) async fn hl7(app: &TestApp, token: &str, body: String) -> (u16, String) {
     let r = app
         .http
         .post(app.url("/api/v1/hl7"))
@@ -291,7 +291,7 @@ async fn hl7(app: &TestApp, token: &str, body: String) -> (u16, String) {
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
-async fn first_id(app: &TestApp, what: &str, path: &str, list: &str) -> i64 {
+pub(crate) async fn first_id(app: &TestApp, what: &str, path: &str, list: &str) -> i64 {
     app.eventually(what, || async {
         let l = app.get(path).await;
         l[list][0]["id"].as_i64().ok_or_else(|| l.to_string())

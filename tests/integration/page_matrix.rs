@@ -27,6 +27,14 @@ const PAGES: &[(&str, Other, u16)] = &[
     ("/locations/{code}", Hidden, 200),
     ("/locations/{code}/inventory", Hidden, 200),
     ("/locations/{code}/orders", Hidden, 200),
+    ("/locations/{code}/receipts", Hidden, 200),
+    ("/locations/{code}/wastage", Hidden, 200),
+    ("/locations/{code}/returns", Hidden, 200),
+    ("/locations/{code}/transfers", Hidden, 200),
+    ("/locations/{code}/reconciliations", Hidden, 200),
+    ("/locations/{code}/decrement-exceptions", Hidden, 200),
+    ("/locations/{code}/borrowing", Hidden, 200),
+    ("/locations/{code}/gateways", Hidden, 200),
     ("/units/{id}", Hidden, 200),
     ("/units/{id}/daily", Hidden, 200),
     ("/units/{id}/daily.csv", Hidden, 200),
@@ -51,6 +59,13 @@ const FORMS: &[&str] = &[
     "/excursions/{id}/review",
     "/locations/{code}/orders",
     "/locations/{code}/no-doses-report",
+    "/locations/{code}/receipts",
+    "/locations/{code}/wastage",
+    "/locations/{code}/returns",
+    "/locations/{code}/transfers",
+    "/locations/{code}/reconciliations",
+    "/decrement-exceptions/{id}/resolve",
+    "/borrowing/{id}",
     "/orders/{id}/submit",
     "/orders/{id}/approve",
     "/orders/{id}/deny",
@@ -96,6 +111,11 @@ const SOURCES: &[&str] = &[
     include_str!("../../src/web/order_pages.rs"),
     include_str!("../../src/web/order_page.rs"),
     include_str!("../../src/web/inventory_pages.rs"),
+    include_str!("../../src/web/stock_pages.rs"),
+    include_str!("../../src/web/count_pages.rs"),
+    include_str!("../../src/web/dose_pages.rs"),
+    include_str!("../../src/web/transfer_pages.rs"),
+    include_str!("../../src/web/device_pages.rs"),
     include_str!("../../src/web/people_pages.rs"),
     include_str!("../../src/web/audit_pages.rs"),
     include_str!("../../src/web/queue_pages.rs"),
@@ -143,6 +163,9 @@ struct Things {
     /// An account and a token of 012345A.
     account: i64,
     token: i64,
+    /// A dose that matched no stock, and one given from the other funding's stock.
+    exception: i64,
+    borrowing: i64,
 }
 
 fn concrete(path: &str, t: &Things) -> String {
@@ -153,10 +176,43 @@ fn concrete(path: &str, t: &Things) -> String {
         .replace("/orders/{id}", &format!("/orders/{}", t.order))
         .replace("/accounts/{id}", &format!("/accounts/{}", t.account))
         .replace("/tokens/{id}", &format!("/tokens/{}", t.token))
+        .replace(
+            "/decrement-exceptions/{id}",
+            &format!("/decrement-exceptions/{}", t.exception),
+        )
+        .replace("/borrowing/{id}", &format!("/borrowing/{}", t.borrowing))
 }
 
 async fn things(app: &TestApp) -> Things {
     let unit = app.fridge().await;
+    // Stock, a dose of an unknown lot (queued) and a private patient's dose of VFC stock
+    // (borrowing).
+    crate::inventory::receive(
+        app,
+        unit,
+        (crate::inventory::ROTATEQ, "X123456", "2099-01-31", "vfc"),
+        10,
+        chrono::Utc::now() - chrono::Duration::hours(1),
+    )
+    .await;
+    for (control, lot, eligibility) in [("Q-1", "NOPE42", "V02"), ("B-1", "X123456", "V01")] {
+        let (status, ack) = crate::matrix::hl7(app, &app.token, crate::matrix::vxu(control, lot, eligibility)).await;
+        assert!(status == 200 && !ack.contains("MSA|AR"), "{ack}");
+    }
+    let exception = crate::matrix::first_id(
+        app,
+        "a queued dose",
+        "/api/v1/locations/012345A/decrement-exceptions",
+        "exceptions",
+    )
+    .await;
+    let borrowing = crate::matrix::first_id(
+        app,
+        "a borrowing record",
+        "/api/v1/locations/012345A/borrowing",
+        "borrowing",
+    )
+    .await;
     app.freezing("LT-1").await;
     let excursion = app
         .eventually("an excursion", || async {
@@ -205,6 +261,8 @@ async fn things(app: &TestApp) -> Things {
         .as_i64()
         .unwrap();
     Things {
+        exception,
+        borrowing,
         unit,
         excursion,
         order: order["id"].as_i64().unwrap(),
@@ -385,4 +443,8 @@ async fn every_form_needs_a_session_and_its_csrf_token_and_hides_another_pins_th
         tokens.to_string().contains("EHR feed"),
         "the token is not revoked: {tokens}"
     );
+    let queue = app.get("/api/v1/locations/012345A/decrement-exceptions").await;
+    assert_eq!(queue["exceptions"][0]["id"], t.exception, "still queued: {queue}");
+    let borrowed = app.get("/api/v1/locations/012345A/borrowing").await;
+    assert!(borrowed["borrowing"][0]["reason"].is_null(), "{borrowed}");
 }

@@ -11,7 +11,7 @@ use crate::harness::{Broker, Database, TestApp};
 const PASSWORD: &str = "copper lantern drifts north";
 
 /// The code an authenticator app shows for `secret` (`offset` seconds from now).
-fn code(email: &str, secret: &str, offset: i64) -> String {
+pub(super) fn code(email: &str, secret: &str, offset: i64) -> String {
     let uri = format!("otpauth://totp/vfc-monitor:{email}?secret={secret}&issuer=vfc-monitor");
     let totp = totp_rs::Totp::from_url_unchecked(uri).expect("the key the page shows");
     totp.generate((Utc::now().timestamp() + offset) as u64).to_string()
@@ -20,7 +20,7 @@ fn code(email: &str, secret: &str, offset: i64) -> String {
 /// A person invited from the command line (`role`, and `extra` such as `--location 012345A`)
 /// who sets a password in the browser and signs in; a state role enrols its second factor on
 /// the way. Returns the key of the second factor, when there is one.
-async fn sign_up(app: &TestApp, b: &Browser, email: &str, role: &str, extra: &[&str]) -> Option<String> {
+pub(super) async fn sign_up(app: &TestApp, b: &Browser, email: &str, role: &str, extra: &[&str]) -> Option<String> {
     let mut args = vec![
         "account",
         "create",
@@ -290,7 +290,7 @@ async fn a_coordinator_reviews_an_excursion_through_its_worksheet_and_the_api_sh
 
 /// Signs in at the sign-in page; `secret` is the second factor's key, and `offset` picks a code
 /// not used yet (each code is accepted once).
-async fn sign_in(b: &Browser, email: &str, secret: Option<&str>, offset: i64) {
+pub(super) async fn sign_in(b: &Browser, email: &str, secret: Option<&str>, offset: i64) {
     b.go("/login").await;
     b.fill("email", email).await;
     b.fill("password", PASSWORD).await;
@@ -316,7 +316,7 @@ async fn line_index(b: &Browser, ndc: &str, funding: &str) -> String {
 }
 
 /// Today where 012345A is (New York), whatever the hour in UTC.
-fn new_york_today() -> String {
+pub(super) fn new_york_today() -> String {
     Utc::now()
         .with_timezone(&chrono_tz::America::New_York)
         .format("%Y-%m-%d")
@@ -457,6 +457,14 @@ async fn every_page_fits_a_phone_390_pixels_wide_without_scrolling_sideways() {
         format!("/units/{unit}/daily"),
         format!("/excursions/{}", x["id"]),
         "/locations/012345A/inventory".to_string(),
+        "/locations/012345A/receipts".to_string(),
+        "/locations/012345A/wastage".to_string(),
+        "/locations/012345A/returns".to_string(),
+        "/locations/012345A/transfers".to_string(),
+        "/locations/012345A/reconciliations".to_string(),
+        "/locations/012345A/decrement-exceptions".to_string(),
+        "/locations/012345A/borrowing".to_string(),
+        "/locations/012345A/gateways".to_string(),
         "/locations/012345A/orders".to_string(),
         "/orders".to_string(),
         "/orders?status=any".to_string(),

@@ -6,6 +6,7 @@
 //! Each test writes screenshots of the pages it passes through into `target/screenshots/`.
 
 mod flows;
+mod stock;
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
