@@ -1,6 +1,6 @@
-//! Setting a password from an emailed link (an invitation, a reset) and asking for a reset. A
-//! link is used in the same transaction that sets the password, so a second use finds it
-//! used; setting a password ends every session of the account. Asking for a reset answers
+//! Setting a password from an emailed link (an invitation, a reset), changing one's own, and
+//! asking for a reset. A link is used in the same transaction that sets the password, so a
+//! second use finds it used; setting a password ends every session of the account. Asking for a reset answers
 //! the same whether or not the email has an account: only the email differs.
 
 use sqlx::AnyConnection;
@@ -9,7 +9,7 @@ use super::audit::{self, Entry, Who};
 use super::links::{self, Purpose};
 use super::password;
 use super::people::{self, By, Stored};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::store::{now_millis, Db};
 
 /// Sets a password from a link (invitation or reset), in one transaction with using the link.
@@ -33,6 +33,32 @@ pub async fn set_from_link(db: &Db, purpose: Purpose, token: &str, raw: &str, fr
         Purpose::Reset => "account.reset_password",
     };
     set_password(&mut tx, &who, &account, &hash, action).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A signed-in person changes their own password, giving the current one first (a session left
+/// open on a shared computer is not enough). Every session of the account ends, this one too:
+/// they sign in again with the new password.
+pub async fn change(db: &Db, id: i64, current: &str, raw: &str, from: String) -> Result<()> {
+    let account = {
+        let mut conn = db.pool.acquire().await?;
+        people::stored(&mut conn, By::Id(id))
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no account {id}")))?
+    };
+    let (given, stored) = (current.to_string(), account.password_hash.clone().unwrap_or_default());
+    if !password::blocking(move || password::verify(&given, &stored)).await {
+        return Err(Error::refused(
+            "wrong_password",
+            "\"current_password\" is not your current password",
+        ));
+    }
+    let normalised = password::check(raw, &account.name, &account.email)?;
+    let hash = password::blocking(move || password::hash(&normalised)).await;
+    let mut tx = db.begin().await?;
+    let who = Who::account(id, &account.email, Some(from));
+    set_password(&mut tx, &who, &account, &hash, "account.change_password").await?;
     tx.commit().await?;
     Ok(())
 }

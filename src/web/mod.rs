@@ -22,6 +22,7 @@ mod hl7;
 mod inventory;
 mod inventory_pages;
 mod location_pages;
+mod me_pages;
 mod openapi;
 mod ops;
 mod order_page;
@@ -96,6 +97,7 @@ pub fn router(state: AppState) -> Router {
         .merge(inventory_pages::router())
         .merge(stock_pages::router())
         .merge(count_pages::router())
+        .merge(me_pages::router())
         .merge(dose_pages::router())
         .merge(transfer_pages::router())
         .merge(device_pages::router())

@@ -22,7 +22,7 @@ use super::AppState;
 use crate::accounts::links::{self, Purpose};
 use crate::accounts::{people, sessions};
 
-const TEMPLATES: [(&str, &str); 29] = [
+const TEMPLATES: [(&str, &str); 30] = [
     ("base.html", include_str!("../../dashboards/base.html")),
     ("ack.html", include_str!("../../dashboards/ack.html")),
     ("message.html", include_str!("../../dashboards/message.html")),
@@ -58,6 +58,7 @@ const TEMPLATES: [(&str, &str); 29] = [
     ("exceptions.html", include_str!("../../dashboards/exceptions.html")),
     ("borrowing.html", include_str!("../../dashboards/borrowing.html")),
     ("devices.html", include_str!("../../dashboards/devices.html")),
+    ("me.html", include_str!("../../dashboards/me.html")),
 ];
 
 const CSS: &str = include_str!("../../dashboards/static/site.css");

@@ -404,3 +404,81 @@ fn csrf_of(page: &str) -> String {
     let at = page.find(needle).expect("a form with the CSRF token") + needle.len();
     page[at..at + page[at..].find('"').unwrap()].to_string()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_changes_their_own_password_only_with_the_current_one_and_then_signs_in_again() {
+    let app = TestApp::spawn(Database::Sqlite, Broker::Embedded).await;
+    app.fridge().await;
+    let cookie = signed_in_staff(&app).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = http.get(app.url("/me")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("sam.staff@example.org"), "{page}");
+    let csrf = csrf_of(&page);
+    let change = |current: &str, new: &str, again: &str| {
+        http.post(app.url("/me/password"))
+            .header("cookie", &cookie)
+            .form(&[
+                ("csrf_token", csrf.as_str()),
+                ("current_password", current),
+                ("new_password", new),
+                ("repeat_password", again),
+            ])
+            .send()
+    };
+    let sign_in = |password: &'static str| {
+        app.http
+            .post(app.url("/api/v1/session"))
+            .json(&serde_json::json!({"email": "sam.staff@example.org", "password": password}))
+            .send()
+    };
+
+    let r = change(
+        "not my password at all",
+        "river stones hum softly",
+        "river stones hum softly",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("is not your current password"));
+    let r = change(
+        "copper lantern drifts north",
+        "river stones hum softly",
+        "river stones hum soft",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("The two new passwords differ"));
+    assert_eq!(
+        sign_in("copper lantern drifts north").await.unwrap().status(),
+        200,
+        "unchanged so far"
+    );
+
+    let r = change(
+        "copper lantern drifts north",
+        "river stones hum softly",
+        "river stones hum softly",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/login?notice=password-set&next=%2Fme");
+    // Every session ended, this one too.
+    let r = http.get(app.url("/me")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(r.headers()["location"]
+        .to_str()
+        .unwrap()
+        .starts_with("/login?next=%2Fme"));
+    assert_ne!(sign_in("copper lantern drifts north").await.unwrap().status(), 200);
+    assert_eq!(sign_in("river stones hum softly").await.unwrap().status(), 200);
+    let audit = app.get("/api/v1/audit?action=account.change_password").await;
+    assert_eq!(audit["audit"].as_array().map(Vec::len), Some(1), "{audit}");
+}

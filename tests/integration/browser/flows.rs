@@ -470,6 +470,7 @@ async fn every_page_fits_a_phone_390_pixels_wide_without_scrolling_sideways() {
         "/orders?status=any".to_string(),
         format!("/orders/{}", order["id"]),
         "/me/totp".to_string(),
+        "/me".to_string(),
     ];
     for p in &pages {
         b.go(p).await;
