@@ -1,6 +1,11 @@
 //! The reconciliation count sheet as a page (`/locations/{code}/reconciliations`): every lot per
 //! unit, prefilled with what the ledger expects, so only the differences need a reason
 //! (docs/domain.md, "Inventory"); the earlier counts below.
+//!
+//! A count is taken as of the moment it is sent. The sheet carries what it showed as expected;
+//! if doses were recorded for a lot meanwhile (a dose given while staff counted, a receipt), the
+//! sheet comes back with the new expectation and those lines marked, rather than turning the
+//! dose into a difference twice.
 
 use std::collections::HashMap;
 
@@ -37,38 +42,38 @@ async fn sheet(
             let notice = q
                 .done
                 .as_deref()
-                .map(|n| format!("The count is recorded; {n} difference(s) became adjustments with their reasons."));
+                .and_then(|n| n.parse::<usize>().ok())
+                .map(|n| match n {
+                    0 => "The count is recorded: every lot was as expected.".to_string(),
+                    n => format!("The count is recorded; {n} difference(s) became adjustments with their reasons."),
+                });
             count_sheet(&s, &caller, csrf, &place, notice, Sent::default()).await
         }
         Err(r) => r,
     }
 }
 
-/// The sheet: every lot on hand per unit with the count the ledger expects as of the moment the
-/// sheet was opened (kept in the form, so doses given while counting do not show as
-/// differences).
+/// The sheet: every lot on hand per unit with the count the ledger expects now, carried in the
+/// form (`expected_{unit}_{lot}`) so the count can tell whether it changed while staff counted.
 async fn count_sheet(
     s: &AppState,
     caller: &Caller,
     csrf: Option<String>,
     place: &Location,
     notice: Option<String>,
-    mut sent: Sent,
+    sent: Sent,
 ) -> Response {
     let (lines, past) = match (
-        stock::of_location(&s.db, caller, &place.code, None, false).await,
+        stock::of_location(&s.db, caller, &place.code, None, true).await,
         reconcile::list(&s.db, caller, &place.code, Page::first()).await,
     ) {
         (Ok(l), Ok((p, _))) => (l, p),
         (Err(e), _) | (_, Err(e)) => return ApiError::from(e).into_response(),
     };
     let tz = zone(place);
-    // To the millisecond, read after the stock: the ledger as of then is what the sheet shows.
-    sent.values
-        .entry("as_of".into())
-        .or_insert_with(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
     let rows: Vec<Value> = lines
         .iter()
+        .filter(|l| l.on_hand != 0)
         .map(|l| {
             let key = format!("{}_{}", l.unit_id, l.lot_id);
             context! {
@@ -83,7 +88,16 @@ async fn count_sheet(
             }
         })
         .collect();
-    let as_of = sent.values["as_of"].clone();
+    // Earlier counts name their lots and units as the sheet does.
+    let name_of = |unit_id: i64, lot_id: i64| {
+        lines
+            .iter()
+            .find(|l| l.unit_id == unit_id && l.lot_id == lot_id)
+            .map_or_else(
+                || format!("lot id {lot_id}"),
+                |l| format!("{} lot {} in {}", l.product, l.lot, l.unit),
+            )
+    };
     super::pages::render(
         sent.status(),
         "count.html",
@@ -92,15 +106,14 @@ async fn count_sheet(
             code => place.code.clone(),
             here => "reconciliations",
             rows,
-            as_of_local => local(&as_of, tz),
             timezone => tz.name(),
             past => past.iter().map(|r| context! {
                 as_of => local(&r.as_of, tz),
                 counted_by => r.counted_by.clone(),
                 lots => r.lines.len(),
                 differences => r.lines.iter().filter(|l| l.adjustment != 0).map(|l| format!(
-                    "lot id {}: expected {}, counted {} ({})",
-                    l.lot_id, l.expected, l.counted, l.reason.clone().unwrap_or_default()
+                    "{}: expected {}, counted {} ({})",
+                    name_of(l.unit_id, l.lot_id), l.expected, l.counted, l.reason.clone().unwrap_or_default()
                 )).collect::<Vec<_>>(),
             }).collect::<Vec<_>>(),
             notice,
@@ -113,11 +126,37 @@ async fn count_sheet(
     )
 }
 
+/// The lines whose expectation changed since the sheet was shown (doses recorded meanwhile, a
+/// lot received or used up): (the line's count field, what it says), in the sheet's order.
+fn changed_since_shown(sent: &Sent, lines: &[stock::StockLine]) -> Vec<(String, String)> {
+    let mut changed = Vec::new();
+    for l in lines {
+        let key = format!("{}_{}", l.unit_id, l.lot_id);
+        let shown = sent
+            .text(&format!("expected_{key}"))
+            .and_then(|v| v.parse::<i64>().ok());
+        let what = format!("{} lot {} in {}", l.product, l.lot, l.unit);
+        match shown {
+            Some(n) if n == l.on_hand => {}
+            None if l.on_hand == 0 => {}
+            Some(n) => changed.push((
+                format!("count_{key}"),
+                format!("{what}: {} expected now, {n} before", l.on_hand),
+            )),
+            None => changed.push((
+                format!("count_{key}"),
+                format!("{what}: new on the sheet, {} expected", l.on_hand),
+            )),
+        }
+    }
+    changed
+}
+
 /// The sheet as the service's reconciliation: a count per row, a reason where it differs from
 /// what was expected.
 fn counts_of(sent: &Sent, lines: &[stock::StockLine]) -> Result<Vec<Count>, (String, String)> {
     let mut counts = Vec::with_capacity(lines.len());
-    for l in lines {
+    for l in lines.iter().filter(|l| l.on_hand != 0) {
         let key = format!("{}_{}", l.unit_id, l.lot_id);
         let counted = match sent.text(&format!("count_{key}")).map(|v| v.parse::<i64>()) {
             Some(Ok(n)) if n >= 0 => n,
@@ -142,7 +181,7 @@ fn counts_of(sent: &Sent, lines: &[stock::StockLine]) -> Result<Vec<Count>, (Str
             unit_id: l.unit_id,
             lot_id: l.lot_id,
             counted,
-            reason: if counted == l.on_hand { None } else { reason },
+            reason,
         });
     }
     Ok(counts)
@@ -165,17 +204,27 @@ async fn count(
     };
     let csrf = f.get("csrf_token").cloned();
     let sent = Sent::of(&f);
-    // What was expected when the sheet was opened: the ledger as of then.
-    let Some(as_of) = sent
-        .text("as_of")
-        .filter(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok())
-    else {
-        return count_sheet(&s, &caller, csrf, &place, None, Sent::default()).await;
-    };
-    let lines = match stock::of_location(&s.db, &caller, &code, None, false).await {
+    let lines = match stock::of_location(&s.db, &caller, &code, None, true).await {
         Ok(l) => l,
         Err(e) => return ApiError::from(e).into_response(),
     };
+    // Taken now; read after the stock, so the ledger as of then is what was compared.
+    let as_of = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let changed = changed_since_shown(&sent, &lines);
+    if let Some((field, _)) = changed.first() {
+        let error = format!(
+            "Doses were recorded while you counted: {}. Check the marked counts and send the sheet again.",
+            changed
+                .iter()
+                .map(|(_, what)| what.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+        // The sheet again, with the new expectations (the typed counts are kept).
+        let mut sent = sent.refused(Some(&field.clone()), error);
+        sent.values.retain(|k, _| !k.starts_with("expected_"));
+        return count_sheet(&s, &caller, csrf, &place, None, sent).await;
+    }
     let counts = match counts_of(&sent, &lines) {
         Ok(c) => c,
         Err((field, error)) => {
@@ -186,7 +235,14 @@ async fn count(
         let sent = sent.refused(Some("counted_by"), "Say who counted.");
         return count_sheet(&s, &caller, csrf, &place, None, sent).await;
     };
-    let differences = counts.iter().filter(|c| c.reason.is_some()).count();
+    let differences = counts
+        .iter()
+        .filter(|c| {
+            lines
+                .iter()
+                .any(|l| l.unit_id == c.unit_id && l.lot_id == c.lot_id && l.on_hand != c.counted)
+        })
+        .count();
     let body = NewReconciliation {
         as_of,
         counted_by,
@@ -239,5 +295,19 @@ mod tests {
         let counts = counts_of(&sent, &lines).unwrap();
         assert_eq!(counts[0].reason, None);
         assert_eq!(counts[1].reason.as_deref(), Some("dropped vial"));
+    }
+
+    #[test]
+    fn a_line_whose_expectation_changed_while_counting_is_marked() {
+        let lines = [line(1, 10, 4), line(1, 11, 3), line(1, 12, 2), line(1, 13, 0)];
+        let mut sent = Sent::default();
+        sent.values.insert("expected_1_10".into(), "5".into());
+        sent.values.insert("expected_1_11".into(), "3".into());
+        // Lot 12 arrived after the sheet was shown; lot 13 was on it and is gone now.
+        sent.values.insert("expected_1_13".into(), "1".into());
+        let changed = changed_since_shown(&sent, &lines);
+        let fields: Vec<&str> = changed.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(fields, ["count_1_10", "count_1_12", "count_1_13"]);
+        assert!(changed[0].1.contains("4 expected now, 5 before"), "{changed:?}");
     }
 }

@@ -46,7 +46,7 @@ async fn receive_by_hand(b: &Browser, lot: &str, product: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_clinic_receives_stock_by_typing_part_of_its_ndc_wastes_two_doses_and_counts_what_is_left() {
+async fn a_clinic_receives_stock_by_typing_part_of_its_ndc_wastes_two_doses_and_counts_while_doses_are_given() {
     let app = TestApp::spawn(Database::Sqlite, Broker::Embedded).await;
     let unit = app.fridge().await;
     let b = Browser::open(&app).await;
@@ -85,25 +85,52 @@ async fn a_clinic_receives_stock_by_typing_part_of_its_ndc_wastes_two_doses_and_
     assert!(page.contains("12A"), "the ledger shows the reason: {page}");
     assert_eq!(line(&app, "HAND1").await["on_hand"], 8);
 
-    // The count sheet starts at the 8 expected; a different count needs its reason.
+    // The count sheet starts at the 8 expected. A dose is given while staff count: the sheet
+    // comes back with 7 expected, the line marked, rather than a difference of one.
     b.go("/locations/012345A/reconciliations").await;
     let count = format!("count_{stock}").replace(':', "_");
     assert_eq!(value_of(&b, &count).await, "8");
+    let (status, ack) = crate::matrix::hl7(&app, &app.token, crate::matrix::vxu("C-1", "HAND1", "V02")).await;
+    assert!(status == 200 && ack.contains("MSA|AA"), "{ack}");
+    assert_eq!(line(&app, "HAND1").await["on_hand"], 7);
     b.fill(&count, "7").await;
     b.fill("counted_by", "Val Vance").await;
     b.press("Record the count").await;
     let page = b.text().await;
-    assert!(page.contains("Say why 7 were counted"), "{page}");
+    assert!(
+        page.contains("Doses were recorded while you counted") && page.contains("7 expected now, 8 before"),
+        "{page}"
+    );
     assert_eq!(value_of(&b, &count).await, "7", "the count is kept");
+    b.press("Record the count").await;
+    assert!(
+        b.text().await.contains("every lot was as expected"),
+        "{}",
+        b.text().await
+    );
+    assert_eq!(line(&app, "HAND1").await["on_hand"], 7);
+
+    // Another count finds one fewer: that difference needs its reason.
+    b.go("/locations/012345A/reconciliations").await;
+    b.fill(&count, "6").await;
+    b.fill("counted_by", "Val Vance").await;
+    b.press("Record the count").await;
+    let page = b.text().await;
+    assert!(page.contains("Say why 6 were counted"), "{page}");
+    assert_eq!(value_of(&b, &count).await, "6", "the count is kept");
     b.fill(&count.replace("count_", "reason_"), "a vial broke").await;
     b.press("Record the count").await;
     assert!(b.text().await.contains("1 difference(s)"), "{}", b.text().await);
     b.screenshot("count-sheet").await;
-    assert_eq!(line(&app, "HAND1").await["on_hand"], 7);
+    assert_eq!(line(&app, "HAND1").await["on_hand"], 6);
     let counts = app.get("/api/v1/locations/012345A/reconciliations").await;
     let lines = &counts["reconciliations"][0]["lines"];
     assert_eq!(lines[0]["adjustment"], -1, "{counts}");
     assert_eq!(lines[0]["reason"], "a vial broke", "{counts}");
+    assert_eq!(
+        counts["reconciliations"][1]["lines"][0]["adjustment"], 0,
+        "the first count found what was expected: {counts}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
