@@ -42,6 +42,13 @@ fn calibration(expires_on: Option<&str>, today: NaiveDate) -> (&'static str, Str
     }
 }
 
+/// A logger is silent when no reading came for more than two of its logging intervals (the
+/// chart breaks its line there too), or an hour when its interval is not known.
+fn silent(last_reading: Option<i64>, interval_s: Option<i64>, now: i64) -> bool {
+    let allowed = interval_s.filter(|s| *s > 0).map_or(3_600_000, |s| 2 * s * 1000);
+    last_reading.is_none_or(|t| now - t > allowed)
+}
+
 async fn page(State(s): State<AppState>, headers: HeaderMap, Id(code): Id<String>) -> Response {
     let path = format!("/locations/{code}/gateways");
     let (caller, csrf, place) = match place_and_viewer(&s, &headers, &code, &path).await {
@@ -54,6 +61,11 @@ async fn page(State(s): State<AppState>, headers: HeaderMap, Id(code): Id<String
     ) {
         (Ok(g), Ok(l)) => (g, l),
         (Err(e), _) | (_, Err(e)) => return ApiError::from(e).into_response(),
+    };
+    let serials: Vec<String> = serving.iter().map(|l| l.serial.clone()).collect();
+    let latest = match crate::readings::latest_of(&s.db, &serials).await {
+        Ok(l) => l,
+        Err(e) => return ApiError::from(e).into_response(),
     };
     let now = crate::store::now_millis();
     let tz = place.timezone.parse::<chrono_tz::Tz>().unwrap_or(chrono_tz::UTC);
@@ -85,7 +97,10 @@ async fn page(State(s): State<AppState>, headers: HeaderMap, Id(code): Id<String
         .iter()
         .map(|l| {
             let (class, words) = calibration(l.calibration_expires_on.as_deref(), today);
-            let low = l.battery_pct.is_some_and(|b| b < 20.0);
+            let low = l
+                .battery_pct
+                .is_some_and(|b| b < crate::coldchain::devices::BATTERY_LOW_PCT);
+            let last = latest.get(&l.serial).map(|(ts, _)| *ts);
             context! {
                 serial => l.serial.clone(),
                 unit_id => l.unit_id,
@@ -96,6 +111,8 @@ async fn page(State(s): State<AppState>, headers: HeaderMap, Id(code): Id<String
                 calibration_class => class,
                 calibration => words,
                 status => l.status_at.map(|t| ago(now - t)),
+                reading => last.map(|t| ago(now - t)),
+                silent => silent(last, l.reading_interval_s, now),
                 interval => l.reading_interval_s.map(|s| format!("every {} min", (s / 60).max(1))),
             }
         })
@@ -126,6 +143,15 @@ mod tests {
         assert_eq!(calibration(Some("2026-11-30"), today).0, "bad");
         assert_eq!(calibration(Some("2026-12-31"), today).0, "soon");
         assert_eq!(calibration(Some("2027-06-01"), today).0, "ok");
+    }
+
+    #[test]
+    fn a_logger_is_silent_after_two_logging_intervals_without_a_reading() {
+        let now = 10_000_000;
+        assert!(!silent(Some(now - 590_000), Some(300), now));
+        assert!(silent(Some(now - 610_000), Some(300), now));
+        assert!(!silent(Some(now - 3_000_000), None, now));
+        assert!(silent(None, Some(300), now));
     }
 
     #[test]

@@ -87,6 +87,12 @@ async fn exception_queue(
                 ndc => x.ndc.clone(),
                 patient => x.patient_id.clone(),
                 at => local(&x.administered_at, tz),
+                // The lots of the dose's vaccine (all lots when none is of it: the EHR may have
+                // sent the wrong code).
+                choices => {
+                    let same: Vec<&stock::StockLine> = lines.iter().filter(|l| x.cvx.as_deref() == Some(l.cvx.as_str())).collect();
+                    if same.is_empty() { stock_choices(&lines) } else { stock_choices(same) }
+                },
                 form => sent.form(),
                 field => sent.field.clone(),
                 error => sent.error.clone(),
@@ -101,9 +107,10 @@ async fn exception_queue(
             code => place.code.clone(),
             here => "decrement-exceptions",
             rows,
-            stock => stock_choices(&lines),
             next,
             notice,
+            // Also above the list: the row may not be on this page any more.
+            error => refused.as_ref().and_then(|(_, sent)| sent.error.clone()),
             timezone => tz.name(),
             may_act => csrf.is_some() && !caller.read_only(),
             csrf_token => csrf,
@@ -244,6 +251,8 @@ async fn borrowing_list(
             reasons => BORROWING_REASONS.iter().map(|r| context! { code => *r, words => reason_words(r) }).collect::<Vec<_>>(),
             next,
             notice,
+            // Also above the list: the row may not be on this page any more.
+            error => refused.as_ref().and_then(|(_, sent)| sent.error.clone()),
             may_act => csrf.is_some() && !caller.read_only(),
             csrf_token => csrf,
         },

@@ -93,9 +93,9 @@ pub fn stock_in(sent: &Sent, k: &str) -> Option<(i64, i64)> {
 
 /// The stock lines as a form's choices, each `{unit_id}:{lot_id}` with the words a person picks
 /// by.
-pub fn stock_choices(lines: &[StockLine]) -> Vec<Value> {
+pub fn stock_choices<'a>(lines: impl IntoIterator<Item = &'a StockLine>) -> Vec<Value> {
     lines
-        .iter()
+        .into_iter()
         .map(|l| {
             context! {
                 value => format!("{}:{}", l.unit_id, l.lot_id),
@@ -178,7 +178,10 @@ pub fn product_for<'a>(products: &'a [Product], typed: &str) -> Result<&'a Produ
             many.len(),
             many.iter()
                 .take(5)
-                .map(|p| format!("{} ({})", p.name, p.ndc))
+                .map(|p| match p.doses_per_package {
+                    Some(n) if n > 0 => format!("{} ({}, {n} doses a package)", p.name, p.ndc),
+                    _ => format!("{} ({})", p.name, p.ndc),
+                })
                 .collect::<Vec<_>>()
                 .join("; ")
         )),

@@ -69,9 +69,20 @@ async fn change_password(
     ClientAddr(from): ClientAddr,
     axum::Form(f): axum::Form<HashMap<String, String>>,
 ) -> Response {
-    let caller = match super::pages::form_writer(&s, &headers, f.get("csrf_token").map(String::as_str), "/me").await {
-        Ok(c) => c,
-        Err(r) => return r,
+    // Anyone signed in may change their own password, a read-only role too: a session and the
+    // page's token, not a right to write.
+    let caller = match auth::session_of(&s, &headers).await {
+        Ok(Some(l)) if !l.must_enrol && f.get("csrf_token") == Some(&l.csrf_token) => l.caller,
+        Ok(Some(l)) if !l.must_enrol => {
+            return super::pages::message(
+                StatusCode::FORBIDDEN,
+                "This form has expired",
+                &["Open the page again and use its form from there."],
+                Some(("/me", "Back to your account")),
+            )
+        }
+        Ok(_) => return super::pages::to_login("/me"),
+        Err(e) => return e.into_response(),
     };
     let (Some(id), Principal::Account { email, .. }) = (caller.account_id(), &caller.principal) else {
         return super::pages::to_login("/me");

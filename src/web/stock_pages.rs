@@ -25,6 +25,10 @@ use crate::inventory::movements::{self, Receipt, ReceiptLine, Removal, REASONS};
 use crate::inventory::stock;
 use crate::registry::locations::Location;
 
+/// Reasons that cannot be a return, which sends back unopened doses (docs/domain.md): lost,
+/// broken, drawn up, an opened multi-dose vial.
+const OPENED_OR_GONE: [&str; 4] = ["11", "12A", "12B", "MDV"];
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/locations/{code}/receipts", get(receipt_page).post(receive))
@@ -184,7 +188,11 @@ async fn removal_form(
             here => if returning { "returns" } else { "wastage" },
             returning,
             stock => stock_choices(&lines),
-            reasons => REASONS.iter().map(|(c, d)| context! { code => *c, words => *d }).collect::<Vec<_>>(),
+            reasons => REASONS
+                .iter()
+                .filter(|(c, _)| !returning || !OPENED_OR_GONE.contains(c))
+                .map(|(c, d)| context! { code => *c, words => *d })
+                .collect::<Vec<_>>(),
             form => sent.form(),
             field => sent.field.clone(),
             error => sent.error.clone(),

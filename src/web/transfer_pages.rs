@@ -13,7 +13,7 @@ use minijinja::context;
 
 use super::error::ApiError;
 use super::extract::Id;
-use super::forms::{doses_in, place_and_viewer, stock_choices, stock_in, writer_at, ListQuery, Sent};
+use super::forms::{doses_in, local, place_and_viewer, stock_choices, stock_in, writer_at, zone, ListQuery, Sent};
 use super::AppState;
 use crate::accounts::Caller;
 use crate::inventory::stock;
@@ -79,7 +79,7 @@ async fn transfer_form(
                 from => t.from_location.clone(),
                 status => t.status.clone(),
                 reason => t.reason.clone(),
-                at => t.requested_at.get(..16).unwrap_or(&t.requested_at).replace('T', " "),
+                at => local(&t.requested_at, zone(place)),
                 by => super::pages::person(&t.requested_by),
                 lines => t.lines.iter().map(|l| format!(
                     "{} × {}",

@@ -97,17 +97,16 @@ async fn unit_page(
     let downtime: Vec<minijinja::Value> = downtime
         .iter()
         .map(|d| {
-            let ended = d
-                .until
-                .as_deref()
-                .and_then(|u| chrono::DateTime::parse_from_rfc3339(u).ok())
-                .is_some_and(|u| u.timestamp_millis() <= now);
+            let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok().map(|t| t.timestamp_millis());
+            let ended = d.until.as_deref().and_then(at).is_some_and(|u| u <= now);
+            let begun = at(&d.from).is_none_or(|f| f <= now);
             minijinja::context! {
                 kind => if d.kind == crate::coldchain::downtime::Kind::Maintenance { "Maintenance" } else { "Out of service" },
                 reason => d.reason.clone(),
                 from => local(&d.from),
                 until => d.until.as_deref().map(local),
-                in_force => !ended,
+                in_force => begun && !ended,
+                planned => !begun,
                 by => super::pages::person(&d.created_by),
             }
         })

@@ -134,9 +134,11 @@ async fn the_demo_reaches_an_excursion_and_writes_its_email() {
     // The printed people sign in to the pages, second factor included: the state coordinator's
     // home has the excursion and the order in review, the clinic coordinator's the clinic.
     let state_home = page_as(http, &text, "state coordinator", "/").await;
+    let excursion = &found.iter().find(|e| e["serial"] == "DEMO-012345A-FRIDGE").unwrap()["id"];
     assert!(
-        state_home.contains("Open excursions") && state_home.contains("012345A"),
-        "{state_home}"
+        state_home.contains(&format!("excursions/{excursion}"))
+            || state_home.contains(&format!("excursions&#x2f;{excursion}")),
+        "the excursion is on its card: {state_home}"
     );
     let id = &in_review["id"];
     assert!(

@@ -388,6 +388,13 @@ async fn post_form(
         );
         r.header("content-type", format!("multipart/form-data; boundary={boundary}"))
             .body(body)
+    } else if path.starts_with("/decrement-exceptions/") || path.starts_with("/borrowing/") {
+        // A whole, valid form naming the sender's own location: only the record's own place
+        // may refuse it.
+        r.header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "csrf_token={csrf}&code=067890A&dismiss=not+ours&reason=other&note=not+ours"
+            ))
     } else {
         r.header("content-type", "application/x-www-form-urlencoded")
             .body(format!(

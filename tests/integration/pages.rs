@@ -482,3 +482,93 @@ async fn a_person_changes_their_own_password_only_with_the_current_one_and_then_
     let audit = app.get("/api/v1/audit?action=account.change_password").await;
     assert_eq!(audit["audit"].as_array().map(Vec::len), Some(1), "{audit}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_viewer_who_may_only_read_still_changes_their_own_password() {
+    let app = TestApp::spawn(Database::Sqlite, Broker::Embedded).await;
+    let link = app.cli_last_line(&[
+        "account",
+        "create",
+        "--email",
+        "vic@state.example",
+        "--name",
+        "Vic Viewer",
+        "--role",
+        "state-viewer",
+    ]);
+    let token = link.rsplit('/').next().unwrap().to_string();
+    let r = app
+        .http
+        .post(app.url(&format!("/api/v1/invitations/{token}")))
+        .json(&serde_json::json!({"password": "copper lantern drifts north"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = app
+        .http
+        .post(app.url("/api/v1/session"))
+        .json(&serde_json::json!({"email": "vic@state.example", "password": "copper lantern drifts north"}))
+        .send()
+        .await
+        .unwrap();
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let session: Value = r.json().await.unwrap();
+    let csrf = session["csrf_token"].as_str().unwrap().to_string();
+    // A state role sets up its second factor before anything else.
+    let as_vic = |path: &str, body: Value| {
+        app.http
+            .post(app.url(path))
+            .header("cookie", &cookie)
+            .header("x-csrf-token", &csrf)
+            .json(&body)
+            .send()
+    };
+    let e: Value = as_vic("/api/v1/me/totp", serde_json::json!({}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let totp = totp_rs::Totp::from_url(e["otpauth_uri"].as_str().unwrap()).unwrap();
+    let code = totp.generate(Utc::now().timestamp() as u64).to_string();
+    let r = as_vic("/api/v1/me/totp/confirm", serde_json::json!({"code": code}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = http
+        .get(app.url("/me"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = http
+        .post(app.url("/me/password"))
+        .header("cookie", &cookie)
+        .form(&[
+            ("csrf_token", csrf_of(&page).as_str()),
+            ("current_password", "copper lantern drifts north"),
+            ("new_password", "river stones hum softly"),
+            ("repeat_password", "river stones hum softly"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+    let audit = app.get("/api/v1/audit?action=account.change_password").await;
+    assert_eq!(audit["audit"][0]["actor"], "account:1:vic@state.example", "{audit}");
+}

@@ -30,7 +30,7 @@ pub use record::{acknowledge, escalated, facts, find, list, notify, unacknowledg
 const MIN: i64 = 60_000;
 /// Battery below this is low; it clears a little above, so a flickering reading does not
 /// open and close episodes.
-const BATTERY_LOW_PCT: f64 = 20.0;
+pub const BATTERY_LOW_PCT: f64 = 20.0;
 const BATTERY_OK_PCT: f64 = 25.0;
 const CALIBRATION_WARNING_DAYS: i64 = 30;
 

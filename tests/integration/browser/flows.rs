@@ -429,6 +429,20 @@ async fn a_clinic_orders_through_the_pages_the_state_reduces_a_line_and_the_clin
 async fn every_page_fits_a_phone_390_pixels_wide_without_scrolling_sideways() {
     let app = TestApp::spawn(Database::Sqlite, Broker::Embedded).await;
     let unit = app.fridge().await;
+    // Something on every list: an unmatched dose, a borrowing record, a gateway.
+    crate::inventory::receive(
+        &app,
+        unit,
+        (crate::inventory::ROTATEQ, "X123456", "2099-01-31", "vfc"),
+        10,
+        Utc::now() - Duration::hours(3),
+    )
+    .await;
+    for (control, lot, eligibility) in [("Q-1", "NOPE42", "V02"), ("B-1", "X123456", "V01")] {
+        let (status, ack) = crate::matrix::hl7(&app, &app.token, crate::matrix::vxu(control, lot, eligibility)).await;
+        assert!(status == 200 && !ack.contains("MSA|AR"), "{ack}");
+    }
+    app.register_gateway("012345A", "gw-012345A-1").await;
     let x = excursion_with_a_hold(&app, unit).await;
     let (status, order) = app
         .send_as(
