@@ -129,7 +129,7 @@ async fn program(db: &Db, args: &Args, caller: &Caller) -> anyhow::Result<Vec<St
     let marks: Vec<(String, i64)> = readings.iter().map(|r| (r.serial.clone(), r.ts)).collect();
     let mut tx = db.begin().await?;
     crate::readings::insert(&mut tx, &readings, now).await?;
-    crate::readings::dirty::mark(&mut tx, &marks).await?;
+    crate::readings::dirty::mark(&mut tx, marks.iter().map(|(s, t)| (s.as_str(), *t))).await?;
     tx.commit().await?;
     let evaluator = crate::coldchain::evaluate::Evaluator {
         db: db.clone(),

@@ -260,7 +260,7 @@ pub async fn import(db: &Db, req: &Request<'_>) -> anyhow::Result<Report> {
         }
         stored = inserted.stored;
         dup = rows.len() as u64 - stored;
-        readings::dirty::mark(&mut tx, &[(serial.to_string(), first)]).await?;
+        readings::dirty::mark(&mut tx, [(serial.as_str(), first)]).await?;
     }
     // The device's "Checked" stamps are the staff's daily sign-offs.
     let mut signoffs = 0;

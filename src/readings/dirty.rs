@@ -17,12 +17,21 @@ pub struct Mark {
     pub version: i64,
 }
 
-/// Marks serials as having new readings from `since` (inside the transaction that stored them).
-pub async fn mark(
+/// Marks serials as having new readings from `since` (inside the transaction that stored them);
+/// a serial given more than once is marked from its earliest time.
+pub async fn mark<'a>(
     tx: &mut Transaction<'static, Any>,
-    serials: &[(String, i64)],
+    serials: impl IntoIterator<Item = (&'a str, i64)>,
 ) -> std::result::Result<(), sqlx::Error> {
     let version = rand::random::<i64>();
+    // One row per serial, its earliest time: PostgreSQL refuses an upsert that meets a row
+    // twice in one statement.
+    let mut earliest: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+    for (serial, since) in serials {
+        let e = earliest.entry(serial).or_insert(since);
+        *e = (*e).min(since);
+    }
+    let serials: Vec<(&str, i64)> = earliest.into_iter().collect();
     for chunk in serials.chunks(200) {
         let mut sql = String::from("INSERT INTO coldchain_dirty (serial, since_ts, version) VALUES ");
         for i in 0..chunk.len() {

@@ -3,8 +3,6 @@
 //! kept as a dead letter with both values, and the serials queued for the cold chain's
 //! evaluator from their earliest new reading — all in the caller's transaction.
 
-use std::collections::BTreeMap;
-
 use sqlx::{Any, Transaction};
 
 use super::dead_letters::{self, dead, Refused};
@@ -45,13 +43,7 @@ pub async fn file(
         })
         .collect();
     metrics::counter!("vfc_readings_conflicting_total").increment(conflicts.len() as u64);
-    let mut dirty: BTreeMap<&str, i64> = BTreeMap::new();
-    for r in rows {
-        let e = dirty.entry(r.serial.as_str()).or_insert(r.ts);
-        *e = (*e).min(r.ts);
-    }
-    let dirty: Vec<(String, i64)> = dirty.into_iter().map(|(s, t)| (s.to_string(), t)).collect();
-    readings::dirty::mark(tx, &dirty).await?;
+    readings::dirty::mark(tx, rows.iter().map(|r| (r.serial.as_str(), r.ts))).await?;
     Ok(Filed {
         stored: inserted.stored,
         conflicts,

@@ -292,3 +292,40 @@ fn a_wrong_broker_password_is_said_at_once_with_what_to_check() {
     );
     assert!(!said.contains("wrong-password"), "the password is never logged: {said}");
 }
+
+/// `vfc bench pages` end to end on PostgreSQL, small: its setup marks a serial's readings more
+/// than once in one statement, which PostgreSQL refused until the marks were made one per
+/// serial. The figures themselves are measured on a release build, never asserted here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_bench_runs_on_postgresql_and_prints_its_figures() {
+    let pg = crate::harness::ScratchPostgres::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = vfc(
+        dir.path(),
+        &[
+            "bench",
+            "pages",
+            "--json",
+            "--database-url",
+            &pg.url,
+            "--locations",
+            "40",
+            "--open",
+            "8",
+            "--samples",
+            "3",
+        ],
+        &[
+            ("VFC_HTTP_ADDR", "127.0.0.1:0"),
+            ("VFC_MQTT_EMBEDDED_ADDR", "127.0.0.1:0"),
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line = String::from_utf8(out.stdout).unwrap();
+    let figures: serde_json::Value = serde_json::from_str(line.lines().last().unwrap()).unwrap();
+    assert_eq!(figures["database"], "postgres", "{figures}");
+    assert_eq!(figures["locations"], 40, "{figures}");
+    for key in ["unit_page_p99_ms", "readings_api_p99_ms", "state_home_p99_ms"] {
+        assert!(figures[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {figures}");
+    }
+}

@@ -195,7 +195,7 @@ pub async fn assign(
     // Readings it took before this assignment was made are now the unit's record: they are
     // judged like new ones (an excursion among them opens, late, and alarms by the rules).
     if from < now - 60_000 {
-        readings::dirty::mark(&mut tx, &[(serial.to_string(), from)]).await?;
+        readings::dirty::mark(&mut tx, [(serial.as_str(), from)]).await?;
     }
     let actor = caller.actor();
     if role == LoggerRole::Primary {
@@ -294,7 +294,7 @@ pub async fn unassign(
         // Taken off in the past: its readings since then leave the unit's record, and the unit
         // is judged again from there (an excursion among them is no longer the unit's).
         if to < now - 60_000 {
-            readings::dirty::mark(&mut tx, &[(serial.to_string(), to - 1)]).await?;
+            readings::dirty::mark(&mut tx, [(serial, to - 1)]).await?;
         }
     }
     let entry = Entry::new("logger.unassign", "unit", [unit_id.to_string(), serial.to_string()])
