@@ -399,7 +399,17 @@ async fn a_clinic_registers_its_gateway_and_sees_the_loggers_it_brought(db: Data
         (200, 0),
         "{theirs}"
     );
-    let (_, list) = app.get_as(&clinic, path).await;
+    // The status and the reading are filed apart: wait for the status too.
+    let list = app
+        .eventually("the gateway's spool depth", || async {
+            let (_, l) = app.get_as(&clinic, path).await;
+            if l["gateways"][0]["spool_depth"].as_i64().is_some() {
+                Ok(l)
+            } else {
+                Err(l.to_string())
+            }
+        })
+        .await;
     let g = &list["gateways"][0];
     assert_eq!(
         (g["id"].as_str(), g["loggers_seen"].as_i64(), g["spool_depth"].as_i64()),
