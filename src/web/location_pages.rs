@@ -42,6 +42,10 @@ async fn home(
         Err(crate::error::Error::NotFound(_)) => return super::pages::not_found(),
         Err(e) => return ApiError::from(e).into_response(),
     };
+    let waiting = match crate::inventory::doses::review::waiting_at(&s.db, &caller.scope, &location.code).await {
+        Ok(w) => w,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
     let one = |v: Option<f64>| v.map_or("—".to_string(), |c| format!("{c:.1} °C"));
     let tiles: Vec<minijinja::Value> = tiles
         .iter()
@@ -76,6 +80,8 @@ async fn home(
             title => format!("{} ({})", location.name, location.code),
             location => minijinja::Value::from(minijinja::value::Serde(&location)),
             tiles,
+            unmatched => waiting.unmatched,
+            borrowing => waiting.borrowing,
             may_sign => csrf.is_some() && !caller.read_only(),
             csrf_token => csrf,
             notice => n.signed.map(|d| format!("Today's check ({d}) is signed.")),

@@ -209,3 +209,28 @@ pub async fn revaccination(db: &Db, caller: &Caller, code: &str, page: Page) -> 
     }
     Ok(page.cut(out, |d| d.administration_id))
 }
+
+/// What waits for a person at a location: doses that matched no stock, and borrowing records
+/// without their reason.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Waiting {
+    pub unmatched: i64,
+    pub borrowing: i64,
+}
+
+/// What waits at location `code` (in `scope`).
+pub async fn waiting_at(db: &Db, scope: &crate::accounts::Scope, code: &str) -> Result<Waiting> {
+    let mut conn = db.pool.acquire().await?;
+    let place = place(&mut conn, scope, code).await?;
+    let r = sqlx::query(
+        "SELECT (SELECT COUNT(*) FROM decrement_exceptions WHERE location_code = $1 AND resolved_at IS NULL) AS unmatched, \
+         (SELECT COUNT(*) FROM borrowing WHERE location_code = $1 AND reason IS NULL) AS borrowing",
+    )
+    .bind(&place.code)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Waiting {
+        unmatched: r.try_get("unmatched")?,
+        borrowing: r.try_get("borrowing")?,
+    })
+}

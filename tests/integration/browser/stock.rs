@@ -156,8 +156,16 @@ async fn a_clinic_resolves_an_unmatched_dose_completes_a_borrowing_record_and_tr
     let b = Browser::open(&app).await;
     sign_up(&app, &b, CLINIC, "vfc-coordinator", &["--location", "012345A"]).await;
 
-    // The unmatched dose is the lot on the shelf: resolving it decrements that lot.
-    b.go("/locations/012345A/decrement-exceptions").await;
+    // The location's home says what waits; the unmatched dose is the lot on the shelf:
+    // resolving it decrements that lot.
+    b.go("/locations/012345A").await;
+    assert!(
+        b.text().await.contains("1 borrowing record(s) need their reason"),
+        "{}",
+        b.text().await
+    );
+    b.follow("1 dose(s) reported by the EHR matched no stock").await;
+    assert_eq!(b.path().await, "/locations/012345A/decrement-exceptions");
     assert!(b.text().await.contains("lot \"NOPE42\""), "{}", b.text().await);
     b.choose("stock", &stock).await;
     b.press("Resolve").await;
