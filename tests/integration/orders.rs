@@ -12,6 +12,7 @@ const VARIVAX: &str = "00006-4826-00";
 
 /// Publishes hourly readings of `serial` at `temp` from `from` to `to`, and waits until the
 /// broker has them.
+/// A reading every hour from `from` until before `to`.
 async fn hourly(app: &TestApp, serial: &str, from: DateTime<Utc>, to: DateTime<Utc>, temp: f64) {
     let mut p = app.publisher(&format!("pub-{serial}-{}", from.timestamp())).await;
     let mut at = from;
@@ -342,7 +343,17 @@ async fn ready_clinic(app: &TestApp) -> i64 {
                "calibrated_on": "2026-01-01", "calibration_expires_on": "2099-01-01"}),
     )
     .await;
+    // Hourly until three hours ago, then readings around the window a later warm spell fills
+    // (170 to 95 minutes ago), so yesterday is complete where the clinic is at any hour.
     hourly(app, "LT-O1", now - Duration::days(33), now - Duration::hours(3), 5.0).await;
+    let mut p = app.publisher("pub-LT-O1-recent").await;
+    let recent: Vec<Value> = [180, 85, 25]
+        .iter()
+        .map(|m| json!({"ts": (now - Duration::minutes(*m)).to_rfc3339(), "temp_c": 5.0}))
+        .collect();
+    p.publish("vfc/loggers/LT-O1/readings", json!({ "readings": recent }).to_string())
+        .await;
+    p.wait_acked(1).await;
     let lot = receive(
         app,
         "012345A",
@@ -466,7 +477,7 @@ async fn each_prerequisite_fails_alone_naming_what_to_fix_and_passes_once_fixed(
         "{r}"
     );
     assert!(!d.contains("Main refrigerator"), "the fridge's record is complete: {d}");
-    hourly(&app, "LT-O2", now - Duration::days(33), now - Duration::hours(3), -20.0).await;
+    hourly(&app, "LT-O2", now - Duration::days(33), now, -20.0).await;
     failing(&app, &[]).await;
 
     // The count must cover the freezer's lot too: a count older than 30 days fails.
