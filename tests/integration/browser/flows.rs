@@ -493,6 +493,8 @@ async fn every_page_fits_a_phone_390_pixels_wide_without_scrolling_sideways() {
     }
     b.go("/locations/012345A").await;
     b.screenshot("location-phone").await;
+    b.go("/locations/012345A/reconciliations").await;
+    b.screenshot("count-sheet-phone").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

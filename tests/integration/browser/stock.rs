@@ -164,7 +164,8 @@ async fn a_clinic_resolves_an_unmatched_dose_completes_a_borrowing_record_and_tr
         "{}",
         b.text().await
     );
-    b.follow("1 dose(s) reported by the EHR matched no stock").await;
+    b.follow("1 dose(s) reported by the EHR matched no stock: assign each to its lot")
+        .await;
     assert_eq!(b.path().await, "/locations/012345A/decrement-exceptions");
     assert!(b.text().await.contains("lot \"NOPE42\""), "{}", b.text().await);
     b.choose("stock", &stock).await;
