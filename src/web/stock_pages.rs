@@ -187,7 +187,15 @@ async fn removal_form(
             action => removal_path(&place.code, kind),
             here => if returning { "returns" } else { "wastage" },
             returning,
-            stock => stock_choices(&lines),
+            // A lot held after an excursion is returned or wasted by its review, not here.
+            stock => stock_choices(lines.iter().filter(|l| l.holds.iter().all(|h| h.excursion_id.is_none()))),
+            held => lines
+                .iter()
+                .flat_map(|l| l.holds.iter().filter_map(move |h| h.excursion_id.map(|x| context! {
+                    what => format!("{} lot {} in {}", l.product, l.lot, l.unit),
+                    excursion => x,
+                })))
+                .collect::<Vec<_>>(),
             reasons => REASONS
                 .iter()
                 .filter(|(c, _)| !returning || !OPENED_OR_GONE.contains(c))

@@ -71,7 +71,8 @@ async fn transfer_form(
             title => format!("Transfer doses from {} ({})", place.name, place.code),
             code => place.code.clone(),
             here => "transfers",
-            stock => stock_choices(&lines),
+            // Only stock that may travel: not on hold, not expired.
+            stock => stock_choices(lines.iter().filter(|l| l.status == "usable" || l.status == "expiring")),
             units => units.iter().map(|u| context! { id => u.id, name => u.name.clone() }).collect::<Vec<_>>(),
             transfers => recent.iter().map(|t| context! {
                 id => t.id,

@@ -572,3 +572,55 @@ async fn a_state_viewer_who_may_only_read_still_changes_their_own_password() {
     let audit = app.get("/api/v1/audit?action=account.change_password").await;
     assert_eq!(audit["audit"][0]["actor"], "account:1:vic@state.example", "{audit}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lot_held_after_an_excursion_is_not_offered_for_wastage_and_leads_to_its_review() {
+    let app = TestApp::spawn(Database::Sqlite, Broker::Embedded).await;
+    let unit = app.fridge().await;
+    let lot = crate::inventory::receive(
+        &app,
+        unit,
+        (crate::inventory::ROTATEQ, "RV-H1", "2099-01-31", "vfc"),
+        10,
+        Utc::now() - Duration::hours(2),
+    )
+    .await;
+    let cookie = signed_in_staff(&app).await;
+    let page_of = |path: &'static str| {
+        let cookie = cookie.clone();
+        let app = &app;
+        async move {
+            let r = app
+                .http
+                .get(app.url(path))
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            r.text().await.unwrap()
+        }
+    };
+    let before = page_of("/locations/012345A/wastage").await;
+    assert!(before.contains(&format!("value=\"{unit}:{lot}\"")), "{before}");
+    app.freezing("LT-1").await;
+    let id = app
+        .eventually("the lot on hold", || async {
+            let l = app.get("/api/v1/excursions").await;
+            let id = l["excursions"][0]["id"].as_i64().ok_or_else(|| l.to_string())?;
+            let h = app.get(&format!("/api/v1/excursions/{id}/holds")).await;
+            if h["holds"].as_array().is_some_and(|a| !a.is_empty()) {
+                Ok(id)
+            } else {
+                Err(h.to_string())
+            }
+        })
+        .await;
+    for path in ["/locations/012345A/wastage", "/locations/012345A/returns"] {
+        let page = page_of(path).await;
+        assert!(!page.contains(&format!("value=\"{unit}:{lot}\"")), "{path}: {page}");
+        assert!(page.contains(&format!("excursion {id}")), "{path}: {page}");
+    }
+    let page = page_of("/locations/012345A/transfers").await;
+    assert!(!page.contains(&format!("value=\"{unit}:{lot}\"")), "{page}");
+}
