@@ -145,7 +145,9 @@ pub async fn record(conn: &mut AnyConnection, e: &Entry<'_>) -> Result<i64> {
     .bind(e.transfer_id)
     .bind(e.hold_id)
     .bind(e.from_unit_id)
-    .bind(e.occurred_at)
+    // The ledger never holds the future: a dose an EHR dates a few minutes ahead (a fast clock)
+    // happened by now, and a count taken now must find it before, not after.
+    .bind(e.occurred_at.min(now))
     .bind(now)
     .bind(e.actor)
     .fetch_one(&mut *conn)

@@ -159,11 +159,14 @@ fn counts_of(sent: &Sent, lines: &[stock::StockLine]) -> Result<Vec<Count>, (Str
     for l in lines.iter().filter(|l| l.on_hand != 0) {
         let key = format!("{}_{}", l.unit_id, l.lot_id);
         let counted = match sent.text(&format!("count_{key}")).map(|v| v.parse::<i64>()) {
-            Some(Ok(n)) if n >= 0 => n,
+            Some(Ok(n)) if (0..=crate::domain::Doses::MAX).contains(&n) => n,
             _ => {
                 return Err((
                     format!("count_{key}"),
-                    format!("Give the doses of lot {} counted in {}: 0 or more.", l.lot, l.unit),
+                    format!(
+                        "Give the doses of lot {} counted in {}: a whole number, 0 or more.",
+                        l.lot, l.unit
+                    ),
                 ))
             }
         };
@@ -181,7 +184,8 @@ fn counts_of(sent: &Sent, lines: &[stock::StockLine]) -> Result<Vec<Count>, (Str
             unit_id: l.unit_id,
             lot_id: l.lot_id,
             counted,
-            reason,
+            // A reason typed by a count that matches says nothing: it is not kept.
+            reason: reason.filter(|_| counted != l.on_hand),
         });
     }
     Ok(counts)

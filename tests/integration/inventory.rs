@@ -368,6 +368,43 @@ async fn reconciliation_as_of_a_time_is_not_disturbed_by_later_doses(db: Databas
     );
 }
 
+async fn a_dose_dated_minutes_ahead_by_a_fast_clock_is_behind_a_count_taken_now(db: Database) {
+    let app = TestApp::spawn(db, crate::harness::Broker::Embedded).await;
+    let fridge = app.fridge().await;
+    let lot = receive(
+        &app,
+        fridge,
+        (ROTATEQ, "FAST1", "2099-01-31", "vfc"),
+        10,
+        Utc::now() - Duration::hours(1),
+    )
+    .await;
+    // The EHR's clock runs five minutes fast.
+    let ahead = (Utc::now() + Duration::minutes(5)).to_rfc3339();
+    let (s, out) = app
+        .send_as(
+            &app.token,
+            "POST",
+            "/api/v1/locations/012345A/administrations",
+            json!({"doses": [{"dose_id": "F-1", "patient_id": "P-F", "cvx": "116", "lot": "FAST1", "administered_at": ahead}]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{out}");
+    assert_eq!(out["results"][0]["outcome"], "decremented", "{out}");
+    // Nine on the shelf, counted now: as expected, no reason needed.
+    let (s, out) = app
+        .send_as(
+            &app.token,
+            "POST",
+            "/api/v1/locations/012345A/reconciliations",
+            json!({"as_of": Utc::now().to_rfc3339(), "counted_by": "Pat",
+                   "counts": [{"unit_id": fridge, "lot_id": lot, "counted": 9}]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{out}");
+    assert_eq!(out["lines"][0]["adjustment"], 0, "{out}");
+}
+
 async fn stock_never_goes_negative_and_mistakes_are_reversed_not_edited(db: Database) {
     let app = TestApp::spawn(db, crate::harness::Broker::Embedded).await;
     let fridge = app.fridge().await;
@@ -446,6 +483,7 @@ async fn a_transfer_to_another_pin_waits_for_the_state(db: Database) {
 on_both_databases!(
     an_excursion_holds_exactly_its_units_lots_and_exposure_follows_a_transfer,
     reconciliation_as_of_a_time_is_not_disturbed_by_later_doses,
+    a_dose_dated_minutes_ahead_by_a_fast_clock_is_behind_a_count_taken_now,
     stock_never_goes_negative_and_mistakes_are_reversed_not_edited,
     a_transfer_to_another_pin_waits_for_the_state,
 );

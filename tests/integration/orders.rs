@@ -10,9 +10,8 @@ use crate::on_both_databases;
 
 const VARIVAX: &str = "00006-4826-00";
 
-/// Publishes hourly readings of `serial` at `temp` from `from` to `to`, and waits until the
-/// broker has them.
-/// A reading every hour from `from` until before `to`.
+/// Publishes a reading of `serial` at `temp` every hour from `from` until before `to`, and waits
+/// until the broker has them.
 async fn hourly(app: &TestApp, serial: &str, from: DateTime<Utc>, to: DateTime<Utc>, temp: f64) {
     let mut p = app.publisher(&format!("pub-{serial}-{}", from.timestamp())).await;
     let mut at = from;

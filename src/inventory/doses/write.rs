@@ -175,19 +175,21 @@ pub async fn taken(
         $13, $13, $14, $15, $16, $18 WHERE NOT EXISTS (SELECT 1 FROM administrations WHERE location_code = $1 AND orc_key = $2) \
         AND NOT EXISTS (SELECT 1 FROM administrations WHERE location_code = $1 AND natural_key = $3 \
         AND ($2 IS NULL OR orc_key IS NULL)) RETURNING id";
+    // The event is dated when the dose was given, but never after it was recorded: the ledger
+    // holds no future (an EHR's fast clock), so a count taken now finds the dose before it.
     const EVENT: &str = "INSERT INTO stock_events (location_code, unit_id, lot_id, kind, doses, source, source_ref, \
         administration_id, occurred_at, recorded_at, actor)";
     let sql = match Dialect::of(conn) {
         Dialect::Sqlite => format!(
             "{ADMIN}; UPDATE stock SET on_hand = on_hand - 1, updated_at = $13 WHERE unit_id = $15 AND lot_id = $14 \
              AND on_hand >= 1 AND changes() = 1; \
-             {EVENT} SELECT $1, $15, $14, 'administration', -1, $11, $12, last_insert_rowid(), $8, $13, $17 \
+             {EVENT} SELECT $1, $15, $14, 'administration', -1, $11, $12, last_insert_rowid(), MIN($8, $13), $13, $17 \
              WHERE changes() = 1 RETURNING id"
         ),
         Dialect::Postgres => format!(
             "WITH a AS ({ADMIN}), s AS (UPDATE stock SET on_hand = on_hand - 1, updated_at = $13 WHERE unit_id = $15 \
              AND lot_id = $14 AND on_hand >= 1 AND EXISTS (SELECT 1 FROM a) RETURNING unit_id), \
-             e AS ({EVENT} SELECT $1, $15, $14, 'administration', -1, $11, $12, a.id, $8, $13, $17 FROM a, s RETURNING id) \
+             e AS ({EVENT} SELECT $1, $15, $14, 'administration', -1, $11, $12, a.id, LEAST($8, $13), $13, $17 FROM a, s RETURNING id) \
              SELECT a.id, 0 AS o FROM a UNION ALL SELECT e.id, 1 AS o FROM e ORDER BY o"
         ),
     };
