@@ -225,9 +225,9 @@ pub struct Serving {
     pub reading_interval_s: Option<i64>,
 }
 
-/// The loggers serving the units of location `code` (in `scope`) now.
-pub async fn serving_at(db: &Db, scope: &crate::accounts::Scope, code: &str) -> Result<Vec<Serving>> {
-    let location = super::locations::get(db, scope, code).await?;
+/// The loggers serving the units of a location now; the location was read in the caller's
+/// scope ([`super::locations::get`]).
+pub async fn serving_at(db: &Db, location: &super::locations::Location) -> Result<Vec<Serving>> {
     let mut conn = db.pool.acquire().await?;
     serving_location(&mut conn, &location.code).await
 }

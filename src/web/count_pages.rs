@@ -18,7 +18,7 @@ use minijinja::{context, Value};
 
 use super::error::ApiError;
 use super::extract::Id;
-use super::forms::{local, place_and_viewer, writer_at, zone, ListQuery, Sent};
+use super::forms::{local, place_and_viewer, writer_at, zone, ListQuery, Posted, Sent};
 use super::AppState;
 use crate::accounts::Caller;
 use crate::inventory::reconcile::{self, Count, NewReconciliation};
@@ -198,16 +198,15 @@ async fn count(
     axum::Form(f): axum::Form<HashMap<String, String>>,
 ) -> Response {
     let back = format!("/locations/{code}/reconciliations");
-    let caller = match writer_at(&s, &headers, &f, &code, &back).await {
-        Ok(c) => c,
+    let Posted {
+        caller,
+        place,
+        csrf,
+        sent,
+    } = match writer_at(&s, &headers, &f, &code, &back).await {
+        Ok(p) => p,
         Err(r) => return r,
     };
-    let place = match crate::registry::locations::get(&s.db, &caller.scope, &code).await {
-        Ok(l) => l,
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    let csrf = f.get("csrf_token").cloned();
-    let sent = Sent::of(&f);
     let lines = match stock::of_location(&s.db, &caller, &code, None, true).await {
         Ok(l) => l,
         Err(e) => return ApiError::from(e).into_response(),

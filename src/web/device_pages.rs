@@ -57,7 +57,7 @@ async fn page(State(s): State<AppState>, headers: HeaderMap, Id(code): Id<String
     };
     let (gws, serving) = match (
         gateways::list(&s.db, &caller.scope, &place.code).await,
-        loggers::serving_at(&s.db, &caller.scope, &place.code).await,
+        loggers::serving_at(&s.db, &place).await,
     ) {
         (Ok(g), Ok(l)) => (g, l),
         (Err(e), _) | (_, Err(e)) => return ApiError::from(e).into_response(),

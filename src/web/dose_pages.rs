@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -14,7 +14,9 @@ use minijinja::{context, Value};
 
 use super::error::ApiError;
 use super::extract::Id;
-use super::forms::{local, page_after, place_and_viewer, stock_choices, stock_in, writer_at, zone, ListQuery, Sent};
+use super::forms::{
+    local, page_after, place_and_viewer, stock_choices, stock_in, writer_at, zone, ListQuery, Posted, RowForms, Sent,
+};
 use super::AppState;
 use crate::accounts::audit::Who;
 use crate::accounts::Caller;
@@ -66,19 +68,11 @@ async fn exception_queue(
     };
     let (queue, next) = queue;
     let tz = zone(place);
-    let status = if refused.is_some() {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
-    let empty = Sent::default();
+    let forms = RowForms::new(refused);
     let rows: Vec<Value> = queue
         .iter()
         .map(|x| {
-            let sent = match &refused {
-                Some((id, sent)) if *id == x.id => sent,
-                _ => &empty,
-            };
+            let sent = forms.of(x.id);
             context! {
                 id => x.id,
                 why => x.reason.clone(),
@@ -100,7 +94,7 @@ async fn exception_queue(
         })
         .collect();
     super::pages::render(
-        status,
+        forms.status(),
         "exceptions.html",
         context! {
             title => format!("Unmatched doses at {} ({})", place.name, place.code),
@@ -109,8 +103,7 @@ async fn exception_queue(
             rows,
             next,
             notice,
-            // Also above the list: the row may not be on this page any more.
-            error => refused.as_ref().and_then(|(_, sent)| sent.error.clone()),
+            error => forms.error(),
             timezone => tz.name(),
             may_act => csrf.is_some() && !caller.read_only(),
             csrf_token => csrf,
@@ -126,16 +119,15 @@ async fn resolve(
 ) -> Response {
     let code = f.get("code").cloned().unwrap_or_default();
     let back = format!("/locations/{code}/decrement-exceptions");
-    let caller = match writer_at(&s, &headers, &f, &code, &back).await {
-        Ok(c) => c,
+    let Posted {
+        caller,
+        place,
+        csrf,
+        sent,
+    } = match writer_at(&s, &headers, &f, &code, &back).await {
+        Ok(p) => p,
         Err(r) => return r,
     };
-    let place = match crate::registry::locations::get(&s.db, &caller.scope, &code).await {
-        Ok(l) => l,
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    let csrf = f.get("csrf_token").cloned();
-    let sent = Sent::of(&f);
     let body = match (stock_in(&sent, "stock"), sent.text("dismiss")) {
         (Some(_), Some(_)) | (None, None) => {
             let sent = sent.refused(
@@ -210,19 +202,11 @@ async fn borrowing_list(
         Err(e) => return ApiError::from(e).into_response(),
     };
     let tz = zone(place);
-    let status = if refused.is_some() {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
-    let empty = Sent::default();
+    let forms = RowForms::new(refused);
     let rows: Vec<Value> = list
         .iter()
         .map(|b| {
-            let sent = match &refused {
-                Some((id, sent)) if *id == b.id => sent,
-                _ => &empty,
-            };
+            let sent = forms.of(b.id);
             context! {
                 id => b.id,
                 lot => b.lot.clone(),
@@ -241,7 +225,7 @@ async fn borrowing_list(
         })
         .collect();
     super::pages::render(
-        status,
+        forms.status(),
         "borrowing.html",
         context! {
             title => format!("Borrowing at {} ({})", place.name, place.code),
@@ -251,8 +235,7 @@ async fn borrowing_list(
             reasons => BORROWING_REASONS.iter().map(|r| context! { code => *r, words => reason_words(r) }).collect::<Vec<_>>(),
             next,
             notice,
-            // Also above the list: the row may not be on this page any more.
-            error => refused.as_ref().and_then(|(_, sent)| sent.error.clone()),
+            error => forms.error(),
             may_act => csrf.is_some() && !caller.read_only(),
             csrf_token => csrf,
         },
@@ -267,16 +250,15 @@ async fn complete(
 ) -> Response {
     let code = f.get("code").cloned().unwrap_or_default();
     let back = format!("/locations/{code}/borrowing");
-    let caller = match writer_at(&s, &headers, &f, &code, &back).await {
-        Ok(c) => c,
+    let Posted {
+        caller,
+        place,
+        csrf,
+        sent,
+    } = match writer_at(&s, &headers, &f, &code, &back).await {
+        Ok(p) => p,
         Err(r) => return r,
     };
-    let place = match crate::registry::locations::get(&s.db, &caller.scope, &code).await {
-        Ok(l) => l,
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    let csrf = f.get("csrf_token").cloned();
-    let sent = Sent::of(&f);
     let body = BorrowingReason {
         reason: sent.text("reason").unwrap_or_default(),
         note: sent.text("note"),

@@ -76,6 +76,39 @@ impl Sent {
     }
 }
 
+/// A list whose rows each carry a form (a queue of doses to resolve, borrowing records to
+/// complete), with the one row's form sent back with its error.
+pub struct RowForms {
+    refused: Option<(i64, Sent)>,
+    empty: Sent,
+}
+
+impl RowForms {
+    pub fn new(refused: Option<(i64, Sent)>) -> RowForms {
+        RowForms {
+            refused,
+            empty: Sent::default(),
+        }
+    }
+
+    /// The form of row `id`: as sent when it was refused, else empty.
+    pub fn of(&self, id: i64) -> &Sent {
+        match &self.refused {
+            Some((row, sent)) if *row == id => sent,
+            _ => &self.empty,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.refused.as_ref().map_or(StatusCode::OK, |(_, sent)| sent.status())
+    }
+
+    /// The refusal, also for above the list: the row may not be on this page any more.
+    pub fn error(&self) -> Option<String> {
+        self.refused.as_ref().and_then(|(_, sent)| sent.error.clone())
+    }
+}
+
 /// A whole number of doses typed in a form, at least one.
 pub fn doses_in(sent: &Sent, k: &str) -> Result<i64, String> {
     match sent.text(k).map(|v| v.parse::<i64>()) {
@@ -129,17 +162,33 @@ pub async fn place_and_viewer(
     }
 }
 
-/// Who sends a form about a location they may see; otherwise the page that says why.
+/// A form about a location, as received: who sends it, the location (in their scope), the
+/// page's CSRF token to render it again with, and what was typed.
+pub struct Posted {
+    pub caller: Caller,
+    pub place: Location,
+    pub csrf: Option<String>,
+    pub sent: Sent,
+}
+
+/// Who sends a form about a location they may see, with the location and the form; otherwise
+/// the page that says why.
 pub async fn writer_at(
     s: &AppState,
     headers: &HeaderMap,
     f: &HashMap<String, String>,
     code: &str,
     back: &str,
-) -> Result<Caller, Response> {
-    let caller = super::pages::form_writer(s, headers, f.get("csrf_token").map(String::as_str), back).await?;
+) -> Result<Posted, Response> {
+    let csrf = f.get("csrf_token").cloned();
+    let caller = super::pages::form_writer(s, headers, csrf.as_deref(), back).await?;
     match crate::registry::locations::get(&s.db, &caller.scope, code).await {
-        Ok(_) => Ok(caller),
+        Ok(place) => Ok(Posted {
+            caller,
+            place,
+            csrf,
+            sent: Sent::of(f),
+        }),
         Err(crate::error::Error::NotFound(_)) => Err(super::pages::not_found()),
         Err(e) => Err(ApiError::from(e).into_response()),
     }

@@ -15,7 +15,7 @@ use minijinja::context;
 
 use super::error::ApiError;
 use super::extract::Id;
-use super::forms::{doses_in, place_and_viewer, product_for, stock_choices, stock_in, writer_at, Sent};
+use super::forms::{doses_in, place_and_viewer, product_for, stock_choices, stock_in, writer_at, Posted, Sent};
 use super::AppState;
 use crate::accounts::Caller;
 use crate::domain::Funding;
@@ -77,16 +77,15 @@ async fn receive(
     axum::Form(f): axum::Form<HashMap<String, String>>,
 ) -> Response {
     let back = format!("/locations/{code}/receipts");
-    let caller = match writer_at(&s, &headers, &f, &code, &back).await {
-        Ok(c) => c,
+    let Posted {
+        caller,
+        place,
+        csrf,
+        sent,
+    } = match writer_at(&s, &headers, &f, &code, &back).await {
+        Ok(p) => p,
         Err(r) => return r,
     };
-    let place = match crate::registry::locations::get(&s.db, &caller.scope, &code).await {
-        Ok(l) => l,
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    let csrf = f.get("csrf_token").cloned();
-    let sent = Sent::of(&f);
     let products = match catalog::list(&s.db).await {
         Ok(p) => p,
         Err(e) => return ApiError::from(e).into_response(),
@@ -229,16 +228,15 @@ async fn give_back(
 }
 
 async fn remove(s: AppState, headers: HeaderMap, code: String, kind: Kind, f: HashMap<String, String>) -> Response {
-    let caller = match writer_at(&s, &headers, &f, &code, &removal_path(&code, kind)).await {
-        Ok(c) => c,
+    let Posted {
+        caller,
+        place,
+        csrf,
+        sent,
+    } = match writer_at(&s, &headers, &f, &code, &removal_path(&code, kind)).await {
+        Ok(p) => p,
         Err(r) => return r,
     };
-    let place = match crate::registry::locations::get(&s.db, &caller.scope, &code).await {
-        Ok(l) => l,
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    let csrf = f.get("csrf_token").cloned();
-    let sent = Sent::of(&f);
     let body = (|| {
         let (unit_id, lot_id) =
             stock_in(&sent, "stock").ok_or((Some("stock"), "Choose the lot the doses came from.".to_string()))?;

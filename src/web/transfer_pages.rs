@@ -13,7 +13,9 @@ use minijinja::context;
 
 use super::error::ApiError;
 use super::extract::Id;
-use super::forms::{doses_in, local, place_and_viewer, stock_choices, stock_in, writer_at, zone, ListQuery, Sent};
+use super::forms::{
+    doses_in, local, place_and_viewer, stock_choices, stock_in, writer_at, zone, ListQuery, Posted, Sent,
+};
 use super::AppState;
 use crate::accounts::Caller;
 use crate::inventory::stock;
@@ -105,16 +107,15 @@ async fn transfer(
     axum::Form(f): axum::Form<HashMap<String, String>>,
 ) -> Response {
     let back = format!("/locations/{code}/transfers");
-    let caller = match writer_at(&s, &headers, &f, &code, &back).await {
-        Ok(c) => c,
+    let Posted {
+        caller,
+        place,
+        csrf,
+        sent,
+    } = match writer_at(&s, &headers, &f, &code, &back).await {
+        Ok(p) => p,
         Err(r) => return r,
     };
-    let place = match crate::registry::locations::get(&s.db, &caller.scope, &code).await {
-        Ok(l) => l,
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    let csrf = f.get("csrf_token").cloned();
-    let sent = Sent::of(&f);
     let body = (|| {
         let (unit_id, lot_id) =
             stock_in(&sent, "stock").ok_or((Some("stock"), "Choose the lot to move.".to_string()))?;

@@ -76,13 +76,14 @@ async fn unit_page(
         Ok(d) => d,
         Err(e) => return page_error(e),
     };
-    let tz = match crate::registry::locations::get(&s.db, &caller.scope, &detail.unit.location).await {
-        Ok(l) => l.timezone.parse::<chrono_tz::Tz>().unwrap_or(chrono_tz::UTC),
+    let location = match crate::registry::locations::get(&s.db, &caller.scope, &detail.unit.location).await {
+        Ok(l) => l,
         Err(e) => return page_error(e),
     };
+    let tz = location.timezone.parse::<chrono_tz::Tz>().unwrap_or(chrono_tz::UTC);
     let (downtime, serving) = match (
         crate::coldchain::downtime::list(&s.db, id).await,
-        crate::registry::loggers::serving_at(&s.db, &caller.scope, &detail.unit.location).await,
+        crate::registry::loggers::serving_at(&s.db, &location).await,
     ) {
         (Ok(d), Ok(l)) => (d, l),
         (Err(e), _) | (_, Err(e)) => return page_error(e),
