@@ -361,18 +361,29 @@ async fn an_excursions_page_shows_its_chart_and_lots_on_hold() {
 
 /// Clinic staff of 012345A, invited, with a password, signed in: the session cookie.
 async fn signed_in_staff(app: &TestApp) -> String {
-    let link = app.cli_last_line(&[
-        "account",
-        "create",
-        "--email",
-        "sam.staff@example.org",
-        "--name",
-        "Sam Staff",
-        "--role",
-        "clinic-staff",
-        "--location",
-        "012345A",
-    ]);
+    signed_in(
+        app,
+        &[
+            "sam.staff@example.org",
+            "Sam Staff",
+            "clinic-staff",
+            "--location",
+            "012345A",
+        ],
+    )
+    .await
+    .0
+}
+
+/// Someone invited from the command line (email, name, role, and a place such as
+/// `--location 012345A`) who set a password and signed in: the session cookie and the
+/// sign-in's answer (with its CSRF token).
+async fn signed_in(app: &TestApp, who: &[&str]) -> (String, Value) {
+    let mut args = vec![
+        "account", "create", "--email", who[0], "--name", who[1], "--role", who[2],
+    ];
+    args.extend_from_slice(&who[3..]);
+    let link = app.cli_last_line(&args);
     let token = link.rsplit('/').next().unwrap().to_string();
     let r = app
         .http
@@ -385,17 +396,18 @@ async fn signed_in_staff(app: &TestApp) -> String {
     let r = app
         .http
         .post(app.url("/api/v1/session"))
-        .json(&serde_json::json!({"email": "sam.staff@example.org", "password": "copper lantern drifts north"}))
+        .json(&serde_json::json!({"email": who[0], "password": "copper lantern drifts north"}))
         .send()
         .await
         .unwrap();
-    r.headers()["set-cookie"]
+    let cookie = r.headers()["set-cookie"]
         .to_str()
         .unwrap()
         .split(';')
         .next()
         .unwrap()
-        .to_string()
+        .to_string();
+    (cookie, r.json().await.unwrap())
 }
 
 /// The CSRF token of a page's form.
@@ -486,40 +498,7 @@ async fn a_person_changes_their_own_password_only_with_the_current_one_and_then_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_state_viewer_who_may_only_read_still_changes_their_own_password() {
     let app = TestApp::spawn(Database::Sqlite, Broker::Embedded).await;
-    let link = app.cli_last_line(&[
-        "account",
-        "create",
-        "--email",
-        "vic@state.example",
-        "--name",
-        "Vic Viewer",
-        "--role",
-        "state-viewer",
-    ]);
-    let token = link.rsplit('/').next().unwrap().to_string();
-    let r = app
-        .http
-        .post(app.url(&format!("/api/v1/invitations/{token}")))
-        .json(&serde_json::json!({"password": "copper lantern drifts north"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
-    let r = app
-        .http
-        .post(app.url("/api/v1/session"))
-        .json(&serde_json::json!({"email": "vic@state.example", "password": "copper lantern drifts north"}))
-        .send()
-        .await
-        .unwrap();
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let session: Value = r.json().await.unwrap();
+    let (cookie, session) = signed_in(&app, &["vic@state.example", "Vic Viewer", "state-viewer"]).await;
     let csrf = session["csrf_token"].as_str().unwrap().to_string();
     // A state role sets up its second factor before anything else.
     let as_vic = |path: &str, body: Value| {
